@@ -1,0 +1,1 @@
+"""Adapters: Modbus TCP, OPC UA, SQLite and MQTT behind the domain's ports."""

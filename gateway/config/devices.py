@@ -1,0 +1,194 @@
+"""Southbound devices and their tags."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from gateway.config.common import ConfigPath, ExistingFile, Name, PositiveSeconds, StrictModel
+from gateway.domain.model import (
+    ByteOrder,
+    DataType,
+    EngineeringRange,
+    ModbusAddress,
+    ModbusTable,
+    OpcUaAddress,
+    Tag,
+    WordOrder,
+)
+
+
+class _TagCommon(StrictModel):
+    name: Name
+    description: str = ""
+    device: Name | None = Field(default=None, description="Owning device; only for tags listed at the top level.")
+    data_type: DataType = Field(description="Encoding at the source.")
+    unit: str = ""
+    scale: float = Field(default=1.0, description="Engineering value = raw × scale + offset.")
+    offset: float = 0.0
+    range: tuple[float, float] | None = Field(
+        default=None, description="Engineering range [low, high]; a value outside it is marked bad."
+    )
+    writable: bool = False
+
+    @field_validator("scale")
+    @classmethod
+    def _scale_not_zero(cls, v: float) -> float:
+        if v == 0:
+            raise ValueError("scale must not be zero")
+        return v
+
+    @field_validator("range")
+    @classmethod
+    def _range_ordered(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and not v[0] < v[1]:
+            raise ValueError(f"range low {v[0]} must be below high {v[1]}")
+        return v
+
+    def _range(self) -> EngineeringRange | None:
+        return EngineeringRange(*self.range) if self.range is not None else None
+
+
+class ModbusTagSettings(_TagCommon):
+    """A tag on a Modbus device. Addresses are 0-based protocol addresses (holding register 0 = 40001)."""
+
+    table: ModbusTable
+    address: int = Field(ge=0, le=65535)
+    bit: int | None = Field(default=None, ge=0, le=15, description="Bit of a register, for a bool in a register.")
+    count: int | None = Field(default=None, ge=1, le=4, description="Registers; optional, checked against data_type.")
+    word_order: WordOrder = WordOrder.BIG
+    byte_order: ByteOrder = ByteOrder.BIG
+
+    def to_domain(self, device: str) -> Tag:
+        addr = ModbusAddress(self.table, self.address, self.bit, self.word_order, self.byte_order)
+        return Tag(
+            name=self.name,
+            device=device,
+            address=addr,
+            data_type=self.data_type,
+            unit=self.unit,
+            scale=self.scale,
+            offset=self.offset,
+            range=self._range(),
+            writable=self.writable,
+            description=self.description,
+        )
+
+
+class OpcUaTagSettings(_TagCommon):
+    """A tag on an OPC UA server, by node id (``ns=2;s=PumpStation/P-101/Running``)."""
+
+    node_id: str = Field(min_length=3, pattern=r"^(ns=\d+;|nsu=[^;]+;)?[isgb]=.+$")
+
+    def to_domain(self, device: str) -> Tag:
+        return Tag(
+            name=self.name,
+            device=device,
+            address=OpcUaAddress(self.node_id),
+            data_type=self.data_type,
+            unit=self.unit,
+            scale=self.scale,
+            offset=self.offset,
+            range=self._range(),
+            writable=self.writable,
+            description=self.description,
+        )
+
+
+def _tag_protocol(data: object) -> str:
+    if isinstance(data, dict):
+        return "opcua" if "node_id" in data else "modbus"
+    return "opcua" if isinstance(data, OpcUaTagSettings) else "modbus"
+
+
+class TagFileRef(StrictModel):
+    """Tags imported from a shared point-map file (the file the bundled simulators serve)."""
+
+    file: ConfigPath
+    areas: list[str] = Field(default_factory=list, description="Only points of these areas; empty = all.")
+    include: list[str] = Field(default_factory=lambda: ["*"], description="Glob patterns of point names to take.")
+    exclude: list[str] = Field(default_factory=list, description="Glob patterns of point names to leave out.")
+
+
+class BreakerSettings(StrictModel):
+    """Circuit breaker around each device: after ``fail_max`` failed polls, fail fast for ``reset_timeout_s``."""
+
+    fail_max: int = Field(default=3, ge=1)
+    reset_timeout_s: PositiveSeconds = 5.0
+
+
+class _DeviceCommon(StrictModel):
+    name: Name
+    enabled: bool = True
+    poll_interval_s: PositiveSeconds = Field(default=1.0, description="Poll period of the device's tags.")
+    timeout_s: PositiveSeconds = Field(default=0.5, description="Deadline of each request; below the poll interval.")
+    stale_after_s: PositiveSeconds | None = Field(
+        default=None, description="Age after which the last value turns bad (default: 3 poll intervals)."
+    )
+    retries: int = Field(default=1, ge=0, le=5, description="Retries of a failed read (transient errors only).")
+    retry_backoff_s: PositiveSeconds = Field(default=0.05, description="First retry delay; doubled, with jitter.")
+    write_confirm_timeout_s: PositiveSeconds = Field(
+        default=2.0, description="Deadline to confirm a write by read-back."
+    )
+    breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+    tags_from: list[TagFileRef] = Field(default_factory=list)
+
+    @property
+    def stale_limit_s(self) -> float:
+        return self.stale_after_s if self.stale_after_s is not None else 3 * self.poll_interval_s
+
+
+class ModbusDeviceSettings(_DeviceCommon):
+    """A Modbus TCP PLC or RTU."""
+
+    protocol: Literal["modbus"]
+    host: str = Field(min_length=1)
+    port: int = Field(default=502, ge=1, le=65535)
+    unit_id: int = Field(default=1, ge=0, le=255)
+    max_gap: int = Field(default=16, ge=0, le=124, description="Unused registers a merged read may bridge.")
+    max_registers_per_request: int = Field(default=125, ge=1, le=125)
+    max_bits_per_request: int = Field(default=2000, ge=1, le=2000)
+    tags: list[ModbusTagSettings] = Field(default_factory=list)
+
+
+class OpcUaSecurity(StrictModel):
+    """OPC UA security. Anything but None needs our certificate and key and the server's certificate (pinned)."""
+
+    policy: Literal["None", "Basic256Sha256"] = "None"
+    mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
+    certificate: ExistingFile | None = None
+    private_key: ExistingFile | None = None
+    server_certificate: ExistingFile | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: ExistingFile | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OpcUaSecurity:
+        if (self.policy == "None") != (self.mode == "None"):
+            raise ValueError("policy and mode must both be None or both be set")
+        if self.policy != "None":
+            missing = [f for f in ("certificate", "private_key", "server_certificate") if getattr(self, f) is None]
+            if missing:
+                raise ValueError(f"security policy {self.policy} needs {', '.join(missing)}")
+        return self
+
+
+class OpcUaDeviceSettings(_DeviceCommon):
+    """An OPC UA server, read by batched polling or by subscription."""
+
+    protocol: Literal["opcua"]
+    endpoint: str = Field(pattern=r"^opc\.tcp://[^/\s]+(/.*)?$")
+    timeout_s: PositiveSeconds = 1.0
+    read_mode: Literal["poll", "subscribe"] = "poll"
+    publishing_interval_s: PositiveSeconds = Field(default=0.5, description="Subscription publishing interval.")
+    reconnect_min_s: PositiveSeconds = 0.5
+    reconnect_max_s: PositiveSeconds = 30.0
+    security: OpcUaSecurity = Field(default_factory=OpcUaSecurity)
+    tags: list[OpcUaTagSettings] = Field(default_factory=list)
+
+
+DeviceSettings = Annotated[ModbusDeviceSettings | OpcUaDeviceSettings, Field(discriminator="protocol")]
+TopLevelTag = ModbusTagSettings | OpcUaTagSettings
+TAG_PROTOCOL = _tag_protocol

@@ -1,0 +1,38 @@
+"""The knowledge store (SQLite)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from gateway.config.common import ConfigPath, PositiveSeconds, StrictModel
+
+
+class RetentionSettings(StrictModel):
+    """How long each kind of record is kept. Unsent outbox rows are never deleted by retention."""
+
+    raw_days: float = Field(default=7.0, gt=0, description="Raw readings; older ones are downsampled, not dropped.")
+    downsample_interval_s: int = Field(default=300, ge=10, description="Interval of the min/mean/max aggregates.")
+    aggregate_days: float = Field(default=730.0, gt=0, description="Downsampled readings.")
+    decisions_days: float = Field(default=730.0, gt=0, description="Decisions, symptoms, commands and audit log.")
+    sent_outbox_hours: float = Field(default=24.0, gt=0, description="Outbox rows already acknowledged upstream.")
+    check_interval_s: PositiveSeconds = Field(default=600.0, description="How often retention runs.")
+
+
+class StoreSettings(StrictModel):
+    """SQLite knowledge store: readings, symptoms, decisions, commands, audit log and the uplink outbox."""
+
+    path: ConfigPath = Field(default=Path("gateway.db"), description="Database file (relative to the config file).")
+    durability: Literal["normal", "full"] = Field(
+        default="normal",
+        description="normal: WAL with synchronous=NORMAL, survives a process crash; "
+        "full: synchronous=FULL, also survives power loss, slower commits.",
+    )
+    batch_max_rows: int = Field(default=5000, ge=1, description="Rows the writer commits in one transaction at most.")
+    flush_interval_s: PositiveSeconds = Field(default=0.05, description="Longest a queued row waits for its commit.")
+    queue_max_rows: int = Field(default=200_000, ge=1000, description="Rows queued in memory before producers wait.")
+    outbox_max_rows: int = Field(default=2_000_000, ge=100, description="Unsent outbox rows before thinning starts.")
+    busy_timeout_s: PositiveSeconds = 5.0
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)

@@ -1,0 +1,1 @@
+"""The MAPE-K loop: Monitor, Analyze, Plan and Execute over the Knowledge store."""
