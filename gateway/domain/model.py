@@ -400,3 +400,23 @@ class Decision:
     @staticmethod
     def new_id() -> str:
         return uuid.uuid4().hex
+
+
+class AuditVerdict(StrEnum):
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One remote request as received and judged; every request, good or bad, gets one."""
+
+    at: float
+    request_id: str | None  # None when the request was too malformed to carry one
+    source: str  # e.g. the MQTT topic it arrived on
+    kind: str | None
+    verdict: AuditVerdict
+    reason: str
+    raw: str  # the request as received (truncated), for forensics

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
-from gateway.domain.model import Reading, Tag, Value
+from gateway.domain.messages import NewMessage, OutboxMessage
+from gateway.domain.model import AuditEntry, Decision, Reading, Symptom, Tag, Value
 
 
 @runtime_checkable
@@ -56,3 +57,49 @@ class FieldDevice(Protocol):
     async def write(self, tag: str, value: Value) -> WriteResult:
         """Write one writable tag in engineering units and confirm it by read-back. Never retried blindly."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    pending: int
+    oldest_created_at: float | None
+    dropped_total: int
+
+
+class Outbox(Protocol):
+    """The uplink's view of the knowledge store: messages awaiting delivery, in insertion order."""
+
+    async def fetch_unsent(
+        self, *, limit: int, after_row_id: int = 0, max_priority: int | None = None
+    ) -> list[OutboxMessage]:
+        """Unsent messages with ``row_id > after_row_id`` (and ``priority <= max_priority``), oldest first."""
+        ...
+
+    async def mark_sent(self, row_ids: Sequence[int]) -> None:
+        """Record delivery (PUBACK received). Idempotent."""
+        ...
+
+    async def stats(self) -> OutboxStats: ...
+
+
+class KnowledgeStore(Outbox, Protocol):
+    """What the MAPE-K loop, the uplink and the CLI need from the knowledge store.
+
+    Writes are queued to one writer task that commits them in batches; ``record_*`` return as soon as the rows are
+    queued (they wait only when the queue is full). ``flush()`` returns once everything queued so far is committed.
+    Each write commits together with the outbox messages that report it (transactional outbox).
+    """
+
+    async def record_readings(self, device: str, readings: Sequence[Reading]) -> None: ...
+
+    async def record_symptom(self, symptom: Symptom, *, raised: bool, at: float) -> None: ...
+
+    async def record_decision(self, decision: Decision) -> None: ...
+
+    async def record_audit(self, entry: AuditEntry, response: NewMessage | None = None) -> None: ...
+
+    async def record_event(self, message: NewMessage) -> None: ...
+
+    async def flush(self) -> None: ...
+
+    async def latest_readings(self) -> dict[str, Reading]: ...

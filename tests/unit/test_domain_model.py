@@ -45,7 +45,8 @@ def test_good_reading_in_range() -> None:
     assert r.quality is Quality.GOOD
     assert r.reason is QualityReason.NONE
     assert r.unit == "m"
-    assert r.is_good and r.usable
+    assert r.is_good
+    assert r.usable
 
 
 def test_out_of_range_is_bad_and_keeps_the_value_for_diagnosis() -> None:

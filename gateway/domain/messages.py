@@ -1,0 +1,188 @@
+"""The uplink's wire format: message kinds, streams, priorities, and the JSON bodies and envelope.
+
+A message is formed once, when the rows it reports are committed (transactional outbox), and is stored as its
+``data`` body; the envelope (id, stream, sequence, historical flag) is wrapped around the stored body at publish
+time by byte concatenation, so a resend carries the same id and sequence and costs no re-serialisation.
+
+Envelope (one JSON object per MQTT message)::
+
+    {"id": "<32 hex>", "stream": "readings/pump-plc", "seq": 812, "kind": "readings",
+     "site": "bs01", "gateway": "edge-1", "created_at": 1764160000.123, "historical": false,
+     "data": { ...kind-specific body... }}
+
+``seq`` grows by one per stream and survives restarts; ``historical`` is true for a message published after it
+waited in the backlog (an outage, a restart), so consumers can tell replay from live data.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import IntEnum, StrEnum
+from typing import Any
+
+from gateway.domain.model import CommandOutcome, Decision, Reading, Symptom
+
+
+class MessageKind(StrEnum):
+    READINGS = "readings"
+    EVENT = "event"
+    DECISION = "decision"
+    COMMAND_RESPONSE = "command_response"
+
+
+class Priority(IntEnum):
+    """Lower goes first: command responses, then decisions and events, then telemetry."""
+
+    COMMAND_RESPONSE = 0
+    DECISION = 1
+    EVENT = 1
+    TELEMETRY = 2
+
+
+STREAM_EVENTS = "events"
+STREAM_DECISIONS = "decisions"
+STREAM_COMMAND_RESPONSES = "cmd/response"
+
+
+def readings_stream(device: str) -> str:
+    return f"readings/{device}"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """One stored message awaiting (or past) delivery."""
+
+    row_id: int  # insertion order in the outbox
+    stream: str  # topic suffix under {prefix}/{site}/{gateway}/
+    seq: int  # grows by one per stream, survives restarts
+    message_id: str  # unique; the same on every resend
+    kind: MessageKind
+    priority: int
+    created_at: float
+    body: bytes  # the JSON object placed under "data"
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message to be added to the outbox in the same transaction as the rows it reports."""
+
+    stream: str
+    kind: MessageKind
+    priority: int
+    body: bytes
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def _json_value(value: object) -> object:
+    """NaN and infinities are not JSON; they travel as null (the quality says why)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def reading_item(r: Reading) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "tag": r.tag,
+        "value": _json_value(r.value),
+        "unit": r.unit,
+        "quality": r.quality.value,
+        "ts": round(r.source_ts * 1000),
+    }
+    if r.reason:
+        item["reason"] = r.reason.value
+    return item
+
+
+def readings_body(device: str, readings: Sequence[Reading]) -> bytes:
+    """``{"device": ..., "readings": [{"tag", "value", "unit", "quality", "ts" (ms), "reason"?}]}``."""
+    return _dumps({"device": device, "readings": [reading_item(r) for r in readings]})
+
+
+def chunk_readings(
+    device: str, readings: Sequence[Reading], *, max_readings: int, max_bytes: int
+) -> list[tuple[bytes, int]]:
+    """Bodies of at most ``max_readings`` readings and about ``max_bytes`` each, with their reading counts."""
+    out: list[tuple[bytes, int]] = []
+    start = 0
+    while start < len(readings):
+        part = readings[start : start + max_readings]
+        body = readings_body(device, part)
+        while len(body) > max_bytes and len(part) > 1:
+            part = part[: max(1, len(part) * max_bytes // len(body))]
+            body = readings_body(device, part)
+        out.append((body, len(part)))
+        start += len(part)
+    return out
+
+
+def symptom_event_body(symptom: Symptom, *, raised: bool, at: float) -> bytes:
+    return _dumps(
+        {
+            "type": "symptom_raised" if raised else "symptom_cleared",
+            "code": symptom.code.value,
+            "subject": symptom.subject,
+            "severity": symptom.severity.value,
+            "at": at,
+            "detail": symptom.detail,
+            "data": {k: _json_value(v) for k, v in symptom.data.items()},
+        }
+    )
+
+
+def event_body(event_type: str, *, at: float, severity: str = "info", **fields: Any) -> bytes:
+    """Other events: alarms, ``data_dropped`` notices, store health changes."""
+    return _dumps({"type": event_type, "at": at, "severity": severity, **fields})
+
+
+def outcome_item(o: CommandOutcome) -> dict[str, Any]:
+    return {
+        "command_id": o.command.id,
+        "kind": o.command.kind.value,
+        "target": o.command.target,
+        "tag": o.command.tag,
+        "value": _json_value(o.command.value),
+        "status": o.status.value,
+        "requested_at": o.requested_at,
+        "finished_at": o.finished_at,
+        "read_back": _json_value(o.read_back),
+        "detail": o.detail,
+    }
+
+
+def decision_body(d: Decision) -> bytes:
+    return _dumps(
+        {
+            "decision_id": d.id,
+            "at": d.at,
+            "origin": d.origin,
+            "plan": d.plan.code.value,
+            "reason": d.plan.reason,
+            "symptoms": [s.key for s in d.symptoms],
+            "inputs": {name: reading_item(r) for name, r in d.inputs.items()},
+            "knowledge": {k: _json_value(v) for k, v in d.knowledge.items()},
+            "outcomes": [outcome_item(o) for o in d.outcomes],
+        }
+    )
+
+
+def command_response_body(
+    request_id: str | None, status: str, *, at: float, reason: str = "", outcome: Mapping[str, Any] | None = None
+) -> bytes:
+    """``status`` is ``accepted``, ``rejected`` (with ``reason``) or ``done`` (with the confirmed ``outcome``)."""
+    return _dumps({"request_id": request_id, "status": status, "at": at, "reason": reason, "outcome": outcome})
+
+
+def envelope(msg: OutboxMessage, *, site: str, gateway: str, historical: bool) -> bytes:
+    """The published payload: header fields, then the stored body under ``data``."""
+    head = (
+        f'{{"id":"{msg.message_id}","stream":{json.dumps(msg.stream)},"seq":{msg.seq},"kind":"{msg.kind.value}",'
+        f'"site":{json.dumps(site)},"gateway":{json.dumps(gateway)},"created_at":{msg.created_at!r},'
+        f'"historical":{"true" if historical else "false"},"data":'
+    )
+    return head.encode() + msg.body + b"}"
