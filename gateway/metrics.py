@@ -1,0 +1,133 @@
+"""Prometheus metrics, all named ``gateway_*`` with help text, in one registry served on the metrics listener.
+
+Adapters and loop phases import the metric they update from here; nothing else defines metrics, so the set stays
+documented in one place (the README's metrics table is generated from this registry).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+_FAST = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+# Southbound
+POLL_DURATION = Histogram(
+    "gateway_poll_duration_seconds",
+    "Duration of one poll of a device (all its planned requests).",
+    ["device"],
+    buckets=_FAST,
+    registry=REGISTRY,
+)
+DEVICE_REQUESTS = Counter(
+    "gateway_device_requests_total",
+    "Requests sent to a device (reads and writes).",
+    ["device", "op"],
+    registry=REGISTRY,
+)
+DEVICE_ERRORS = Counter(
+    "gateway_device_errors_total",
+    "Failed device requests by kind (timeout, connection, exception, bad_status).",
+    ["device", "kind"],
+    registry=REGISTRY,
+)
+READINGS = Counter(
+    "gateway_readings_total",
+    "Readings taken, by device and quality.",
+    ["device", "quality"],
+    registry=REGISTRY,
+)
+BREAKER_STATE = Gauge(
+    "gateway_breaker_state",
+    "Circuit breaker of a device: 0 closed, 1 half-open, 2 open.",
+    ["device"],
+    registry=REGISTRY,
+)
+DEVICE_CONNECTED = Gauge(
+    "gateway_device_connected",
+    "1 while the device answers, 0 otherwise.",
+    ["device"],
+    registry=REGISTRY,
+)
+POLL_SLOTS_MISSED = Counter(
+    "gateway_poll_slots_missed_total",
+    "Poll slots skipped because the previous poll overran.",
+    ["device"],
+    registry=REGISTRY,
+)
+
+# Loop
+LOOP_CYCLE = Histogram(
+    "gateway_loop_cycle_seconds",
+    "Duration of one Analyze/Plan/Execute cycle.",
+    buckets=_FAST,
+    registry=REGISTRY,
+)
+LOOP_LAST_CYCLE = Gauge(
+    "gateway_loop_last_cycle_timestamp_seconds",
+    "When the loop last completed a cycle (POSIX time).",
+    registry=REGISTRY,
+)
+SYMPTOMS_RAISED = Counter(
+    "gateway_symptoms_raised_total",
+    "Symptoms raised, by code.",
+    ["code"],
+    registry=REGISTRY,
+)
+SYMPTOMS_OPEN = Gauge("gateway_symptoms_open", "Symptoms currently open, by code.", ["code"], registry=REGISTRY)
+PLANS_CHOSEN = Counter("gateway_plans_chosen_total", "Plans chosen, by business code.", ["code"], registry=REGISTRY)
+COMMANDS = Counter(
+    "gateway_commands_total",
+    "Commands by outcome: sent, confirmed, failed, blocked.",
+    ["status"],
+    registry=REGISTRY,
+)
+INTERLOCK_BLOCKS = Counter(
+    "gateway_interlock_blocks_total",
+    "Commands refused by the safety envelope, by rule.",
+    ["rule"],
+    registry=REGISTRY,
+)
+
+# Store
+STORE_WRITE = Histogram(
+    "gateway_store_write_seconds",
+    "Duration of one batch commit of the knowledge store.",
+    buckets=_FAST,
+    registry=REGISTRY,
+)
+STORE_ROWS = Counter(
+    "gateway_store_rows_written_total",
+    "Rows committed to the knowledge store, by table.",
+    ["table"],
+    registry=REGISTRY,
+)
+STORE_HEALTHY = Gauge("gateway_store_healthy", "1 while the store commits, 0 after a failed write.", registry=REGISTRY)
+OUTBOX_DEPTH = Gauge("gateway_outbox_depth", "Messages in the outbox not yet acknowledged.", registry=REGISTRY)
+OUTBOX_OLDEST_AGE = Gauge(
+    "gateway_outbox_oldest_age_seconds",
+    "Age of the oldest unacknowledged outbox message.",
+    registry=REGISTRY,
+)
+
+# Uplink
+UPLINK_CONNECTED = Gauge("gateway_uplink_connected", "1 while connected to the MQTT broker.", registry=REGISTRY)
+MESSAGES_PUBLISHED = Counter(
+    "gateway_messages_published_total",
+    "Messages acknowledged by the broker, by kind.",
+    ["kind"],
+    registry=REGISTRY,
+)
+MESSAGES_DROPPED = Counter(
+    "gateway_messages_dropped_total",
+    "Messages dropped (outbox limit), by kind; every drop is also an event.",
+    ["kind"],
+    registry=REGISTRY,
+)
+REMOTE_REQUESTS = Counter(
+    "gateway_remote_requests_total",
+    "Remote requests received, by verdict.",
+    ["verdict"],
+    registry=REGISTRY,
+)
