@@ -1,0 +1,114 @@
+"""The metrics and health listener: ``/metrics`` (Prometheus), ``/healthz`` and ``/readyz`` (JSON).
+
+A deliberately small HTTP/1.1 server on asyncio: three read-only GET endpoints, bounded request size, a deadline on
+every connection, bound to 127.0.0.1 by default. No web framework is worth its weight for this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from gateway.logging import get_logger
+
+log = get_logger("gateway.http")
+
+_MAX_REQUEST_BYTES = 8192
+_REQUEST_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class HealthStatus:
+    """``ok`` decides the status code (200 or 503); ``checks`` says what is wrong, for people and for probes."""
+
+    ok: bool
+    checks: dict[str, Any] = field(default_factory=dict)
+
+
+HealthProbe = Callable[[], HealthStatus]
+
+
+class HealthServer:
+    """Serves metrics and health on one listener; an async context manager."""
+
+    def __init__(
+        self, *, host: str, port: int, registry: CollectorRegistry, healthz: HealthProbe, readyz: HealthProbe
+    ) -> None:
+        self._host, self._port = host, port
+        self._registry = registry
+        self._routes: dict[str, Callable[[], tuple[int, str, bytes]]] = {
+            "/metrics": self._metrics,
+            "/healthz": lambda: self._health(healthz),
+            "/readyz": lambda: self._health(readyz),
+        }
+        self._server: asyncio.Server | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful when configured as 0)."""
+        if self._server is None or not self._server.sockets:
+            return self._port
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def __aenter__(self) -> Self:
+        self._server = await asyncio.start_server(self._handle, self._host, self._port, limit=_MAX_REQUEST_BYTES)
+        log.info("http.listening", host=self._host, port=self.port, paths=sorted(self._routes))
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(_REQUEST_TIMEOUT_S):
+                status, ctype, body = await self._respond(reader)
+                head = (
+                    f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nContent-Type: {ctype}\r\n"
+                    f"Content-Length: {len(body)}\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n"
+                )
+                writer.write(head.encode() + body)
+                await writer.drain()
+        except (TimeoutError, ConnectionError, asyncio.LimitOverrunError, asyncio.IncompleteReadError):
+            pass  # a slow or broken client is not our problem; the connection is closed below
+        finally:
+            writer.close()
+
+    async def _respond(self, reader: asyncio.StreamReader) -> tuple[int, str, bytes]:
+        request = await reader.readuntil(b"\r\n\r\n")
+        parts = request.split(b"\r\n", 1)[0].decode("latin-1").split()
+        if len(parts) != 3:
+            return 400, "text/plain", b"bad request\n"
+        method, target = parts[0], parts[1].split("?", 1)[0]
+        route = self._routes.get(target)
+        if route is None:
+            return 404, "text/plain", b"not found\n"
+        if method not in ("GET", "HEAD"):
+            return 405, "text/plain", b"method not allowed\n"
+        status, ctype, body = route()
+        return status, ctype, b"" if method == "HEAD" else body
+
+    def _metrics(self) -> tuple[int, str, bytes]:
+        return 200, CONTENT_TYPE_LATEST, generate_latest(self._registry)
+
+    @staticmethod
+    def _health(probe: HealthProbe) -> tuple[int, str, bytes]:
+        try:
+            status = probe()
+        except Exception as exc:  # a failing probe is itself a health finding, never a crash of the listener
+            status = HealthStatus(False, {"probe": f"failed: {exc!r}"})
+        body = json.dumps({"ok": status.ok, "checks": status.checks}, default=str).encode() + b"\n"
+        return (200 if status.ok else 503), "application/json", body
+
+
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
