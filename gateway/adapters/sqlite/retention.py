@@ -13,12 +13,17 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass, field
 
-_DOWNSAMPLE = """
+_OLDEST_BOUND = (
+    "SELECT source_ts, id FROM readings WHERE tag_id = :tag AND source_ts < :cutoff "
+    "ORDER BY source_ts, id LIMIT 1 OFFSET :last"
+)
+# One tag's readings older than the cutoff, up to a (source_ts, id) bound: a range of the clustered key.
+_CHUNK = "tag_id = :tag AND source_ts < :cutoff AND (source_ts, id) <= (:bound_ts, :bound_id)"
+_DOWNSAMPLE = f"""
 INSERT INTO aggregates (tag_id, bucket_start, interval_s, n, n_values, mean, min, max, n_good, n_uncertain, n_bad)
 SELECT tag_id, CAST(source_ts / :iv AS INTEGER) * :iv, :iv, count(*), count(value), avg(value), min(value),
        max(value), sum(quality = 'good'), sum(quality = 'uncertain'), sum(quality = 'bad')
-FROM readings
-WHERE id IN (SELECT id FROM readings ORDER BY id LIMIT :chunk) AND receive_ts < :cutoff
+FROM readings WHERE {_CHUNK}
 GROUP BY 1, 2
 ON CONFLICT (tag_id, bucket_start) DO UPDATE SET
     mean = CASE WHEN n_values + excluded.n_values = 0 THEN NULL
@@ -31,12 +36,9 @@ ON CONFLICT (tag_id, bucket_start) DO UPDATE SET
     n_good = n_good + excluded.n_good,
     n_uncertain = n_uncertain + excluded.n_uncertain,
     n_bad = n_bad + excluded.n_bad
-"""
-# Readings are appended in receive order, so the old ones are at the head of the table: looking at the first
-# ``chunk`` ids is an index range, never a scan of the whole table.
-_DELETE_DOWNSAMPLED = (
-    "DELETE FROM readings WHERE id IN (SELECT id FROM readings ORDER BY id LIMIT :chunk) AND receive_ts < :cutoff"
-)
+"""  # noqa: S608 - a constant fragment, no data
+_DELETE_CHUNK = f"DELETE FROM readings WHERE {_CHUNK}"  # noqa: S608 - a constant fragment, no data
+_HAS_OLD = "SELECT 1 FROM readings WHERE tag_id = ? AND source_ts < ? LIMIT 1"
 
 #: name -> statement deleting at most :chunk rows older than :cutoff.
 _PRUNE: dict[str, str] = {
@@ -88,13 +90,31 @@ class RetentionReport:
 
 
 def downsample_step(conn: sqlite3.Connection, *, cutoff: float, interval_s: int, chunk: int) -> tuple[int, int]:
-    """Fold at most ``chunk`` raw readings received before ``cutoff`` into aggregates and delete them, in one
-    transaction. Returns (readings removed, aggregate rows written)."""
-    params = {"iv": interval_s, "chunk": chunk, "cutoff": cutoff}
+    """Fold at most about ``chunk`` raw readings older than ``cutoff`` (source time) into aggregates and delete
+    them, one tag per transaction. Returns (readings removed, aggregate rows written)."""
+    removed = written = 0
+    for (tag_id,) in conn.execute("SELECT id FROM tags ORDER BY id").fetchall():
+        if removed >= chunk:
+            break
+        if conn.execute(_HAS_OLD, (tag_id, cutoff)).fetchone() is None:
+            continue
+        r, w = _downsample_tag(conn, tag_id=tag_id, cutoff=cutoff, interval_s=interval_s, limit=chunk - removed)
+        removed += r
+        written += w
+    return removed, written
+
+
+def _downsample_tag(
+    conn: sqlite3.Connection, *, tag_id: int, cutoff: float, interval_s: int, limit: int
+) -> tuple[int, int]:
+    params: dict[str, float | int] = {"tag": tag_id, "cutoff": cutoff, "iv": interval_s, "last": limit - 1}
     conn.execute("BEGIN IMMEDIATE")
     try:
+        bound = conn.execute(_OLDEST_BOUND, params).fetchone()
+        # Fewer old rows than the limit: take them all (the largest possible bound).
+        params["bound_ts"], params["bound_id"] = bound if bound is not None else (cutoff, 2**62)
         written = conn.execute(_DOWNSAMPLE, params).rowcount
-        removed = conn.execute(_DELETE_DOWNSAMPLED, params).rowcount
+        removed = conn.execute(_DELETE_CHUNK, params).rowcount
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")

@@ -26,19 +26,20 @@ CREATE TABLE tags (
     value_type TEXT NOT NULL DEFAULT 'number'
 ) STRICT;
 
--- Raw readings, in commit order. Kept retention.raw_days, then folded into aggregates and deleted.
--- value is NULL for a bad reading without a value (and for NaN); quality and reason say why.
+-- Raw readings, kept retention.raw_days (by source time), then folded into aggregates and deleted.
+-- Clustered by tag and time: export and downsampling read one tag's range in order, and no second index has to
+-- be maintained on every insert. id (given by the writer, in commit order) makes the key unique and lets an
+-- outbox message name the readings it carries. value is NULL for a bad reading without a value (and for NaN).
 CREATE TABLE readings (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
     tag_id INTEGER NOT NULL,
+    source_ts REAL NOT NULL,
+    id INTEGER NOT NULL,
     value ANY,
     quality TEXT NOT NULL,
     reason TEXT NOT NULL DEFAULT '',
-    source_ts REAL NOT NULL,
-    receive_ts REAL NOT NULL
-) STRICT;
--- Export and the downsampling of one tag's history.
-CREATE INDEX readings_tag_ts ON readings (tag_id, source_ts);
+    receive_ts REAL NOT NULL,
+    PRIMARY KEY (tag_id, source_ts, id)
+) STRICT, WITHOUT ROWID;
 
 -- The last reading of each tag, upserted with every flush, so "latest values" never scans readings.
 CREATE TABLE latest (
@@ -174,7 +175,7 @@ CREATE TABLE streams (
     last_seq INTEGER NOT NULL
 ) STRICT;
 
--- Persistent counters (messages dropped by the outbox limit, readings dropped while the store was unavailable).
+-- Persistent counters: messages dropped by the outbox limit, the next reading id (ids are never reused).
 CREATE TABLE counters (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL

@@ -43,10 +43,11 @@ from gateway.domain.messages import (
     readings_stream,
     symptom_event_body,
 )
-from gateway.domain.model import CommandOutcome, Reading
+from gateway.domain.model import CommandOutcome, Quality, QualityReason, Reading
 
 #: Counter names in the ``counters`` table.
 OUTBOX_DROPPED = "outbox_dropped"
+NEXT_READING_ID = "next_reading_id"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +93,9 @@ def load_state(conn: sqlite3.Connection) -> WriterState:
     st.tag_ids = {name: tag_id for tag_id, name in conn.execute("SELECT id, name FROM tags")}
     st.next_tag_id = _scalar(conn, "SELECT coalesce(max(id), 0) FROM tags") + 1
     seq = dict(conn.execute("SELECT name, seq FROM sqlite_sequence").fetchall())
-    st.next_reading_id = max(seq.get("readings", 0), _scalar(conn, "SELECT coalesce(max(id), 0) FROM readings")) + 1
+    st.next_reading_id = _scalar(conn, "SELECT value FROM counters WHERE name = ?", NEXT_READING_ID)
+    if st.next_reading_id == 0:  # not recorded yet: the table is empty or predates the counter
+        st.next_reading_id = _scalar(conn, "SELECT coalesce(max(id), 0) FROM readings") + 1
     st.next_row_id = max(seq.get("outbox", 0), _scalar(conn, "SELECT coalesce(max(row_id), 0) FROM outbox")) + 1
     st.seqs = dict(conn.execute("SELECT stream, last_seq FROM streams").fetchall())
     # Once per start; the partial index keeps it an index-only count.
@@ -113,7 +116,12 @@ def _scalar(conn: sqlite3.Connection, sql: str, *params: object) -> int:
 
 
 def apply_batch(
-    conn: sqlite3.Connection, state: WriterState, ops: Sequence[DataOp], *, now: float, limits: BatchLimits
+    conn: sqlite3.Connection,
+    state: WriterState,
+    ops: Sequence[DataOp],
+    *,
+    now: float,
+    limits: BatchLimits,
 ) -> tuple[WriterState, BatchReport]:
     """Write ``ops`` and their messages in one transaction; return the new state and what was done.
 
@@ -135,7 +143,13 @@ def apply_batch(
 class _Batch:
     """The rows of one flush, grouped by table."""
 
-    def __init__(self, conn: sqlite3.Connection, state: WriterState, now: float, limits: BatchLimits) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        state: WriterState,
+        now: float,
+        limits: BatchLimits,
+    ) -> None:
         self.conn = conn
         self.state = state
         self.now = now
@@ -163,36 +177,40 @@ class _Batch:
     # -- readings ------------------------------------------------------------------------------------------------
 
     def _readings(self, by_device: Mapping[str, list[Reading]]) -> None:
+        groups = list(by_device.items())
         rows: list[tuple[Any, ...]] = []
-        latest: dict[int, tuple[Any, ...]] = {}
-        for device, readings in by_device.items():
-            first = self.state.next_reading_id
-            rows += self._reading_rows(device, readings, first)
-            self.state.next_reading_id = first + len(readings)
-            if self.limits.telemetry:
-                self._telemetry(device, readings, first)
-        for row in rows:
-            latest[row[1]] = row
+        firsts: list[int] = []
+        for device, readings in groups:
+            firsts.append(self.state.next_reading_id)
+            rows += self._reading_rows(device, readings, self.state.next_reading_id)
+            self.state.next_reading_id += len(readings)
+        latest = {row[0]: row for row in rows}  # the last reading of each tag in this batch
         self.conn.executemany(
-            "INSERT INTO readings (id, tag_id, value, quality, reason, source_ts, receive_ts) VALUES (?,?,?,?,?,?,?)",
+            "INSERT INTO readings (tag_id, source_ts, id, value, quality, reason, receive_ts) VALUES (?,?,?,?,?,?,?)",
             rows,
         )
         self.conn.executemany(
-            "INSERT INTO latest (reading_id, tag_id, value, quality, reason, source_ts, receive_ts) "
+            "INSERT INTO latest (tag_id, source_ts, reading_id, value, quality, reason, receive_ts) "
             "VALUES (?,?,?,?,?,?,?) ON CONFLICT (tag_id) DO UPDATE SET reading_id = excluded.reading_id, "
             "value = excluded.value, quality = excluded.quality, reason = excluded.reason, "
             "source_ts = excluded.source_ts, receive_ts = excluded.receive_ts",
             latest.values(),
         )
+        self.conn.execute(_SAVE_COUNTER, (NEXT_READING_ID, self.state.next_reading_id))
         self.report.rows["readings"] += len(rows)
+        if self.limits.telemetry:
+            for (device, readings), first in zip(groups, firsts, strict=True):
+                self._telemetry(device, readings, first)
 
     def _reading_rows(self, device: str, readings: Sequence[Reading], first: int) -> list[tuple[Any, ...]]:
         ids = self.state.tag_ids
         for r in readings:
             if r.tag not in ids:
                 self._new_tag(device, r)
+        # Plain str, not the StrEnum: sqlite3 binds exact str without going through its adapter lookup.
+        q, why = _QUALITY, _REASON
         return [
-            (first + i, ids[r.tag], r.value, r.quality, r.reason, r.source_ts, r.receive_ts)
+            (ids[r.tag], r.source_ts, first + i, r.value, q[r.quality], why[r.reason], r.receive_ts)
             for i, r in enumerate(readings)
         ]
 
@@ -206,8 +224,9 @@ class _Batch:
         self.state.tag_ids[r.tag] = tag_id
         self.state.next_tag_id = tag_id + 1
 
-    def _telemetry(self, device: str, readings: Sequence[Reading], first: int) -> None:
+    def _telemetry(self, device: str, readings: list[Reading], first: int) -> None:
         stream = readings_stream(device)
+        # A separate encoder thread was tried: it made flushes slower (GIL hand-offs around every SQLite step).
         chunks = chunk_readings(
             device, readings, max_readings=self.limits.max_readings, max_bytes=self.limits.max_bytes
         )
@@ -401,11 +420,14 @@ class _Batch:
 
     def _save_counters(self) -> None:
         if self.report.dropped:
-            self.conn.execute(
-                "INSERT INTO counters (name, value) VALUES (?, ?) "
-                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                (OUTBOX_DROPPED, self.state.dropped_total),
-            )
+            self.conn.execute(_SAVE_COUNTER, (OUTBOX_DROPPED, self.state.dropped_total))
+
+
+_QUALITY: dict[Quality, str] = {q: q.value for q in Quality}
+_REASON: dict[QualityReason, str] = {r: r.value for r in QualityReason}
+_SAVE_COUNTER = (
+    "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value"
+)
 
 
 _UPSERT_COMMAND = (
