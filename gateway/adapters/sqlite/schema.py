@@ -202,26 +202,30 @@ def check_version(version: int, *, path: str) -> None:
         )
 
 
-def migrate(conn: sqlite3.Connection, *, path: str) -> int:
+def migrate(conn: sqlite3.Connection, *, path: str, migrations: Sequence[str] = MIGRATIONS) -> int:
     """Apply every migration the file lacks, each in its own transaction; returns the resulting version.
 
     ``conn`` must be in autocommit mode (``isolation_level=None``): transactions are explicit here.
     """
     version = schema_version(conn)
-    check_version(version, path=path)
-    for target in range(version + 1, SCHEMA_VERSION + 1):
-        _apply(conn, target)
+    if version > len(migrations):
+        raise SchemaTooNew(
+            f"{path}: schema version {version} is newer than this gateway knows ({len(migrations)}); "
+            "upgrade the gateway or use another database file"
+        )
+    for target in range(version + 1, len(migrations) + 1):
+        _apply(conn, target, migrations[target - 1])
     return schema_version(conn)
 
 
-def _apply(conn: sqlite3.Connection, target: int) -> None:
+def _apply(conn: sqlite3.Connection, target: int, script: str) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
         # Another process may have migrated while we waited for the write lock.
         if schema_version(conn) >= target:
             conn.execute("ROLLBACK")
             return
-        for statement in _statements(MIGRATIONS[target - 1]):
+        for statement in _statements(script):
             conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {int(target)}")  # PRAGMA takes no parameters; target is ours
         conn.execute("COMMIT")

@@ -49,6 +49,7 @@ from gateway.domain.ports import (
     Clock,
     DecisionRecord,
     HealthListener,
+    KnowledgeStore,
     OutboxStats,
     StoreHealth,
 )
@@ -61,7 +62,7 @@ log = get_logger("gateway.store")
 CLOSE_TIMEOUT_S = 10.0
 
 
-class SqliteKnowledgeStore:
+class SqliteKnowledgeStore(KnowledgeStore):
     """The knowledge store on SQLite: transactional outbox, one batching writer, WAL readers, retention.
 
     ``batching`` sizes the telemetry messages (``mqtt.batching``); with ``uplink_enabled=False`` no telemetry
