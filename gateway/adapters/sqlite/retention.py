@@ -42,13 +42,14 @@ _HAS_OLD = "SELECT 1 FROM readings WHERE tag_id = ? AND source_ts < ? LIMIT 1"
 
 #: name -> statement deleting at most :chunk rows older than :cutoff.
 _PRUNE: dict[str, str] = {
-    "aggregates": "DELETE FROM aggregates WHERE rowid IN (SELECT rowid FROM aggregates "
-    "WHERE bucket_start < :cutoff LIMIT :chunk)",
+    # Tag by tag: the primary key (tag_id, bucket_start) makes each a range, never a scan of the whole table.
+    "aggregates": "DELETE FROM aggregates WHERE tag_id = :tag AND bucket_start IN (SELECT bucket_start "
+    "FROM aggregates WHERE tag_id = :tag AND bucket_start < :cutoff LIMIT :chunk)",
     "decisions": "DELETE FROM decisions WHERE id IN (SELECT id FROM decisions WHERE at < :cutoff LIMIT :chunk)",
     "commands": "DELETE FROM commands WHERE rowid IN (SELECT rowid FROM commands WHERE requested_at < :cutoff "
     "LIMIT :chunk)",
-    "symptoms": "DELETE FROM symptoms WHERE id IN (SELECT id FROM symptoms WHERE cleared_at IS NOT NULL "
-    "AND cleared_at < :cutoff LIMIT :chunk)",
+    "symptoms": "DELETE FROM symptoms WHERE id IN (SELECT id FROM symptoms WHERE raised_at < :cutoff "
+    "AND cleared_at IS NOT NULL AND cleared_at < :cutoff LIMIT :chunk)",
     "audit": "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE at < :cutoff LIMIT :chunk)",
     "outbox_sent": "DELETE FROM outbox WHERE row_id IN (SELECT row_id FROM outbox WHERE sent_at IS NOT NULL "
     "AND sent_at < :cutoff LIMIT :chunk)",
@@ -124,14 +125,30 @@ def _downsample_tag(
 
 def prune_step(conn: sqlite3.Connection, *, what: str, cutoff: float, chunk: int) -> int:
     """Delete at most ``chunk`` rows of ``what`` (a key of the pruning table) older than ``cutoff``."""
+    if what == "aggregates":
+        return _prune_aggregates(conn, cutoff=cutoff, chunk=chunk)
+    return _in_transaction(conn, _PRUNE[what], {"cutoff": cutoff, "chunk": chunk})
+
+
+def _prune_aggregates(conn: sqlite3.Connection, *, cutoff: float, chunk: int) -> int:
+    removed = 0
+    for (tag_id,) in conn.execute("SELECT id FROM tags ORDER BY id").fetchall():
+        if removed >= chunk:
+            break
+        params = {"tag": tag_id, "cutoff": cutoff, "chunk": chunk - removed}
+        removed += _in_transaction(conn, _PRUNE["aggregates"], params)
+    return removed
+
+
+def _in_transaction(conn: sqlite3.Connection, sql: str, params: dict[str, float | int]) -> int:
     conn.execute("BEGIN IMMEDIATE")
     try:
-        removed = conn.execute(_PRUNE[what], {"cutoff": cutoff, "chunk": chunk}).rowcount
+        removed = conn.execute(sql, params).rowcount
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    return removed
+    return int(removed)
 
 
 def retention_step(conn: sqlite3.Connection, *, policy: RetentionPolicy, now: float, chunk: int) -> RetentionReport:
