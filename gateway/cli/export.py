@@ -39,7 +39,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="write raw readings between two times as CSV or JSON lines",
         description="Export raw readings (read-only; safe while the gateway runs). Times are ISO 8601 "
         "(2026-01-31T08:00, UTC unless an offset is given), POSIX seconds, 'now', or relative to now: -90s, "
-        "-30m, -2h, -7d, -1w (write --since=-2h: with a space the shell argument looks like an option). Readings older than store.retention.raw_days have been downsampled and are not "
+        "-30m, -2h, -7d, -1w (write --since=-2h: with a space the shell argument looks like an option). "
+        "Readings older than store.retention.raw_days have been downsampled and are not "
         "exported.",
     )
     add_config_option(p)
