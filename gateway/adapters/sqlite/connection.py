@@ -24,6 +24,9 @@ Durability = Literal["normal", "full"]
 _SYNCHRONOUS: dict[str, str] = {"normal": "NORMAL", "full": "FULL"}
 #: After a checkpoint the WAL is truncated to this size, so one burst does not leave a huge file behind.
 _JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
+#: The writer checkpoints by itself only past this many WAL pages (a safety net): normally a background connection
+#: checkpoints (``checkpoint``) so that commits never pay for copying the WAL into the database file.
+WRITER_AUTOCHECKPOINT_PAGES = 16_384
 
 
 def open_writer(path: Path, *, durability: Durability, busy_timeout_s: float) -> sqlite3.Connection:
@@ -36,6 +39,7 @@ def open_writer(path: Path, *, durability: Durability, busy_timeout_s: float) ->
         _require_wal(conn, path)
         conn.execute(f"PRAGMA synchronous = {_SYNCHRONOUS[durability]}")  # from a closed set, not user text
         conn.execute(f"PRAGMA journal_size_limit = {_JOURNAL_SIZE_LIMIT}")
+        conn.execute(f"PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT_PAGES}")
         migrate(conn, path=str(path))
     except BaseException:
         conn.close()
@@ -53,6 +57,21 @@ def _configure(conn: sqlite3.Connection, busy_timeout_s: float) -> None:
     conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
     conn.execute("PRAGMA temp_store = MEMORY")
     conn.execute("PRAGMA cache_size = -16384")  # 16 MiB
+
+
+def open_checkpointer(path: Path, *, durability: Durability, busy_timeout_s: float) -> sqlite3.Connection:
+    """A second connection that only runs ``checkpoint``; it never writes rows."""
+    conn = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout_s)
+    _configure(conn, busy_timeout_s)
+    conn.execute(f"PRAGMA synchronous = {_SYNCHRONOUS[durability]}")
+    return conn
+
+
+def checkpoint(conn: sqlite3.Connection) -> tuple[int, int, int]:
+    """Copy committed WAL pages into the database file without blocking the writer (PASSIVE); returns SQLite's
+    (busy, WAL pages, pages checkpointed)."""
+    busy, log_pages, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    return int(busy), int(log_pages), int(done)
 
 
 def readonly_uri(path: Path) -> str:
@@ -84,4 +103,12 @@ def open_readonly(path: Path, *, busy_timeout_s: float = 5.0) -> sqlite3.Connect
     return conn
 
 
-__all__ = ["SCHEMA_VERSION", "Durability", "open_readonly", "open_writer", "readonly_uri"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "Durability",
+    "checkpoint",
+    "open_checkpointer",
+    "open_readonly",
+    "open_writer",
+    "readonly_uri",
+]

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gateway.adapters.sqlite.connection import Durability, open_writer
+from gateway.adapters.sqlite.connection import Durability, checkpoint, open_checkpointer, open_writer
 from gateway.adapters.sqlite.ops import ConfigOp, DataOp, EventOp, MaintenanceOp, Op, ReadingsOp
 from gateway.adapters.sqlite.unit_of_work import BatchLimits, BatchReport, WriterState, apply_batch, load_state
 from gateway.domain.errors import StoreError
@@ -55,6 +55,8 @@ _RETRY_MAX_S = 30.0
 _RESERVE_FRACTION = 10
 #: Commit durations kept for ``recent_commit_durations`` (benchmarks, diagnostics).
 _DURATIONS_KEPT = 10_000
+#: How often the background connection checkpoints the WAL while the writer commits.
+CHECKPOINT_INTERVAL_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +78,12 @@ class Writer:
         self._clock = clock
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
         self._conn: sqlite3.Connection | None = None
+        # Checkpoints run on their own thread and connection: in WAL mode they do not block the writer, and the
+        # copy (with its fsync) overlaps the next batches instead of landing on one unlucky commit.
+        self._checkpoint_executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="store-checkpoint")
+        self._checkpoint_conn: sqlite3.Connection | None = None
+        self._checkpoint_running: concurrent.futures.Future[None] | None = None
+        self._last_checkpoint = time.monotonic()
         self.state = WriterState()
         self._queue: collections.deque[tuple[int, Op]] = collections.deque()
         self._queued_rows = 0
@@ -119,6 +127,8 @@ class Writer:
                     await self._task
         await self._in_thread(self._close)
         self._executor.shutdown(wait=True)
+        self._checkpoint_executor.submit(self._close_checkpointer).result()
+        self._checkpoint_executor.shutdown(wait=True)
 
     def _open(self) -> None:
         self._conn = open_writer(
@@ -131,6 +141,32 @@ class Writer:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.close()
             self._conn = None
+
+    def _start_checkpoint(self) -> None:
+        if self._checkpoint_running is not None and not self._checkpoint_running.done():
+            return
+        if time.monotonic() - self._last_checkpoint < CHECKPOINT_INTERVAL_S:
+            return
+        self._last_checkpoint = time.monotonic()
+        self._checkpoint_running = self._checkpoint_executor.submit(self._checkpoint)
+
+    def _checkpoint(self) -> None:
+        try:
+            if self._checkpoint_conn is None:
+                self._checkpoint_conn = open_checkpointer(
+                    self._cfg.path, durability=self._cfg.durability, busy_timeout_s=self._cfg.busy_timeout_s
+                )
+            checkpoint(self._checkpoint_conn)
+        except sqlite3.Error as exc:
+            # Not fatal: the writer's own autocheckpoint is the safety net, and its commits report the disk's health.
+            log.debug("store.checkpoint_failed", error=repr(exc))
+            self._close_checkpointer()
+
+    def _close_checkpointer(self) -> None:
+        if self._checkpoint_conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._checkpoint_conn.close()
+            self._checkpoint_conn = None
 
     def _reopen(self) -> None:
         self._close()
@@ -339,6 +375,7 @@ class Writer:
         if not self._health.healthy:
             self._set_health(True)
         self._report_drops()
+        self._start_checkpoint()
 
     def _release(self, entries: list[tuple[int, Op]]) -> None:
         self._queued_rows -= sum(op.rows for _, op in entries)
