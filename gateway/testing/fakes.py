@@ -113,7 +113,8 @@ class InMemoryKnowledgeStore(KnowledgeStore):
         if self._telemetry and readings:
             chunks = chunk_readings(device, readings, max_readings=self._max_readings, max_bytes=self._max_bytes)
             for body, _ in chunks:
-                self._add(readings_stream(device), MessageKind.READINGS, Priority.TELEMETRY, body)
+                self._append(readings_stream(device), MessageKind.READINGS, Priority.TELEMETRY, body)
+            self._enforce_limit()
         return True
 
     async def record_symptom(self, symptom: Symptom, *, raised: bool, at: float) -> None:
@@ -178,22 +179,45 @@ class InMemoryKnowledgeStore(KnowledgeStore):
     # -- outbox --------------------------------------------------------------------------------------------------
 
     def _add(self, stream: str, kind: MessageKind, priority: int, body: bytes) -> None:
+        """Add one message; the limit is enforced once per call (as the SQLite store does once per commit)."""
+        self._append(stream, kind, priority, body)
+        self._enforce_limit()
+
+    def _append(self, stream: str, kind: MessageKind, priority: int, body: bytes) -> None:
         seq = self._seqs.get(stream, 0) + 1
         self._seqs[stream] = seq
         msg = OutboxMessage(self._next_row, stream, seq, uuid.uuid4().hex, kind, priority, self._clock.now(), body)
         self._outbox[self._next_row] = _Stored(msg)
         self._next_row += 1
-        self._enforce_limit()
 
     def _enforce_limit(self) -> None:
+        """The SQLite store's policy: past the limit, thin to 95 %, telemetry first, oldest first, and say so."""
         unsent = [s.message for s in self._outbox.values() if s.sent_at is None]
-        excess = len(unsent) - self._outbox_max
-        if excess <= 0:
+        if len(unsent) <= self._outbox_max:
             return
+        excess = len(unsent) - (self._outbox_max - max(1, self._outbox_max // 20))
         victims = sorted(unsent, key=lambda m: (-m.priority, m.row_id))[:excess]
-        for m in victims:
+        streams: dict[str, list[list[int]]] = {}
+        kinds: dict[str, int] = {}
+        for m in sorted(victims, key=lambda m: (m.stream, m.seq)):
             del self._outbox[m.row_id]
+            kinds[m.kind.value] = kinds.get(m.kind.value, 0) + 1
+            ranges = streams.setdefault(m.stream, [])
+            if ranges and ranges[-1][1] == m.seq - 1:
+                ranges[-1][1] = m.seq
+            else:
+                ranges.append([m.seq, m.seq])
         self._dropped += len(victims)
+        body = event_body(
+            "data_dropped",
+            at=self._clock.now(),
+            severity="warning",
+            reason="outbox_limit",
+            count=len(victims),
+            kinds=kinds,
+            streams=streams,
+        )
+        self._append(STREAM_EVENTS, MessageKind.EVENT, Priority.EVENT, body)
 
     async def fetch_unsent(
         self, *, limit: int, after_row_id: int = 0, max_priority: int | None = None

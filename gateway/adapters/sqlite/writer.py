@@ -181,8 +181,7 @@ class Writer:
     async def submit(self, op: DataOp, *, timeout_s: float | None = None, reserved: bool = False) -> int | None:
         """Queue ``op``; wait for room at most ``timeout_s`` (None: as long as it takes). Returns its ticket, or
         None when it was dropped (counted). ``reserved`` ops may use the room kept back for them."""
-        if self._closing:
-            raise StoreError("the store is closed")
+        self._check_accepting()
         limit = self._cfg.queue_max_rows + (self._cfg.queue_max_rows // _RESERVE_FRACTION if reserved else 0)
         full = self._queued_rows + op.rows > limit and self._queued_rows > 0
         if full and not await self._wait_for_room(op.rows, limit, timeout_s):
@@ -212,8 +211,7 @@ class Writer:
 
     def submit_urgent(self, op: DataOp) -> int:
         """Queue a small op that someone awaits (``mark_sent``): it is committed without lingering."""
-        if self._closing:
-            raise StoreError("the store is closed")
+        self._check_accepting()
         return self._enqueue(op, urgent=True)
 
     async def wait_committed(self, ticket: int) -> None:
@@ -235,6 +233,12 @@ class Writer:
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._enqueue(MaintenanceOp(fn=fn, result=fut, name=name), urgent=True)
         return await fut
+
+    def _check_accepting(self) -> None:
+        """Refuse ops nobody would ever commit, rather than queue them silently."""
+        if self._closing:
+            raise StoreError("the store is closed")
+        self._check_running()
 
     def _check_running(self) -> None:
         if self._task is None or self._task.done():
