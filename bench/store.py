@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import tempfile
 import time
@@ -40,6 +41,7 @@ def _readings(n: int, start: float) -> list[Reading]:
 def _store(path: Path, durability: str, **settings: object) -> SqliteKnowledgeStore:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
+    os.sync()  # start each run with no write-back of the previous one pending (it would stall this run's writes)
     cfg = StoreSettings(path=path, durability=durability, **settings)  # type: ignore[arg-type]
     return SqliteKnowledgeStore(settings=cfg, clock=SystemClock(), retention_task=False)
 
