@@ -106,6 +106,7 @@ class _Lane:
     skip_priority: bool = False  # telemetry lanes leave priority rows to the priority lane
     finished: bool = False
     in_flight: int = 0
+    idle_until: float = 0.0  # a lane found empty is not asked again before the next poll interval
 
 
 @dataclass(slots=True)
@@ -137,6 +138,8 @@ class Publisher:
         self._acks = acks
         self._window = window
         self._reserve = max(1, window // 4) if window > 1 else 0
+        # Refill in batches of a quarter window (not one fetch per PUBACK): fewer, larger outbox reads.
+        self._refill_at = max(1, window // 4)
         self.live_start = live_start
         self._poll_s = poll_interval_s
         self._inflight: dict[int, _InFlight] = {}
@@ -171,9 +174,11 @@ class Publisher:
             MESSAGES_PUBLISHED.labels(item.kind).inc()
         else:
             log.warning("uplink.publish_refused", row_id=item.row_id)
-        self._room.set()
         if not self._inflight:
             self._idle.set()
+            self._room.set()
+        elif self._window - len(self._inflight) >= self._refill_at:
+            self._room.set()
 
     def wake(self) -> None:
         """Look at the outbox now (the connection was lost, or new messages are known to be there)."""
@@ -214,13 +219,16 @@ class Publisher:
     async def _fill(self) -> int:
         """One round over the lanes; returns how many rows were fetched (0: the outbox has nothing new)."""
         fetched = 0
+        now = time.monotonic()
         for lane in self._lanes:
-            if lane.finished:
+            if lane.finished or lane.idle_until > now:
                 continue
             room = self._room_for(lane)
             if room <= 0:
                 continue
-            fetched += await self._fill_lane(lane, room)
+            got = await self._fill_lane(lane, room)
+            lane.idle_until = 0.0 if got else now + self._poll_s
+            fetched += got
             if self._sender.is_lost:
                 break
         return fetched
