@@ -6,6 +6,7 @@ from __future__ import annotations
 from conftest import mqtt_settings, running_uplink
 from uplink_broker import Mosquitto
 from uplink_fakes import Consumer, eventually
+from uplink_store import SqliteStore, make_readings
 
 from gateway.domain.messages import (
     STREAM_COMMAND_RESPONSES,
@@ -17,7 +18,6 @@ from gateway.domain.messages import (
     command_response_body,
     event_body,
 )
-from uplink_store import SqliteStore, make_readings
 
 BASE = "water/bs01/edge-1"
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from conftest import IDENTITY, PUMPS, mqtt_settings  # noqa: E402
-from uplink_fakes import FakeHandler  # noqa: E402
-from uplink_store import SqliteStore  # noqa: E402
+from conftest import IDENTITY, PUMPS, mqtt_settings
+from uplink_fakes import FakeHandler
+from uplink_store import SqliteStore
 
-from gateway.adapters.mqtt import Uplink, request_policy  # noqa: E402
-from gateway.clock import SystemClock  # noqa: E402
+from gateway.adapters.mqtt import Uplink, request_policy
+from gateway.clock import SystemClock
 
 
 async def main(db: Path, port: int, window: int) -> None:
