@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -44,6 +45,8 @@ class Mosquitto:
 
     def _write_config(self) -> None:
         lines = [
+            # As root, Mosquitto would switch to its own user, who cannot read the test's private temp files.
+            *(["user root"] if os.geteuid() == 0 else []),
             "per_listener_settings false",
             "allow_anonymous true",
             "set_tcp_nodelay true",

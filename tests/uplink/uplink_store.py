@@ -99,6 +99,7 @@ class SqliteStore:
         excess = self._pending() - self.max_rows
         if excess <= 0:
             return
+        excess = max(excess, self.max_rows // 10)  # thin in chunks: one drop report per chunk, not per message
         victims = self.db.execute(
             "SELECT row_id, stream, seq, readings FROM outbox WHERE sent = 0 AND priority >= ? ORDER BY row_id LIMIT ?",
             (int(Priority.TELEMETRY), excess),
