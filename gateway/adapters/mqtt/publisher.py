@@ -79,7 +79,7 @@ class AckBook:
                 rows, self._pending = self._pending, []
                 try:
                     await self._outbox.mark_sent(rows)
-                except Exception:
+                except BaseException:  # a store error or a cancellation: keep the rows for the next flush
                     self._pending[:0] = rows
                     raise
                 self.marked += len(rows)

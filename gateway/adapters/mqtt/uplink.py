@@ -126,6 +126,7 @@ class Uplink:
                 await task
         with contextlib.suppress(GatewayError):
             await self.intake.fail_queued("the gateway stopped before applying it")
+        with contextlib.suppress(GatewayError):
             await self._acks.flush()
         UPLINK_CONNECTED.set(0)
 
