@@ -9,6 +9,7 @@ from typing import Protocol, Self, runtime_checkable
 
 from gateway.domain.messages import NewMessage, OutboxMessage
 from gateway.domain.model import AuditEntry, CommandOutcome, Decision, Reading, Symptom, Tag, Value
+from gateway.domain.remote import RemoteOutcome, RemoteRequest
 
 
 @runtime_checkable
@@ -197,4 +198,29 @@ class KnowledgeStore(Outbox, Protocol):
 
     async def asset_states(self) -> dict[str, AssetState]:
         """The stored state of every asset."""
+        ...
+
+
+# Remote requests (the uplink's side; the control loop implements the handler).
+
+
+class RemoteRequestHandler(Protocol):
+    """Where accepted remote requests go: the control loop, which applies the same safety envelope as to its own plans.
+
+    ``handle`` returns once the outcome is known: ``done`` with the confirmed result, ``rejected`` when the envelope
+    refused (``detail`` says which rule), or ``failed`` when a write was not confirmed. It must check
+    ``request.expires_at`` itself if it queues the request, and must never raise for a refusal.
+    """
+
+    async def handle(self, request: RemoteRequest) -> RemoteOutcome: ...
+
+
+class RemoteRequestLog(Protocol):
+    """What remote-command intake needs from the knowledge store: the audit log, with the response that reports each
+    entry committed in the same transaction, and the request ids it already holds (replay protection)."""
+
+    async def record_audit(self, entry: AuditEntry, response: NewMessage | None = None) -> None: ...
+
+    async def seen_request(self, request_id: str) -> bool:
+        """True when an audit entry with this request id exists (committed or queued)."""
         ...
