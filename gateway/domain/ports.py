@@ -82,6 +82,10 @@ class Outbox(Protocol):
         """Record delivery (PUBACK received). Idempotent: unknown, dropped or already sent ids are ignored."""
         ...
 
+    async def last_row_id(self) -> int:
+        """The highest row id ever assigned (0 when none). Row ids only grow and are never reused."""
+        ...
+
     async def stats(self) -> OutboxStats:
         """Pending count, age of the oldest pending message and messages dropped so far; no table scan."""
         ...
@@ -158,6 +162,10 @@ class KnowledgeStore(Outbox, Protocol):
 
     async def record_audit(self, entry: AuditEntry, response: NewMessage | None = None) -> None:
         """A remote request as received and judged, with the response message to send back, if any."""
+        ...
+
+    async def seen_request(self, request_id: str) -> bool:
+        """True when an audit entry with this request id exists (committed or queued): replay protection."""
         ...
 
     async def record_event(self, message: NewMessage) -> None:

@@ -150,6 +150,12 @@ class InMemoryKnowledgeStore(KnowledgeStore):
         if response is not None:
             self._add(response.stream, response.kind, response.priority, response.body)
 
+    async def seen_request(self, request_id: str) -> bool:
+        return any(e.request_id == request_id for e in self.audit)
+
+    async def last_row_id(self) -> int:
+        return self._next_row - 1
+
     async def record_event(self, message: NewMessage) -> None:
         if self._writable(1):
             self._add(message.stream, message.kind, message.priority, message.body)

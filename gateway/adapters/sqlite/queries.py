@@ -116,3 +116,5 @@ EXPORT_TAG = (
 that streams without a sort, whatever the size of the table."""
 
 TAGS = "SELECT id, name FROM tags ORDER BY name"
+
+SEEN_REQUEST = "SELECT 1 FROM audit WHERE request_id = ? LIMIT 1"

@@ -182,8 +182,13 @@ CREATE TABLE counters (
 ) STRICT;
 """
 
+_V2 = """
+-- Replay protection for remote requests: has a request id been seen before?
+CREATE INDEX audit_request_id ON audit (request_id) WHERE request_id IS NOT NULL;
+"""
+
 #: Migration ``i`` (1-based) brings the schema from version ``i - 1`` to ``i``. Append only; never edit a shipped one.
-MIGRATIONS: Sequence[str] = (_V1,)
+MIGRATIONS: Sequence[str] = (_V1, _V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

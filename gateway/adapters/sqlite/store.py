@@ -15,6 +15,7 @@ Typical use, from the composition root::
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 from collections.abc import Sequence
@@ -111,6 +112,8 @@ class SqliteKnowledgeStore(KnowledgeStore):
         )
         self._reader: aiosqlite.Connection | None = None
         self._retention: asyncio.Task[None] | None = None
+        # Ids of audit entries submitted lately: covers the moment between queueing and commit.
+        self._recent_requests: collections.deque[str] = collections.deque(maxlen=4096)
 
     @property
     def path(self) -> str:
@@ -168,7 +171,15 @@ class SqliteKnowledgeStore(KnowledgeStore):
         await self._writer.submit(CommandOp(decision_id, outcome), reserved=True)
 
     async def record_audit(self, entry: AuditEntry, response: NewMessage | None = None) -> None:
+        if entry.request_id is not None:
+            self._recent_requests.append(entry.request_id)
         await self._writer.submit(AuditOp(entry, response), reserved=True)
+
+    async def seen_request(self, request_id: str) -> bool:
+        """True when an audit entry with this id exists, committed or still queued (replay protection)."""
+        if request_id in self._recent_requests:
+            return True
+        return bool(await self._read(queries.SEEN_REQUEST, (request_id,)))
 
     async def record_event(self, message: NewMessage) -> None:
         await self._writer.submit(EventOp(message), reserved=True)
@@ -214,6 +225,10 @@ class SqliteKnowledgeStore(KnowledgeStore):
             return
         ticket = self._writer.submit_urgent(MarkSentOp(list(row_ids), at=self._clock.now()))
         await self._writer.wait_committed(ticket)
+
+    async def last_row_id(self) -> int:
+        """The highest outbox row id ever committed (0 when none); row ids only grow and are never reused."""
+        return self._writer.state.next_row_id - 1
 
     async def stats(self) -> OutboxStats:
         st = self._writer.state
