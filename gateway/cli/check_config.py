@@ -82,7 +82,8 @@ def _plan_lines(dev: ModbusDeviceSettings | OpcUaDeviceSettings, tags: list[Tag]
 
         return describe_plan(dev, tags)
     if dev.read_mode == "subscribe":
-        return [f"read plan: one subscription, {len(tags)} monitored items, publishing every {dev.publishing_interval_s} s"]
+        every = dev.publishing_interval_s
+        return [f"read plan: one subscription, {len(tags)} monitored items, publishing every {every} s"]
     per_call = f"up to {dev.max_nodes_per_read}" if dev.max_nodes_per_read else "as many as the server allows"
     return [f"read plan: batched Read service calls for {len(tags)} nodes ({per_call} per call)"]
 

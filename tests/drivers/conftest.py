@@ -149,8 +149,15 @@ class ModbusServer:
 
     async def _stop(self) -> None:
         if self._server is not None:
+            self._drop_connections()  # pymodbus's shutdown does not always close accepted connections
             await self._server.shutdown()
             self._server = None
+
+    def _drop_connections(self) -> None:
+        assert self._server is not None
+        for conn in list(self._server.active_connections.values()):
+            if conn.transport is not None:
+                conn.transport.abort()
 
     async def _snapshot(self) -> dict[str, list[int]]:
         return {key: list(self._block(key)) for key in _BLOCK_KEY.values()}
@@ -234,9 +241,7 @@ class ModbusServer:
         fault.hits += 1
         if fault.drop:
             fault.drop -= 1
-            assert self._server is not None
-            for conn in list(self._server.active_connections.values()):
-                conn.transport.abort()
+            self._drop_connections()
             await asyncio.sleep(0.2)  # the answer then goes nowhere
         if fault.delay_s:
             await asyncio.sleep(fault.delay_s)
@@ -333,8 +338,9 @@ class FastClock:
         self._mono += seconds
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], *, timeout: float = 10.0, pause: float = 0.05) -> None:
+async def eventually(check: Callable[[], Awaitable[bool]], *, within: float = 10.0, pause: float = 0.05) -> None:
     """Wait until ``check`` passes; a deadline only against hangs (tests assert the outcome, not the timing)."""
-    async with asyncio.timeout(timeout):
-        while not await check():
+    async with asyncio.timeout(within):
+        # The condition is set by another thread or a socket: there is no event to wait on.
+        while not await check():  # noqa: ASYNC110
             await asyncio.sleep(pause)

@@ -45,8 +45,9 @@ def test_every_type_and_order_decodes_and_encodes_like_pymodbus(data_type, word_
     decoder = BlockDecoder(start=0, count=len(block), tags=[tag])
     assert decoder.decode_registers(block) == [SAMPLES[data_type]]
     assert encode_registers(tag, SAMPLES[data_type]) == expected
-    assert reference_value(encode_registers(tag, SAMPLES[data_type]), data_type, word_order, byte_order) == (
-        SAMPLES[data_type]
+    assert (
+        reference_value(encode_registers(tag, SAMPLES[data_type]), data_type, word_order, byte_order)
+        == (SAMPLES[data_type])
     )
 
 
@@ -73,7 +74,15 @@ def test_a_block_mixes_types_orders_bits_and_scaling() -> None:
         mtag("ALARM", HR, 4, DataType.BOOL, bit=3),
         mtag("HOURS", HR, 6, DataType.UINT32, scale=0.1, offset=-5.0),
     ]
-    block = [250, *reference_registers(41.5, DataType.FLOAT32, WordOrder.LITTLE, ByteOrder.BIG), 0x3412, 0b1000, 0, 0, 1000]
+    block = [
+        250,
+        *reference_registers(41.5, DataType.FLOAT32, WordOrder.LITTLE, ByteOrder.BIG),
+        0x3412,
+        0b1000,
+        0,
+        0,
+        1000,
+    ]
     decoder = BlockDecoder(start=0, count=len(block), tags=tags)
     values = dict(zip([t.name for t in decoder.tags], decoder.decode_registers(block), strict=True))
     assert values == {"LEVEL": 2.5, "FLOW": 41.5, "SWAPPED": 0x1234, "ALARM": True, "HOURS": 95.0}
