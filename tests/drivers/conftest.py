@@ -12,12 +12,21 @@ and to the helpers, not to pymodbus or asyncua internals.
 from __future__ import annotations
 
 import asyncio
+import datetime
+import socket
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from asyncua import Server, ua
+from asyncua.common.callback import CallbackType
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.constants import ExcCodes
 from pymodbus.pdu import ModbusPDU
@@ -25,8 +34,8 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType as SimType
 from pymodbus.simulator import SimData, SimDevice
 
-from gateway.config.devices import ModbusDeviceSettings
-from gateway.domain.model import ByteOrder, DataType, ModbusAddress, ModbusTable, Tag, WordOrder
+from gateway.config.devices import ModbusDeviceSettings, OpcUaDeviceSettings
+from gateway.domain.model import ByteOrder, DataType, ModbusAddress, ModbusTable, OpcUaAddress, Tag, WordOrder
 
 T = TypeVar("T")
 
@@ -149,8 +158,12 @@ class ModbusServer:
 
     async def _stop(self) -> None:
         if self._server is not None:
-            self._drop_connections()  # pymodbus's shutdown does not always close accepted connections
+            # pymodbus's shutdown closes the connections it has registered; one accepted a moment ago may register
+            # after it (asyncio sets a connection up in a task of its own), so sweep again once that has run.
+            self._drop_connections()
             await self._server.shutdown()
+            await asyncio.sleep(0.05)
+            self._drop_connections()
             self._server = None
 
     def _drop_connections(self) -> None:
@@ -344,3 +357,239 @@ async def eventually(check: Callable[[], Awaitable[bool]], *, within: float = 10
         # The condition is set by another thread or a socket: there is no event to wait on.
         while not await check():  # noqa: ASYNC110
             await asyncio.sleep(pause)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# OPC UA
+# ---------------------------------------------------------------------------------------------------------------------
+
+UA_NAMESPACE = "urn:water-edge-gateway:test-fixture"
+UA_SERVER_URI = "urn:water-edge-gateway:test-fixture:server"
+UA_CLIENT_URI = "urn:water-edge-gateway:test-gateway"
+BULK_NODES = 400
+#: name → (variant type, initial value, writable on the server)
+UA_VARIABLES: dict[str, tuple[str, Any, bool]] = {
+    "Bool": ("Boolean", True, True),
+    "Int16": ("Int16", -1234, True),
+    "UInt16": ("UInt16", 60000, True),
+    "Int32": ("Int32", -70000, True),
+    "UInt32": ("UInt32", 4_000_000_000, True),
+    "Float": ("Float", 12.5, True),
+    "Double": ("Double", -0.25, True),
+    "Level": ("Double", 3.25, True),
+    "Locked": ("Double", 7.0, False),
+}
+
+
+@dataclass(frozen=True)
+class Pki:
+    """Certificates made at test time: the server's, ours, and an impostor's (same URI, another key)."""
+
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+    impostor_cert: Path
+    expired_cert: Path
+
+
+def _make_certificate(
+    directory: Path, name: str, uri: str, *, server: bool, expired: bool = False
+) -> tuple[Path, Path]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    day = datetime.timedelta(days=1)
+    valid = (now - 10 * day, now - day) if expired else (now - datetime.timedelta(minutes=5), now + 2 * day)
+    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(valid[0])
+        .not_valid_after(valid[1])
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.UniformResourceIdentifier(uri), x509.DNSName("localhost"), x509.DNSName(socket.gethostname())]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=True,
+                key_encipherment=True,
+                data_encipherment=True,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=False,
+        )
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / f"{name}-cert.der", directory / f"{name}-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.DER))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    directory = tmp_path_factory.mktemp("pki")
+    server_cert, server_key = _make_certificate(directory, "server", UA_SERVER_URI, server=True)
+    client_cert, client_key = _make_certificate(directory, "gateway", UA_CLIENT_URI, server=False)
+    impostor_cert, _ = _make_certificate(directory, "impostor", UA_SERVER_URI, server=True)
+    expired_cert, _ = _make_certificate(directory, "expired", UA_SERVER_URI, server=True, expired=True)
+    return Pki(server_cert, server_key, client_cert, client_key, impostor_cert, expired_cert)
+
+
+@dataclass
+class UaServer:
+    """An asyncua server with one variable per data type, ``BULK_NODES`` more for batching, and a Read counter.
+
+    Shared by the whole session (asyncua takes seconds to build its address space): a test that stops it must
+    start it again.
+    """
+
+    thread: ServerThread
+    pki: Pki
+    port: int = 0
+    namespace: int = 0
+    reads: list[int] = field(default_factory=list)  # per Read service call: how many fixture nodes it read
+    items_created: int = 0
+    writes: int = 0
+    _server: Any = None
+    _running: bool = False
+    _nodes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def endpoint(self) -> str:
+        return f"opc.tcp://127.0.0.1:{self.port}/fixture"
+
+    def node_id(self, name: str) -> str:
+        return f"ns={self.namespace};s=Fixture/{name}"
+
+    async def _build(self) -> None:
+        server = Server()
+        await server.init()
+        server.disable_clock(True)
+        server.set_endpoint("opc.tcp://127.0.0.1:0/fixture")
+        server.set_server_name("fixture")
+        await server.set_application_uri(UA_SERVER_URI)
+        await server.load_certificate(str(self.pki.server_cert))
+        await server.load_private_key(str(self.pki.server_key))
+        server.set_security_policy(
+            [
+                ua.SecurityPolicyType.NoSecurity,
+                ua.SecurityPolicyType.Basic256Sha256_Sign,
+                ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
+            ]
+        )
+        self.namespace = await server.register_namespace(UA_NAMESPACE)
+        folder = await server.nodes.objects.add_folder(ua.NodeId("Fixture", self.namespace), "Fixture")
+        variables = dict(UA_VARIABLES) | {f"Bulk/{i:04d}": ("Double", float(i), False) for i in range(BULK_NODES)}
+        for name, (vtype, value, writable) in variables.items():
+            node_id = ua.NodeId(f"Fixture/{name}", self.namespace)
+            node = await folder.add_variable(node_id, name, ua.Variant(value, getattr(ua.VariantType, vtype)))
+            if writable:
+                await node.set_writable()
+            self._nodes[name] = node
+        server.subscribe_server_callback(CallbackType.PreRead, self._on_read)
+        server.subscribe_server_callback(CallbackType.ItemSubscriptionCreated, self._on_items)
+        server.subscribe_server_callback(CallbackType.PreWrite, self._on_write)
+        self._server = server
+        await server.start()
+        self._running = True
+        self.port = server.bserver._server.sockets[0].getsockname()[1]
+        server.set_endpoint(self.endpoint)  # restarts listen on the same port
+
+    def _ours(self, node_id: ua.NodeId) -> bool:
+        return node_id.NamespaceIndex == self.namespace
+
+    async def _on_read(self, event: Any, _dispatcher: Any) -> None:
+        if event.is_external:
+            ours = sum(1 for r in event.request_params.NodesToRead if self._ours(r.NodeId))
+            if ours:
+                self.reads.append(ours)
+
+    async def _on_items(self, event: Any, _dispatcher: Any) -> None:
+        self.items_created += len(event.request_params.ItemsToCreate)
+
+    async def _on_write(self, event: Any, _dispatcher: Any) -> None:
+        if event.is_external:
+            self.writes += len(event.request_params.NodesToWrite)
+
+    def set(self, name: str, value: Any, status: int = 0) -> None:
+        async def run() -> None:
+            node = self._nodes[name]
+            vtype = await node.read_data_type_as_variant_type()
+            dv = ua.DataValue(ua.Variant(value, vtype), StatusCode=ua.StatusCode(status))
+            await self._server.write_attribute_value(node.nodeid, dv)
+
+        self.thread.call(run())
+
+    def get(self, name: str) -> Any:
+        async def run() -> Any:
+            return await self._nodes[name].read_value()
+
+        return self.thread.call(run())
+
+    def reset(self) -> None:
+        for name, (_vtype, value, _writable) in UA_VARIABLES.items():
+            self.set(name, value)
+        self.reads.clear()
+        self.items_created = 0
+        self.writes = 0
+
+    def stop(self) -> None:
+        if self._running:
+            self.thread.call(self._server.stop())
+            self._running = False
+
+    def start(self) -> None:
+        """Listen again (idempotent, so that a ``finally`` can always call it)."""
+        if not self._running:
+            self.thread.call(self._server.start())
+            self._running = True
+
+
+@pytest.fixture(scope="session")
+def _ua_server_once(server_thread: ServerThread, pki: Pki) -> UaServer:
+    server = UaServer(server_thread, pki)
+    server_thread.call(server._build(), timeout=60)
+    return server
+
+
+@pytest.fixture
+def ua_server(_ua_server_once: UaServer) -> UaServer:
+    _ua_server_once.reset()
+    return _ua_server_once
+
+
+def ua_settings(server: UaServer, **overrides: Any) -> OpcUaDeviceSettings:
+    base: dict[str, Any] = {
+        "name": "rtu",
+        "protocol": "opcua",
+        "endpoint": server.endpoint,
+        "poll_interval_s": 1.0,
+        "timeout_s": 0.8,
+        "publishing_interval_s": 0.05,
+        "reconnect_min_s": 0.05,
+        "reconnect_max_s": 0.5,
+        "write_confirm_timeout_s": 1.0,
+    }
+    return OpcUaDeviceSettings.model_validate(base | overrides)
+
+
+def utag(server: UaServer, name: str, data_type: DataType, *, node: str | None = None, **kwargs: Any) -> Tag:
+    """A tag of device ``rtu`` on fixture variable ``node`` (default: ``name``)."""
+    address = OpcUaAddress(server.node_id(node or name))
+    return Tag(name=name, device="rtu", address=address, data_type=data_type, **kwargs)

@@ -155,6 +155,7 @@ async def test_a_write_to_a_device_that_is_down_raises_and_sends_nothing(modbus_
     settings = modbus_settings(modbus_server, breaker={"fail_max": 1, "reset_timeout_s": 60})
     tag = mtag("SP", HR, 5, writable=True)
     async with ModbusDevice(settings=settings, tags=[tag], clock=SystemClock()) as device:
+        await device.poll()  # the server has set the connection up (else its shutdown may orphan it, half-open)
         modbus_server.stop()
 
         async def disconnected() -> bool:
