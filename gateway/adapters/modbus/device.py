@@ -405,5 +405,11 @@ class ModbusDevice:
 
     def _breaker_changed(self, old: BreakerState, new: BreakerState) -> None:
         self._m_breaker.set(new.metric_value)
-        log_at = log.warning if new is BreakerState.OPEN else log.info
+        # Opening and closing are news; the open → half-open → open cycle of a device that stays down is not.
+        if old is BreakerState.CLOSED:
+            log_at = log.warning
+        elif new is BreakerState.CLOSED:
+            log_at = log.info
+        else:
+            log_at = log.debug
         log_at("modbus.breaker", device=self.name, old=old.value, new=new.value, retry_in_s=self._breaker.retry_in())
