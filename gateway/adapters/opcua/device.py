@@ -342,12 +342,14 @@ class OpcUaDevice:
             await self._close_session()
 
     async def _connect_once(self) -> bool:
+        # Cleared before connecting, not after: a loss reported while the session is being set up must not be lost
+        # (in subscribe mode nothing else would notice it, and the cache would pass for live).
+        self._lost.clear()
         try:
             self._session = await self._open()
         except DeviceUnavailable as exc:
             self._status.failed(str(exc))
             return False
-        self._lost.clear()
         self._read_failures = 0
         self._status.set_connected(True)
         self._status.succeeded()
