@@ -18,12 +18,15 @@ OnRetry = Callable[[int, DeviceUnavailable, float], None]
 class RetryPolicy:
     """``attempts`` in all (1 = no retry); delays start at ``first_delay_s``, double, and carry ±50 % jitter.
 
-    No retry starts once ``max_total_s`` would be exceeded: a retry must not push a poll past its slot.
+    No retry starts that could end after ``max_total_s`` (its backoff plus ``attempt_s``, the longest an attempt may
+    take): a retry must not push a poll past its slot. So a timeout is retried only when there is time for another
+    one, while a connection that dropped at once is retried on the spot.
     """
 
     attempts: int
     first_delay_s: float
     max_total_s: float
+    attempt_s: float = 0.0
 
     def delay(self, retry: int, rng: random.Random) -> float:
         """Backoff before retry number ``retry`` (1-based)."""
@@ -49,7 +52,7 @@ async def call_with_retry(
         except DeviceUnavailable as exc:
             delay = policy.delay(attempt, rng)
             spent = clock.monotonic() - started
-            if attempt >= policy.attempts or spent + delay >= policy.max_total_s:
+            if attempt >= policy.attempts or spent + delay + policy.attempt_s > policy.max_total_s:
                 raise
             if on_retry is not None:
                 on_retry(attempt, exc, delay)

@@ -133,10 +133,10 @@ async def test_retries_stop_at_the_time_cap() -> None:
         clock.advance(0.4)  # each attempt spends 0.4 s waiting for its deadline
         raise DeviceUnavailable("plc", "no answer")
 
-    policy = RetryPolicy(attempts=10, first_delay_s=0.01, max_total_s=1.0)
+    policy = RetryPolicy(attempts=10, first_delay_s=0.01, max_total_s=1.0, attempt_s=0.4)
     with pytest.raises(DeviceUnavailable):
         await call_with_retry(slow_failure, policy=policy, clock=clock, rng=random.Random(1))
-    assert len(calls) == 3  # a fourth would start after 1.2 s
+    assert len(calls) == 2  # a third attempt could not end before 1.0 s (0.8 s spent + backoff + 0.4 s)
 
 
 def test_the_factory_builds_one_adapter_and_one_poller_per_enabled_device() -> None:

@@ -116,7 +116,10 @@ class ModbusDevice:
         )
         # A retry must not push the poll past its slot.
         self._retry = RetryPolicy(
-            attempts=settings.retries + 1, first_delay_s=settings.retry_backoff_s, max_total_s=settings.poll_interval_s
+            attempts=settings.retries + 1,
+            first_delay_s=settings.retry_backoff_s,
+            max_total_s=settings.poll_interval_s,
+            attempt_s=settings.timeout_s,
         )
         self._metrics_init()
 

@@ -15,7 +15,6 @@ keeps the last notification of each node; a poll then reads the cache, no networ
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import math
 import random
@@ -38,6 +37,7 @@ from gateway.adapters.opcua.security import SecureSetup, SecurityRefused
 from gateway.adapters.opcua.status import status_name, status_quality
 from gateway.adapters.quality import QualityTracker
 from gateway.adapters.status import DeviceStatus
+from gateway.adapters.tasks import cancel_and_wait
 from gateway.adapters.writes import checked_value, writable_tag
 from gateway.config.devices import OpcUaDeviceSettings
 from gateway.domain.errors import ConfigError, DeviceUnavailable, WriteRefused
@@ -141,9 +141,7 @@ class OpcUaDevice:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if self._supervisor is not None:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
+            await cancel_and_wait(self._supervisor)
             self._supervisor = None
         await self._close_session()
 
@@ -446,11 +444,11 @@ class OpcUaDevice:
         self._status.set_connected(False)
         if session is None:
             return
-        if session.reader is not None:
-            session.reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await session.reader
-        await _discard(session.client, opened=True)
+        try:
+            if session.reader is not None:
+                await cancel_and_wait(session.reader)
+        finally:  # even when cancelled half-way: a client left open keeps its tasks running
+            await _discard(session.client, opened=True)
 
 
 async def _discard(client: Client, *, opened: bool) -> None:
