@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import statistics
 import tempfile
 import time
@@ -25,9 +26,10 @@ from gateway.adapters.modbus.device import _Compiled
 from gateway.adapters.modbus.planner import PlanMode, plan_reads
 from gateway.adapters.opcua import OpcUaDevice
 from gateway.adapters.opcua.device import ReadPlanMode
+from gateway.adapters.polling import PollScheduler
 from gateway.clock import SystemClock
 from gateway.config import load_config
-from gateway.domain.model import DataType, ModbusTable, Tag, WordOrder
+from gateway.domain.model import DataType, ModbusTable, Quality, Reading, Tag, WordOrder
 from gateway.paths import bundled_config_dir
 from tests.drivers.conftest import (
     BULK_NODES,
@@ -121,6 +123,44 @@ async def measure_opcua(server: UaServer, mode: ReadPlanMode, polls: int) -> dic
     }
 
 
+async def at_one_hertz(thread: ServerThread, devices: int, tags_per_device: int, seconds: float) -> None:
+    """``devices`` × ``tags_per_device`` tags polled at 1 Hz by the scheduler: the gateway thread's share of a core."""
+    servers = [ModbusServer(thread) for _ in range(devices)]
+    for server in servers:
+        server.start()
+    tags = synthetic_tags(tags_per_device)
+    received: list[int] = []
+
+    async def sink(_device: str, readings: list[Reading]) -> None:
+        received.append(sum(1 for r in readings if r.quality is Quality.GOOD))
+
+    clock = SystemClock()
+    adapters = [
+        ModbusDevice(settings=modbus_settings(s, name=f"plc{i}", timeout_s=0.5), tags=tags, clock=clock)
+        for i, s in enumerate(servers)
+    ]
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            for adapter in adapters:
+                await stack.enter_async_context(adapter)
+            pollers = [PollScheduler(device=a, interval_s=1.0, clock=clock, sink=sink) for a in adapters]
+            cpu0, wall0 = time.thread_time(), time.perf_counter()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds), asyncio.TaskGroup() as group:
+                    for poller in pollers:
+                        poller.start(group)
+            cpu, wall = time.thread_time() - cpu0, time.perf_counter() - wall0
+    finally:
+        for server in servers:
+            server.stop()
+    missed = sum(p.missed_slots for p in pollers)
+    print(
+        f"\n{devices * tags_per_device} tags on {devices} devices at 1 Hz for {wall:.0f} s: "
+        f"gateway thread {100 * cpu / wall:.1f} % of a core, {sum(received) / wall:.0f} good values/s, "
+        f"{missed} slots missed, {len(servers[0].reads()) / max(1, len(received) // devices):.0f} requests per poll"
+    )
+
+
 def show(title: str, merged: dict[str, Any], baseline: dict[str, Any], names: tuple[str, str]) -> None:
     print(f"\n{title}")
     print(f"  {'':28}{names[0]:>14}{names[1]:>14}{'ratio':>10}")
@@ -130,7 +170,7 @@ def show(title: str, merged: dict[str, Any], baseline: dict[str, Any], names: tu
         print(f"  {key:28}{a:14.2f}{b:14.2f}{ratio:9.1f}x")
 
 
-async def main(polls: int) -> None:
+async def main(polls: int, seconds: float) -> None:
     thread = ServerThread()
     server = ModbusServer(thread)
     server.start()
@@ -144,6 +184,7 @@ async def main(polls: int) -> None:
         print(f"\ndecode + judge only, 1 000 synthetic tags: {cost:.3f} ms CPU / 1000 values")
     finally:
         server.stop()
+    await at_one_hertz(thread, devices=2, tags_per_device=5000, seconds=seconds)
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         server_cert, server_key = _make_certificate(directory, "server", "urn:bench:server", server=True)
@@ -160,4 +201,6 @@ async def main(polls: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--polls", type=int, default=30)
-    asyncio.run(main(parser.parse_args().polls))
+    parser.add_argument("--seconds", type=float, default=10.0, help="duration of the 10 000 tags at 1 Hz run")
+    args = parser.parse_args()
+    asyncio.run(main(args.polls, args.seconds))
