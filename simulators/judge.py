@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from simulators.config import PUMPS, PlantConfig
+from simulators.plant import LPS, RHO_G, operating_point
 from simulators.simulation import DEFAULT_EPOCH, Simulation, TrueState
 
 
@@ -172,7 +173,8 @@ def _score(a: _Sample, b: _Sample, ext: _Extremes, cfg: PlantConfig) -> Scorecar
     kwh_m3 = energy / volume if volume > 0 else 0.0
     avg = cfg.tariff.average
     adjusted_volume = volume - stored
-    adjusted_cost = cost - stored * kwh_m3 * avg
+    # Stored water is valued at the run's own kWh/m³; a run that pumped nothing at one pump's.
+    adjusted_cost = cost - stored * (kwh_m3 if volume > 0 else reference_kwh_per_m3(cfg)) * avg
     starts = {n: b.starts[n] - a.starts[n] for n in PUMPS}
     return Scorecard(
         hours=hours,
@@ -200,6 +202,17 @@ def _score(a: _Sample, b: _Sample, ext: _Extremes, cfg: PlantConfig) -> Scorecar
         zone_m3=b.zone_m3 - a.zone_m3,
         chlorine_zone_min_mg_l=ext.cl_min,
     )
+
+
+def reference_kwh_per_m3(cfg: PlantConfig) -> float:
+    """kWh/m³ of one fixed-speed pump at the reference lift (tank 4.0 m over clearwell 2.5 m)."""
+    p = cfg.pumps
+    lift = cfg.tank.floor_m + 4.0 - cfg.clearwell.floor_m - 2.5
+    op = operating_point([1.0], lift, p.shutoff_head_m, p.k_m_per_m3s2, cfg.main.k_m_per_m3s2)
+    q_bep = p.bep_flow_lps / LPS
+    eta = p.eta_max * (1.0 - ((op.flow - q_bep) / q_bep) ** 2) * p.eta_motor
+    kw = RHO_G * op.flow * op.head / eta / 1000.0
+    return kw / (op.flow * 3600.0)
 
 
 def judge_rows(rows: Iterable[Mapping[str, Any]], config: PlantConfig | None = None) -> Scorecard:

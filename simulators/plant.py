@@ -229,6 +229,7 @@ class Plant:
         self._utc_s = cfg.simulation.utc_offset_h * 3600.0
         self._tariff = cfg.tariff.eur_per_kwh
         self._lag_s = cfg.treatment.lag_s
+        self._lag_dt, self._lag_alpha = 0.0, 0.0
         self._dose = cfg.treatment.chlorine_dose_mg_l
         self._leak_exp = lk.exponent
         self._kd = cfg.zone.kd_m_per_m3s2
@@ -266,33 +267,47 @@ class Plant:
 
     def _step_treatment(self, dt: float) -> None:
         target = 0.0 if self.disturbances.wtp_outage else self.wtp_setpoint
-        self.wtp_flow += (target - self.wtp_flow) * (1.0 - math.exp(-dt / self._lag_s))
+        if dt != self._lag_dt:
+            self._lag_dt, self._lag_alpha = dt, 1.0 - math.exp(-dt / self._lag_s)
+        self.wtp_flow += (target - self.wtp_flow) * self._lag_alpha
         dose = self.disturbances.dose_mg_l
         self.cl_plant = self._dose if dose is None else dose
 
     def _step_pumps(self, dt: float) -> None:
         ramp = self._ramp_per_s * dt
-        speeds = []
+        n, common, mixed = 0, 0.0, False
         for pump in self.pumps:
-            if not pump.running:
-                pump.speed = 0.0
-            else:
-                pump.speed = _toward(pump.speed, pump.speed_target, ramp) if pump.has_vfd else 1.0
+            if pump.running:
                 pump.run_s += dt
-            speeds.append(0.0 if pump.fail_to_start else pump.speed)
-        op = operating_point(speeds, self.static_lift(), self._h0, self._kpump, self._kmain)
-        flow, per_pump = op.flow, op.per_pump
+                pump.speed = _toward(pump.speed, pump.speed_target, ramp) if pump.has_vfd else 1.0
+                if not pump.fail_to_start and pump.speed > 0.0:
+                    mixed = mixed or (n > 0 and pump.speed != common)
+                    common, n = pump.speed, n + 1
+            else:
+                pump.speed = 0.0
+        static = self._lift0 + self.tank_level - self.cw_level
+        if mixed:
+            speeds = [pu.speed if not pu.fail_to_start else 0.0 for pu in self.pumps]
+            op = operating_point(speeds, static, self._h0, self._kpump, self._kmain)
+            flow, head, per_pump = op.flow, op.head, list(op.per_pump)
+        else:
+            # The common case, equal speeds, in closed form (the same as operating_point, without its lists).
+            s2h0 = common * common * self._h0
+            flow = math.sqrt((s2h0 - static) / (self._kpump / (n * n) + self._kmain)) if n and s2h0 > static else 0.0
+            head = static + self._kmain * flow * flow
+            each = flow / n if n else 0.0
+            per_pump = [each if pu.speed > 0.0 and not pu.fail_to_start else 0.0 for pu in self.pumps]
         # The pumps cannot take more than the clearwell holds: they lose suction and the flow collapses.
         available = self.wtp_flow + self.cw_volume / dt
         if flow > available:
             scale = max(available, 0.0) / flow
-            flow, per_pump = flow * scale, tuple(q * scale for q in per_pump)
+            flow, per_pump = flow * scale, [q * scale for q in per_pump]
         self.station_flow = flow
-        self.pump_head = op.head
-        self.discharge_head = op.head + self.cw_level
+        self.pump_head = head
+        self.discharge_head = head + self.cw_level
         for pump, q in zip(self.pumps, per_pump, strict=True):
             pump.flow = q
-            pump.power_kw = self._power(pump, q, op.head) if pump.running else 0.0
+            pump.power_kw = self._power(pump, q, head) if pump.running else 0.0
 
     def _power(self, pump: Pump, q: float, head: float) -> float:
         """Electrical input: ρ·g·Q·H / (η_pump·η_motor·η_vfd), never below the no-flow power."""
@@ -310,16 +325,14 @@ class Plant:
         factor = d.demand_factor if _in_hours(self.hour, d.demand_hours) else 1.0
         self.consumption = self.demand.flow(self.t, self.hour) * factor
         self.fire = d.fire_lps / LPS
+        # Leakage follows the pressure of the step before: the pressure it helps to set moves millimetres per step.
         p = max(self.p_out, 0.0)
-        burst = d.burst_lps / LPS
-        for _ in range(2):  # leakage depends on the pressure it helps to set; two passes converge at 1 s steps
-            self.leak = self._leak_c * p**self._leak_exp
-            if d.leak_ramps:
-                self.leak += self._ramped_leaks(p)
-            self.burst = burst * math.sqrt(p / self._p_ref) if burst else 0.0
-            self.zone_flow = self.consumption + self.leak + self.burst + self.fire
-            p = self._zone_pressure(self.zone_flow)
-        self.p_out = p
+        self.leak = self._leak_c * p**self._leak_exp
+        if d.leak_ramps:
+            self.leak += self._ramped_leaks(p)
+        self.burst = d.burst_lps / LPS * math.sqrt(p / self._p_ref) if d.burst_lps else 0.0
+        self.zone_flow = self.consumption + self.leak + self.burst + self.fire
+        self.p_out = self._zone_pressure(self.zone_flow)
 
     def _ramped_leaks(self, p: float) -> float:
         total = 0.0

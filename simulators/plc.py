@@ -117,7 +117,9 @@ class Plc:
             "GW-HB": 0,
         }
         self._hb_changed_at = None
-        self._stage = sum(1 for p in self.plant.pumps if p.running)
+        self._stage = 0  # the hysteresis state is not retentive
+        self.gateway_control = False
+        self.heartbeat_stale = False
         self.powered = True
         self._apply_setpoints()
 
@@ -220,8 +222,9 @@ class Plc:
         self.gateway_control = requested and not stale
         self.heartbeat_stale = requested and stale
         if was and not self.gateway_control:
-            # Bumpless: local control starts from the pumps that are running now.
-            self._stage = min(2, sum(1 for p in self.plant.pumps if p.running))
+            # Bumpless: local control starts from the pumps in Auto that are running now.
+            auto = [p.running for p, panel in zip(self.plant.pumps, self.panels, strict=True) if panel.hoa is Hoa.AUTO]
+            self._stage = min(2, sum(auto))
 
     def _local_control(self, level: float) -> None:
         m = self.memory
@@ -248,7 +251,9 @@ class Plc:
         if self._stage == 0:
             return [False] * len(PUMPS)
         duty = int(self.memory["HS-DUTY"]) - 1
-        order = [(duty + k) % len(PUMPS) for k in range(len(PUMPS))]
+        pumps = self.plant.pumps
+        # Duty order, but pumps already running first: taking over from the gateway must not swap pumps.
+        order = sorted(range(len(PUMPS)), key=lambda i: (not pumps[i].running, (i - duty) % len(PUMPS)))
         chosen = [i for i in order if self._local(i)][: self._stage]
         return [i in chosen for i in range(len(PUMPS))]
 
