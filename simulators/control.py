@@ -84,6 +84,7 @@ class ControlServer:
         self.host = host
         self.port = port
         self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
         self._commands: dict[str, Handler] = {
             "help": self._help,
             "state": self._state,
@@ -106,14 +107,20 @@ class ControlServer:
         log.info("control.listening", host=self.host, port=self.port)
 
     async def stop(self) -> None:
+        """Stop listening and end the open connections (asyncio's server leaves them running until 3.13)."""
         server, self._server = self._server, None
         if server is not None:
             server.close()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(2.0):
-                    await server.wait_closed()
+        for task in list(self._connections):
+            task.cancel()
+        for task in list(self._connections):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
         try:
             while line := await reader.readline():
                 text = line.decode("utf-8", "replace").strip()
@@ -127,9 +134,8 @@ class ControlServer:
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
+            self._connections.discard(task)
             writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
 
     async def execute(self, line: str) -> dict[str, Any]:
         """Run one command line and return its answer (never raises for a bad command)."""

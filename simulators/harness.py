@@ -159,6 +159,7 @@ class PlantSimulator:
         if self._follow:
             tasks.append(asyncio.create_task(self._follow_clock(), name="sim-clock"))
         self._stack.push_async_callback(_cancel, tasks)
+        await asyncio.sleep(0)  # let the clock follower park on the clock before anyone advances it
         log.info(
             "sim.started",
             modbus=[s.port for s in self.modbus_servers],

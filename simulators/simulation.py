@@ -26,6 +26,7 @@ from simulators.faults import (
     FaultSpec,
     FireFlow,
     IncipientLeak,
+    OpcUaRestart,
     PlcRestart,
     PrvFailedOpen,
     PumpTrip,
@@ -231,7 +232,7 @@ class Simulation:
 
     @staticmethod
     def _length_of(spec: FaultSpec) -> float | None:
-        if isinstance(spec, PlcRestart):
+        if isinstance(spec, PlcRestart | OpcUaRestart):
             return spec.down_s
         return spec.duration_s
 

@@ -5,15 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from sim_helpers import quiet_config
 
-from simulators.config import PlantConfig
 from simulators.simulation import Simulation
-
-
-def quiet_config(**sections: dict[str, object]) -> PlantConfig:
-    """The reference plant without instrument noise (and without demand noise), plus overrides."""
-    base = PlantConfig().with_overrides(sensors={"enabled": False}, zone={"noise": 0.0})
-    return base.with_overrides(**sections) if sections else base
 
 
 @pytest.fixture
