@@ -25,6 +25,7 @@ from asyncua.common.callback import CallbackType, ServerItemCallback
 from asyncua.common.node import Node
 from asyncua.server.server import Server
 from asyncua.ua.attribute_ids import AttributeIds
+from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaStatusCodeError
 
@@ -49,6 +50,7 @@ _VARIANT = {
 # UNECE Recommendation 20 common codes of the plant's units (OPC 10000-8 §5.6.3): unitId = the code's bytes.
 _UNECE = {"m": "MTR", "L/s": "G51", "kW": "KWT", "kWh": "KWH", "%": "P1", "h": "HUR", "m3": "MTQ", "mg/L": "M1"}
 _UNECE_URI = "http://www.opcfoundation.org/UA/units/un/cefact"
+_CURRENT_TIME = ua.NodeId(ua.Int32(ObjectIds.Server_ServerStatus_CurrentTime), ua.Int16(0))
 _STD_EU = ua.QualifiedName("EngineeringUnits", 0)
 _STD_RANGE = ua.QualifiedName("EURange", 0)
 
@@ -273,6 +275,8 @@ class OpcUaPlc:
         if server is None:
             return 0
         stamp = ua.DateTime.fromtimestamp(now, tz=UTC)
+        # The server's clock is the simulation's (its own clock task is disabled).
+        await server.write_attribute_value(_CURRENT_TIME, ua.DataValue(ua.Variant(stamp, ua.VariantType.DateTime)))
         written = 0
         for signal, vars_ in self._by_signal.items():
             value = values.get(signal)

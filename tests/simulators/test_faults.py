@@ -6,10 +6,11 @@ from collections.abc import Callable
 
 import pytest
 from pydantic import ValidationError
+from sim_helpers import quiet_config
 
 from simulators.faults import fault_kinds, parse_fault
 from simulators.plant import LPS
-from simulators.simulation import Simulation
+from simulators.simulation import DEFAULT_EPOCH, Simulation
 
 
 def test_every_fault_of_the_plant_description_has_a_kind() -> None:
@@ -121,15 +122,16 @@ def test_fire_flow_runs_two_hours_by_default(quiet: Callable[..., Simulation]) -
     assert sim.faults == {}
 
 
-def test_extra_demand_acts_only_in_its_hours(quiet: Callable[..., Simulation]) -> None:
-    plain, extra = quiet(), quiet()
-    extra.inject({"kind": "extra_demand", "factor": 1.15, "from_hour": 17, "to_hour": 21})
-    plain.run(10 * 3600)
-    extra.run(10 * 3600)
-    assert extra.plant.consumption == pytest.approx(plain.plant.consumption)  # 10:00: outside the window
-    plain.run(8 * 3600)
-    extra.run(8 * 3600)
-    assert extra.plant.consumption == pytest.approx(1.15 * plain.plant.consumption)  # 18:00
+def test_extra_demand_acts_only_in_its_hours() -> None:
+    def consumption(hour: int, *, extra: bool) -> float:
+        sim = Simulation(quiet_config(), epoch0=DEFAULT_EPOCH + hour * 3600)
+        if extra:
+            sim.inject({"kind": "extra_demand", "factor": 1.15, "from_hour": 17, "to_hour": 21})
+        sim.step()
+        return sim.plant.consumption
+
+    assert consumption(10, extra=True) == pytest.approx(consumption(10, extra=False))
+    assert consumption(18, extra=True) == pytest.approx(1.15 * consumption(18, extra=False))
 
 
 def test_sensor_faults_change_the_reading_not_the_plant(quiet: Callable[..., Simulation]) -> None:

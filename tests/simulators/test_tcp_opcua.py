@@ -100,6 +100,8 @@ async def test_timestamps_are_simulated_time(plant: PlantSimulator, client: Clie
     dv = await client.get_node("ns=2;s=BS-01/Tank/ET-01/Level").read_data_value()
     assert dv.SourceTimestamp is not None
     assert dv.SourceTimestamp.replace(tzinfo=UTC) == datetime.fromtimestamp(plant.sim.now, tz=UTC)
+    server_time = await client.get_node(ua.ObjectIds.Server_ServerStatus_CurrentTime).read_value()
+    assert server_time.replace(tzinfo=UTC) == datetime.fromtimestamp(plant.sim.now, tz=UTC)
 
 
 async def test_writable_nodes_reach_the_plc_and_the_modbus_side(plant: PlantSimulator, client: Client) -> None:
