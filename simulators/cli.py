@@ -39,6 +39,7 @@ EXIT_CONFIG = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``gateway-sim`` options (``--help`` shows them)."""
     p = argparse.ArgumentParser(
         prog="gateway-sim",
         description="Booster station BS-01 behind simulated PLCs: a Modbus TCP server and an OPC UA server on "
@@ -71,6 +72,7 @@ def _short() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``gateway-sim``; returns the exit code (0 ok, 1 could not start, 2 configuration error)."""
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level, args.log_format)
     # asyncua warns at start that only the unencrypted endpoint is offered; that is the simulator's design.

@@ -36,6 +36,7 @@ def default_plant_file() -> Path:
 
 
 def default_point_map_file() -> Path:
+    """The shared point map next to the bundled configuration."""
     return bundled_config_dir() / "booster_station.points.toml"
 
 
@@ -57,18 +58,24 @@ class SimulationSettings(StrictModel):
 
 
 class ModbusServerSettings(StrictModel):
+    """The Modbus TCP listener of the simulated PLC."""
+
     enabled: bool = True
     port: ListenPort = Field(default=5020, description="0 = pick a free port and print it.")
     unit_id: int = Field(default=1, ge=0, le=247)
 
 
 class OpcUaServerSettings(StrictModel):
+    """The OPC UA server: endpoint ``opc.tcp://<host>:<port><path>``."""
+
     enabled: bool = True
     port: ListenPort = Field(default=4840, description="0 = pick a free port and print it.")
     path: str = Field(default="/bs01", pattern=r"^/[A-Za-z0-9_./-]*$")
 
 
 class ControlSettings(StrictModel):
+    """The control port of ``gateway-sim`` (see ``simulators.control``)."""
+
     enabled: bool = True
     port: ListenPort = Field(default=5021, description="Line-based control port on the host; 0 = free port.")
 
@@ -115,12 +122,16 @@ class PlcSettings(StrictModel):
 
 
 class TreatmentSettings(StrictModel):
+    """Treatment plant: FIC-100 at power-on, the lag of FIT-100, the chlorine dose."""
+
     flow_setpoint_lps: float = Field(default=26.5, ge=0, le=60)
     lag_s: Positive = Field(default=300.0, description="First-order time constant of FIT-100 following FIC-100.")
     chlorine_dose_mg_l: NonNegative = 1.0
 
 
 class ReservoirSettings(StrictModel):
+    """A cylindrical store (clearwell, tank): size, floor elevation, start and overflow levels."""
+
     diameter_m: Positive
     floor_m: float
     initial_level_m: NonNegative
@@ -160,10 +171,14 @@ class PumpSettings(StrictModel):
 
 
 class MainSettings(StrictModel):
+    """The rising main from the station to the tank."""
+
     k_m_per_m3s2: Positive = Field(default=1778.0, description="Rising-main friction K in Hs = lift + K·Q².")
 
 
 class ZoneSettings(StrictModel):
+    """Demand zone DMA-1: demand pattern and noise, elevation, zone main friction."""
+
     mean_demand_lps: NonNegative = 25.0
     multipliers: tuple[float, ...] = Field(default=_DEMAND, description="Hourly demand multipliers, hours 0-23.")
     noise: NonNegative = Field(default=0.05, description="Standard deviation of the AR(1) demand noise (fraction).")
@@ -180,22 +195,30 @@ class ZoneSettings(StrictModel):
 
 
 class PrvSettings(StrictModel):
+    """PRV PCV-301: setpoint at power-on and the smallest drop across it."""
+
     setpoint_m: float = Field(default=45.0, ge=35, le=55)
     min_drop_m: NonNegative = 0.5
 
 
 class LeakageSettings(StrictModel):
+    """Background leakage Q = C·p^exponent, given as the flow at a reference pressure."""
+
     flow_at_ref_lps: NonNegative = 1.5
     ref_pressure_m: Positive = 45.0
     exponent: NonNegative = 1.0
 
 
 class ChlorineSettings(StrictModel):
+    """Bulk decay in the stores and their starting concentration."""
+
     decay_per_day: NonNegative = 0.5
     initial_mg_l: NonNegative = 1.0
 
 
 class TariffSettings(StrictModel):
+    """Energy price by local hour."""
+
     eur_per_kwh: tuple[float, ...] = Field(default=_TARIFF, description="Energy price by local hour, 0-23.")
 
     @field_validator("eur_per_kwh")

@@ -102,6 +102,7 @@ class ControlServer:
         }
 
     async def start(self) -> None:
+        """Listen on the host and port (0 = a free one, then in ``port``)."""
         self._server = await asyncio.start_server(self._serve, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("control.listening", host=self.host, port=self.port)

@@ -154,6 +154,7 @@ class Judge:
         self._ext.note(p.tank_level, p.cw_level, p.cl_tank, self.sim.plc.dry_run, 0.0)
 
     def detach(self) -> None:
+        """Stop watching."""
         self.sim.observers.remove(self._observe)
 
     def _observe(self, sim: Simulation) -> None:
@@ -161,6 +162,7 @@ class Judge:
         self._ext.note(p.tank_level, p.cw_level, p.cl_tank, sim.plc.dry_run, sim.dt)
 
     def scorecard(self) -> Scorecard:
+        """The figures of the run since the judge started watching (or was reset)."""
         return _score(self._start, _Sample.of(self.sim.state()), self._ext, self.sim.cfg)
 
 

@@ -92,6 +92,7 @@ class ModbusFaults:
     fired: Callable[[str], None] = field(default=lambda _fid: None)
 
     def match(self, server: int, unit: int, fc: int, address: int, count: int) -> tuple[str, ModbusCommFault] | None:
+        """The first active fault that hits this request, with its id."""
         if not self.active:
             return None
         table = FC_TABLE.get(fc)
@@ -127,6 +128,7 @@ class ModbusDevice:
         self.server: ModbusPlc | None = None
 
     def publish(self, values: dict[str, Value], *, force: bool = False) -> int:
+        """Encode what changed into the register image; return the points encoded."""
         return self.image.publish(values, force=force)
 
     def sim_device(self, unit_id: int | None = None) -> SimDevice:

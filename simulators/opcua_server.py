@@ -75,6 +75,7 @@ def unit_id(code: str) -> int:
 
 
 def eu_information(unit: str) -> ua.EUInformation:
+    """EUInformation of a unit symbol (unitId −1 when it has no UNECE code here)."""
     code = _UNECE.get(unit)
     return ua.EUInformation(
         NamespaceUri=_UNECE_URI,
@@ -168,6 +169,7 @@ class OpcUaPlc:
         log.info("opcua.listening", endpoint=self.endpoint, nodes=len(self._vars))
 
     async def stop(self) -> None:
+        """Stop the server for good."""
         server, self._server = self._server, None
         if server is not None:
             self.up = False

@@ -89,6 +89,7 @@ class Pump:
     start_times: deque[float] = field(default_factory=deque)
 
     def starts_last_hour(self, t: float) -> int:
+        """Starts within the rolling hour before simulated second ``t``."""
         while self.start_times and self.start_times[0] <= t - 3600.0:
             self.start_times.popleft()
         return len(self.start_times)
@@ -111,6 +112,8 @@ class Disturbances:
 
 @dataclass(frozen=True, slots=True)
 class OperatingPoint:
+    """Where the pumps run: station flow, header head, and each pump's share."""
+
     flow: float  # m³/s, station total
     head: float  # m, common header head over the clearwell surface
     per_pump: tuple[float, ...]

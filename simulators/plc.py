@@ -295,6 +295,7 @@ class Plc:
     # --- the published image ------------------------------------------------------------------------------------
 
     def available(self, i: int) -> bool:
+        """YL: not faulted and not switched Off."""
         panel = self.panels[i]
         return not panel.fault and panel.hoa is not Hoa.OFF
 

@@ -43,6 +43,7 @@ class TrueStateRecorder:
         self.rows += 1
 
     def close(self) -> None:
+        """Write the last state, close the file and stop watching."""
         if self._file is not None:
             if self._observe in self.sim.observers:
                 self.sim.observers.remove(self._observe)

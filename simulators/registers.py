@@ -211,6 +211,7 @@ class RegisterImage:
         return encoded
 
     def encode(self, codec: PointCodec, value: Value) -> None:
+        """Write one point's value into its table."""
         table = self.tables[codec.table]
         if table.is_bits:
             table.set_bit(codec.address, bool(value))
@@ -223,6 +224,7 @@ class RegisterImage:
             table.registers[codec.address : codec.address + len(words)] = words
 
     def decode(self, codec: PointCodec) -> Value:
+        """One point's engineering value from its table."""
         table = self.tables[codec.table]
         if table.is_bits:
             return table.get_bit(codec.address)

@@ -102,6 +102,8 @@ class _When(StrictModel):
 
 @dataclass(frozen=True, slots=True)
 class ScenarioEvent:
+    """One event: when, and what (a fault or an operator action)."""
+
     when: _When
     action: Action
 

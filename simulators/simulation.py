@@ -73,6 +73,8 @@ class ActiveFault:
 
 @dataclass(frozen=True, slots=True)
 class PumpTruth:
+    """One pump as it really is (part of ``TrueState``)."""
+
     name: str
     running: bool
     speed_pct: float
@@ -205,6 +207,7 @@ class Simulation:
         heapq.heappush(self._timers, (at_t, next(self._seq), action))
 
     def next_timer(self) -> float | None:
+        """Simulated second of the next timer (fault expiry, scenario event), if any."""
         return self._timers[0][0] if self._timers else None
 
     # --- faults -------------------------------------------------------------------------------------------------
@@ -331,6 +334,7 @@ class Simulation:
         return out
 
     def bad_signals(self) -> frozenset[str]:
+        """Signals whose instrument reads bad quality (broken loop)."""
         return frozenset(self.sensors.bad)
 
     def state(self) -> TrueState:
