@@ -350,7 +350,7 @@ class PlantSimulator:
         for server in self.modbus_servers:
             for device in server.devices:
                 device.publish(values, force=force)
-        if self.opcua is not None and self.opcua.up:
+        if self.opcua is not None:
             await self.opcua.publish(values, sim.bad_signals(), sim.now, force=force)
 
     async def publish(self) -> None:
@@ -401,7 +401,7 @@ class PlantSimulator:
         elif spec.kind == "plc_restart":
             self._pending.append(self._modbus_down if on else self._modbus_up)
         elif spec.kind == "opcua_restart" and self.opcua is not None:
-            self._pending.append(self.opcua.go_down if on else self.opcua.come_up)
+            self._pending.append(self.opcua.go_down if on else self._opcua_up)
         elif spec.kind == "opcua_disconnect" and self.opcua is not None:
             self._pending.append(self._drop_opcua)
         elif isinstance(spec, OpcUaBadStatus):
@@ -426,13 +426,22 @@ class PlantSimulator:
         log.warning("sim.plc_restarting", t_s=self.sim.t)
 
     async def _modbus_up(self) -> None:
+        if self.sim.restarting("plc_restart"):
+            return  # another restart still holds the PLC down
         values = self.sim.image()
         for server in self.modbus_servers:
+            if server.running:
+                continue
             for device in server.devices:
                 device.image.reset()
                 device.publish(values, force=True)
             await server.start()
         log.info("sim.plc_restarted", t_s=self.sim.t)
+
+    async def _opcua_up(self) -> None:
+        if self.opcua is not None and not self.sim.restarting("opcua_restart"):
+            await self.opcua.come_up()
+            await self._publish(force=True)
 
     async def _apply_status_faults(self) -> None:
         if self.opcua is None:

@@ -275,10 +275,14 @@ class Simulation:
         spec = active.spec
         if isinstance(spec, PumpTrip):
             self.plc.clear_trip_cause(pump_index(spec.pump))
-        elif isinstance(spec, PlcRestart):
+        elif isinstance(spec, PlcRestart) and not self.restarting("plc_restart"):
             self.memory.clear()
             self.plc.power_on()
         self._notify(active, False)
+
+    def restarting(self, kind: str) -> bool:
+        """A restart fault of ``kind`` (``plc_restart``, ``opcua_restart``) is still holding its server down."""
+        return any(f.kind == kind for f in self.faults.values())
 
     def _notify(self, active: ActiveFault, on: bool) -> None:
         if active.kind in SERVER_KINDS:

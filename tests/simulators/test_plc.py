@@ -310,3 +310,14 @@ def test_plc_restart_stops_auto_pumps_and_resets_memory(quiet: Callable[..., Sim
     assert "SCRATCH-1" not in out
     assert out["ST-101"] == starts  # counters are retentive
     assert out["HB-PLC"] > hb
+
+
+def test_overlapping_restarts_keep_the_plc_down_until_the_last_ends(quiet: Callable[..., Simulation]) -> None:
+    sim = quiet()
+    sim.inject({"kind": "plc_restart", "down_s": 10})
+    sim.run(5)
+    sim.inject({"kind": "plc_restart", "down_s": 10})
+    sim.run(6)
+    assert not sim.plc.powered  # the first has ended, the second holds it down
+    sim.run(5)
+    assert sim.plc.powered

@@ -170,19 +170,26 @@ async def test_broken_instrument_reads_bad_sensor_failure(plant: PlantSimulator,
 
 async def test_subscriptions_see_the_changes_of_an_advance(plant: PlantSimulator, client: Client) -> None:
     seen: list[int] = []
+    first, changed = asyncio.Event(), asyncio.Event()
+    target: list[object] = []
 
     class Handler:
         def datachange_notification(self, _node: object, value: int, _data: object) -> None:
             seen.append(value)
+            first.set()
+            if target and value == target[0]:
+                changed.set()
 
     sub = await client.create_subscription(50, Handler())
     await sub.subscribe_data_change(client.get_node("ns=2;s=BS-01/PumpStation/Control/PlcHeartbeat"))
-    await asyncio.sleep(0.2)
+    async with asyncio.timeout(5):
+        await first.wait()
     await plant.advance(10)
-    await asyncio.sleep(0.5)  # a few publishing intervals of 50 ms
+    target.append(plant.read("HB-PLC"))
+    async with asyncio.timeout(5):
+        await changed.wait()
     await sub.delete()
-    assert seen[-1] == plant.read("HB-PLC")
-    assert len(seen) >= 2  # the initial value and the change
+    assert seen[0] != seen[-1]
 
 
 async def test_server_restart_comes_back_on_the_same_endpoint() -> None:
