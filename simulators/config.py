@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, Field, ValidationError, field_validator, model_validator
 
@@ -274,24 +274,31 @@ class PlantConfig(StrictModel):
 def load_plant_config(path: str | Path | None = None) -> PlantConfig:
     """Load and validate ``plant.toml`` (the bundled one when ``path`` is None); raise ``ConfigError`` listing all."""
     path = Path(path).expanduser().resolve() if path is not None else default_plant_file()
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError([("", f"cannot read plant configuration: {exc.strerror}")], source=str(path)) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([("", f"not valid TOML: {exc}")], source=str(path)) from exc
+    data = read_toml(path, "plant configuration")
     token = BASE_DIR.set(path.parent)
     try:
         return PlantConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError([(format_loc(e["loc"]), _message(e)) for e in exc.errors()], source=str(path)) from exc
+        raise ConfigError(problems(exc), source=str(path)) from exc
     finally:
         BASE_DIR.reset(token)
 
 
-def _message(error: object) -> str:
-    assert isinstance(error, dict)
-    kind = error.get("type")
-    if kind == "extra_forbidden":
-        return "unknown setting (check the spelling)"
-    return str(error["msg"])
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """A TOML file's content; ``ConfigError`` when it cannot be read or parsed."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError([("", f"cannot read {what}: {exc.strerror}")], source=str(path)) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([("", f"not valid TOML: {exc}")], source=str(path)) from exc
+
+
+def problems(exc: ValidationError, *, skip: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
+    """(dotted path, message) of each validation error; ``skip`` drops union tags from the paths."""
+    out = []
+    for e in exc.errors():
+        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p in skip))
+        msg = "unknown setting (check the spelling)" if e["type"] == "extra_forbidden" else str(e["msg"])
+        out.append((format_loc(loc), msg))
+    return out

@@ -21,7 +21,6 @@ Every event has exactly one of ``at`` (``HH:MM`` or ``HH:MM:SS``, local time) an
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -29,8 +28,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, TypeAdapter, ValidationError, model_validator
 
 from gateway.config.common import StrictModel
-from gateway.config.pointmap import format_loc
 from gateway.domain.errors import ConfigError
+from simulators.config import problems, read_toml
 from simulators.faults import FaultSpec, PumpName, fault_kinds, parse_fault
 
 
@@ -164,25 +163,14 @@ def _event(raw: Any) -> tuple[ScenarioEvent | None, list[tuple[str, str]]]:
 
 
 def _errors(exc: ValidationError) -> list[tuple[str, str]]:
-    out = []
-    for e in exc.errors():
-        # Drop the union tag pydantic puts first (the kind), so paths read events[0].flow_lps.
-        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p in _KIND_TAGS))
-        msg = "unknown setting (check the spelling)" if e["type"] == "extra_forbidden" else str(e["msg"])
-        out.append((format_loc(loc), msg))
-    return out
+    # Without the union tag pydantic puts first (the kind), paths read events[0].flow_lps.
+    return problems(exc, skip=_KIND_TAGS)
 
 
 def load_scenario(path: str | Path) -> Scenario:
     """Load and validate a scenario file."""
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError([("", f"cannot read scenario: {exc.strerror}")], source=str(path)) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([("", f"not valid TOML: {exc}")], source=str(path)) from exc
-    return parse_scenario(data, source=str(path))
+    return parse_scenario(read_toml(path, "scenario"), source=str(path))
 
 
 _KIND_TAGS = frozenset(fault_kinds()) | OPERATOR_KINDS
