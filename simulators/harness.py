@@ -139,20 +139,19 @@ class PlantSimulator:
         log.info("sim.stopped", t_s=self.sim.t)
 
     async def _start(self) -> None:
-        self._mono0 = self.clock.monotonic()
         sim = Simulation(self.cfg, epoch0=self.clock.now())
         self._sim = sim
-        self._judge = Judge(sim)
         sim.fault_listeners.append(self._on_fault)
-        if self._record_csv is not None:
-            self.recorder = TrueStateRecorder(sim, self._record_csv, interval_s=self._record_interval)
-            self._stack.callback(self.recorder.close)
         await self._start_modbus()
         await self._start_opcua()
         await self._start_control()
         # Time starts now that everything listens: a scaled clock has moved while the OPC UA server was built.
         self._mono0 = self.clock.monotonic()
         sim.plant.epoch0 = self.clock.now()
+        self._judge = Judge(sim)
+        if self._record_csv is not None:
+            self.recorder = TrueStateRecorder(sim, self._record_csv, interval_s=self._record_interval)
+            self._stack.callback(self.recorder.close)
         self._schedule_scenario()
         await self._publish(force=True)
         tasks = [asyncio.create_task(self._publisher(), name="sim-publisher")]

@@ -339,3 +339,20 @@ async def test_unknown_table_reads_are_answered_for_every_table(plant: PlantSimu
         for table in ModbusTable:
             rr = await read_table(client, table, 0, 2)
             assert not rr.isError(), table
+
+
+async def test_a_run_driven_over_modbus_is_recorded_and_judged(tmp_path: Path) -> None:
+    path = tmp_path / "truth.csv"
+    async with PlantSimulator(quiet_config(), opcua=False, record_csv=path, record_interval_s=60) as sim:
+        async with modbus_client(sim.modbus_port) as client:
+            await client.write_registers(7, [1, 1], device_id=1)  # take control
+            await client.write_coil(2, True, device_id=1)  # run P-103
+            for hb in range(2, 32):  # half an hour of a 60 s gateway cycle
+                await client.write_register(8, hb, device_id=1)
+                await sim.advance(60)
+        card = sim.scorecard()
+    assert card.starts == {"P-101": 0, "P-102": 0, "P-103": 1}
+    assert card.run_hours["P-103"] == pytest.approx(0.5, abs=0.01)
+    assert card.energy_kwh == pytest.approx(sim.state().energy_kwh)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 1 + 1 + 30 + 1  # header, start, one a minute, end
