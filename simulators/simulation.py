@@ -265,6 +265,7 @@ class Simulation:
         if isinstance(spec, PumpTrip):
             self.plc.trip(pump_index(spec.pump), persistent=spec.duration_s is not None)
         elif isinstance(spec, SensorStuck):
+            self.sensors.sample_display(self.plant)  # the reading it sticks at is the one of this instant
             active.captured = spec.value if spec.value is not None else self.sensors.values[spec.signal]
         elif isinstance(spec, ValveStuck):
             active.captured = self.plant.freeze_prv()

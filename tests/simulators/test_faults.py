@@ -148,6 +148,16 @@ def test_sensor_faults_change_the_reading_not_the_plant(quiet: Callable[..., Sim
     assert sim.image()["LIT-201"] - sim.plant.tank_level == pytest.approx(0.25, abs=0.001)
 
 
+def test_any_instrument_can_stick_before_anyone_has_read_it(quiet: Callable[..., Simulation]) -> None:
+    sim = quiet()
+    sim.run(10)
+    sim.inject({"kind": "sensor_stuck", "signal": "FIT-301"})
+    flow = sim.plant.zone_flow * LPS
+    sim.run(3600)
+    assert sim.image()["FIT-301"] == pytest.approx(flow)
+    assert sim.plant.zone_flow * LPS != pytest.approx(flow, abs=0.1)
+
+
 def test_broken_loop_reads_under_range_and_bad(quiet: Callable[..., Simulation]) -> None:
     sim = quiet()
     fault = sim.inject({"kind": "sensor_broken", "signal": "FIT-301"})
