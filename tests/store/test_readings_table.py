@@ -181,3 +181,20 @@ async def test_quality_and_reason_codes(open_store: StoreFactory, db_path: Path)
     ]
     assert (latest["A"].quality, latest["A"].reason) == (Quality.BAD, QualityReason.COMM_LOSS)
     assert (latest["B"].quality, latest["B"].reason) == (Quality.UNCERTAIN, QualityReason.SPIKE)
+
+
+async def test_a_reading_with_an_unknown_quality_or_reason_is_rejected_alone(
+    open_store: StoreFactory, db_path: Path
+) -> None:
+    async with open_store() as store:
+        await store.record_readings("plc", make_readings(3))
+        await store.record_readings("plc", [Reading("X", 1.0, "excellent", 1.0, 1.0)])  # type: ignore[arg-type]
+        await store.record_readings("plc", [Reading("Y", 1.0, Quality.BAD, 1.0, 1.0, "", "gremlins")])  # type: ignore[arg-type]
+        await store.record_readings("rtu", make_readings(2, start=5.0))
+        await store.flush()
+        health = store.health()
+    assert health.healthy
+    assert health.dropped_rows == 2
+    assert query(db_path, "SELECT count(*) FROM readings") == [(5,)]
+    assert sorted(name for (name,) in query(db_path, "SELECT name FROM reasons")) == [""]
+    check_spans(db_path)

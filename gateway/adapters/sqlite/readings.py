@@ -67,9 +67,11 @@ def columns(
     ]
 
 
-def extend(into: Columns, more: Columns) -> None:
-    for column, values in zip(into, more, strict=True):
-        column.extend(values)
+def concat(parts: Sequence[Columns]) -> Columns:
+    """The columns of several devices' readings, one after the other (ids are consecutive across them)."""
+    if len(parts) == 1:
+        return parts[0]
+    return [list(chain.from_iterable(part[i] for part in parts)) for i in range(_WIDTH)]
 
 
 def insert(conn: sqlite3.Connection, cols: Columns) -> None:
@@ -85,6 +87,8 @@ def insert(conn: sqlite3.Connection, cols: Columns) -> None:
 def insert_span(conn: sqlite3.Connection, cols: Columns) -> None:
     """Record which ids this flush wrote and the range of their source times (see ``reading_spans``)."""
     ids, source_ts = cols[0], cols[2]
+    if not ids:
+        return
     conn.execute(
         "INSERT INTO reading_spans (first_id, last_id, min_ts, max_ts) VALUES (?,?,?,?)",
         (ids[0], ids[-1], min(source_ts), max(source_ts)),

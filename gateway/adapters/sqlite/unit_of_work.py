@@ -44,7 +44,7 @@ from gateway.domain.messages import (
     readings_stream,
     symptom_event_body,
 )
-from gateway.domain.model import CommandOutcome, Reading
+from gateway.domain.model import CommandOutcome, QualityReason, Reading
 
 #: Counter names in the ``counters`` table.
 OUTBOX_DROPPED = "outbox_dropped"
@@ -181,12 +181,13 @@ class _Batch:
 
     def _readings(self, by_device: Mapping[str, list[Reading]]) -> None:
         groups = list(by_device.items())
-        cols: readings_table.Columns = [[] for _ in range(7)]
+        parts: list[readings_table.Columns] = []
         firsts: list[int] = []
         for device, readings in groups:
             firsts.append(self.state.next_reading_id)
-            readings_table.extend(cols, self._columns(device, readings, self.state.next_reading_id))
+            parts.append(self._columns(device, readings, self.state.next_reading_id))
             self.state.next_reading_id += len(readings)
+        cols = readings_table.concat(parts)
         readings_table.insert(self.conn, cols)
         readings_table.insert_span(self.conn, cols)
         readings_table.upsert_latest(self.conn, cols)
@@ -206,7 +207,10 @@ class _Batch:
                     self._new_tag(device, r)
                 if r.reason not in st.reason_codes:
                     self._new_reason(r.reason)
+        try:
             return readings_table.columns(readings, first=first, tag_ids=st.tag_ids, reason_codes=st.reason_codes)
+        except KeyError as exc:  # a data error: the op is rejected alone, the writer goes on
+            raise ValueError(f"reading with an unknown quality: {exc}") from None
 
     def _new_tag(self, device: str, r: Reading) -> None:
         tag_id = self.state.next_tag_id
@@ -219,9 +223,10 @@ class _Batch:
         self.state.next_tag_id = tag_id + 1
 
     def _new_reason(self, reason: str) -> None:
+        name = QualityReason(reason).value  # only what the readers can decode; ValueError rejects the op
         code = max(self.state.reason_codes.values(), default=readings_table.NO_REASON) + 1
-        self.conn.execute("INSERT INTO reasons (code, name) VALUES (?, ?)", (code, str(reason)))
-        self.state.reason_codes[reason] = code
+        self.conn.execute("INSERT INTO reasons (code, name) VALUES (?, ?)", (code, name))
+        self.state.reason_codes[name] = code
 
     def _telemetry(self, device: str, readings: list[Reading], first: int) -> None:
         stream = readings_stream(device)
