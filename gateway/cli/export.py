@@ -107,7 +107,8 @@ def _open_output(path: Path | None) -> Iterator[TextIO]:
 def export(
     conn: sqlite3.Connection, out: TextIO, *, since: float, until: float, tags: Sequence[str] | None, fmt: str
 ) -> int:
-    """Write the readings of ``tags`` (all when None) with ``since <= source time < until``; return the count.
+    """Write the readings of ``tags`` (all when None) with ``since <= source time < until``, in the order they were
+    stored; return the count.
 
     Raises ``StoreError`` naming tags the database has never seen."""
     from gateway.adapters.sqlite import queries
