@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import math
 import random
 from pathlib import Path
 
@@ -84,12 +85,19 @@ async def test_export_finds_every_reading_of_a_time_range_in_stored_order(
                 await store.record_readings(device, batch)
             await store.flush()
     check_spans(db_path)
+    edges = []  # windows starting or ending exactly on a span's earliest or latest time
+    for low, high in query(db_path, "SELECT min_ts, max_ts FROM reading_spans ORDER BY first_id")[::7]:
+        edges += [(low, math.nextafter(low, math.inf)), (high, math.nextafter(high, math.inf))]
+        edges += [(low - 30, low), (high, high + 30)]
     for since, until, tags in [
+        *((since, until, None) for since, until in edges),
         (-100.0, 1000.0, None),
         (50.0, 120.0, None),
         (50.0, 120.0, ["rtu-1", "plc-0"]),
         (100.0, 100.0, None),
         (285.0, 1000.0, ["plc-2"]),
+        (1e6, 2e6, None),  # after every span
+        (-1e6, -100.0, None),  # before every span
     ]:
         expected = [
             (r.tag, r.source_ts, r.value)
