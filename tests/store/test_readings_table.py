@@ -206,3 +206,25 @@ async def test_a_reading_with_an_unknown_quality_or_reason_is_rejected_alone(
     assert query(db_path, "SELECT count(*) FROM readings") == [(5,)]
     assert sorted(name for (name,) in query(db_path, "SELECT name FROM reasons")) == [""]
     check_spans(db_path)
+
+
+async def test_retention_folds_many_small_flushes_together(
+    open_store: StoreFactory, db_path: Path, clock: SteppedClock
+) -> None:
+    start = clock.now()
+    retention = RetentionSettings(raw_days=1, downsample_interval_s=60)
+    async with open_store(retention=retention, batch_max_rows=50) as store:
+        for i in range(30):  # 30 flushes of 4 old readings, then 5 of recent ones
+            await store.record_readings("plc", make_readings(4, start=start + 4 * i, tags=2))
+            await store.flush()
+        clock.set(2 * DAY)
+        for i in range(5):
+            await store.record_readings("plc", make_readings(4, start=clock.now() + 4 * i, tags=2))
+            await store.flush()
+        report = await store.run_retention()
+    assert report.downsampled == 120
+    assert report.spans_folded == 3  # 120 old ids in pieces of at most 50: three transactions, not thirty
+    assert query(db_path, "SELECT sum(n), count(DISTINCT tag_id) FROM aggregates") == [(120, 2)]
+    assert query(db_path, "SELECT count(*) FROM readings") == [(20,)]
+    assert query(db_path, "SELECT count(*) FROM reading_spans") == [(5,)]
+    check_spans(db_path)

@@ -19,9 +19,11 @@ from dataclasses import dataclass, field
 from gateway.adapters.sqlite.readings import QUALITY_CODES
 from gateway.domain.model import Quality
 
-# A span whose earliest reading is older than the cutoff (the index on min_ts finds it without a scan).
-_OLD_SPAN = "SELECT first_id, last_id FROM reading_spans WHERE min_ts < ? ORDER BY min_ts LIMIT 1"
-# The readings of one piece of that span older than the cutoff: a range of the table's ids.
+# A span whose earliest reading is older than the cutoff (the index on min_ts finds it without a scan), and the
+# spans after it in id order: old spans usually follow each other, and are folded together.
+_OLD_SPAN = "SELECT first_id FROM reading_spans WHERE min_ts < ? ORDER BY min_ts LIMIT 1"
+_SPANS_IN = "SELECT first_id, last_id, min_ts FROM reading_spans WHERE first_id BETWEEN ? AND ? ORDER BY first_id"
+# The old readings of one piece (consecutive old spans, at most chunk ids): a range of the table's ids.
 _PIECE = "id BETWEEN :lo AND :hi AND source_ts < :cutoff"
 _DOWNSAMPLE = f"""
 INSERT INTO aggregates (tag_id, bucket_start, interval_s, n, n_values, mean, min, max, n_good, n_uncertain, n_bad)
@@ -43,15 +45,17 @@ ON CONFLICT (tag_id, bucket_start) DO UPDATE SET
     n_bad = n_bad + excluded.n_bad
 """  # noqa: S608 - constant fragments and integer codes, no data
 _DELETE_PIECE = f"DELETE FROM readings WHERE {_PIECE}"  # noqa: S608 - a constant fragment, no data
-# What is left of the piece (readings not old yet) becomes a span of its own, with its own times; the rest of the
-# span, not looked at in this step, keeps the old times (still true bounds: nothing of it was deleted).
+# The piece's spans are replaced: what is left of the piece (readings not old yet) becomes one span with its own
+# times; the rest of a span cut by the piece's end keeps that span's times (still true bounds: nothing of it was
+# deleted) under its own first id.
+_RESPAN_REST = (
+    "INSERT INTO reading_spans (first_id, last_id, min_ts, max_ts) "
+    "SELECT :hi + 1, last_id, min_ts, max_ts FROM reading_spans WHERE first_id BETWEEN :lo AND :hi AND last_id > :hi"
+)
+_DELETE_SPANS = "DELETE FROM reading_spans WHERE first_id BETWEEN :lo AND :hi"
 _RESPAN_PIECE = (
     "INSERT INTO reading_spans (first_id, last_id, min_ts, max_ts) SELECT :lo, :hi, min(source_ts), max(source_ts) "
     "FROM readings WHERE id BETWEEN :lo AND :hi HAVING count(*) > 0"
-)
-_RESPAN_REST = (
-    "INSERT INTO reading_spans (first_id, last_id, min_ts, max_ts) "
-    "SELECT :hi + 1, last_id, min_ts, max_ts FROM reading_spans WHERE first_id = :lo AND last_id > :hi"
 )
 
 #: name -> statement deleting at most :chunk rows older than :cutoff.
@@ -107,21 +111,33 @@ class RetentionReport:
 
 def downsample_step(conn: sqlite3.Connection, *, cutoff: float, interval_s: int, chunk: int) -> tuple[int, int, int]:
     """Fold raw readings older than ``cutoff`` (source time) into aggregates and delete them, one piece of at most
-    ``chunk`` ids per transaction, about ``chunk`` ids in all. Returns (readings removed, aggregate rows written,
+    ``chunk`` ids per transaction (consecutive old spans: one transaction for many small flushes), about ``chunk``
+    ids in all. Returns (readings removed, aggregate rows written,
     pieces of spans looked at: a piece may hold no old reading, and there may still be more to do)."""
     removed = written = scanned = pieces = 0
     while scanned < chunk:
-        span = conn.execute(_OLD_SPAN, (cutoff,)).fetchone()
-        if span is None:
+        old = conn.execute(_OLD_SPAN, (cutoff,)).fetchone()
+        if old is None:
             break
-        first_id, last_id = span
-        hi = min(last_id, first_id + chunk - scanned - 1)
-        r, w = _fold_piece(conn, lo=first_id, hi=hi, cutoff=cutoff, interval_s=interval_s)
+        lo = old[0]
+        hi = _piece_end(conn, lo, cutoff=cutoff, limit=lo + chunk - scanned - 1)
+        r, w = _fold_piece(conn, lo=lo, hi=hi, cutoff=cutoff, interval_s=interval_s)
         removed += r
         written += w
-        scanned += hi - first_id + 1
+        scanned += hi - lo + 1
         pieces += 1
     return removed, written, pieces
+
+
+def _piece_end(conn: sqlite3.Connection, lo: int, *, cutoff: float, limit: int) -> int:
+    """The last id of the piece starting with the old span at ``lo``: the following spans are taken while they are
+    old too, up to the id ``limit`` (a span may be cut there)."""
+    hi = lo
+    for first_id, last_id, min_ts in conn.execute(_SPANS_IN, (lo, limit)).fetchall():
+        if first_id > lo and min_ts >= cutoff:
+            break
+        hi = min(last_id, limit)
+    return hi
 
 
 def _fold_piece(conn: sqlite3.Connection, *, lo: int, hi: int, cutoff: float, interval_s: int) -> tuple[int, int]:
@@ -131,7 +147,7 @@ def _fold_piece(conn: sqlite3.Connection, *, lo: int, hi: int, cutoff: float, in
         written = conn.execute(_DOWNSAMPLE, params).rowcount
         removed = conn.execute(_DELETE_PIECE, params).rowcount
         conn.execute(_RESPAN_REST, params)
-        conn.execute("DELETE FROM reading_spans WHERE first_id = :lo", params)
+        conn.execute(_DELETE_SPANS, params)
         conn.execute(_RESPAN_PIECE, params)
         conn.execute("COMMIT")
     except BaseException:
