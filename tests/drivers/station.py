@@ -88,6 +88,10 @@ class Station:
     def set_hoa(self, pump: str, mode: str) -> None:
         self.thread.call(self._sim.set_hoa(pump, mode))
 
+    def now(self) -> float:
+        """The simulated present (POSIX seconds): what the servers stamp their values with."""
+        return self.thread.call(_value(lambda: self._sim.sim.now))
+
     def state(self) -> TrueState:
         return self.thread.call(_value(self._sim.state))
 
@@ -114,13 +118,15 @@ def station_settings(
     point_map: Path = POINT_MAP_FILE,
     modbus: dict[str, Any] | None = None,
     opcua: dict[str, Any] | None = None,
+    modbus_include: list[str] | None = None,
     loop: bool = True,
 ) -> GatewaySettings:
     """``GatewaySettings`` like the bundled ``config/gateway.toml`` (pump-plc over Modbus, tank-rtu over OPC UA, tags
     imported from the point map), pointed at ``station``; ``None`` areas leave a device out, ``[]`` takes every area.
 
     A station without OPC UA gets the bundled endpoint in the settings (for a test that builds only the Modbus
-    adapter). ``loop=False`` disables the control loop, whose settings name tags of the bundled map.
+    adapter). ``modbus_include`` narrows the Modbus device's tags to name patterns. ``loop=False`` disables the control
+    loop, whose settings name tags of the bundled map (settings with only part of the map need it).
     """
     lines = ['[gateway]\nsite = "bs01"\ngateway_id = "edge-test"\n']
     if not loop:
@@ -140,6 +146,7 @@ def station_settings(
                 | (modbus or {}),
                 point_map,
                 modbus_areas,
+                modbus_include,
             )
         )
     if opcua_areas is not None:
@@ -163,9 +170,12 @@ def station_settings(
     return load_config(path).settings
 
 
-def _device(options: dict[str, Any], point_map: Path, areas: list[str]) -> str:
+def _device(options: dict[str, Any], point_map: Path, areas: list[str], include: list[str] | None = None) -> str:
     body = "\n".join(f"{key} = {_toml(value)}" for key, value in options.items())
-    return f"[[devices]]\n{body}\n\n[[devices.tags_from]]\nfile = {_toml(str(point_map))}\nareas = {_toml(areas)}\n"
+    source = f"file = {_toml(str(point_map))}\nareas = {_toml(areas)}\n"
+    if include is not None:
+        source += f"include = {_toml(include)}\n"
+    return f"[[devices]]\n{body}\n\n[[devices.tags_from]]\n{source}"
 
 
 def _toml(value: Any) -> str:
