@@ -33,6 +33,7 @@ from gateway.adapters.modbus.responses import use_fast_responses
 from gateway.adapters.quality import QualityTracker
 from gateway.adapters.retry import RetryPolicy, call_with_retry
 from gateway.adapters.status import DeviceStatus
+from gateway.adapters.tasks import cancellation_kept
 from gateway.adapters.writes import checked_value, writable_tag
 from gateway.config.devices import ModbusDeviceSettings
 from gateway.domain.errors import DeviceRejected, DeviceUnavailable, WriteRefused
@@ -350,8 +351,9 @@ class ModbusDevice:
             return client
         s = self._settings
         try:
-            async with asyncio.timeout(s.timeout_s):
-                connected = await client.connect()
+            with cancellation_kept():
+                async with asyncio.timeout(s.timeout_s):
+                    connected = await client.connect()
         except TimeoutError:
             connected = False
         if not connected:
@@ -365,8 +367,9 @@ class ModbusDevice:
         counter.inc()
         self._in_flight = True
         try:
-            async with asyncio.timeout(self._settings.timeout_s):
-                response = await call(client)
+            with cancellation_kept():
+                async with asyncio.timeout(self._settings.timeout_s):
+                    response = await call(client)
         except TimeoutError as exc:
             self._failed_request("timeout")
             raise DeviceUnavailable(self.name, f"no answer within {self._settings.timeout_s} s") from exc
