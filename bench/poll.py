@@ -207,6 +207,7 @@ class Report:
     modbus: list[tuple[int, Sample, Sample]] = field(default_factory=list)
     one_hertz: dict[str, float] = field(default_factory=dict)
     capacity: list[tuple[float, float, int, int, float]] = field(default_factory=list)  # Hz, values/s, missed, slots
+    capacity_tags: int = 0
     opcua: list[tuple[int, Sample, Sample, dict[str, dict[str, float]]]] = field(default_factory=list)
     load: list[tuple[float, float, float]] = field(default_factory=list)
 
@@ -310,6 +311,7 @@ async def one_hertz_section(report: Report, ready: dict[str, Any], maps: Sequenc
 async def capacity_section(report: Report, ready: dict[str, Any], maps: Sequence[PointMap], args: Any) -> None:
     """Raise the poll rate of every device until more than 1 % of the slots are missed; bisect the last step."""
     tags = sum(len(m.points) for m in maps)
+    report.capacity_tags = tags
 
     async def trial(rate: float) -> bool:
         devices = modbus_devices(ready, maps, "merged", poll_interval_s=1 / rate, timeout_s=min(0.5, 0.9 / rate))
@@ -405,7 +407,8 @@ def _pair_rows(size: int, names: tuple[str, str], a: Sample, b: Sample) -> Itera
 
 def print_report(report: Report, args: argparse.Namespace) -> None:
     loads = " → ".join(f"{a:.2f} {b:.2f} {c:.2f}" for a, b, c in report.load)
-    print(f"\nload average (1/5/15 min) at start → end: {loads}; {os.cpu_count()} CPUs")
+    freeze = "gc.freeze() before each scheduled run" if args.gc_freeze else "default garbage collection"
+    print(f"\nload average (1/5/15 min) at start → end: {loads}; {os.cpu_count()} CPUs; {freeze}")
     units = math.ceil(args.devices / args.listeners)
     layout = f"{args.devices} devices ({args.listeners} listeners × {units} unit ids)"
     table(
@@ -429,6 +432,9 @@ def print_report(report: Report, args: argparse.Namespace) -> None:
                 f"  {rate:5g} Hz: {values:>9,.0f} good values/s, {missed:>4}/{slots:<5} slots missed, "
                 f"{100 * share:5.1f} % of a core  {verdict}"
             )
+    if not report.opcua:
+        print_targets(report)
+        return
     table(
         "OPC UA: batched Read vs one Read per node (alternating blocks); req/poll = Read calls",
         (row for nodes, a, b, _ in report.opcua for row in _pair_rows(nodes, ("batched", "per node"), a, b)),
@@ -458,10 +464,14 @@ def print_targets(report: Report) -> None:
     if report.one_hertz:
         share = 100 * report.one_hertz["cpu_share"]
         print(f"  10 000 tags at 1 Hz under 10 % of one core: {share:.1f} %  {'met' if share < 10 else 'MISSED'}")
-    sustained = [v for _, v, missed, slots, _ in report.capacity if missed <= 0.01 * slots]
+    sustained = [(rate, v) for rate, v, missed, slots, _ in report.capacity if missed <= 0.01 * slots]
     if report.capacity:
-        best = max(sustained, default=0.0)
-        print(f"  sustained >= 50 000 values/s: {best:,.0f} values/s  {'met' if best >= 50_000 else 'MISSED'}")
+        rate, measured = max(sustained, default=(0.0, 0.0))
+        nominal = rate * report.capacity_tags
+        print(
+            f"  sustained >= 50 000 values/s: {nominal:,.0f} values/s at {rate:g} Hz ({measured:,.0f} counted in the "
+            f"window)  {'met' if nominal >= 50_000 else 'MISSED'}"
+        )
     for nodes, a, b, _ in report.opcua:
         speedup = ratio("tags/s", a.row()["tags/s"], b.row()["tags/s"])
         _target(f"OPC UA {nodes} nodes: batched >= 10x the per-node tags/s", speedup, 10)
