@@ -16,6 +16,7 @@ pymodbus's ``SimDevice`` action hook sees every request before pymodbus answers 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Protocol, cast
 
 from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import NoSuchIdException
+from pymodbus.pdu import ModbusPDU
 from pymodbus.pdu.device import ModbusDeviceIdentification
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType as SimType
@@ -232,6 +234,9 @@ class ModbusPlc:
         for d in self.devices:
             d.server = self
         self._server: ModbusTcpServer | None = None
+        #: Requests received, by (unit id, function code), over restarts: lets tests and benchmarks count what a
+        #: client sends (faults included; a request the listener never saw, while it is down, is not counted).
+        self.requests: Counter[tuple[int, int]] = Counter()
 
     @property
     def running(self) -> bool:
@@ -249,12 +254,19 @@ class ModbusPlc:
             address=(self.host, self.port),
             ignore_missing_devices=True,
             identity=_IDENTITY,
+            trace_pdu=self._count_request,
         )
         await server.serve_forever(background=True)
         listener = cast(asyncio.Server, server.transport)
         self.port = listener.sockets[0].getsockname()[1]
         self._server = server
         log.info("modbus.listening", server=self.index, host=self.host, port=self.port)
+
+    def _count_request(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
+        """pymodbus's ``trace_pdu`` hook: sees every PDU received and sent."""
+        if not sending:
+            self.requests[(pdu.dev_id, pdu.function_code)] += 1
+        return pdu
 
     async def stop(self) -> None:
         """Close the listener and every client connection."""

@@ -593,3 +593,17 @@ def utag(server: UaServer, name: str, data_type: DataType, *, node: str | None =
     """A tag of device ``rtu`` on fixture variable ``node`` (default: ``name``)."""
     address = OpcUaAddress(server.node_id(node or name))
     return Tag(name=name, device="rtu", address=address, data_type=data_type, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The bundled simulators
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def station(server_thread: ServerThread) -> Iterator[Any]:
+    """The booster-station simulator with its Modbus server only (starts in milliseconds), stepped clock."""
+    from tests.drivers.station import Station
+
+    with Station(server_thread, opcua=False) as s:
+        yield s

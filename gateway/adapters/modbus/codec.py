@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
+from gateway.adapters.readings import NEW, SETTERS
 from gateway.domain.model import (
     RAW_LIMITS,
     ByteOrder,
@@ -175,13 +176,25 @@ class Judge:
 
     def readings(self, values: Sequence[Value], *, now: float) -> list[Reading]:
         good, no_reason = Quality.GOOD, QualityReason.NONE
-        out = []
+        new, cls = NEW, Reading
+        s_tag, s_value, s_quality, s_source, s_receive, s_unit, s_reason = SETTERS
+        out: list[Reading] = []
+        append = out.append
         for name, value, low, high, unit in zip(self._names, values, self._low, self._high, self._units, strict=True):
             if low <= value <= high:
-                out.append(Reading(name, value, good, now, now, unit, no_reason))
+                # Reading(name, value, good, now, now, unit, no_reason), inlined through its slots (readings.py).
+                r = new(cls)
+                s_tag(r, name)
+                s_value(r, value)
+                s_quality(r, good)
+                s_source(r, now)
+                s_receive(r, now)
+                s_unit(r, unit)
+                s_reason(r, no_reason)
+                append(r)
             else:
                 reason = QualityReason.NAN if not math.isfinite(value) else QualityReason.OUT_OF_RANGE
-                out.append(Reading(name, value, Quality.BAD, now, now, unit, reason))
+                append(Reading(name, value, Quality.BAD, now, now, unit, reason))
         return out
 
 

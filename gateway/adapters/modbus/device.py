@@ -29,9 +29,11 @@ from gateway.adapters.breaker import BreakerState, CircuitBreaker
 from gateway.adapters.modbus.codec import BlockDecoder, Judge, modbus_address, raw_fits
 from gateway.adapters.modbus.ops import Call, WriteOp, payload_length, read_call, write_op
 from gateway.adapters.modbus.planner import PlanLimits, PlanMode, ReadPlan, ReadRequest, plan_reads, split_at_gaps
+from gateway.adapters.modbus.responses import use_fast_responses
 from gateway.adapters.quality import QualityTracker
 from gateway.adapters.retry import RetryPolicy, call_with_retry
 from gateway.adapters.status import DeviceStatus
+from gateway.adapters.tasks import cancellation_kept
 from gateway.adapters.writes import checked_value, writable_tag
 from gateway.config.devices import ModbusDeviceSettings
 from gateway.domain.errors import DeviceRejected, DeviceUnavailable, WriteRefused
@@ -160,6 +162,7 @@ class ModbusDevice:
             retries=0,
             trace_connect=self._connection_changed,
         )
+        use_fast_responses(self._client)
         try:
             async with self._lock:
                 await self._connected_client()
@@ -277,8 +280,8 @@ class ModbusDevice:
         log.debug("modbus.retry", device=self.name, attempt=attempt, delay_s=round(delay, 3), error=str(exc))
 
     def _count(self, readings: list[Reading]) -> None:
-        good = sum(1 for r in readings if r.quality is Quality.GOOD)
-        bad = sum(1 for r in readings if r.quality is Quality.BAD)
+        qualities = [r.quality for r in readings]
+        good, bad = qualities.count(Quality.GOOD), qualities.count(Quality.BAD)
         self._m_quality[Quality.GOOD].inc(good)
         self._m_quality[Quality.BAD].inc(bad)
         self._m_quality[Quality.UNCERTAIN].inc(len(readings) - good - bad)
@@ -348,8 +351,9 @@ class ModbusDevice:
             return client
         s = self._settings
         try:
-            async with asyncio.timeout(s.timeout_s):
-                connected = await client.connect()
+            with cancellation_kept():
+                async with asyncio.timeout(s.timeout_s):
+                    connected = await client.connect()
         except TimeoutError:
             connected = False
         if not connected:
@@ -363,8 +367,9 @@ class ModbusDevice:
         counter.inc()
         self._in_flight = True
         try:
-            async with asyncio.timeout(self._settings.timeout_s):
-                response = await call(client)
+            with cancellation_kept():
+                async with asyncio.timeout(self._settings.timeout_s):
+                    response = await call(client)
         except TimeoutError as exc:
             self._failed_request("timeout")
             raise DeviceUnavailable(self.name, f"no answer within {self._settings.timeout_s} s") from exc

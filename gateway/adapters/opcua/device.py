@@ -36,6 +36,7 @@ from asyncua.ua.uaerrors import UaError
 from gateway.adapters.opcua.security import SecureSetup, SecurityRefused
 from gateway.adapters.opcua.status import status_name, status_quality
 from gateway.adapters.quality import QualityTracker
+from gateway.adapters.readings import new_reading
 from gateway.adapters.status import DeviceStatus
 from gateway.adapters.tasks import cancel_and_wait
 from gateway.adapters.writes import checked_value, writable_tag
@@ -80,6 +81,9 @@ class _Session:
     subscription: Subscription | None = None
     reader: asyncio.Task[None] | None = None
     variant_types: dict[int, ua.VariantType] = field(default_factory=dict)
+    #: The Read service calls of one poll, built once per connection (a ReadValueId per node costs more to build
+    #: than to send).
+    reads: list[ua.ReadParameters] = field(default_factory=list)
 
 
 class OpcUaDevice:
@@ -205,18 +209,28 @@ class OpcUaDevice:
         self._quality.record(readings)
         return readings
 
+    def _read_plan_of(self, session: _Session) -> list[ua.ReadParameters]:
+        """One ReadParameters per Read call: every node (up to the server's limit per call), or one per node."""
+        size = 1 if self._read_plan == "per_node" else session.max_per_read or len(session.nodes)
+        reads = []
+        for i in range(0, len(session.nodes), size):
+            params = ua.ReadParameters()
+            for node in session.nodes[i : i + size]:
+                read = ua.ReadValueId()
+                read.NodeId = node.nodeid
+                read.AttributeId = AttributeIds.Value
+                params.NodesToRead.append(read)
+            reads.append(params)
+        return reads
+
     async def _read_values(self, session: _Session) -> list[ua.DataValue]:
-        if self._read_plan == "per_node":
-            chunks = [[node] for node in session.nodes]
-        else:
-            size = session.max_per_read or len(session.nodes)
-            chunks = [session.nodes[i : i + size] for i in range(0, len(session.nodes), size)]
         values: list[ua.DataValue] = []
+        uaclient = session.client.uaclient
         try:
             async with asyncio.timeout(self._settings.timeout_s):
-                for chunk in chunks:
+                for params in session.reads:
                     self._m_read.inc()
-                    values += await session.client.read_attributes(chunk)
+                    values += await uaclient.read(params)
         except TRANSPORT_ERRORS as exc:
             DEVICE_ERRORS.labels(self.name, "timeout" if isinstance(exc, TimeoutError) else "connection").inc()
             raise DeviceUnavailable(self.name, f"read failed: {exc!r}") from exc
@@ -250,13 +264,13 @@ class OpcUaDevice:
             source_ts = dv.SourceTimestamp.timestamp()
         raw = dv.Value.Value if dv.Value is not None else None
         if quality is Quality.BAD:
-            return Reading(tag.name, None, quality, source_ts, now, tag.unit, reason)
+            return new_reading(tag.name, None, quality, source_ts, now, tag.unit, reason)
         value = _engineering(tag, raw)
         if quality is Quality.GOOD:
             quality, reason = judge_value(tag, value)
         elif value is None:
             quality, reason = Quality.BAD, QualityReason.DECODE_ERROR
-        return Reading(tag.name, value, quality, source_ts, now, tag.unit, reason)
+        return new_reading(tag.name, value, quality, source_ts, now, tag.unit, reason)
 
     # -- writing ---------------------------------------------------------------------------------------------------
 
@@ -384,6 +398,7 @@ class OpcUaDevice:
         node_ids = [await _resolve(client, n) for n in self._node_ids]
         session = _Session(client=client, nodes=[client.get_node(n) for n in node_ids], max_per_read=0)
         session.max_per_read = await self._max_per_read(client)
+        session.reads = self._read_plan_of(session)
         if self._settings.read_mode == "subscribe":
             await self._subscribe(session)
         return session
