@@ -79,9 +79,10 @@ class Knowledge:
 
     twin: Twin
     schedule: Schedule | None = None
-    schedule_reason: str = ""
+    slot_action: tuple[float, int] | None = None  # (slot start, pumps) the schedule chose for the current slot
     open_symptoms: dict[str, Symptom] = field(default_factory=dict)
-    expected_running: dict[str, float] = field(default_factory=dict)  # pump → when its start was commanded
+    expected_running: dict[str, float] = field(default_factory=dict)  # pump → when its start was confirmed
+    expected_stopped: dict[str, float] = field(default_factory=dict)  # pump → when its stop was confirmed
     control: ControlState = field(default_factory=ControlState)
     decisions: deque[Decision] = field(default_factory=lambda: deque(maxlen=50))
     last_plan_codes: dict[str, str] = field(default_factory=dict)  # plan family → last code, to record changes
