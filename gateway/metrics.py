@@ -103,6 +103,13 @@ STORE_ROWS = Counter(
     ["table"],
     registry=REGISTRY,
 )
+STORE_ROWS_DROPPED = Counter(
+    "gateway_store_rows_dropped_total",
+    "Rows the store refused because its queue was full (store unavailable or too slow), by table; "
+    "every drop is also an event.",
+    ["table"],
+    registry=REGISTRY,
+)
 STORE_HEALTHY = Gauge("gateway_store_healthy", "1 while the store commits, 0 after a failed write.", registry=REGISTRY)
 OUTBOX_DEPTH = Gauge("gateway_outbox_depth", "Messages in the outbox not yet acknowledged.", registry=REGISTRY)
 OUTBOX_OLDEST_AGE = Gauge(

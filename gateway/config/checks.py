@@ -31,6 +31,7 @@ def check_settings(settings: GatewaySettings) -> list[Problem]:
     problems += _check_duplicate_tags(entries)
     problems += _check_modbus_tags(settings)
     problems += _check_loop_refs(settings)
+    problems += _check_remote_setpoints(settings)
     return problems
 
 
@@ -172,3 +173,29 @@ def _walk_tag_refs(model: BaseModel, path: str) -> Iterator[tuple[str, str, str]
             for i, item in enumerate(value):
                 if isinstance(item, BaseModel):
                     yield from _walk_tag_refs(item, f"{path}.{name}[{i}]")
+
+
+def _check_remote_setpoints(settings: GatewaySettings) -> Iterator[Problem]:
+    """Remote setpoints reach the plant through the loop: their tags must exist, be writable and hold the limits."""
+    commands = settings.mqtt.commands
+    if not (settings.mqtt.enabled and commands.enabled and settings.loop.enabled):
+        return
+    tags = {t.name: t for dev in settings.devices for t in settings.tags_of(dev.name)}
+    seen: dict[str, int] = {}
+    for i, sp in enumerate(commands.setpoints):
+        path = f"mqtt.commands.setpoints[{i}]"
+        if sp.name in seen:
+            yield f"{path}.name", f"duplicate setpoint name {sp.name!r} (also setpoints[{seen[sp.name]}])"
+        seen.setdefault(sp.name, i)
+        if sp.tag is None:
+            continue
+        tag = tags.get(sp.tag)
+        if tag is None:
+            yield f"{path}.tag", f"unknown tag {sp.tag!r}"
+        elif not tag.writable:
+            yield f"{path}.tag", f"remote setpoint {sp.name!r} writes {sp.tag!r}, but the tag is not writable"
+        elif tag.range is not None and not (tag.range.low <= sp.min and sp.max <= tag.range.high):
+            yield (
+                f"{path}.max" if sp.max > tag.range.high else f"{path}.min",
+                f"limits [{sp.min}, {sp.max}] exceed the range of {sp.tag!r} [{tag.range.low}, {tag.range.high}]",
+            )

@@ -6,13 +6,14 @@ from typing import Literal, get_args
 
 from pydantic import Field, SecretStr, model_validator
 
-from gateway.config.common import ExistingFile, Port, PositiveSeconds, StrictModel, read_secret
+from gateway.config.common import ExistingFile, Port, PositiveSeconds, StrictModel, TagRef, read_secret
 
 RemoteRequestKind = Literal["set_mode", "set_setpoint", "rotate_pumps", "ack_alarm"]
 
 
 class TlsSettings(StrictModel):
-    """TLS to the broker. The server certificate is always verified; there is no insecure mode."""
+    """TLS to the broker. The server certificate is always verified; there is no insecure mode and no fallback to
+    plaintext."""
 
     enabled: bool = False
     ca_file: ExistingFile | None = Field(default=None, description="CA bundle; the system store when not set.")
@@ -28,11 +29,44 @@ class TlsSettings(StrictModel):
 
 
 class BatchSettings(StrictModel):
-    """Readings are packed into messages by count, size and age."""
+    """How the store's writer packs readings into uplink messages, by count and size, when it commits them.
 
-    max_readings: int = Field(default=500, ge=1)
-    max_bytes: int = Field(default=128 * 1024, ge=512)
-    max_delay_s: PositiveSeconds = 0.5
+    The writer's ``store.flush_interval_s`` bounds how long a reading waits for its message; a message is formed
+    once and resent unchanged, so there is no time bound here.
+    """
+
+    max_readings: int = Field(default=500, ge=1, description="Readings per message at most.")
+    max_bytes: int = Field(default=128 * 1024, ge=512, description="Body size per message, about.")
+
+
+class SetpointSettings(StrictModel):
+    """A setpoint the central system may change, by name, within limits. Raw tags are never remotely writable."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    tag: TagRef | None = Field(default=None, description="Tag written; none for a parameter the loop holds.")
+    min: float
+    max: float
+    max_step: float | None = Field(default=None, gt=0, description="Largest change per request (checked by the loop).")
+    unit: str = ""
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SetpointSettings:
+        if not self.min < self.max:
+            raise ValueError(f"min {self.min} must be below max {self.max}")
+        return self
+
+
+def _default_setpoints() -> list[SetpointSettings]:
+    """The reference plant's remotely settable setpoints (see docs/plant.md)."""
+    s = SetpointSettings
+    return [
+        s(name="tank_start_lead", tag="LIC-201.START_LEAD", min=2.5, max=7.0, max_step=1.0, unit="m"),
+        s(name="tank_start_lag", tag="LIC-201.START_LAG", min=2.5, max=7.0, max_step=1.0, unit="m"),
+        s(name="tank_stop", tag="LIC-201.STOP", min=3.0, max=7.5, max_step=1.0, unit="m"),
+        s(name="prv_setpoint", tag="PCV-301.SP", min=35.0, max=55.0, max_step=2.0, unit="m"),
+        s(name="wtp_flow", tag="FIC-100", min=0.0, max=60.0, max_step=5.0, unit="L/s"),
+    ]
 
 
 class CommandSettings(StrictModel):
@@ -41,7 +75,12 @@ class CommandSettings(StrictModel):
     enabled: bool = True
     allow: list[RemoteRequestKind] = Field(default_factory=lambda: list(get_args(RemoteRequestKind)))
     max_age_s: PositiveSeconds = Field(default=60.0, description="Requests older than this (or expired) are refused.")
-    max_clock_skew_s: PositiveSeconds = 30.0
+    max_clock_skew_s: PositiveSeconds = Field(default=30.0, description="How far in the future issued_at may be.")
+    max_request_bytes: int = Field(default=16 * 1024, ge=256, description="Larger requests are refused unread.")
+    handler_timeout_s: PositiveSeconds = Field(
+        default=30.0, description="Longest the control loop may take to answer an accepted request."
+    )
+    setpoints: list[SetpointSettings] = Field(default_factory=_default_setpoints)
 
 
 class MqttSettings(StrictModel):
@@ -52,15 +91,28 @@ class MqttSettings(StrictModel):
     topic_prefix: str = Field(default="water", pattern=r"^[^#+]+$")
     qos: Literal[0, 1] = 1
     keepalive_s: int = Field(default=30, ge=5)
+    connect_timeout_s: PositiveSeconds = Field(default=10.0, description="TCP, TLS and CONNACK, each attempt.")
     username: str | None = None
     password: SecretStr | None = None
     password_file: ExistingFile | None = Field(default=None, description="Preferred over password.")
     tls: TlsSettings = Field(default_factory=TlsSettings)
-    inflight_window: int = Field(default=200, ge=1, le=65535, description="QoS 1 messages awaiting PUBACK.")
+    inflight_window: int = Field(default=200, ge=1, le=65000, description="QoS 1 messages awaiting PUBACK.")
+    poll_interval_s: PositiveSeconds = Field(
+        default=0.05, description="How often an idle publisher looks for new outbox messages (adds to live latency)."
+    )
+    shutdown_timeout_s: PositiveSeconds = Field(
+        default=5.0, description="A clean stop waits this long for PUBACKs in flight and the offline state."
+    )
     batching: BatchSettings = Field(default_factory=BatchSettings)
     reconnect_min_s: PositiveSeconds = 0.5
     reconnect_max_s: PositiveSeconds = 30.0
     commands: CommandSettings = Field(default_factory=CommandSettings)
+
+    @model_validator(mode="after")
+    def _backoff_ordered(self) -> MqttSettings:
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError(f"reconnect_min_s {self.reconnect_min_s} must not exceed reconnect_max_s")
+        return self
 
     def secret(self) -> str | None:
         return read_secret(self.password, self.password_file)

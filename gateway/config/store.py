@@ -32,7 +32,19 @@ class StoreSettings(StrictModel):
     )
     batch_max_rows: int = Field(default=5000, ge=1, description="Rows the writer commits in one transaction at most.")
     flush_interval_s: PositiveSeconds = Field(default=0.05, description="Longest a queued row waits for its commit.")
-    queue_max_rows: int = Field(default=200_000, ge=1000, description="Rows queued in memory before producers wait.")
-    outbox_max_rows: int = Field(default=2_000_000, ge=100, description="Unsent outbox rows before thinning starts.")
-    busy_timeout_s: PositiveSeconds = 5.0
+    queue_max_rows: int = Field(
+        default=200_000,
+        ge=1000,
+        description="Rows held in memory awaiting their commit (the only buffer while the disk fails); then "
+        "record_readings waits, or drops and counts them when given a timeout. Decisions, symptoms and audit "
+        "entries have 10 % extra room.",
+    )
+    outbox_max_rows: int = Field(
+        default=2_000_000,
+        ge=100,
+        description="Unsent outbox rows before thinning: oldest telemetry first, down to 95 %, each drop counted "
+        "and reported in a data_dropped event; decisions, events and command responses only when no telemetry "
+        "is left. The readings themselves are kept.",
+    )
+    busy_timeout_s: PositiveSeconds = Field(default=5.0, description="How long a connection waits for a lock.")
     retention: RetentionSettings = Field(default_factory=RetentionSettings)

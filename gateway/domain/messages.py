@@ -11,7 +11,9 @@ Envelope (one JSON object per MQTT message)::
      "data": { ...kind-specific body... }}
 
 ``seq`` grows by one per stream and survives restarts; ``historical`` is true for a message published after it
-waited in the backlog (an outage, a restart), so consumers can tell replay from live data.
+waited in the backlog (an outage, a restart), so consumers can tell replay from live data. Topics, payloads and the
+consumer's duties (de-duplication by id, gap detection by seq) are documented in docs/uplink.md, with a JSON Schema
+per message under config/schemas/.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from enum import IntEnum, StrEnum
 from typing import Any
 
 from gateway.domain.model import CommandOutcome, Decision, Reading, Symptom
+from gateway.domain.remote import RemoteOutcome
 
 
 class MessageKind(StrEnum):
@@ -172,10 +175,83 @@ def decision_body(d: Decision) -> bytes:
 
 
 def command_response_body(
-    request_id: str | None, status: str, *, at: float, reason: str = "", outcome: Mapping[str, Any] | None = None
+    request_id: str | None,
+    status: str,
+    *,
+    at: float,
+    reason: str = "",
+    code: str = "",
+    kind: str | None = None,
+    outcome: Mapping[str, Any] | None = None,
 ) -> bytes:
-    """``status`` is ``accepted``, ``rejected`` (with ``reason``) or ``done`` (with the confirmed ``outcome``)."""
-    return _dumps({"request_id": request_id, "status": status, "at": at, "reason": reason, "outcome": outcome})
+    """``status`` is ``accepted``, ``rejected`` (with ``code`` and ``reason``), ``done`` (with the confirmed
+    ``outcome``) or ``failed``. ``kind`` is the request's type when it had a readable one."""
+    return _dumps(
+        {
+            "request_id": request_id,
+            "type": kind,
+            "status": status,
+            "at": at,
+            "code": code,
+            "reason": reason,
+            "outcome": outcome,
+        }
+    )
+
+
+def remote_outcome_item(outcome: RemoteOutcome) -> dict[str, Any]:
+    """The ``outcome`` of a ``done``/``failed``/``rejected`` response: the loop's detail, data and commands."""
+    return {
+        "status": outcome.status.value,
+        "detail": outcome.detail,
+        "data": {k: _json_value(v) for k, v in outcome.data.items()},
+        "commands": [outcome_item(o) for o in outcome.commands],
+    }
+
+
+def data_dropped_body(
+    stream: str, *, first_seq: int, last_seq: int, messages: int, readings: int, at: float, reason: str = ""
+) -> bytes:
+    """The ``data_dropped`` event the store raises when it thins the outbox: the seq range of ``stream`` that will
+    never arrive, so a consumer can tell a known drop from a loss."""
+    return event_body(
+        "data_dropped",
+        at=at,
+        severity="warning",
+        stream=stream,
+        first_seq=first_seq,
+        last_seq=last_seq,
+        messages=messages,
+        readings=readings,
+        reason=reason or "outbox limit reached",
+    )
+
+
+def state_body(
+    state: str,
+    *,
+    site: str,
+    gateway: str,
+    version: str,
+    started_at: float,
+    config_hash: str,
+    at: float | None,
+    reason: str = "",
+) -> bytes:
+    """The retained ``state`` message: ``online`` on connect; ``offline`` as the last will (``at`` null: the broker
+    sends it, not us) or on a clean shutdown."""
+    return _dumps(
+        {
+            "state": state,
+            "site": site,
+            "gateway": gateway,
+            "version": version,
+            "started_at": started_at,
+            "config_hash": config_hash,
+            "at": at,
+            "reason": reason,
+        }
+    )
 
 
 def envelope(msg: OutboxMessage, *, site: str, gateway: str, historical: bool) -> bytes:

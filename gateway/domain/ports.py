@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
 from gateway.domain.messages import NewMessage, OutboxMessage
-from gateway.domain.model import AuditEntry, Decision, Reading, Symptom, Tag, Value
+from gateway.domain.model import AuditEntry, CommandOutcome, Decision, Reading, Symptom, Tag, Value
+from gateway.domain.remote import RemoteOutcome, RemoteRequest
 
 
 @runtime_checkable
@@ -61,6 +62,8 @@ class FieldDevice(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class OutboxStats:
+    """What the uplink and the operators need to know about the backlog, without scanning it."""
+
     pending: int
     oldest_created_at: float | None
     dropped_total: int
@@ -76,10 +79,55 @@ class Outbox(Protocol):
         ...
 
     async def mark_sent(self, row_ids: Sequence[int]) -> None:
-        """Record delivery (PUBACK received). Idempotent."""
+        """Record delivery (PUBACK received). Idempotent: unknown, dropped or already sent ids are ignored."""
         ...
 
-    async def stats(self) -> OutboxStats: ...
+    async def last_row_id(self) -> int:
+        """The highest row id ever assigned (0 when none). Row ids only grow and are never reused."""
+        ...
+
+    async def stats(self) -> OutboxStats:
+        """Pending count, age of the oldest pending message and messages dropped so far; no table scan."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoreHealth:
+    """Whether the store commits. ``reason`` is the last error while unhealthy (disk full, read-only file...)."""
+
+    healthy: bool
+    reason: str = ""
+    since: float | None = None  # when the current state began (POSIX seconds)
+    queued_rows: int = 0  # rows waiting in memory for their commit
+    dropped_rows: int = 0  # rows refused because the store was unavailable and its queue full, since start
+
+
+@dataclass(frozen=True, slots=True)
+class AssetState:
+    """The current state of a pump or other asset, kept for rotation and start-limit rules."""
+
+    asset: str
+    run_hours: float
+    starts: int
+    mode: str  # e.g. auto, local, maintenance, hand
+    changed_at: float  # when mode or running state last changed
+    running: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRecord:
+    """A stored decision as people read it: when, which plan, why, and what became of its commands."""
+
+    id: str
+    at: float
+    origin: str
+    plan: str
+    reason: str
+    symptoms: tuple[str, ...]
+    commands: tuple[tuple[str, str, str], ...]  # (command id, kind and target, status)
+
+
+HealthListener = Callable[[StoreHealth], None]
 
 
 class KnowledgeStore(Outbox, Protocol):
@@ -88,18 +136,99 @@ class KnowledgeStore(Outbox, Protocol):
     Writes are queued to one writer task that commits them in batches; ``record_*`` return as soon as the rows are
     queued (they wait only when the queue is full). ``flush()`` returns once everything queued so far is committed.
     Each write commits together with the outbox messages that report it (transactional outbox).
+
+    A store that cannot write (disk full, read-only file, I/O error) keeps running: it reports ``health()`` as
+    unhealthy, tells its listeners, holds what it could not commit in memory (bounded) and retries.
     """
 
-    async def record_readings(self, device: str, readings: Sequence[Reading]) -> None: ...
+    async def record_readings(
+        self, device: str, readings: Sequence[Reading], *, timeout_s: float | None = None
+    ) -> bool:
+        """Queue readings (and their telemetry messages). Waits while the queue is full, at most ``timeout_s``
+        (``None``: until there is room, ``0``: not at all); returns False when they were dropped (counted)."""
+        ...
 
-    async def record_symptom(self, symptom: Symptom, *, raised: bool, at: float) -> None: ...
+    async def record_symptom(self, symptom: Symptom, *, raised: bool, at: float) -> None:
+        """A symptom raised or cleared, with its event message."""
+        ...
 
-    async def record_decision(self, decision: Decision) -> None: ...
+    async def record_decision(self, decision: Decision) -> None:
+        """A decision with its inputs, knowledge and command outcomes, with its decision message."""
+        ...
+
+    async def record_command(self, decision_id: str, outcome: CommandOutcome) -> None:
+        """A later outcome of a command already recorded with its decision (e.g. confirmed by read-back)."""
+        ...
+
+    async def record_audit(self, entry: AuditEntry, response: NewMessage | None = None) -> None:
+        """A remote request as received and judged, with the response message to send back, if any."""
+        ...
+
+    async def seen_request(self, request_id: str) -> bool:
+        """True when an audit entry with this request id exists (committed or queued): replay protection."""
+        ...
+
+    async def record_event(self, message: NewMessage) -> None:
+        """Any other message for the uplink (alarms, notices)."""
+        ...
+
+    async def record_asset_state(self, state: AssetState) -> None:
+        """The current state of an asset (upserted)."""
+        ...
+
+    async def record_config(self, config_hash: str, text: str, *, at: float) -> bool:
+        """Remember a configuration version; returns True when it differs from the last one stored."""
+        ...
+
+    async def flush(self) -> None:
+        """Return once everything queued before the call is committed."""
+        ...
+
+    def health(self) -> StoreHealth:
+        """The store's current health; cheap, for polling from the loop."""
+        ...
+
+    def add_health_listener(self, listener: HealthListener) -> None:
+        """Call ``listener`` on the event loop each time health changes."""
+        ...
+
+    async def latest_readings(self) -> dict[str, Reading]:
+        """The last committed reading of every tag."""
+        ...
+
+    async def open_symptoms(self) -> list[Symptom]:
+        """Symptoms raised and not cleared, oldest first."""
+        ...
+
+    async def recent_decisions(self, limit: int = 20) -> list[DecisionRecord]:
+        """The last decisions, newest first."""
+        ...
+
+    async def asset_states(self) -> dict[str, AssetState]:
+        """The stored state of every asset."""
+        ...
+
+
+# Remote requests (the uplink's side; the control loop implements the handler).
+
+
+class RemoteRequestHandler(Protocol):
+    """Where accepted remote requests go: the control loop, which applies the same safety envelope as to its own plans.
+
+    ``handle`` returns once the outcome is known: ``done`` with the confirmed result, ``rejected`` when the envelope
+    refused (``detail`` says which rule), or ``failed`` when a write was not confirmed. It must check
+    ``request.expires_at`` itself if it queues the request, and must never raise for a refusal.
+    """
+
+    async def handle(self, request: RemoteRequest) -> RemoteOutcome: ...
+
+
+class RemoteRequestLog(Protocol):
+    """What remote-command intake needs from the knowledge store: the audit log, with the response that reports each
+    entry committed in the same transaction, and the request ids it already holds (replay protection)."""
 
     async def record_audit(self, entry: AuditEntry, response: NewMessage | None = None) -> None: ...
 
-    async def record_event(self, message: NewMessage) -> None: ...
-
-    async def flush(self) -> None: ...
-
-    async def latest_readings(self) -> dict[str, Reading]: ...
+    async def seen_request(self, request_id: str) -> bool:
+        """True when an audit entry with this request id exists (committed or queued)."""
+        ...

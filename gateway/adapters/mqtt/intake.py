@@ -1,0 +1,228 @@
+"""Remote-command intake: judge each request, audit it, answer it through the outbox, hand the good ones on.
+
+Every request, good or bad, gets an audit entry and a response on ``cmd/response`` committed with it
+(``record_audit(entry, response)``). A request that passes every check is answered ``accepted`` and queued for the
+``RemoteRequestHandler`` (the control loop, which applies its safety envelope); its outcome is a second audit entry
+with a second response: ``done``, ``rejected`` (the envelope refused) or ``failed``. Requests are applied one at a
+time, in arrival order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from gateway.domain.errors import GatewayError
+from gateway.domain.messages import (
+    STREAM_COMMAND_RESPONSES,
+    MessageKind,
+    NewMessage,
+    Priority,
+    command_response_body,
+    remote_outcome_item,
+)
+from gateway.domain.model import AuditEntry, AuditVerdict
+from gateway.domain.ports import Clock, RemoteRequestHandler, RemoteRequestLog
+from gateway.domain.remote import (
+    RejectCode,
+    Rejection,
+    RemoteOutcome,
+    RemoteRequest,
+    RemoteStatus,
+    RequestPolicy,
+    parse_request,
+)
+from gateway.logging import get_logger
+from gateway.metrics import REMOTE_REQUESTS
+
+log = get_logger("gateway.uplink.cmd")
+
+RAW_AUDIT_CHARS = 2048
+_SEEN_MEMORY = 10_000
+_INBOX_SIZE = 1000
+_QUEUE_SIZE = 16
+
+_VERDICTS = {
+    RemoteStatus.DONE: AuditVerdict.DONE,
+    RemoteStatus.REJECTED: AuditVerdict.REJECTED,
+    RemoteStatus.FAILED: AuditVerdict.FAILED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Received:
+    topic: str
+    payload: bytes
+
+
+class CommandIntake:
+    """Judges, audits and answers remote requests; applies accepted ones through ``handler``, one at a time."""
+
+    def __init__(
+        self,
+        *,
+        log_store: RemoteRequestLog,
+        handler: RemoteRequestHandler | None,
+        policy: RequestPolicy,
+        clock: Clock,
+        handler_timeout_s: float,
+    ) -> None:
+        self._store = log_store
+        self._handler = handler
+        self._policy = policy
+        self._clock = clock
+        self._timeout_s = handler_timeout_s
+        self._inbox: asyncio.Queue[_Received] = asyncio.Queue(_INBOX_SIZE)
+        self._queue: asyncio.Queue[RemoteRequest] = asyncio.Queue(_QUEUE_SIZE)
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self.handled = 0
+
+    def submit(self, topic: str, payload: bytes) -> None:
+        """A message arrived on the command topic (called on the loop's thread, never blocks)."""
+        if self._inbox.full():
+            # A flood faster than the store takes audit entries: the one case a request is not audited.
+            REMOTE_REQUESTS.labels("dropped").inc()
+            log.error("uplink.cmd_overflow", topic=topic, queued=self._inbox.qsize())
+            return
+        self._inbox.put_nowait(_Received(topic, payload))
+
+    async def run_intake(self) -> None:
+        """Judge requests in arrival order."""
+        while True:
+            received = await self._inbox.get()
+            try:
+                await self.judge(received.topic, received.payload)
+            except GatewayError as exc:
+                log.exception("uplink.cmd_audit_failed", error=repr(exc))
+
+    async def run_worker(self) -> None:
+        """Apply accepted requests one at a time, in order."""
+        while True:
+            request = await self._queue.get()
+            try:
+                await self._apply(request)
+            except GatewayError as exc:
+                log.exception("uplink.cmd_audit_failed", request_id=request.id, error=repr(exc))
+
+    async def judge(self, topic: str, payload: bytes) -> RemoteRequest | Rejection:
+        """Validate one request, audit it and answer it; queue it for the handler when accepted."""
+        now = self._clock.now()
+        result = parse_request(payload, policy=self._policy, now=now, source=topic)
+        if isinstance(result, RemoteRequest):
+            result = await self._admit(result)
+        raw = payload[:RAW_AUDIT_CHARS].decode("utf-8", "replace")
+        if isinstance(result, Rejection):
+            if result.request_id is not None:
+                self._remember(result.request_id)
+            await self._reject(result, topic=topic, raw=raw, at=now)
+            return result
+        await self._accept(result, raw=raw, at=now)
+        return result
+
+    async def _admit(self, request: RemoteRequest) -> RemoteRequest | Rejection:
+        """The checks that need state: a handler to apply it, an id never seen before, room in the queue."""
+        if self._handler is None:
+            return Rejection(RejectCode.NOT_ALLOWED, "remote requests are disabled here", request.id, request.kind)
+        if request.id in self._seen or await self._store.seen_request(request.id):
+            return Rejection(
+                RejectCode.REPLAYED, f"request id {request.id!r} was seen before", request.id, request.kind
+            )
+        if self._queue.full():
+            return Rejection(RejectCode.BUSY, f"{self._queue.qsize()} requests are waiting", request.id, request.kind)
+        return request
+
+    def _remember(self, request_id: str) -> None:
+        self._seen[request_id] = None
+        self._seen.move_to_end(request_id)
+        while len(self._seen) > _SEEN_MEMORY:
+            self._seen.popitem(last=False)
+
+    async def _reject(self, rejection: Rejection, *, topic: str, raw: str, at: float) -> None:
+        REMOTE_REQUESTS.labels("rejected").inc()
+        log.warning(
+            "uplink.cmd_rejected", request_id=rejection.request_id, code=rejection.code.value, reason=rejection.reason
+        )
+        entry = AuditEntry(
+            at=at,
+            request_id=rejection.request_id,
+            source=topic,
+            kind=rejection.kind,
+            verdict=AuditVerdict.REJECTED,
+            reason=f"{rejection.code.value}: {rejection.reason}",
+            raw=raw,
+        )
+        body = command_response_body(
+            rejection.request_id,
+            "rejected",
+            at=at,
+            code=rejection.code.value,
+            reason=rejection.reason,
+            kind=rejection.kind,
+        )
+        await self._store.record_audit(entry, _response(body))
+
+    async def _accept(self, request: RemoteRequest, *, raw: str, at: float) -> None:
+        self._remember(request.id)
+        REMOTE_REQUESTS.labels("accepted").inc()
+        log.info("uplink.cmd_accepted", request_id=request.id, kind=request.kind.value)
+        entry = AuditEntry(at, request.id, request.source, request.kind.value, AuditVerdict.ACCEPTED, "accepted", raw)
+        body = command_response_body(request.id, "accepted", at=at, kind=request.kind.value)
+        await self._store.record_audit(entry, _response(body))
+        self._queue.put_nowait(request)
+
+    async def _apply(self, request: RemoteRequest) -> None:
+        outcome = await self._outcome(request)
+        self.handled += 1
+        await self._record_outcome(request, outcome)
+
+    async def _outcome(self, request: RemoteRequest) -> RemoteOutcome:
+        assert self._handler is not None  # _admit refuses requests when there is none
+        if self._clock.now() >= request.expires_at:
+            return RemoteOutcome(RemoteStatus.REJECTED, f"{RejectCode.EXPIRED.value}: expired while queued")
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                return await self._handler.handle(request)
+        except TimeoutError:
+            return RemoteOutcome(RemoteStatus.FAILED, f"no outcome within {self._timeout_s} s")
+        except GatewayError as exc:
+            return RemoteOutcome(RemoteStatus.FAILED, f"{type(exc).__name__}: {exc}")
+        except Exception as exc:
+            # A bug in the handler must not stop the intake; the request is answered as failed and logged.
+            log.exception("uplink.cmd_handler_crashed", request_id=request.id)
+            return RemoteOutcome(RemoteStatus.FAILED, f"handler error: {type(exc).__name__}")
+
+    async def _record_outcome(self, request: RemoteRequest, outcome: RemoteOutcome) -> None:
+        at = self._clock.now()
+        verdict = _VERDICTS[outcome.status]
+        REMOTE_REQUESTS.labels(verdict.value).inc()
+        log.info("uplink.cmd_outcome", request_id=request.id, status=outcome.status.value, detail=outcome.detail)
+        code = RejectCode.ENVELOPE.value if outcome.status is RemoteStatus.REJECTED else ""
+        if outcome.detail.startswith(f"{RejectCode.EXPIRED.value}:"):
+            code = RejectCode.EXPIRED.value
+        entry = AuditEntry(at, request.id, request.source, request.kind.value, verdict, outcome.detail, "")
+        body = command_response_body(
+            request.id,
+            outcome.status.value,
+            at=at,
+            code=code,
+            reason=outcome.detail if outcome.status is not RemoteStatus.DONE else "",
+            kind=request.kind.value,
+            outcome=remote_outcome_item(outcome),
+        )
+        await self._store.record_audit(entry, _response(body))
+
+    async def fail_queued(self, reason: str) -> int:
+        """At shutdown: answer every request still waiting as failed; returns how many there were."""
+        count = 0
+        while not self._queue.empty():
+            request = self._queue.get_nowait()
+            with contextlib.suppress(GatewayError):
+                await self._record_outcome(request, RemoteOutcome(RemoteStatus.FAILED, reason))
+            count += 1
+        return count
+
+
+def _response(body: bytes) -> NewMessage:
+    return NewMessage(STREAM_COMMAND_RESPONSES, MessageKind.COMMAND_RESPONSE, Priority.COMMAND_RESPONSE, body)

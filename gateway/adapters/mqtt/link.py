@@ -1,0 +1,346 @@
+"""One MQTT connection: a paho client whose socket the asyncio loop drives, as aiomqtt does.
+
+paho's blocking ``connect()`` (TCP connect, TLS handshake, CONNECT packet) runs in an executor thread; its socket
+callbacks only record the socket there. Once it returns, the socket is attached to the event loop: readable →
+``loop_read``, writable → ``loop_write``, and a keepalive task calls ``loop_misc``. From then on every paho callback
+(CONNACK, PUBACK, incoming message, disconnect) runs on the loop's thread; a callback that would ever arrive from
+another thread is handed over with ``loop.call_soon_threadsafe``. There is no paho thread and no lock contention.
+
+A new ``Link`` (and paho client) is made for every connection attempt, with a clean session: the outbox, not paho,
+holds what is not yet acknowledged, so nothing in paho's queues needs to survive a reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.reasoncodes import ReasonCode
+
+from gateway.adapters.mqtt.errors import BrokerUnavailable, ConnectRefused, LinkLost
+from gateway.adapters.mqtt.tls import translate_tls_error
+from gateway.domain.errors import UplinkError
+
+#: paho may hold a few more messages than our window: the retained state message and a SUBSCRIBE.
+_PAHO_SLACK = 4
+_MISC_INTERVAL_S = 1.0
+
+AckCallback = Callable[[int, bool], None]
+MessageCallback = Callable[[str, bytes], None]
+
+
+@dataclass(frozen=True, slots=True)
+class LinkOptions:
+    """Everything a connection attempt needs; built once from the settings."""
+
+    host: str
+    port: int
+    client_id: str
+    keepalive_s: int
+    connect_timeout_s: float
+    window: int
+    qos: int
+    will_topic: str
+    will_payload: bytes
+    username: str | None = None
+    password: str | None = None
+    ssl_context: ssl.SSLContext | None = None
+
+
+class Link:
+    """A connected (or connecting) paho client on the running loop. Use ``open``, then ``publish``/``subscribe``;
+    ``lost`` completes when the connection ends for any reason."""
+
+    def __init__(self, options: LinkOptions, *, on_ack: AckCallback, on_message: MessageCallback) -> None:
+        self._opt = options
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
+        self._on_ack = on_ack
+        self._on_message_cb = on_message
+        self._sock: Any = None
+        self._attached = False
+        self._closed = False
+        self._connack: asyncio.Future[ReasonCode] = self._loop.create_future()
+        self.lost: asyncio.Future[str] = self._loop.create_future()
+        self._waiters: dict[int, asyncio.Future[bool]] = {}
+        self._client = self._make_client()
+
+    def _make_client(self) -> mqtt.Client:
+        opt = self._opt
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=opt.client_id,
+            clean_session=True,
+            protocol=mqtt.MQTTv311,
+            reconnect_on_failure=False,
+        )
+        client.max_inflight_messages_set(opt.window + _PAHO_SLACK)
+        client.max_queued_messages_set(opt.window + _PAHO_SLACK)
+        client.connect_timeout = opt.connect_timeout_s
+        client.suppress_exceptions = True
+        if opt.ssl_context is not None:
+            client.tls_set_context(opt.ssl_context)
+        if opt.username is not None:
+            client.username_pw_set(opt.username, opt.password)
+        client.will_set(opt.will_topic, opt.will_payload, qos=1, retain=True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+        client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
+        client.on_socket_register_write = self._on_register_write
+        client.on_socket_unregister_write = self._on_unregister_write
+        return client
+
+    @property
+    def is_lost(self) -> bool:
+        return self.lost.done()
+
+    @property
+    def in_flight(self) -> int:
+        """Messages paho holds awaiting PUBACK (ours, the state message)."""
+        return len(self._client._out_messages)
+
+    async def open(self) -> None:
+        """Connect and wait for CONNACK; raise ``BrokerUnavailable``, ``TlsVerifyFailed`` or ``ConnectRefused``."""
+        opt = self._opt
+        fut = self._loop.run_in_executor(None, self._client.connect, opt.host, opt.port, opt.keepalive_s)
+        try:
+            rc = await fut
+        except asyncio.CancelledError:
+            fut.add_done_callback(lambda _: self._close_socket())
+            raise
+        except (ssl.SSLError, ssl.CertificateError) as exc:
+            self._close_socket()
+            raise translate_tls_error(exc) or BrokerUnavailable(f"TLS handshake failed: {exc}") from exc
+        except OSError as exc:
+            self._close_socket()
+            raise BrokerUnavailable(f"cannot connect to {opt.host}:{opt.port}: {exc}") from exc
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            self._close_socket()
+            raise BrokerUnavailable(f"connect failed: {mqtt.error_string(rc)}")
+        self._attach()
+        await self._await_connack()
+
+    async def _await_connack(self) -> None:
+        try:
+            async with asyncio.timeout(self._opt.connect_timeout_s):
+                reason = await self._connack
+        except TimeoutError:
+            self.abort("no CONNACK")
+            raise BrokerUnavailable(f"no CONNACK within {self._opt.connect_timeout_s} s") from None
+        except UplinkError:
+            self.abort("connection closed before CONNACK")
+            raise
+        if reason.is_failure:
+            self.abort(f"refused: {reason}")
+            raise ConnectRefused(f"broker refused the connection: {reason}")
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> int:
+        """Hand one message to paho; return its mid. Raises ``LinkLost`` when the connection is gone."""
+        if self.is_lost:
+            raise LinkLost(self.lost.result())
+        info = self._client.publish(topic, payload, qos=self._opt.qos, retain=retain)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            raise LinkLost(f"publish refused: {mqtt.error_string(info.rc)}")
+        return info.mid
+
+    async def publish_confirmed(self, topic: str, payload: bytes, *, retain: bool, timeout_s: float) -> bool:
+        """Publish and wait for the PUBACK (or the write, at QoS 0); False when it did not come in time."""
+        waiter: asyncio.Future[bool] = self._loop.create_future()
+        mid = self.publish(topic, payload, retain=retain)
+        self._waiters[mid] = waiter
+        if self.is_lost:
+            return False
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await waiter
+        except TimeoutError:
+            return False
+        finally:
+            self._waiters.pop(mid, None)
+
+    async def subscribe(self, topic: str, *, timeout_s: float) -> None:
+        """Subscribe at QoS 1 and wait for the SUBACK."""
+        waiter: asyncio.Future[bool] = self._loop.create_future()
+        rc, mid = self._client.subscribe(topic, qos=1)
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
+            raise LinkLost(f"subscribe refused: {mqtt.error_string(rc)}")
+        self._waiters[mid] = waiter
+        try:
+            async with asyncio.timeout(timeout_s):
+                granted = await waiter
+        except TimeoutError:
+            raise BrokerUnavailable(f"no SUBACK for {topic}") from None
+        finally:
+            self._waiters.pop(mid, None)
+        if not granted:
+            raise ConnectRefused(f"subscription to {topic} refused")
+
+    async def keepalive(self) -> None:
+        """Send PINGREQs and notice a silent broker; ends when the link is lost."""
+        while not self.is_lost:
+            if self._client.loop_misc() != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                self._mark_lost("keepalive failed")
+                return
+            await asyncio.sleep(_MISC_INTERVAL_S)
+
+    async def close(self, *, timeout_s: float) -> None:
+        """Send DISCONNECT (the broker then discards the last will) and wait for the socket to close."""
+        if self.is_lost:
+            self._close_socket()
+            return
+        self._client.disconnect()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await asyncio.shield(self.lost)
+        self.abort("closed")
+
+    def abort(self, reason: str) -> None:
+        """Drop the connection without DISCONNECT: the broker publishes the last will."""
+        self._mark_lost(reason)
+        self._close_socket()
+
+    # Event-loop plumbing -------------------------------------------------------------------------------------
+
+    def _attach(self) -> None:
+        sock = self._sock
+        if sock is None or self._closed:
+            raise BrokerUnavailable("socket closed during connect")
+        self._attached = True
+        self._loop.add_reader(sock, self._on_readable)
+        if self._client.want_write():
+            self._loop.add_writer(sock, self._on_writable)
+
+    def _on_readable(self) -> None:
+        sock = self._sock
+        try:
+            rc = self._client.loop_read()
+            # TLS may hold decrypted records the socket no longer signals.
+            while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and sock is not None and _pending(sock) and not self.is_lost:
+                rc = self._client.loop_read()
+        except Exception as exc:
+            self.abort(f"read failed: {exc!r}")
+            return
+        if rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_AGAIN):
+            self._mark_lost(f"read: {mqtt.error_string(rc)}")
+
+    def _on_writable(self) -> None:
+        try:
+            rc = self._client.loop_write()
+        except Exception as exc:
+            self.abort(f"write failed: {exc!r}")
+            return
+        if rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_AGAIN):
+            self._mark_lost(f"write: {mqtt.error_string(rc)}")
+
+    def _close_socket(self) -> None:
+        self._closed = True
+        sock, self._sock = self._sock, None
+        if sock is None:
+            return
+        self._detach(sock)
+        with contextlib.suppress(OSError):
+            sock.close()
+
+    def _detach(self, sock: Any) -> None:
+        if self._attached and sock.fileno() >= 0:
+            self._loop.remove_reader(sock)
+            self._loop.remove_writer(sock)
+
+    def _mark_lost(self, reason: str) -> None:
+        if not self.lost.done():
+            self.lost.set_result(reason)
+        if not self._connack.done():
+            self._connack.set_exception(BrokerUnavailable(reason))
+            self._connack.exception()  # retrieved here: the opener re-raises its own error
+        for waiter in self._waiters.values():
+            if not waiter.done():
+                waiter.set_result(False)
+
+    def _on_loop(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run ``fn`` on the loop's thread: directly when already there, else through ``call_soon_threadsafe``."""
+        if threading.get_ident() == self._thread:
+            fn(*args)
+        else:
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    # paho callbacks ------------------------------------------------------------------------------------------
+
+    def _on_socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        # Runs in the executor thread inside connect(): only record the socket; _attach() wires it to the loop.
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sock = sock
+
+    def _on_socket_close(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        self._on_loop(self._socket_closed, sock)
+
+    def _socket_closed(self, sock: Any) -> None:
+        if sock is self._sock:
+            self._sock = None
+        self._detach(sock)
+        self._mark_lost("socket closed")
+
+    def _on_register_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        if self._attached:
+            self._on_loop(self._add_writer, sock)
+
+    def _add_writer(self, sock: Any) -> None:
+        if sock is self._sock and not self._closed:
+            self._loop.add_writer(sock, self._on_writable)
+
+    def _on_unregister_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        if self._attached:
+            self._on_loop(self._remove_writer, sock)
+
+    def _remove_writer(self, sock: Any) -> None:
+        if sock.fileno() >= 0:
+            self._loop.remove_writer(sock)
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
+        self._on_loop(self._connected, reason)
+
+    def _connected(self, reason: ReasonCode) -> None:
+        if not self._connack.done():
+            self._connack.set_result(reason)
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
+        self._on_loop(self._mark_lost, f"disconnected: {reason}")
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, props: Any) -> None:
+        self._on_loop(self._acked, mid, not reason.is_failure)
+
+    def _acked(self, mid: int, ok: bool) -> None:
+        waiter = self._waiters.pop(mid, None)
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_result(ok)
+            return
+        self._on_ack(mid, ok)
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, codes: list[ReasonCode], props: Any) -> None:
+        self._on_loop(self._subscribed, mid, all(not c.is_failure for c in codes))
+
+    def _subscribed(self, mid: int, ok: bool) -> None:
+        waiter = self._waiters.pop(mid, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(ok)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        self._on_loop(self._on_message_cb, message.topic, bytes(message.payload))
+
+
+def _pending(sock: Any) -> int:
+    pending = getattr(sock, "pending", None)
+    return int(pending()) if pending is not None else 0

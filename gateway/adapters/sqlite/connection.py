@@ -1,0 +1,114 @@
+"""Opening the database: the writer's connection (WAL, durability, migrations) and read-only connections.
+
+Durability (``store.durability``):
+
+- ``normal``: WAL with ``synchronous=NORMAL``. A commit is durable against a crash or kill of the gateway process
+  (the WAL is in the OS page cache and is replayed on the next open); after a power loss or kernel panic the last
+  commits before the failure may be lost, but the file is never corrupt. Commits do not wait for the disk.
+- ``full``: WAL with ``synchronous=FULL``. Every commit waits for the WAL to be flushed to the device (fsync), so a
+  committed row also survives power loss, at the cost of one fsync per commit (batches keep it affordable).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Literal
+from urllib.parse import quote
+
+from gateway.adapters.sqlite.schema import SCHEMA_VERSION, check_version, migrate, schema_version
+from gateway.domain.errors import StoreError
+
+Durability = Literal["normal", "full"]
+
+_SYNCHRONOUS: dict[str, str] = {"normal": "NORMAL", "full": "FULL"}
+#: After a checkpoint the WAL is truncated to this size, so one burst does not leave a huge file behind.
+_JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
+#: The writer checkpoints by itself only past this many WAL pages (a safety net): normally a background connection
+#: checkpoints (``checkpoint``) so that commits never pay for copying the WAL into the database file.
+WRITER_AUTOCHECKPOINT_PAGES = 16_384
+
+
+def open_writer(path: Path, *, durability: Durability, busy_timeout_s: float) -> sqlite3.Connection:
+    """Open (creating if needed) and migrate the database; the connection is in autocommit mode, transactions
+    are explicit. Raises ``SchemaTooNew`` for a file written by a newer gateway."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout_s)
+    try:
+        _configure(conn, busy_timeout_s)
+        _require_wal(conn, path)
+        conn.execute(f"PRAGMA synchronous = {_SYNCHRONOUS[durability]}")  # from a closed set, not user text
+        conn.execute(f"PRAGMA journal_size_limit = {_JOURNAL_SIZE_LIMIT}")
+        conn.execute(f"PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT_PAGES}")
+        migrate(conn, path=str(path))
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _require_wal(conn: sqlite3.Connection, path: Path) -> None:
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        raise StoreError(f"{path}: cannot switch to WAL mode (journal_mode is {mode})")
+
+
+def _configure(conn: sqlite3.Connection, busy_timeout_s: float) -> None:
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+    conn.execute("PRAGMA temp_store = MEMORY")
+    conn.execute("PRAGMA cache_size = -16384")  # 16 MiB
+
+
+def open_checkpointer(path: Path, *, durability: Durability, busy_timeout_s: float) -> sqlite3.Connection:
+    """A second connection that only runs ``checkpoint``; it never writes rows."""
+    conn = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout_s)
+    _configure(conn, busy_timeout_s)
+    conn.execute(f"PRAGMA synchronous = {_SYNCHRONOUS[durability]}")
+    return conn
+
+
+def checkpoint(conn: sqlite3.Connection) -> tuple[int, int, int]:
+    """Copy committed WAL pages into the database file without blocking the writer (PASSIVE); returns SQLite's
+    (busy, WAL pages, pages checkpointed)."""
+    busy, log_pages, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    return int(busy), int(log_pages), int(done)
+
+
+def readonly_uri(path: Path) -> str:
+    """A ``file:`` URI that opens the database read-only and never creates it."""
+    return f"file:{quote(str(path.resolve()))}?mode=ro"
+
+
+def open_readonly(path: Path, *, busy_timeout_s: float = 5.0) -> sqlite3.Connection:
+    """Open an existing gateway database for reading (the CLI); works while the gateway is writing (WAL).
+
+    Raises ``StoreError`` if the file does not exist or is not a gateway database, ``SchemaTooNew`` if it is newer.
+    """
+    if not path.is_file():
+        raise StoreError(f"{path}: no such database (is store.path right? the gateway creates it on start)")
+    try:
+        conn = sqlite3.connect(readonly_uri(path), uri=True, timeout=busy_timeout_s)
+        _configure(conn, busy_timeout_s)
+        version = schema_version(conn)
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: cannot open the database: {exc}") from exc
+    if version == 0:
+        conn.close()
+        raise StoreError(f"{path}: not a gateway database (no schema)")
+    try:
+        check_version(version, path=str(path))
+    except StoreError:
+        conn.close()
+        raise
+    return conn
+
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Durability",
+    "checkpoint",
+    "open_checkpointer",
+    "open_readonly",
+    "open_writer",
+    "readonly_uri",
+]

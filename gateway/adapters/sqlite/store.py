@@ -1,0 +1,299 @@
+"""``SqliteKnowledgeStore``: the knowledge store port on one SQLite file (WAL).
+
+Writes go through one writer (see ``writer``); reads use a separate read-only aiosqlite connection, which WAL lets
+run while the writer commits. Retention runs in the background every ``retention.check_interval_s`` of the
+injected clock, in small steps between the writer's batches.
+
+Typical use, from the composition root::
+
+    async with SqliteKnowledgeStore(settings=cfg.store, clock=clock, batching=cfg.mqtt.batching,
+                                    uplink_enabled=cfg.mqtt.enabled) as store:
+        store.add_health_listener(loop.on_store_health)
+        await store.record_readings("pump-plc", readings)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import functools
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Self
+
+import aiosqlite
+
+from gateway.adapters.sqlite import queries
+from gateway.adapters.sqlite.connection import readonly_uri
+from gateway.adapters.sqlite.ops import (
+    AssetOp,
+    AuditOp,
+    CommandOp,
+    ConfigOp,
+    DecisionOp,
+    EventOp,
+    MarkSentOp,
+    ReadingsOp,
+    SymptomOp,
+)
+from gateway.adapters.sqlite.retention import RetentionPolicy, RetentionReport, retention_step
+from gateway.adapters.sqlite.unit_of_work import BatchLimits
+from gateway.adapters.sqlite.writer import Writer, WriterSettings
+from gateway.config.mqtt import BatchSettings
+from gateway.config.store import StoreSettings
+from gateway.domain.errors import StoreError
+from gateway.domain.messages import NewMessage, OutboxMessage
+from gateway.domain.model import AuditEntry, CommandOutcome, Decision, Reading, Symptom
+from gateway.domain.ports import (
+    AssetState,
+    Clock,
+    DecisionRecord,
+    HealthListener,
+    KnowledgeStore,
+    OutboxStats,
+    StoreHealth,
+)
+from gateway.logging import get_logger
+from gateway.metrics import OUTBOX_DEPTH, OUTBOX_OLDEST_AGE
+
+log = get_logger("gateway.store")
+
+#: How long closing waits for queued rows to commit before giving up on them (and saying how many).
+CLOSE_TIMEOUT_S = 10.0
+
+
+class SqliteKnowledgeStore(KnowledgeStore):
+    """The knowledge store on SQLite: transactional outbox, one batching writer, WAL readers, retention.
+
+    ``batching`` sizes the telemetry messages (``mqtt.batching``); with ``uplink_enabled=False`` no telemetry
+    messages are queued (decisions, events and command responses still are, bounded by ``outbox_max_rows``).
+    ``retention_task=False`` leaves retention to explicit ``run_retention()`` calls (tests, tools).
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: StoreSettings,
+        clock: Clock,
+        batching: BatchSettings | None = None,
+        uplink_enabled: bool = True,
+        retention_task: bool = True,
+    ) -> None:
+        batching = batching or BatchSettings()
+        self._settings = settings
+        self._clock = clock
+        self._retention_task_enabled = retention_task
+        limits = BatchLimits(
+            max_readings=batching.max_readings,
+            max_bytes=batching.max_bytes,
+            outbox_max_rows=settings.outbox_max_rows,
+            telemetry=uplink_enabled,
+        )
+        self._writer = Writer(
+            WriterSettings(
+                path=settings.path,
+                durability=settings.durability,
+                busy_timeout_s=settings.busy_timeout_s,
+                batch_max_rows=settings.batch_max_rows,
+                flush_interval_s=settings.flush_interval_s,
+                queue_max_rows=settings.queue_max_rows,
+                limits=limits,
+            ),
+            clock=clock,
+        )
+        r = settings.retention
+        self._policy = RetentionPolicy(
+            raw_days=r.raw_days,
+            downsample_interval_s=r.downsample_interval_s,
+            aggregate_days=r.aggregate_days,
+            decisions_days=r.decisions_days,
+            sent_outbox_hours=r.sent_outbox_hours,
+        )
+        self._reader: aiosqlite.Connection | None = None
+        self._retention: asyncio.Task[None] | None = None
+        # Ids of audit entries submitted lately: covers the moment between queueing and commit.
+        self._recent_requests: collections.deque[str] = collections.deque(maxlen=4096)
+
+    @property
+    def path(self) -> str:
+        return str(self._settings.path)
+
+    # -- lifecycle -----------------------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self._writer.start()
+        try:
+            self._reader = await aiosqlite.connect(
+                readonly_uri(self._settings.path), uri=True, timeout=self._settings.busy_timeout_s
+            )
+        except BaseException:
+            await self._writer.stop(timeout_s=CLOSE_TIMEOUT_S)
+            raise
+        OUTBOX_DEPTH.set_function(lambda: float(self._writer.state.pending))
+        OUTBOX_OLDEST_AGE.set_function(self._oldest_age)
+        if self._retention_task_enabled:
+            self._retention = asyncio.create_task(self._retention_loop(), name="store-retention")
+        log.info("store.opened", path=self.path, durability=self._settings.durability)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._retention is not None:
+            self._retention.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retention
+        await self._writer.stop(timeout_s=CLOSE_TIMEOUT_S)
+        if self._reader is not None:
+            await self._reader.close()
+            self._reader = None
+        log.info("store.closed", path=self.path)
+
+    # -- writes (queued) -----------------------------------------------------------------------------------------
+
+    async def record_readings(
+        self, device: str, readings: Sequence[Reading], *, timeout_s: float | None = None
+    ) -> bool:
+        """Queue readings and their telemetry messages; see ``KnowledgeStore.record_readings``."""
+        if not readings:
+            return True
+        ticket = await self._writer.submit(ReadingsOp(device, list(readings)), timeout_s=timeout_s)
+        return ticket is not None
+
+    async def record_symptom(self, symptom: Symptom, *, raised: bool, at: float) -> None:
+        await self._writer.submit(SymptomOp(symptom, raised, at), reserved=True)
+
+    async def record_decision(self, decision: Decision) -> None:
+        await self._writer.submit(DecisionOp(decision), reserved=True)
+
+    async def record_command(self, decision_id: str, outcome: CommandOutcome) -> None:
+        await self._writer.submit(CommandOp(decision_id, outcome), reserved=True)
+
+    async def record_audit(self, entry: AuditEntry, response: NewMessage | None = None) -> None:
+        if entry.request_id is not None:
+            self._recent_requests.append(entry.request_id)
+        await self._writer.submit(AuditOp(entry, response), reserved=True)
+
+    async def seen_request(self, request_id: str) -> bool:
+        """True when an audit entry with this id exists, committed or still queued (replay protection)."""
+        if request_id in self._recent_requests:
+            return True
+        return bool(await self._read(queries.SEEN_REQUEST, (request_id,)))
+
+    async def record_event(self, message: NewMessage) -> None:
+        await self._writer.submit(EventOp(message), reserved=True)
+
+    async def record_asset_state(self, state: AssetState) -> None:
+        await self._writer.submit(AssetOp(state), reserved=True)
+
+    async def record_config(self, config_hash: str, text: str, *, at: float) -> bool:
+        """Store a configuration version (and a ``config_changed`` event) when its hash differs from the last."""
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        await self._writer.submit(ConfigOp(config_hash, text, at, fut), reserved=True)
+        await self._writer.flush()
+        return await fut
+
+    async def flush(self) -> None:
+        """Return once everything queued before the call is committed (waits while the store is unhealthy)."""
+        await self._writer.flush()
+
+    # -- health --------------------------------------------------------------------------------------------------
+
+    def health(self) -> StoreHealth:
+        return self._writer.health()
+
+    def add_health_listener(self, listener: HealthListener) -> None:
+        self._writer.add_health_listener(listener)
+
+    @property
+    def healthy(self) -> bool:
+        return self._writer.health().healthy
+
+    # -- the outbox ----------------------------------------------------------------------------------------------
+
+    async def fetch_unsent(
+        self, *, limit: int, after_row_id: int = 0, max_priority: int | None = None
+    ) -> list[OutboxMessage]:
+        sql, params = queries.unsent_query(limit=limit, after_row_id=after_row_id, max_priority=max_priority)
+        rows = await self._read(sql, params)
+        return [queries.message_of(row) for row in rows]
+
+    async def mark_sent(self, row_ids: Sequence[int]) -> None:
+        """Record delivery; committed by the writer without lingering, so it never contends for the write lock."""
+        if not row_ids:
+            return
+        ticket = self._writer.submit_urgent(MarkSentOp(list(row_ids), at=self._clock.now()))
+        await self._writer.wait_committed(ticket)
+
+    async def last_row_id(self) -> int:
+        """The highest outbox row id ever committed (0 when none); row ids only grow and are never reused."""
+        return self._writer.state.next_row_id - 1
+
+    async def stats(self) -> OutboxStats:
+        st = self._writer.state
+        return OutboxStats(pending=st.pending, oldest_created_at=st.oldest_pending, dropped_total=st.dropped_total)
+
+    def _oldest_age(self) -> float:
+        oldest = self._writer.state.oldest_pending
+        return 0.0 if oldest is None else max(0.0, self._clock.now() - oldest)
+
+    # -- reads ---------------------------------------------------------------------------------------------------
+
+    async def latest_readings(self) -> dict[str, Reading]:
+        rows = await self._read(queries.LATEST)
+        return {row[0]: queries.reading_of(row) for row in rows}
+
+    async def open_symptoms(self) -> list[Symptom]:
+        return [queries.symptom_of(row) for row in await self._read(queries.OPEN_SYMPTOMS)]
+
+    async def recent_decisions(self, limit: int = 20) -> list[DecisionRecord]:
+        out = []
+        for row in await self._read(queries.RECENT_DECISIONS, (limit,)):
+            commands = await self._read(queries.COMMANDS_OF, (row[0],))
+            out.append(queries.decision_of(row, commands))
+        return out
+
+    async def asset_states(self) -> dict[str, AssetState]:
+        return {row[0]: queries.asset_of(row) for row in await self._read(queries.ASSETS)}
+
+    async def _read(self, sql: str, params: Sequence[object] = ()) -> list[queries.Row]:
+        if self._reader is None:
+            raise StoreError("the store is not open")
+        return list(await self._reader.execute_fetchall(sql, params))
+
+    # -- retention -----------------------------------------------------------------------------------------------
+
+    async def run_retention(self) -> RetentionReport:
+        """Run retention to completion, one short step at a time between the writer's batches."""
+        total = RetentionReport()
+        chunk = self._settings.batch_max_rows
+        while True:
+            now = self._clock.now()
+            step = await self._writer.run_maintenance(
+                functools.partial(retention_step, policy=self._policy, now=now, chunk=chunk), name="retention"
+            )
+            total.downsampled += step.downsampled
+            total.aggregates_written += step.aggregates_written
+            for what, n in step.deleted.items():
+                total.deleted[what] = total.deleted.get(what, 0) + n
+            if step.done:
+                break
+        if not total.done:
+            log.info("store.retention_done", downsampled=total.downsampled, deleted=total.deleted)
+        return total
+
+    async def _retention_loop(self) -> None:
+        interval = self._settings.retention.check_interval_s
+        while True:
+            await self._clock.sleep(interval)
+            try:
+                await self.run_retention()
+            except StoreError as exc:
+                log.warning("store.retention_failed", error=str(exc))
+
+    # -- diagnostics ---------------------------------------------------------------------------------------------
+
+    def recent_commit_durations(self) -> list[float]:
+        """Durations (s) of the last commits, newest last: for benchmarks and diagnostics."""
+        return list(self._writer.durations)

@@ -1,0 +1,86 @@
+"""The in-memory fake and the SQLite store answer the same calls the same way (the fake is only worth its speed
+if the loop's and the uplink's tests can trust it)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+import pytest
+
+from gateway.clock import SteppedClock
+from gateway.config.mqtt import BatchSettings
+from gateway.domain.model import Severity, Symptom, SymptomCode
+from gateway.domain.ports import KnowledgeStore
+from gateway.testing.fakes import InMemoryKnowledgeStore
+from tests.store.conftest import StoreFactory, make_readings
+from tests.store.test_outbox import _decision
+
+Opener = Callable[[], AbstractAsyncContextManager[KnowledgeStore]]
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+def any_store(request: pytest.FixtureRequest, open_store: StoreFactory, clock: SteppedClock) -> Opener:
+    @asynccontextmanager
+    async def _memory() -> AsyncIterator[KnowledgeStore]:
+        yield InMemoryKnowledgeStore(clock=clock, max_readings=10, outbox_max_rows=100)
+
+    if request.param == "memory":
+        return _memory
+    return lambda: open_store(batching=BatchSettings(max_readings=10), outbox_max_rows=100)
+
+
+async def test_same_messages_stats_and_reads(any_store: Opener) -> None:
+    symptom = Symptom(SymptomCode.BURST, "DMA-1", Severity.ALARM, 5.0)
+    async with any_store() as store:
+        await store.record_readings("plc", make_readings(35))
+        await store.record_symptom(symptom, raised=True, at=5.0)
+        await store.record_decision(_decision("d1"))
+        await store.flush()
+        first = await store.fetch_unsent(limit=100)
+        await store.mark_sent([m.row_id for m in first[:2]])
+        await store.mark_sent([first[0].row_id])
+        stats = await store.stats()
+        rest = await store.fetch_unsent(limit=100)
+        latest = await store.latest_readings()
+        symptoms = await store.open_symptoms()
+        decisions = await store.recent_decisions()
+    assert [(m.stream, m.seq, m.kind.value, m.priority) for m in first] == [
+        ("readings/plc", 1, "readings", 2),
+        ("readings/plc", 2, "readings", 2),
+        ("readings/plc", 3, "readings", 2),
+        ("readings/plc", 4, "readings", 2),
+        ("events", 1, "event", 1),
+        ("decisions", 1, "decision", 1),
+    ]
+    assert rest == first[2:]
+    assert (stats.pending, stats.oldest_created_at, stats.dropped_total) == (4, first[2].created_at, 0)
+    assert latest["T-4"].value == 34.0
+    assert [s.key for s in symptoms] == ["BURST:DMA-1"]
+    assert [(d.id, d.plan, d.commands) for d in decisions] == [
+        ("d1", "P_START_LEAD", (("c-d1", "start_pump P-101", "written"),))
+    ]
+
+
+async def test_same_outbox_limit_policy(any_store: Opener) -> None:
+    async with any_store() as store:
+        await store.record_decision(_decision("d1"))
+        for i in range(12):
+            await store.record_readings("plc", make_readings(100, start=1e9 + i * 1000))
+            await store.flush()  # the limit applies per commit
+        stats = await store.stats()
+        unsent = await store.fetch_unsent(limit=1000)
+    # 1 decision + 10 telemetry messages per commit against a limit of 100: at 101 thinned to 95 (6 dropped), plus
+    # a notice; then twice 106 -> 95 (11 dropped each time), each with its notice.
+    assert stats.dropped_total == 28
+    assert stats.pending == 96
+    assert [m.kind.value for m in unsent].count("decision") == 1
+    notices = [json.loads(m.body) for m in unsent if m.stream == "events"]
+    assert [(n["type"], n["count"]) for n in notices] == [
+        ("data_dropped", 6),
+        ("data_dropped", 11),
+        ("data_dropped", 11),
+    ]
+    assert notices[0]["streams"] == {"readings/plc": [[1, 6]]}
+    assert notices[2]["streams"] == {"readings/plc": [[18, 28]]}

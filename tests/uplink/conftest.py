@@ -1,0 +1,79 @@
+"""Fixtures of the uplink tests: a private Mosquitto per test, the SQLite test store, settings and a builder."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from uplink_broker import Mosquitto
+from uplink_fakes import FakeHandler
+from uplink_store import SqliteStore
+
+from gateway.adapters.mqtt import Uplink, UplinkIdentity, request_policy
+from gateway.clock import SystemClock
+from gateway.config.mqtt import MqttSettings
+from gateway.domain.ports import Clock, RemoteRequestHandler
+
+PUMPS = ["P-101", "P-102", "P-103"]
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    b = Mosquitto(tmp_path / "broker")
+    b.start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def store() -> Iterator[SqliteStore]:
+    s = SqliteStore()
+    yield s
+    s.close()
+
+
+def mqtt_settings(port: int, **overrides: Any) -> MqttSettings:
+    base: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": port,
+        "reconnect_min_s": 0.05,
+        "reconnect_max_s": 0.5,
+        "connect_timeout_s": 5.0,
+        "keepalive_s": 5,
+        "poll_interval_s": 0.02,
+        "shutdown_timeout_s": 3.0,
+    }
+    base.update(overrides)
+    return MqttSettings.model_validate(base)
+
+
+IDENTITY = UplinkIdentity(site="bs01", gateway="edge-1", client_id="gw-bs01-edge-1", config_hash="cafe0123")
+
+
+@asynccontextmanager
+async def running_uplink(
+    settings: MqttSettings,
+    store: SqliteStore,
+    *,
+    handler: RemoteRequestHandler | None = None,
+    clock: Clock | None = None,
+) -> AsyncIterator[Uplink]:
+    policy = request_policy(settings.commands, pumps=PUMPS)
+    async with Uplink(
+        settings=settings,
+        identity=IDENTITY,
+        outbox=store,
+        request_log=store,
+        handler=handler if handler is not None else FakeHandler(),
+        policy=policy,
+        clock=clock or SystemClock(),
+    ) as uplink:
+        yield uplink
+
+
+@pytest.fixture
+def uplink_factory() -> Callable[..., Any]:
+    return running_uplink

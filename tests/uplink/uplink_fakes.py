@@ -1,0 +1,112 @@
+"""Fakes of our own ports for the uplink tests, and a consumer that records what reached the broker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from gateway.domain.remote import RemoteOutcome, RemoteRequest, RemoteStatus
+
+
+class FakeHandler:
+    """The control loop's side of remote requests: records each request and answers with ``outcome``.
+
+    A test of the real loop later asserts that nothing reached the simulators; here, nothing may reach the handler.
+    """
+
+    def __init__(self, outcome: RemoteOutcome | None = None) -> None:
+        self.requests: list[RemoteRequest] = []
+        self.outcome = outcome or RemoteOutcome(RemoteStatus.DONE, "applied", data={"confirmed": True})
+
+    async def handle(self, request: RemoteRequest) -> RemoteOutcome:
+        self.requests.append(request)
+        await asyncio.sleep(0)
+        return self.outcome
+
+
+@dataclass
+class Received:
+    topic: str
+    payload: bytes
+    retain: bool
+    at: float = field(default_factory=time.monotonic)
+
+    @property
+    def doc(self) -> Any:
+        return json.loads(self.payload)
+
+
+class Consumer:
+    """A subscriber on its own paho thread (test side only). ``persistent`` keeps its session across a broker restart
+    when the broker has persistence on, so that nothing published while it reconnects is lost to the test."""
+
+    def __init__(self, port: int, *, topic: str = "#", persistent: bool = False, name: str = "test-consumer") -> None:
+        self.port = port
+        self.topic = topic
+        self.messages: list[Received] = []
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=name, clean_session=not persistent, protocol=mqtt.MQTTv311
+        )
+        self.client.reconnect_delay_set(1, 2)
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *a: self._subscribed.set()
+
+    def __enter__(self) -> Consumer:
+        self.client.connect("127.0.0.1", self.port, keepalive=30)
+        self.client.loop_start()
+        if not self._subscribed.wait(10):
+            raise RuntimeError("consumer did not subscribe")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+        client.subscribe(self.topic, qos=1)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            self.messages.append(Received(msg.topic, bytes(msg.payload), bool(msg.retain)))
+
+    def snapshot(self, suffix: str | None = None) -> list[Received]:
+        with self._lock:
+            items = list(self.messages)
+        return [m for m in items if suffix is None or m.topic.endswith(suffix)]
+
+    def docs(self, suffix: str) -> list[Any]:
+        return [m.doc for m in self.snapshot(suffix)]
+
+
+async def eventually(predicate: Callable[[], bool], *, timeout_s: float = 20.0, what: str = "condition") -> None:
+    """Poll ``predicate`` until true; a deadline for a test that would otherwise hang, not a timing assertion."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def publish_raw(port: int, topic: str, payloads: list[bytes], *, qos: int = 1) -> None:
+    """Publish requests as the central system would, and wait until the broker has them."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"central-{time.monotonic_ns()}")
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        infos = [client.publish(topic, p, qos=qos) for p in payloads]
+        for info in infos:
+            info.wait_for_publish(10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
