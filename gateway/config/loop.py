@@ -14,7 +14,19 @@ from pydantic import Field, model_validator
 from gateway.config.common import PositiveSeconds, StrictModel, TagRef
 
 #: Fields the loop writes to; the loader checks the tags they name are writable.
-WRITTEN_TAG_FIELDS = frozenset({"start_tag", "heartbeat_tag", "control_word_tag", "setpoint_tag", "prv_setpoint_tag"})
+WRITTEN_TAG_FIELDS = frozenset(
+    {
+        "start_tag",
+        "heartbeat_tag",
+        "control_word_tag",
+        "setpoint_tag",
+        "prv_setpoint_tag",
+        "alarm_reset_tag",
+        "plc_start_lead_tag",
+        "plc_start_lag_tag",
+        "plc_stop_tag",
+    }
+)
 
 
 class TankSettings(StrictModel):
@@ -31,6 +43,12 @@ class TankSettings(StrictModel):
     start_lag_m: float = 3.0
     stop_m: float = 7.0
     high_float_tag: TagRef | None = "LSHH-201"
+    plc_start_lead_tag: TagRef | None = Field(
+        default="LIC-201.START_LEAD", description="The PLC's own levels, settable remotely within fire reserve..high."
+    )
+    plc_start_lag_tag: TagRef | None = "LIC-201.START_LAG"
+    plc_stop_tag: TagRef | None = "LIC-201.STOP"
+    plc_level_max_step_m: float = Field(default=1.0, gt=0, description="Largest change of a PLC level per request.")
 
     @model_validator(mode="after")
     def _ordered(self) -> TankSettings:
@@ -106,6 +124,7 @@ class ZoneSettings(StrictModel):
     prv_night_start_hour: int = Field(default=0, ge=0, le=23, description="Local hour the night setpoint begins.")
     prv_night_end_hour: int = Field(default=5, ge=0, le=24, description="Local hour the day setpoint returns.")
     prv_burst_m: float = Field(default=38.0, description="PRV setpoint while a burst is open.")
+    remote_hold_s: float = Field(default=3600.0, ge=0, description="A remote PRV setpoint holds this long.")
 
 
 class TreatmentSettings(StrictModel):
@@ -274,6 +293,7 @@ class LoopSettings(StrictModel):
     heartbeat_tag: TagRef | None = "GW-HB"
     control_word_tag: TagRef | None = "HS-CTRL"
     in_control_tag: TagRef | None = Field(default="YS-GWCTRL", description="The PLC's 'under gateway control' bit.")
+    alarm_reset_tag: TagRef | None = Field(default="XS-ALMRST", description="Momentary alarm reset (ack_alarm).")
     recover_s: float = Field(default=30.0, ge=0, description="Inputs good this long before control is retaken.")
     tank: TankSettings = Field(default_factory=TankSettings)
     clearwell: ClearwellSettings = Field(default_factory=ClearwellSettings)

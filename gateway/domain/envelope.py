@@ -192,9 +192,17 @@ class SafetyEnvelope:
     def judge_all(self, commands: Iterable[Command], view: PlantView, now: float) -> list[tuple[Command, Verdict]]:
         """Judge a batch in order; commands allowed earlier in the batch count (two stops may not empty the station)."""
         running = {name for name, p in view.pumps.items() if _is_running(p)}
+        changed: set[str] = set()
         out = []
         for command in commands:
+            if command.kind is CommandKind.CHANGE_SETPOINT and command.tag in changed:
+                out.append(
+                    (command, Verdict(False, Rule.SETPOINT_INTERVAL, f"{command.tag} already changed in this batch"))
+                )
+                continue
             verdict = self.judge(command, view, now, running=running)
+            if verdict.allowed and command.kind is CommandKind.CHANGE_SETPOINT:
+                changed.add(command.tag)
             if verdict.allowed and command.kind is CommandKind.START_PUMP:
                 running.add(command.target)
             elif verdict.allowed and command.kind is CommandKind.STOP_PUMP:

@@ -86,7 +86,10 @@ class Knowledge:
     control: ControlState = field(default_factory=ControlState)
     decisions: deque[Decision] = field(default_factory=lambda: deque(maxlen=50))
     last_plan_codes: dict[str, str] = field(default_factory=dict)  # plan family → last code, to record changes
-    lead: str | None = None
+    lead: str | None = None  # a lead asked for remotely; otherwise the lowest run hours lead
+    prv_hold: tuple[float, float] | None = None  # a remote PRV setpoint and until when it holds
+    acknowledged: set[str] = field(default_factory=set)
+    assets: dict[str, tuple[bool, bool]] = field(default_factory=dict)  # pump → (running, in auto) last recorded
     last_cycle_at: float | None = None
     cycles: int = 0
 

@@ -28,7 +28,8 @@ from gateway.domain.model import (
     Severity,
     SymptomCode,
 )
-from gateway.domain.ports import Clock, FieldDevice, KnowledgeStore
+from gateway.domain.ports import AssetState, Clock, FieldDevice, KnowledgeStore
+from gateway.domain.remote import RemoteOutcome, RemoteRequest, RemoteStatus
 from gateway.domain.schedule import ScheduleInputs, ScheduleParams, compute_schedule
 from gateway.domain.tariff import Band, Tariff
 from gateway.logging import get_logger
@@ -38,6 +39,8 @@ from gateway.mapek.knowledge import Knowledge
 from gateway.mapek.monitor import Monitor
 from gateway.mapek.plan import Planner, Proposal
 from gateway.mapek.plant import PlantState, build_state, good, usable, value
+from gateway.mapek.remote import RemoteContext
+from gateway.mapek.remote import apply as apply_remote
 from gateway.metrics import LOOP_CYCLE, LOOP_LAST_CYCLE, PLANS_CHOSEN, SYMPTOMS_OPEN, SYMPTOMS_RAISED
 
 log = get_logger("gateway.mapek.loop")
@@ -107,6 +110,7 @@ class ControlLoop:
         )
         self._setpoint_tags = {"prv": settings.zone.prv_setpoint_tag, "wtp": settings.treatment.setpoint_tag}
         self._wake: asyncio.Event | None = None
+        self._act_lock = asyncio.Lock()  # a remote request and a cycle never judge and write interleaved
         self._last_replan_at: float | None = None
         self.last_timings: dict[str, float] = {}
 
@@ -125,8 +129,10 @@ class ControlLoop:
         t1 = time.perf_counter()
         proposals, view = self._plan(state, analysis)
         t2 = time.perf_counter()
-        decisions = await self._execute(state, analysis, proposals, view)
+        async with self._act_lock:
+            decisions = await self._execute(state, analysis, proposals, view)
         await self._record_symptoms(analysis)
+        await self._record_assets(state)
         t3 = time.perf_counter()
         self.last_timings = {"analyze_s": t1 - t0, "plan_s": t2 - t1, "execute_s": t3 - t2}
         self._progress(now, t3 - t0)
@@ -167,10 +173,50 @@ class ControlLoop:
             "decisions": [(d.at, d.plan.code.value, d.plan.reason) for d in list(k.decisions)[-10:]],
         }
 
-    def set_mode(self, mode: Mode) -> None:
+    def set_mode(self, mode: str) -> None:
+        """auto, local or maintenance; the next cycle releases control when it is not auto."""
+        if mode not in {"auto", "local", "maintenance"}:
+            raise ValueError(f"unknown mode {mode!r}")
         if mode != self.mode:
             log.info("loop.mode_changed", old=self.mode, new=mode)
-        self.mode = mode
+        self.mode = mode  # type: ignore[assignment]  # checked above
+
+    async def handle(self, request: RemoteRequest) -> RemoteOutcome:
+        """``RemoteRequestHandler``: a remote request becomes a plan of origin "remote" through the same envelope."""
+        now = self._clock.now()
+        if now > request.expires_at:
+            return RemoteOutcome(RemoteStatus.REJECTED, "expired before the loop could apply it")
+        async with self._act_lock:
+            lookup = self._lookup(now)
+            state = build_state(
+                self.settings, lookup, at=now, mode=self.mode, tank_level=lookup(self.settings.tank.level_tag)
+            )
+            ctx = RemoteContext(
+                state=state,
+                view=self._view(state),
+                knowledge=self.knowledge,
+                execute=self.executor.execute,
+                set_mode=self.set_mode,
+                prv_tag=self.settings.zone.prv_setpoint_tag,
+                prv_hold_s=self.settings.zone.remote_hold_s,
+                alarm_reset_tag=self.settings.alarm_reset_tag,
+            )
+            plan, outcome = await apply_remote(request, ctx)
+            decision = Decision(
+                id=Decision.new_id(),
+                at=now,
+                plan=plan,
+                symptoms=tuple(self.knowledge.open_symptoms.values()),
+                inputs=self._inputs(state),
+                knowledge={"request_id": request.id, "requested_by": request.requested_by, "verdict": outcome.status},
+                outcomes=outcome.commands,
+                origin="remote",
+            )
+            self.knowledge.decisions.append(decision)
+            PLANS_CHOSEN.labels(code=plan.code.value).inc()
+            await self._store.record_decision(decision)
+        log.info("loop.remote_request", id=request.id, kind=request.kind.value, status=outcome.status.value)
+        return outcome
 
     # -- phases -------------------------------------------------------------------------------------------------
 
@@ -187,6 +233,7 @@ class ControlLoop:
             comm_ok=lambda d, t: self.monitor.comm_ok(d, t, self.settings.symptoms.comm_loss_s),
             devices=tuple(self._devices),
         )
+        self._store_health(now)
         analysis = self.analyzer.analyze(state, facts)
         level = self._tank_level(measured, analysis, now)
         if level is not measured:
@@ -388,6 +435,29 @@ class ControlLoop:
                 used["schedule_cost_eur"] = round(sched.cost_eur, 2)
         return used
 
+    def _store_health(self, now: float) -> None:
+        health = self._store.health()
+        if not health.healthy:
+            self.analyzer.raise_external(
+                SymptomCode.STORE_UNHEALTHY, "store", at=now, detail=health.reason, severity=Severity.ALARM
+            )
+        else:
+            self.analyzer.clear_external(SymptomCode.STORE_UNHEALTHY, "store")
+
+    async def _record_assets(self, state: PlantState) -> None:
+        """Pump asset state, on change of running or mode (the store upserts it)."""
+        for p in state.pumps:
+            if not (good(p.running) and good(p.auto_remote)):
+                continue
+            now_state = (p.is_running, p.in_auto)
+            if self.knowledge.assets.get(p.name) == now_state:
+                continue
+            self.knowledge.assets[p.name] = now_state
+            starts = lookup_int(self.monitor.reading(p.settings.starts_tag, state.at))
+            mode = "auto" if p.in_auto else "local"
+            asset = AssetState(p.name, p.hours, starts, mode, state.at, p.is_running)
+            await self._store.record_asset_state(asset)
+
     async def _record_symptoms(self, analysis: Analysis) -> None:
         for s in analysis.raised:
             SYMPTOMS_RAISED.labels(code=s.code.value).inc()
@@ -461,9 +531,19 @@ def _current_cancelling() -> bool:
     return task is not None and task.cancelling() > 0
 
 
+def lookup_int(r: Reading | None) -> int:
+    return int(value(r, 0.0)) if usable(r) else 0
+
+
 def _limits(s: LoopSettings) -> EnvelopeLimits:
     r = s.rules
+    t = s.tank
+    plc_levels = [tag for tag in (t.plc_start_lead_tag, t.plc_start_lag_tag, t.plc_stop_tag) if tag is not None]
     setpoints = {
+        tag: SetpointLimit(t.fire_reserve_m, t.high_m, t.plc_level_max_step_m, r.setpoint_min_interval_s)
+        for tag in plc_levels
+    }
+    setpoints |= {
         s.zone.prv_setpoint_tag: SetpointLimit(
             s.zone.prv_min_m, s.zone.prv_max_m, s.zone.prv_max_step_m, r.setpoint_min_interval_s
         ),

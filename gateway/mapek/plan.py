@@ -253,6 +253,8 @@ class Planner:
             if self._envelope_blocks(pump, view, state.at, start=True):
                 return Proposal("pumps", Plan(PlanCode.P_HOLD, why + "; start held by the envelope"), knowledge)
             cmd = Command(CommandKind.START_PUMP, pump.name, pump.settings.start_tag, True, target.why)
+            if pump.name == self._k.lead:
+                self._k.lead = None  # a remote lead request is used once
             return Proposal("pumps", Plan(code, why, (cmd,)), knowledge)
         if target.pumps < len(running):
             pump = self._pick_stop(running, view, state.at)
@@ -277,7 +279,7 @@ class Planner:
         """Lowest run hours first, preferring a pump the envelope would let start now."""
         busy = {p.name for p in self.running(state)} | exclude
         pool = [p for p in self._available(state, analysis) if not p.is_running and p.name not in busy]
-        pool.sort(key=lambda p: (p.hours, p.name))
+        pool.sort(key=lambda p: (p.name != self._k.lead, p.hours, p.name))
         for p in pool:
             if not self._envelope_blocks(p, view, state.at, start=True):
                 return p
@@ -306,8 +308,11 @@ class Planner:
         burst = next((b for b in bursts if _excess(b.data) <= self._s.symptoms.burst_max_step_lps), None)
         hour = self._tariff.hour(state.at)
         night = _in_hours(hour, z.prv_night_start_hour, z.prv_night_end_hour)
+        hold = self._k.prv_hold
         if burst is not None:
             target, code, why = z.prv_burst_m, PlanCode.PRV_SP_LOWER, f"burst: {burst.detail}"
+        elif hold is not None and state.at < hold[1]:
+            return None  # a remote setpoint holds until hold[1]
         elif night:
             target, code, why = (
                 z.prv_night_m,
