@@ -134,7 +134,7 @@ class FakePlant:
             want = [False, False, False]
         return [w and self.auto_remote[i] for i, w in enumerate(want)]
 
-    def value(self, tag: str) -> Value:  # noqa: PLR0911 - a table of tags
+    def value(self, tag: str) -> Value:
         if tag.startswith(("XC-", "YS-1", "YA-", "HS-1", "RH-", "SH-", "JI-")):
             i = int(tag[-1]) - 1
             return self._pump_value(tag[:2], i)
@@ -174,7 +174,9 @@ class FakePlant:
         return 25.0 if self.running[i] else 0.0
 
     def write(self, tag: str, value: Value) -> None:
-        self.writes.append(Write(self.now, tag, value, self.gateway_control, dict(zip(PUMPS, self.auto_remote))))
+        self.writes.append(
+            Write(self.now, tag, value, self.gateway_control, dict(zip(PUMPS, self.auto_remote, strict=False)))
+        )
         if tag.startswith("XC-"):
             self.coils[int(tag[-1]) - 1] = bool(value)
         elif tag == "HS-CTRL":

@@ -86,7 +86,8 @@ def test_level_observer_flags_a_lying_transmitter_and_carries_the_level() -> Non
     for t in range(0, 1200, 10):
         obs.update(at=float(t), dh_per_s=0.001, measured=5.0, trusted=t < 300)  # stuck at 5.0 while filling
     residual = obs.residual_m()
-    assert residual is not None and residual < -0.5
+    assert residual is not None
+    assert residual < -0.5
     obs.reanchor(700.0)  # the level it had at 720 s (first sample after), carried by the flows to 1190 s
     assert obs.estimate_m == pytest.approx(5.0 + 0.47, abs=0.01)
 
@@ -137,7 +138,8 @@ def test_burst_detector_ignores_the_profiled_morning_ramp_and_finds_a_step() -> 
         state = burst.update(at=t, flow_lps=9 + extra, pressure_m=45 - extra / 10, expected_lps=9)
         if state.active and found_at is None:
             found_at = t
-    assert found_at is not None and found_at - 2 * 3600 <= 600
+    assert found_at is not None
+    assert found_at - 2 * 3600 <= 600
     assert burst.update(at=4 * 3600, flow_lps=16, pressure_m=44.3, expected_lps=9).active  # stays open
 
 

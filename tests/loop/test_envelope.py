@@ -121,7 +121,7 @@ def test_start_blocked(change: dict[str, object], rule: Rule) -> None:
 
 def test_min_off_min_run_and_starts_per_hour() -> None:
     env, w = SafetyEnvelope(limits=replace(LIMITS, min_run_s=300, min_off_s=300)), World()
-    for i in range(4):
+    for _i in range(4):
         assert judge(env, w, start("P-101")) == [None]
         env.committed(start("P-101"), w.view(), w.now)
         w.running["P-101"] = True
@@ -265,7 +265,8 @@ class EnvelopeMachine(RuleBasedStateMachine):
         view, now = self.w.view(), self.w.now
         for command, verdict in self.env.judge_all(commands, view, now):
             if not verdict.allowed:
-                assert verdict.rule is not None and verdict.detail
+                assert verdict.rule is not None
+                assert verdict.detail
                 continue
             self._check_allowed(command)
             was_running = self.w.running.get(command.target, False)
@@ -285,8 +286,10 @@ class EnvelopeMachine(RuleBasedStateMachine):
         assert w.mode == "auto"
         if c.kind in {CommandKind.START_PUMP, CommandKind.STOP_PUMP} or c.target in PUMPS:
             n = c.target[-3:]
-            assert w.good(f"HS-{n}") and w.auto[c.target], "a write to a pump not in Auto/Remote"
-            assert w.good(f"YS-{n}") and w.good(f"YA-{n}"), "a pump command on a non-good status"
+            assert w.good(f"HS-{n}"), "a pump command on a non-good Auto/Remote input"
+            assert w.auto[c.target], "a write to a pump not in Auto/Remote"
+            assert w.good(f"YS-{n}"), "a pump command on a non-good status"
+            assert w.good(f"YA-{n}"), "a pump command on a non-good status"
         if c.kind is CommandKind.START_PUMP:
             assert w.in_control
             assert all(w.good(t) for t in ("LIT-201", "LIT-101", "LSHH-201")), "a start on a non-good input"
@@ -297,7 +300,9 @@ class EnvelopeMachine(RuleBasedStateMachine):
                 recent = [t for t in self.starts[c.target] if w.now - t < 3600]
                 assert len(recent) < LIMITS.max_starts_per_hour, "more starts per hour than allowed"
         if c.kind is CommandKind.CHANGE_SETPOINT:
-            assert 35 <= float(c.value) <= 55 and abs(float(c.value) - w.prv) <= 2 + 1e-6 and w.good("PCV-301.SP")
+            assert 35 <= float(c.value) <= 55
+            assert abs(float(c.value) - w.prv) <= 2 + 1e-6
+            assert w.good("PCV-301.SP")
 
     @invariant()
     def the_envelope_never_undercounts_starts(self) -> None:
