@@ -1,6 +1,6 @@
 """Fakes of our own ports for the loop's unit tests: a small booster-station plant behind two ``FieldDevice`` fakes
 (the PLC contract of docs/plant.md: run-request coils honoured only under gateway control with a fresh heartbeat,
-local hysteresis otherwise, dry-run and high-high interlocks, latched faults) and a minimal knowledge store.
+local hysteresis otherwise, dry-run and high-high interlocks, latched faults).
 
 The scenario tests use the real simulators over TCP; these fakes keep the unit and property tests fast and let them
 inspect every write the loop made.
@@ -16,18 +16,15 @@ from typing import Self
 
 from gateway.domain.errors import DeviceUnavailable
 from gateway.domain.model import (
-    AuditEntry,
     DataType,
-    Decision,
     OpcUaAddress,
     Quality,
     QualityReason,
     Reading,
-    Symptom,
     Tag,
     Value,
 )
-from gateway.domain.ports import OutboxStats, WriteResult
+from gateway.domain.ports import WriteResult
 from gateway.domain.twin import PlantModel, PumpCurve
 
 PUMPS = ("P-101", "P-102", "P-103")
@@ -50,6 +47,7 @@ class Write:
     value: Value
     in_control: bool
     auto_remote: dict[str, bool]
+    running: dict[str, bool]
 
 
 @dataclass
@@ -174,9 +172,9 @@ class FakePlant:
         return 25.0 if self.running[i] else 0.0
 
     def write(self, tag: str, value: Value) -> None:
-        self.writes.append(
-            Write(self.now, tag, value, self.gateway_control, dict(zip(PUMPS, self.auto_remote, strict=False)))
-        )
+        auto = dict(zip(PUMPS, self.auto_remote, strict=True))
+        running = dict(zip(PUMPS, self.running, strict=True))
+        self.writes.append(Write(self.now, tag, value, self.gateway_control, auto, running))
         if tag.startswith("XC-"):
             self.coils[int(tag[-1]) - 1] = bool(value)
         elif tag == "HS-CTRL":
@@ -236,43 +234,3 @@ class FakeDevice:
         back = self.plant.value(tag)
         ok = back == value or (isinstance(back, float) and math.isclose(back, float(value)))
         return WriteResult(tag, value, ok, back)
-
-
-class MemoryStore:
-    """The knowledge-store port in memory (the parts the loop uses)."""
-
-    def __init__(self) -> None:
-        self.readings = 0
-        self.symptoms: list[tuple[Symptom, bool, float]] = []
-        self.decisions: list[Decision] = []
-
-    async def record_readings(self, device: str, readings: Sequence[Reading]) -> bool:
-        self.readings += len(readings)
-        return True
-
-    async def record_symptom(self, symptom: Symptom, *, raised: bool, at: float) -> None:
-        self.symptoms.append((symptom, raised, at))
-
-    async def record_decision(self, decision: Decision) -> None:
-        self.decisions.append(decision)
-
-    async def record_audit(self, entry: AuditEntry, response: object = None) -> None:
-        return None
-
-    async def record_event(self, message: object) -> None:
-        return None
-
-    async def flush(self) -> None:
-        return None
-
-    async def latest_readings(self) -> dict[str, Reading]:
-        return {}
-
-    async def fetch_unsent(self, *, limit: int, after_row_id: int = 0, max_priority: int | None = None) -> list[object]:
-        return []
-
-    async def mark_sent(self, row_ids: Sequence[int]) -> None:
-        return None
-
-    async def stats(self) -> OutboxStats:
-        return OutboxStats(0, None, 0)

@@ -9,7 +9,8 @@ from gateway.config.loop import LoopSettings
 from gateway.domain.model import Decision
 from gateway.domain.tariff import Band, Tariff
 from gateway.mapek.loop import ControlLoop
-from tests.loop.fakes import PLC_TAGS, RTU_TAGS, FakeDevice, FakePlant, MemoryStore
+from gateway.testing.fakes import InMemoryKnowledgeStore
+from tests.loop.fakes import PLC_TAGS, RTU_TAGS, FakeDevice, FakePlant
 
 TARIFF = Tariff(bands=[Band(0, 7, 0.08), Band(7, 17, 0.15), Band(17, 21, 0.30), Band(21, 22, 0.15), Band(22, 24, 0.08)])
 
@@ -20,7 +21,7 @@ class Harness:
     clock: SteppedClock
     plc: FakeDevice
     rtu: FakeDevice
-    store: MemoryStore
+    store: InMemoryKnowledgeStore
     loop: ControlLoop
     cost_eur: float = 0.0
     decisions: list[Decision] = field(default_factory=list)
@@ -36,18 +37,21 @@ class Harness:
             await self.loop.poll()
             self.decisions += await self.loop.cycle()
 
+    def writes(self, tag: str) -> list[tuple[float, object]]:
+        return [(w.at, w.value) for w in self.plant.writes if w.tag == tag]
+
 
 def make(settings: LoopSettings | None = None, **plant: object) -> Harness:
     p = FakePlant(**plant)  # type: ignore[arg-type]
     clock = SteppedClock(start=p.now)
     plc, rtu = FakeDevice("pump-plc", p, PLC_TAGS), FakeDevice("tank-rtu", p, RTU_TAGS)
-    store = MemoryStore()
+    store = InMemoryKnowledgeStore(clock=clock, uplink_enabled=False)
     s = settings or LoopSettings()
     loop = ControlLoop(
         settings=s,
         clock=clock,
         devices={"pump-plc": plc, "tank-rtu": rtu},
-        store=store,  # type: ignore[arg-type]
+        store=store,
         stale_after_s={"pump-plc": 15.0, "tank-rtu": 15.0},
     )
     return Harness(p, clock, plc, rtu, store, loop)
