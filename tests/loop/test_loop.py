@@ -3,6 +3,8 @@ requests, explainable decisions — and a Hypothesis run over the whole loop tha
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -44,7 +46,7 @@ async def test_takeover_is_bumpless_and_the_heartbeat_runs() -> None:
     assert h.plant.running[0]  # never stopped by the takeover
     beats = [v for _, v in h.writes("GW-HB")]
     assert len(beats) >= 5
-    assert all(b == a + 1 for a, b in zip(beats, beats[1:], strict=False))
+    assert all(b == a + 1 for a, b in itertools.pairwise(beats))
     assert PlanCode.TAKE_CONTROL in codes(h)
 
 
@@ -55,9 +57,11 @@ async def test_why_did_the_pump_start() -> None:
     assert start.plan.code in {PlanCode.P_START_LEAD, PlanCode.P_ROTATE_LEAD}
     assert "below start 4.00 m" in start.plan.reason
     assert "P-102 lead by run hours (110.0 <= P-101 120.0)" in start.plan.reason  # the lowest run hours leads
-    assert start.inputs["LIT-201"].value is not None and start.inputs["LIT-201"].value < 4.0
+    assert start.inputs["LIT-201"].value is not None
+    assert start.inputs["LIT-201"].value < 4.0
     assert start.outcomes[0].status is CommandStatus.CONFIRMED
-    assert "tariff_eur_per_kwh" in start.knowledge and "time_to_fire_reserve_s" in start.knowledge
+    assert "tariff_eur_per_kwh" in start.knowledge
+    assert "time_to_fire_reserve_s" in start.knowledge
     assert h.store.decisions[-1].id == h.decisions[-1].id  # stored for `gateway status`
 
 
@@ -94,7 +98,8 @@ async def test_comm_loss_fails_safe_to_the_plc_and_recovers_cleanly() -> None:
     failsafe = next(d for d in h.decisions if d.plan.code is PlanCode.FAILSAFE_LOCAL)
     assert "LIT-201" in failsafe.plan.reason
     level = h.loop.monitor.reading("LIT-201", h.clock.now())
-    assert level is not None and level.quality is Quality.BAD
+    assert level is not None
+    assert level.quality is Quality.BAD
     beats = len(h.writes("GW-HB"))
     await h.run(15 * 60)
     assert len(h.writes("GW-HB")) == beats  # heartbeat stopped, no command on stale data
