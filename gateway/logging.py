@@ -52,9 +52,16 @@ def _route_stdlib(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # Third-party libraries are chatty at INFO (every reconnect attempt); we log state changes ourselves.
-    for noisy in ("asyncua", "pymodbus", "paho", "aiosqlite"):
-        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    # Third-party libraries log every failed reconnect attempt (pymodbus a WARNING, asyncua an ERROR with a
+    # traceback each time a server goes away); the adapters log those state changes once themselves.
+    quiet = {
+        "asyncua": logging.CRITICAL,
+        "pymodbus": logging.ERROR,
+        "paho": logging.WARNING,
+        "aiosqlite": logging.WARNING,
+    }
+    for name, floor in quiet.items():
+        logging.getLogger(name).setLevel(level if level <= logging.DEBUG else max(level, floor))
 
 
 def get_logger(name: str = "gateway") -> structlog.stdlib.BoundLogger:

@@ -77,7 +77,15 @@ def _address(tag: Tag) -> str:
 
 def _plan_lines(dev: ModbusDeviceSettings | OpcUaDeviceSettings, tags: list[Tag]) -> list[str]:
     """The read plan a poll of this device issues."""
-    return []
+    if isinstance(dev, ModbusDeviceSettings):
+        from gateway.adapters.modbus.planner import describe_plan
+
+        return describe_plan(dev, tags)
+    if dev.read_mode == "subscribe":
+        every = dev.publishing_interval_s
+        return [f"read plan: one subscription, {len(tags)} monitored items, publishing every {every} s"]
+    per_call = f"up to {dev.max_nodes_per_read}" if dev.max_nodes_per_read else "as many as the server allows"
+    return [f"read plan: batched Read service calls for {len(tags)} nodes ({per_call} per call)"]
 
 
 def _uplink_line(s: GatewaySettings) -> str:

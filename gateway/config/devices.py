@@ -147,8 +147,15 @@ class ModbusDeviceSettings(_DeviceCommon):
     port: int = Field(default=502, ge=1, le=65535)
     unit_id: int = Field(default=1, ge=0, le=255)
     max_gap: int = Field(default=16, ge=0, le=124, description="Unused registers a merged read may bridge.")
+    max_bit_gap: int = Field(
+        default=256, ge=0, le=1999, description="Unused coils or discrete inputs a merged read may bridge."
+    )
     max_registers_per_request: int = Field(default=125, ge=1, le=125)
     max_bits_per_request: int = Field(default=2000, ge=1, le=2000)
+    write_multiple: bool = Field(
+        default=False,
+        description="Write with FC15/FC16 even a single coil or register (for devices without FC5/FC6).",
+    )
     tags: list[ModbusTagSettings] = Field(default_factory=list)
 
 
@@ -185,6 +192,13 @@ class OpcUaDeviceSettings(_DeviceCommon):
     publishing_interval_s: PositiveSeconds = Field(default=0.5, description="Subscription publishing interval.")
     reconnect_min_s: PositiveSeconds = 0.5
     reconnect_max_s: PositiveSeconds = 30.0
+    max_nodes_per_read: int = Field(
+        default=0, ge=0, description="Nodes per Read service call; 0 = as many as the server's limit allows."
+    )
+    source_timestamps: bool = Field(
+        default=True,
+        description="Stamp readings with the server's SourceTimestamp; false = the gateway's clock on receipt.",
+    )
     security: OpcUaSecurity = Field(default_factory=OpcUaSecurity)
     tags: list[OpcUaTagSettings] = Field(default_factory=list)
 

@@ -37,8 +37,32 @@ class WriteResult:
     duration_s: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class DeviceHealth:
+    """How a field device is doing, without asking it: for ``/readyz``, metrics and the loop's COMM_LOSS rule."""
+
+    name: str
+    connected: bool
+    #: ``ok`` (last operation succeeded), ``failing`` (the last one failed) or ``starting`` (nothing tried yet).
+    state: str
+    #: The circuit breaker's state (``closed``, ``half_open``, ``open``), or None where the adapter has none.
+    breaker: str | None
+    consecutive_failures: int
+    last_success_at: float | None  # POSIX seconds of the last successful poll
+    last_error: str = ""
+
+    @property
+    def ready(self) -> bool:
+        """Fit to be relied on: connected and not failing."""
+        return self.connected and self.state == "ok"
+
+
 class FieldDevice(Protocol):
-    """A PLC or RTU the gateway polls and commands. Adapters are async context managers."""
+    """A PLC or RTU the gateway polls and commands. Adapters are async context managers.
+
+    Entering connects (or starts connecting: a device that is down must not stop the gateway from starting);
+    leaving disconnects and ends every task the adapter started.
+    """
 
     name: str
 
@@ -56,7 +80,17 @@ class FieldDevice(Protocol):
         ...
 
     async def write(self, tag: str, value: Value) -> WriteResult:
-        """Write one writable tag in engineering units and confirm it by read-back. Never retried blindly."""
+        """Write one writable tag in engineering units and confirm it by read-back. Never retried blindly.
+
+        Raises ``WriteRefused`` before anything is sent (unknown or read-only tag, value outside the tag's range or
+        its data type), ``DeviceUnavailable`` (``CircuitOpen``) when the write could not be sent at all. Once the
+        write has left, the outcome is returned: ``confirmed`` only when the read-back matches.
+        """
+        ...
+
+    @property
+    def health(self) -> DeviceHealth:
+        """The device's state as last seen; cheap, no I/O."""
         ...
 
 

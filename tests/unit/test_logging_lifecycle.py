@@ -30,7 +30,7 @@ def test_standard_library_loggers_share_the_output() -> None:
 
     out = io.StringIO()
     configure_logging("warning", "json", stream=out)
-    logging.getLogger("asyncua.client").warning("server went away")
+    logging.getLogger("gateway.thirdparty").warning("server went away")
     assert json.loads(out.getvalue())["event"] == "server went away"
 
 
@@ -63,3 +63,13 @@ async def test_drain_is_bounded_then_cancelled() -> None:
     result = await run_until_shutdown(stubborn, drain_timeout_s=0.1)
     assert result is None
     assert cancelled == [True]
+
+
+def test_library_reconnect_noise_is_quieted_unless_debugging() -> None:
+    import logging
+
+    configure_logging("info", "json", stream=io.StringIO())
+    assert not logging.getLogger("asyncua.client").isEnabledFor(logging.ERROR)
+    assert not logging.getLogger("pymodbus").isEnabledFor(logging.WARNING)
+    configure_logging("debug", "json", stream=io.StringIO())
+    assert logging.getLogger("pymodbus").isEnabledFor(logging.DEBUG)

@@ -1,0 +1,6 @@
+"""Modbus TCP southbound: read planner, register codec and the device adapter."""
+
+from gateway.adapters.modbus.device import ModbusDevice
+from gateway.adapters.modbus.planner import PlanLimits, ReadPlan, ReadRequest, describe_plan, plan_reads
+
+__all__ = ["ModbusDevice", "PlanLimits", "ReadPlan", "ReadRequest", "describe_plan", "plan_reads"]

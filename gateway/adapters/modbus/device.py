@@ -1,0 +1,418 @@
+"""The Modbus TCP adapter: a ``FieldDevice`` over one pymodbus connection.
+
+Per device: one connection and one lock (a PLC answers one request at a time on a connection, and a write must not
+interleave with a poll), a deadline on every request, retries of transient errors only, and a circuit breaker around
+each operation, outside the retries. pymodbus's own retries and reconnect task are switched off: this adapter decides
+when to try again, on the injected clock, and connects on demand, so a PLC that comes back after a power cycle is
+picked up by the next poll the breaker lets through.
+
+Errors are translated here, once: a timeout, a refused or dropped connection, a busy device → ``DeviceUnavailable``
+(retried, counted by the breaker); exception codes 01/02/03 (and any other refusal) → ``DeviceRejected`` (the tags of
+that request turn bad with reason ``device_exception``; not retried; the breaker counts it as an answer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Self
+
+from prometheus_client import Counter
+from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.exceptions import ConnectionException, ModbusIOException
+from pymodbus.pdu import ModbusPDU
+
+from gateway.adapters.breaker import BreakerState, CircuitBreaker
+from gateway.adapters.modbus.codec import BlockDecoder, Judge, modbus_address, raw_fits
+from gateway.adapters.modbus.ops import Call, WriteOp, payload_length, read_call, write_op
+from gateway.adapters.modbus.planner import PlanLimits, PlanMode, ReadPlan, ReadRequest, plan_reads, split_at_gaps
+from gateway.adapters.quality import QualityTracker
+from gateway.adapters.retry import RetryPolicy, call_with_retry
+from gateway.adapters.status import DeviceStatus
+from gateway.adapters.writes import checked_value, writable_tag
+from gateway.config.devices import ModbusDeviceSettings
+from gateway.domain.errors import DeviceRejected, DeviceUnavailable, WriteRefused
+from gateway.domain.model import Quality, QualityReason, Reading, Tag, Value
+from gateway.domain.ports import Clock, DeviceHealth, WriteResult
+from gateway.logging import get_logger
+from gateway.metrics import BREAKER_STATE, DEVICE_ERRORS, DEVICE_REQUESTS, POLL_DURATION, READINGS
+
+log = get_logger("gateway.adapters.modbus")
+
+#: Exception codes that mean "not now" rather than "no": acknowledge (05), busy (06), gateway path (0A), gateway
+#: target did not answer (0B). They are retried and counted like a timeout.
+TRANSIENT_CODES = frozenset({0x05, 0x06, 0x0A, 0x0B})
+EXCEPTION_NAMES = {
+    0x01: "illegal function",
+    0x02: "illegal data address",
+    0x03: "illegal data value",
+    0x04: "server device failure",
+    0x05: "acknowledge",
+    0x06: "server device busy",
+    0x08: "memory parity error",
+    0x0A: "gateway path unavailable",
+    0x0B: "gateway target failed to respond",
+}
+_CONFIRM_PAUSE_S = 0.05
+
+
+class _Compiled:
+    """A planned request with everything a poll needs precomputed: the call, the decoder, the judge."""
+
+    __slots__ = ("call", "decoder", "judge", "request", "tags")
+
+    def __init__(self, request: ReadRequest, unit: int) -> None:
+        self.request = request
+        self.call = read_call(request.table, request.address, request.count, unit)
+        self.decoder = BlockDecoder(start=request.address, count=request.count, tags=request.tags)
+        self.tags = self.decoder.tags
+        self.judge = Judge(self.tags)
+
+    def readings(self, response: ModbusPDU, *, now: float) -> list[Reading]:
+        bits = self.decoder.bit_table
+        if payload_length(response, bits=bits) < self.request.count:
+            return [Reading(t.name, None, Quality.BAD, now, now, t.unit, QualityReason.DECODE_ERROR) for t in self.tags]
+        values = self.decoder.decode_bits(response.bits) if bits else self.decoder.decode_registers(response.registers)
+        return self.judge.readings(values, now=now)
+
+
+class ModbusDevice:
+    """A Modbus TCP PLC or RTU behind the ``FieldDevice`` port. Use as an async context manager.
+
+    ``plan_mode="per_tag"`` reads each tag with its own request: only for benchmarks (the baseline to beat).
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: ModbusDeviceSettings,
+        tags: Sequence[Tag],
+        clock: Clock,
+        plan_mode: PlanMode = "merged",
+        rng: random.Random | None = None,
+    ) -> None:
+        self.name = settings.name
+        self._settings = settings
+        self._tags = tuple(tags)
+        self._by_name = {t.name: t for t in self._tags}
+        self._clock = clock
+        self._rng = rng or random.Random()
+        plan = plan_reads(tags, limits=PlanLimits.of(settings), mode=plan_mode)
+        self._compiled = [_Compiled(r, settings.unit_id) for r in plan.requests]
+        self._lock = asyncio.Lock()
+        self._client: AsyncModbusTcpClient | None = None
+        self._in_flight = False
+        self._status = DeviceStatus(name=self.name, protocol="modbus", clock=clock)
+        self._quality = QualityTracker(stale_limit_s=settings.stale_limit_s, clock=clock)
+        self._breaker = CircuitBreaker(
+            name=self.name,
+            fail_max=settings.breaker.fail_max,
+            reset_timeout_s=settings.breaker.reset_timeout_s,
+            clock=clock,
+            on_change=self._breaker_changed,
+        )
+        # A retry must not push the poll past its slot.
+        self._retry = RetryPolicy(
+            attempts=settings.retries + 1,
+            first_delay_s=settings.retry_backoff_s,
+            max_total_s=settings.poll_interval_s,
+            attempt_s=settings.timeout_s,
+        )
+        self._metrics_init()
+
+    def _metrics_init(self) -> None:
+        self._m_read = DEVICE_REQUESTS.labels(self.name, "read")
+        self._m_write = DEVICE_REQUESTS.labels(self.name, "write")
+        self._m_poll = POLL_DURATION.labels(self.name)
+        self._m_quality = {q: READINGS.labels(self.name, q.value) for q in Quality}
+        self._m_breaker = BREAKER_STATE.labels(self.name)
+        self._m_breaker.set(BreakerState.CLOSED.metric_value)
+
+    # -- the FieldDevice port --------------------------------------------------------------------------------------
+
+    @property
+    def tags(self) -> Sequence[Tag]:
+        return self._tags
+
+    @property
+    def plan(self) -> ReadPlan:
+        """The requests one poll issues (after any split of a request the device refused for its gaps)."""
+        return ReadPlan(tuple(c.request for c in self._compiled))
+
+    @property
+    def health(self) -> DeviceHealth:
+        return self._status.health(self._breaker.state.value)
+
+    async def __aenter__(self) -> Self:
+        s = self._settings
+        # Retries and reconnects are ours (on the injected clock, under the breaker): pymodbus's are switched off.
+        # Its own timeout is only a backstop behind our deadline, so that it never logs a request as lost first.
+        self._client = AsyncModbusTcpClient(
+            s.host,
+            port=s.port,
+            name=f"modbus[{self.name}]",
+            reconnect_delay=0,
+            reconnect_delay_max=0,
+            timeout=2 * s.timeout_s + 1.0,
+            retries=0,
+            trace_connect=self._connection_changed,
+        )
+        try:
+            async with self._lock:
+                await self._connected_client()
+            self._status.succeeded()
+        except DeviceUnavailable as exc:
+            self._status.failed(str(exc))  # the gateway starts anyway; polls pick the device up when it is back
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._drop_connection()
+        self._client = None
+
+    async def poll(self) -> list[Reading]:
+        """Read every tag with the planned requests; never raises for a device fault (readings carry the quality)."""
+        started = time.perf_counter()  # real elapsed time for the metric, whatever the injected clock does
+        async with self._lock:
+            readings = await self._poll_locked()
+        self._m_poll.observe(time.perf_counter() - started)
+        self._count(readings)
+        return readings
+
+    async def write(self, tag: str, value: Value) -> WriteResult:
+        """Write one tag (FC5/FC15 coils, FC6/FC16 registers, FC22 register bits) and confirm it by read-back."""
+        target = writable_tag(self._by_name, tag, device=self.name)
+        if not modbus_address(target).table.is_writable:
+            raise WriteRefused(f"{self.name}: tag {tag} is in a read-only table")
+        engineering = checked_value(target, value)
+        raw = target.to_raw(engineering)
+        if not raw_fits(target, raw):
+            raise WriteRefused(f"tag {tag}: {value} is {raw} in source units, beyond {target.data_type.value}")
+        op = write_op(target, raw, unit=self._settings.unit_id, multiple=self._settings.write_multiple)
+        started = self._clock.monotonic()
+        async with self._lock:
+            self._breaker.check()
+            try:
+                result = await self._write_locked(target, engineering, op, started)
+            except DeviceUnavailable as exc:
+                self._breaker.record_failure()
+                self._status.failed(str(exc))
+                raise
+            except BaseException:
+                self._breaker.release()
+                raise
+        log.info(
+            "modbus.write",
+            device=self.name,
+            tag=tag,
+            value=engineering,
+            fc=op.function_code,
+            confirmed=result.confirmed,
+            detail=result.detail,
+        )
+        return result
+
+    # -- polling ---------------------------------------------------------------------------------------------------
+
+    async def _poll_locked(self) -> list[Reading]:
+        if not self._breaker.allow():
+            return self._quality.missed(self._tags, QualityReason.COMM_LOSS)
+        fresh: list[Reading] = []
+        try:
+            for compiled in list(self._compiled):
+                fresh += await self._read(compiled)
+        except DeviceUnavailable as exc:
+            self._breaker.record_failure()
+            self._status.failed(str(exc))
+            self._quality.record(fresh)
+            got = {r.tag for r in fresh}
+            return fresh + self._quality.missed([t for t in self._tags if t.name not in got], QualityReason.COMM_LOSS)
+        except BaseException:
+            self._breaker.release()
+            raise
+        self._breaker.record_success()
+        self._status.succeeded()
+        self._quality.record(fresh)
+        return fresh
+
+    async def _read(self, compiled: _Compiled) -> list[Reading]:
+        try:
+            response = await call_with_retry(
+                lambda: self._request(compiled.call, self._m_read),
+                policy=self._retry,
+                clock=self._clock,
+                rng=self._rng,
+                on_retry=self._retrying,
+            )
+        except DeviceRejected as exc:
+            if exc.code == 0x02 and compiled.request.unused:
+                return await self._split(compiled, exc)
+            now = self._clock.now()
+            reason = QualityReason.DEVICE_EXCEPTION
+            return [Reading(t.name, None, Quality.BAD, now, now, t.unit, reason) for t in compiled.tags]
+        return compiled.readings(response, now=self._clock.now())
+
+    async def _split(self, compiled: _Compiled, exc: DeviceRejected) -> list[Reading]:
+        """A device that refuses the unused addresses a merged request bridges gets gap-free requests from now on."""
+        pieces = [_Compiled(r, self._settings.unit_id) for r in split_at_gaps(compiled.request)]
+        index = self._compiled.index(compiled)
+        self._compiled[index : index + 1] = pieces
+        log.warning(
+            "modbus.plan_split",
+            device=self.name,
+            request=compiled.request.describe(),
+            into=len(pieces),
+            error=str(exc),
+        )
+        readings: list[Reading] = []
+        for piece in pieces:
+            readings += await self._read(piece)
+        return readings
+
+    def _retrying(self, attempt: int, exc: DeviceUnavailable, delay: float) -> None:
+        log.debug("modbus.retry", device=self.name, attempt=attempt, delay_s=round(delay, 3), error=str(exc))
+
+    def _count(self, readings: list[Reading]) -> None:
+        good = sum(1 for r in readings if r.quality is Quality.GOOD)
+        bad = sum(1 for r in readings if r.quality is Quality.BAD)
+        self._m_quality[Quality.GOOD].inc(good)
+        self._m_quality[Quality.BAD].inc(bad)
+        self._m_quality[Quality.UNCERTAIN].inc(len(readings) - good - bad)
+
+    # -- writing ---------------------------------------------------------------------------------------------------
+
+    async def _write_locked(self, tag: Tag, value: Value, op: WriteOp, started: float) -> WriteResult:
+        await self._connected_client()  # raises DeviceUnavailable while nothing has been sent
+        sent_error = ""
+        try:
+            await self._request(op.send, self._m_write)  # never retried: a repeated write could act twice
+        except DeviceRejected as exc:
+            self._breaker.record_success()
+            return self._write_result(tag, value, started, read_back=None, detail=f"refused by the device: {exc}")
+        except DeviceUnavailable as exc:
+            # The request left; whether it was applied is unknown: the read-back finds out.
+            sent_error = f"no response to the write ({exc}); "
+        confirmed, read_back, detail = await self._confirm(op)
+        if confirmed or not sent_error:
+            self._breaker.record_success()
+            self._status.succeeded()
+        else:
+            self._breaker.record_failure()
+            self._status.failed(sent_error + detail)
+        return self._write_result(tag, value, started, read_back=read_back, detail=sent_error + detail, ok=confirmed)
+
+    async def _confirm(self, op: WriteOp) -> tuple[bool, Value | None, str]:
+        """Read back until the device shows the written value or ``write_confirm_timeout_s`` has passed."""
+        deadline = self._clock.monotonic() + self._settings.write_confirm_timeout_s
+        read_back: Value | None = None
+        problem = "no read-back"
+        while True:
+            try:
+                response = await self._request(op.read_back, self._m_read)
+            except DeviceRejected as exc:
+                return False, None, f"read-back refused: {exc}"
+            except DeviceUnavailable as exc:
+                problem = f"read-back failed: {exc}"
+            else:
+                read_back = op.value_of(response)
+                if op.matches(response):
+                    return True, read_back, "confirmed by read-back"
+                problem = f"read-back shows {read_back!r}"
+            if self._clock.monotonic() + _CONFIRM_PAUSE_S >= deadline:
+                return False, read_back, f"{problem} after {self._settings.write_confirm_timeout_s} s"
+            await self._clock.sleep(_CONFIRM_PAUSE_S)
+
+    def _write_result(
+        self, tag: Tag, value: Value, started: float, *, read_back: Value | None, detail: str, ok: bool = False
+    ) -> WriteResult:
+        return WriteResult(
+            tag=tag.name,
+            requested=value,
+            confirmed=ok,
+            read_back=read_back,
+            detail=detail,
+            duration_s=self._clock.monotonic() - started,
+        )
+
+    # -- the connection --------------------------------------------------------------------------------------------
+
+    async def _connected_client(self) -> AsyncModbusTcpClient:
+        client = self._client
+        if client is None:
+            raise RuntimeError(f"{self.name}: the adapter is used outside its 'async with' block")
+        if client.connected:
+            return client
+        s = self._settings
+        try:
+            async with asyncio.timeout(s.timeout_s):
+                connected = await client.connect()
+        except TimeoutError:
+            connected = False
+        if not connected:
+            DEVICE_ERRORS.labels(self.name, "connection").inc()
+            raise DeviceUnavailable(self.name, f"cannot connect to {s.host}:{s.port}")
+        return client
+
+    async def _request(self, call: Call, counter: Counter) -> ModbusPDU:
+        """One request under the deadline, its errors translated. Not retried here."""
+        client = await self._connected_client()
+        counter.inc()
+        self._in_flight = True
+        try:
+            async with asyncio.timeout(self._settings.timeout_s):
+                response = await call(client)
+        except TimeoutError as exc:
+            self._failed_request("timeout")
+            raise DeviceUnavailable(self.name, f"no answer within {self._settings.timeout_s} s") from exc
+        except (ConnectionException, ModbusIOException, OSError) as exc:
+            self._failed_request("connection")
+            raise DeviceUnavailable(self.name, f"connection lost: {exc}") from exc
+        finally:
+            self._in_flight = False
+        return self._checked(response)
+
+    def _checked(self, response: ModbusPDU) -> ModbusPDU:
+        if not response.isError():
+            return response
+        code = int(getattr(response, "exception_code", 0))
+        text = f"exception code {code:02X} ({EXCEPTION_NAMES.get(code, 'unknown')})"
+        if code in TRANSIENT_CODES:
+            DEVICE_ERRORS.labels(self.name, "busy").inc()
+            raise DeviceUnavailable(self.name, text)
+        DEVICE_ERRORS.labels(self.name, "exception").inc()
+        raise DeviceRejected(self.name, text, code=code)
+
+    def _failed_request(self, kind: str) -> None:
+        DEVICE_ERRORS.labels(self.name, kind).inc()
+        # After a timeout a late answer could still arrive and be taken for the next request's: start clean.
+        self._drop_connection()
+
+    def _drop_connection(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        self._status.set_connected(False)
+
+    def _connection_changed(self, connected: bool) -> None:
+        """pymodbus's connect/disconnect hook (called when the peer drops us, not when we close)."""
+        self._status.set_connected(connected)
+        if not connected and self._in_flight and self._client is not None:
+            # pymodbus lets a request whose connection dropped wait for its timeout; fail it now so that the retry
+            # reconnects at once. ``ctx.response_future`` is the request's pending answer in pymodbus 3.16.
+            pending = getattr(self._client.ctx, "response_future", None)
+            if isinstance(pending, asyncio.Future) and not pending.done():
+                pending.set_exception(ConnectionException("connection dropped by the device"))
+
+    def _breaker_changed(self, old: BreakerState, new: BreakerState) -> None:
+        self._m_breaker.set(new.metric_value)
+        # Opening and closing are news; the open → half-open → open cycle of a device that stays down is not.
+        if old is BreakerState.CLOSED:
+            log_at = log.warning
+        elif new is BreakerState.CLOSED:
+            log_at = log.info
+        else:
+            log_at = log.debug
+        log_at("modbus.breaker", device=self.name, old=old.value, new=new.value, retry_in_s=self._breaker.retry_in())

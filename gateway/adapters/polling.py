@@ -1,0 +1,101 @@
+"""Per-device polling at a fixed rate, on the injected clock: the Monitor phase's source of readings.
+
+Slots fall at ``start + k · interval``. A poll that overruns its slot makes the scheduler skip to the next slot still
+ahead (the skipped ones are counted in ``gateway_poll_slots_missed_total``) rather than firing a burst of catch-up
+polls at a device that is already slow. A poll never dies: an unexpected exception is logged (once, then quietly
+while it repeats), counted, and turned into bad readings for every tag, so that the loop sees the gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Awaitable, Callable
+
+from gateway.domain.model import Quality, QualityReason, Reading
+from gateway.domain.ports import Clock, FieldDevice
+from gateway.logging import get_logger
+from gateway.metrics import DEVICE_ERRORS, POLL_SLOTS_MISSED
+
+log = get_logger("gateway.adapters.polling")
+
+#: Where each poll's readings go: ``await sink(device_name, readings)``. It may wait (backpressure from the store).
+ReadingSink = Callable[[str, list[Reading]], Awaitable[None]]
+
+
+class PollScheduler:
+    """Polls one device every ``interval_s`` and hands each poll's readings to ``sink``."""
+
+    def __init__(self, *, device: FieldDevice, interval_s: float, clock: Clock, sink: ReadingSink) -> None:
+        if interval_s <= 0:
+            raise ValueError("interval_s must be positive")
+        self.device = device
+        self.interval_s = interval_s
+        self._clock = clock
+        self._sink = sink
+        self._failing = False
+        self._sink_failing = False
+        self.polls = 0
+        self.missed_slots = 0
+        self._missed_metric = POLL_SLOTS_MISSED.labels(device.name)
+        self._error_metric = DEVICE_ERRORS.labels(device.name, "unexpected")
+
+    @property
+    def task_name(self) -> str:
+        return f"poll[{self.device.name}]"
+
+    def start(self, group: asyncio.TaskGroup) -> asyncio.Task[None]:
+        """Run the scheduler as a named task of ``group``."""
+        return group.create_task(self.run(), name=self.task_name)
+
+    async def run(self) -> None:
+        """Poll until cancelled."""
+        slot = self._clock.monotonic()
+        while True:
+            readings = await self._poll()
+            self.polls += 1
+            await self._deliver(readings)
+            slot = self._next_slot(slot)
+            await self._clock.sleep(slot - self._clock.monotonic())
+
+    def _next_slot(self, slot: float) -> float:
+        """The next slot still ahead; the ones an overrun poll swallowed are counted as missed."""
+        slot += self.interval_s
+        late = self._clock.monotonic() - slot
+        if late <= 0:
+            return slot
+        missed = math.floor(late / self.interval_s) + 1
+        self.missed_slots += missed
+        self._missed_metric.inc(missed)
+        return slot + missed * self.interval_s
+
+    async def _poll(self) -> list[Reading]:
+        try:
+            readings = await self.device.poll()
+        except Exception as exc:  # a poll must never end the loop; CancelledError is not an Exception
+            self._error_metric.inc()
+            self._report(exc)
+            now = self._clock.now()
+            reason = QualityReason.DECODE_ERROR
+            return [Reading(t.name, None, Quality.BAD, now, now, t.unit, reason) for t in self.device.tags]
+        if self._failing:
+            self._failing = False
+            log.info("poll.recovered", device=self.device.name)
+        return readings
+
+    async def _deliver(self, readings: list[Reading]) -> None:
+        try:
+            await self._sink(self.device.name, readings)
+        except Exception as exc:  # the readings are lost, the polling goes on
+            if not self._sink_failing:
+                log.exception("poll.sink_failed", device=self.device.name, error=repr(exc))
+            self._sink_failing = True
+        else:
+            self._sink_failing = False
+
+    def _report(self, exc: Exception) -> None:
+        if self._failing:
+            log.debug("poll.still_failing", device=self.device.name, error=repr(exc))
+            return
+        self._failing = True
+        log.error("poll.failed", device=self.device.name, error=repr(exc), exc_info=exc)
