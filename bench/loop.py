@@ -63,16 +63,16 @@ async def cycle_times(n_tags: int, cycles: int) -> dict[str, float]:
     own = len(h.plc.tags) + len(h.rtu.tags)
     filler = FillerDevice("filler", max(0, n_tags - own), h)
     loop = h.loop
-    loop._devices["filler"] = filler  # noqa: SLF001 - benchmark wiring: a third device beside the fake plant
-    loop.monitor._devices["filler"] = filler  # noqa: SLF001
-    loop.monitor.devices["filler"] = type(loop.monitor.devices["pump-plc"])("filler")  # noqa: SLF001
+    loop._devices["filler"] = filler
+    loop.monitor._devices["filler"] = filler
+    loop.monitor.devices["filler"] = type(loop.monitor.devices["pump-plc"])("filler")
     await h.run(60, step_s=1)  # take control
     ap, replans, ingest = [], [], []
     for _ in range(cycles):
         h.plant.step(1.0)
         h.clock.set(h.plant.now - h.clock.now() + h.clock.monotonic())
         for name in ("pump-plc", "tank-rtu", "filler"):
-            dev = loop.monitor._devices[name]  # noqa: SLF001
+            dev = loop.monitor._devices[name]
             readings = await dev.poll()
             t0 = time.perf_counter()
             loop.monitor.ingest(name, readings, h.clock.now())
