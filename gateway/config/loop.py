@@ -158,7 +158,7 @@ class OperatingRules(StrictModel):
     dry_run_margin_m: float = Field(default=0.2, ge=0, description="No start below the dry-run level plus this.")
     max_input_age_s: float = Field(default=15.0, gt=0, description="Readings older than this are not acted on.")
     substitute_max_s: float = Field(
-        default=7200.0, ge=0, description="Longest the twin may stand in for a suspect tank level (0 = never)."
+        default=43200.0, ge=0, description="Longest the twin may stand in for a suspect tank level (0 = never)."
     )
     setpoint_min_interval_s: float = Field(default=60.0, ge=0, description="At most one change per setpoint per.")
 
@@ -252,10 +252,12 @@ class SymptomSettings(StrictModel):
     level_hysteresis_m: float = Field(default=0.1, ge=0)
     comm_loss_s: float = Field(default=10.0, gt=0, description="A device without a good poll this long is lost.")
     suspect_on_delay_s: float = Field(default=60.0, ge=0)
-    flatline_min_move_m: float = Field(default=0.1, gt=0, description="Twin movement that a flat line contradicts.")
+    flatline_min_move_m: float = Field(default=0.05, gt=0, description="Twin movement that a flat line contradicts.")
     burst_step_lps: float = Field(default=5.0, gt=0, description="Zone inflow above the expected by more = burst.")
     burst_max_step_lps: float = Field(default=20.0, gt=0, description="Larger steps: fire flow; PRV left alone.")
-    burst_pressure_drop_m: float = Field(default=0.2, ge=0)
+    burst_pressure_drop_m: float = Field(
+        default=0.0, ge=0, description="Pressure drop a burst must also show; 0: the flow step alone (a PRV hides it)."
+    )
     burst_short_s: float = Field(default=300.0, gt=0, description="Mean of the recent zone flow.")
     burst_reference_s: float = Field(default=1800.0, gt=0, description="Reference window before the recent one.")
     burst_on_delay_s: float = Field(default=300.0, ge=0)
@@ -275,7 +277,7 @@ class ValidationSettings(StrictModel):
         description="Spike limit: largest credible change per second, by tag.",
     )
     flatline_s: dict[str, float] = Field(
-        default_factory=lambda: {"LIT-201": 900.0, "LIT-101": 1800.0},
+        default_factory=lambda: {"LIT-201": 600.0, "LIT-101": 1800.0},
         description="A value that does not move at all for this long while its neighbours do is suspect.",
     )
     twin_residual_m: float = Field(default=0.3, gt=0, description="Level disagreeing with the tank model by more.")

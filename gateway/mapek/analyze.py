@@ -284,6 +284,11 @@ class Analyzer:
     def _suspect_tank(self, state: PlantState, facts: MonitorFacts, out: Analysis) -> None:
         tag = self._s.tank.level_tag
         flat = self._flatline(tag, facts, state.at, self._k.twin.tank.expected_change_since)
+        open_ = self._k.open_symptoms.get(f"{SymptomCode.SENSOR_SUSPECT}:{tag}")
+        if open_ is not None and not flat:
+            # A flat line ends when the transmitter moves again, not when the flows happen to be still.
+            since = facts.unchanged_since(tag)
+            flat = since is not None and since <= open_.raised_at and "flat" in open_.detail
         residual = self._k.twin.tank.residual_m()
         off_model = residual is not None and abs(residual) > self._s.validation.twin_residual_m
         detail = "flat line while the flows say it moves" if flat else f"disagrees with the twin by {residual} m"
