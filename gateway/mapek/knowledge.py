@@ -68,6 +68,7 @@ class ControlState:
     intent: bool = False  # we asked for control (HS-CTRL bit 0) and keep the heartbeat going
     failsafe_reason: str = ""
     failsafe_since: float | None = None
+    released_at: float | None = None
     inputs_good_since: float | None = None
     last_takeover_at: float | None = None
     heartbeat: int = 0

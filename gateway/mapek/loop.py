@@ -111,6 +111,9 @@ class ControlLoop:
         self._setpoint_tags = {"prv": settings.zone.prv_setpoint_tag, "wtp": settings.treatment.setpoint_tag}
         self._wake: asyncio.Event | None = None
         self._act_lock = asyncio.Lock()  # a remote request and a cycle never judge and write interleaved
+        self._cycle_lock = asyncio.Lock()  # one cycle at a time, whichever task starts it
+        loop_tags = set(_loop_tags(settings))
+        self._control_devices = {name for name, d in self._devices.items() if any(t.name in loop_tags for t in d.tags)}
         self._last_replan_at: float | None = None
         self.last_timings: dict[str, float] = {}
 
@@ -343,16 +346,24 @@ class ControlLoop:
     async def _execute(
         self, state: PlantState, analysis: Analysis, proposals: list[Proposal], view: PlantView
     ) -> list[Decision]:
+        """The plans' commands, and the heartbeat beside them: commands first in the device's queue, but the
+        heartbeat never waits for a slow command to finish."""
+        work = asyncio.create_task(self._carry_out_all(state, analysis, proposals, view), name="loop.execute")
         beat = self._start_heartbeat()
-        decisions = []
         try:
-            for proposal in proposals:
-                decision = await self._carry_out(state, analysis, proposal, view)
-                if decision is not None:
-                    decisions.append(decision)
+            return await work
         finally:
             if beat is not None:
                 await beat
+
+    async def _carry_out_all(
+        self, state: PlantState, analysis: Analysis, proposals: list[Proposal], view: PlantView
+    ) -> list[Decision]:
+        decisions = []
+        for proposal in proposals:
+            decision = await self._carry_out(state, analysis, proposal, view)
+            if decision is not None:
+                decisions.append(decision)
         return decisions
 
     def _start_heartbeat(self) -> asyncio.Task[bool] | None:
@@ -479,26 +490,41 @@ class ControlLoop:
 
     # -- running ------------------------------------------------------------------------------------------------
 
-    def _polled(self, device: str) -> None:
-        if self._wake is not None:
-            self._wake.set()
+    async def _polled(self, device: str) -> None:
+        """After a poll of a device the loop reads (while ``run``): cycle now, in the poller's task."""
+        if self._wake is None or device not in self._control_devices:
+            return
+        if self._cycle_lock.locked():
+            self._wake.set()  # the running cycle may have missed this poll: the cycle task runs another after it
+            return
+        async with self._cycle_lock:
+            await self._guarded_cycle()
+
+    async def _guarded_cycle(self) -> None:
+        try:
+            await self.cycle()
+        except Exception:  # a bug in one cycle must not stop the loop; the PLC's heartbeat guards the plant
+            log.exception("loop.cycle_failed")
 
     async def _cycles(self, stop: asyncio.Event) -> None:
+        """A cycle after a poll that came mid-cycle, and at least one every ``cycle_s`` while devices are silent."""
         wake = self._wake
         assert wake is not None  # set by run()
         while not stop.is_set():
-            await self._wait(wake, self.settings.cycle_s)
+            woken = await self._wait(wake, self.settings.cycle_s)
             if stop.is_set():
                 return
             wake.clear()
-            try:
-                await self.cycle()
-            except Exception:  # a bug in one cycle must not stop the loop; the PLC's heartbeat guards the plant
-                log.exception("loop.cycle_failed")
+            last = self.knowledge.last_cycle_at
+            if not woken and last is not None and self._clock.now() - last < self.settings.cycle_s:
+                continue
+            async with self._cycle_lock:
+                await self._guarded_cycle()
 
-    async def _wait(self, wake: asyncio.Event, timeout_s: float) -> None:
+    async def _wait(self, wake: asyncio.Event, timeout_s: float) -> bool:
+        """True when woken by the event, False on the timeout."""
         if wake.is_set():
-            return
+            return True
         waiter = asyncio.ensure_future(wake.wait())
         sleeper = asyncio.ensure_future(self._clock.sleep(timeout_s))
         try:
@@ -509,6 +535,7 @@ class ControlLoop:
                     task.cancel()
                     with _suppress_cancel():
                         await task
+        return wake.is_set()
 
     async def _stopper(self, stop: asyncio.Event) -> None:
         await stop.wait()
@@ -529,6 +556,14 @@ class _suppress_cancel:  # noqa: N801 - used like contextlib.suppress
 def _current_cancelling() -> bool:
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
+
+
+def _loop_tags(s: LoopSettings) -> list[str]:
+    """Every tag the loop's settings name (the devices carrying them wake the loop)."""
+    tags = [s.tank.level_tag, s.clearwell.level_tag, s.station.flow_tag, s.zone.flow_tag, s.in_control_tag or ""]
+    for p in s.pumps:
+        tags += [p.running_tag, p.fault_tag, p.auto_remote_tag]
+    return [t for t in tags if t]
 
 
 def lookup_int(r: Reading | None) -> int:

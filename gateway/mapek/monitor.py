@@ -10,7 +10,7 @@ per poll, never one await per reading.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from gateway.config.loop import ValidationSettings
@@ -68,7 +68,11 @@ class DeviceState:
 
 
 class Monitor:
-    """Polls devices into a snapshot of judged readings (``tag → Reading``) and the knowledge store."""
+    """Polls devices into a snapshot of judged readings (``tag → Reading``) and the knowledge store.
+
+    ``on_polled(device)`` is awaited after each poll's readings are in the snapshot and before they are stored: the
+    control loop cycles there, in the poller's own task, so a reading is acted on without waiting for a task switch.
+    """
 
     def __init__(
         self,
@@ -78,7 +82,7 @@ class Monitor:
         clock: Clock,
         validation: ValidationSettings,
         stale_after_s: Mapping[str, float] | None = None,
-        on_polled: Callable[[str], None] | None = None,
+        on_polled: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self._devices = dict(devices)
         self._store = store
@@ -106,10 +110,10 @@ class Monitor:
             log.warning("monitor.poll_failed", device=name, error=repr(exc))
             readings = []
         readings = self.ingest(name, readings, self._clock.now())
+        if self._on_polled is not None:
+            await self._on_polled(name)  # act on what was just seen before anything else (sense-to-actuate)
         if readings:
             await self._store.record_readings(name, readings)
-        if self._on_polled is not None:
-            self._on_polled(name)
         return readings
 
     def ingest(self, name: str, readings: list[Reading], now: float) -> list[Reading]:

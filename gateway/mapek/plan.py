@@ -23,6 +23,7 @@ from gateway.mapek.knowledge import Knowledge
 from gateway.mapek.plant import PlantState, PumpState, good, usable, value
 
 Data = dict[str, Value | str | None]
+_RELEASE_RETRY_S = 10.0  # the PLC still reports gateway control after a release: say it again, not every cycle
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,14 +63,16 @@ class Planner:
             ctl.inputs_good_since = None
             reason = f"mode is {state.mode}" if state.mode != "auto" else "inputs not good: " + ", ".join(missing)
             plc_says = usable(state.plc_in_control) and bool(value(state.plc_in_control))
-            if not ctl.intent and not plc_says and ctl.failsafe_reason:
-                ctl.failsafe_reason = reason
+            again = plc_says and (ctl.released_at is None or now - ctl.released_at >= _RELEASE_RETRY_S)
+            if not ctl.intent and not again:
+                ctl.failsafe_reason = reason  # nothing held, nothing to hand back
                 return None
-            first = not ctl.failsafe_reason
+            if not ctl.failsafe_reason:
+                ctl.failsafe_since = now
             ctl.intent = False
             ctl.failsafe_reason = reason
-            ctl.failsafe_since = now if first else ctl.failsafe_since
-            return self._release(reason, plc_reachable=plc_reachable and (first or plc_says))
+            ctl.released_at = now
+            return self._release(reason, plc_reachable=plc_reachable)
         ctl.failsafe_reason = ""
         if ctl.inputs_good_since is None:
             ctl.inputs_good_since = now

@@ -23,7 +23,6 @@ from gateway.config.root import GatewaySettings
 from gateway.domain.model import Decision
 from gateway.mapek.loop import ControlLoop
 from gateway.paths import bundled_config_dir
-from simulators.config import PlantConfig
 from simulators.harness import PlantSimulator
 from simulators.simulation import DEFAULT_EPOCH
 

@@ -3,6 +3,7 @@ requests, explainable decisions — and a Hypothesis run over the whole loop tha
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 
 import pytest
@@ -275,3 +276,22 @@ def _check_writes(h: Harness) -> None:
 @pytest.fixture(autouse=True)
 def _quiet_logs(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("WARNING")
+
+
+async def test_run_polls_each_device_and_cycles_after_its_polls() -> None:
+    h = make(HYST, tank=3.95)
+    h.loop._intervals = {"pump-plc": 1.0, "tank-rtu": 2.0}
+    stop = asyncio.Event()
+    task = asyncio.create_task(h.loop.run(stop))
+    for _ in range(120):
+        h.plant.step(1.0)
+        await h.clock.advance(1.0)
+    stop.set()
+    await h.clock.advance(1.0)
+    await task
+    assert 115 <= h.plc.polls <= 122
+    assert 58 <= h.rtu.polls <= 62
+    assert h.loop.knowledge.cycles >= h.plc.polls + h.rtu.polls - 5  # a cycle after each poll of a loop device
+    assert h.plant.gateway_control
+    assert any(h.plant.running)  # 3.95 m is below the start level
+    assert len(h.writes("GW-HB")) > 60
