@@ -105,7 +105,8 @@ async def sense_to_actuate(trials: int = 100, load_tags: int = 10_000, *, load: 
     maps = split(synthetic_point_map(load_tags), 2) if load else []
     servers = [ModbusServerSpec()]
     if load:
-        servers.append(ModbusServerSpec(devices=tuple(ModbusDeviceSpec(unit_id=i + 1, point_map=m) for i, m in enumerate(maps))))
+        units = tuple(ModbusDeviceSpec(unit_id=i + 1, point_map=m) for i, m in enumerate(maps))
+        servers.append(ModbusServerSpec(devices=units))
     broker = None
     try:
         from uplink_broker import Mosquitto
