@@ -73,6 +73,10 @@ async def steady(path: Path, durability: str, *, rate: int, seconds: float, poll
         return store.recent_commit_durations()
 
 
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -88,7 +92,8 @@ async def main() -> None:
     configure_logging("warning")
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         path = Path(tmp) / "bench.db"
-        print(f"database in {tmp}; {TAGS} tags; every reading with its telemetry message\n")
+        print(f"database in {tmp}; {TAGS} tags; every reading with its telemetry message")
+        print(f"load average before: {_load()} (2 cores shared: figures vary with it)\n")
         results: dict[tuple[str, str], float] = {}
         for durability in ("normal", "full"):
             batched = _readings(args.readings, time.time())
@@ -108,6 +113,7 @@ async def main() -> None:
                 f"  {durability:<7} commits {len(durations):>5}  p50 {statistics.median(durations) * 1e3:6.2f} ms"
                 f"  p99 {_pct(durations, 0.99) * 1e3:6.2f} ms  max {max(durations) * 1e3:6.2f} ms"
             )
+        print(f"\nload average after: {_load()}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ async def test_a_new_file_gets_the_current_schema_in_wal_mode(open_store: StoreF
     assert query(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     assert query(db_path, "PRAGMA journal_mode") == [("wal",)]
     tables = {name for (name,) in query(db_path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert {"readings", "latest", "aggregates", "outbox", "streams", "decisions", "commands", "audit"} <= tables
+    assert {"readings", "reading_spans", "qualities", "reasons", "latest", "aggregates", "outbox", "streams"} <= tables
+    assert {"decisions", "commands", "audit"} <= tables
 
 
 async def test_reopening_keeps_the_data(open_store: StoreFactory, db_path: Path) -> None:

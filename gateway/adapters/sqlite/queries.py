@@ -17,8 +17,9 @@ from gateway.domain.ports import AssetState, DecisionRecord
 Row = Sequence[Any]
 
 LATEST = (
-    "SELECT t.name, t.device, t.unit, t.value_type, l.value, l.quality, l.reason, l.source_ts, l.receive_ts "
-    "FROM latest l JOIN tags t ON t.id = l.tag_id ORDER BY t.device, t.name"
+    "SELECT t.name, t.device, t.unit, t.value_type, l.value, q.name, w.name, l.source_ts, l.receive_ts "
+    "FROM latest l JOIN tags t ON t.id = l.tag_id JOIN qualities q ON q.code = l.quality "
+    "JOIN reasons w ON w.code = l.reason ORDER BY t.device, t.name"
 )
 
 
@@ -107,13 +108,30 @@ OUTBOX_SUMMARY = (
     "FROM outbox WHERE sent_at IS NULL"
 )
 
-EXPORT_TAG = (
-    "SELECT t.name, t.device, t.unit, t.value_type, r.value, r.quality, r.reason, r.source_ts, r.receive_ts "
-    "FROM readings r JOIN tags t ON t.id = r.tag_id "
-    "WHERE r.tag_id = ? AND r.source_ts >= ? AND r.source_ts < ? ORDER BY r.source_ts"
+_EXPORT = (
+    "SELECT t.name, t.device, t.unit, t.value_type, r.value, q.name, w.name, r.source_ts, r.receive_ts "
+    "FROM reading_spans s CROSS JOIN readings r CROSS JOIN tags t CROSS JOIN qualities q CROSS JOIN reasons w "
+    "WHERE s.first_id >= (SELECT min(first_id) FROM reading_spans INDEXED BY reading_spans_max "
+    "WHERE max_ts >= :since) "
+    "AND s.max_ts >= :since AND s.min_ts < :until "
+    "AND r.id BETWEEN s.first_id AND s.last_id AND r.source_ts >= :since AND r.source_ts < :until "
+    "AND t.id = r.tag_id AND q.code = r.quality AND w.code = r.reason "
 )
-"""One tag's raw readings in a time range, in time order; the (tag_id, source_ts) index makes it a range read
-that streams without a sort, whatever the size of the table."""
+_ORDER = "ORDER BY s.first_id, r.id"
+EXPORT_ALL = _EXPORT + _ORDER
+EXPORT_TAGS = _EXPORT + "AND r.tag_id IN (SELECT value FROM json_each(:tags)) " + _ORDER  # noqa: S608 - constants
+"""Raw readings with ``since <= source_ts < until`` in the order they were stored, without an index on time and
+without a sort: ``reading_spans`` maps the time range to id ranges (from the first span that reaches ``since``),
+each read as a range of the table. The loops are fixed (CROSS JOIN) so that the rows stream in id order."""
+
+
+def export_query(*, since: float, until: float, tag_ids: Sequence[int] | None) -> tuple[str, dict[str, Any]]:
+    """The export statement and its parameters; ``tag_ids`` None means every tag."""
+    params: dict[str, Any] = {"since": since, "until": until}
+    if tag_ids is None:
+        return EXPORT_ALL, params
+    return EXPORT_TAGS, {**params, "tags": json.dumps(list(tag_ids))}
+
 
 TAGS = "SELECT id, name FROM tags ORDER BY name"
 

@@ -6,6 +6,9 @@ acknowledged more than ``sent_outbox_hours`` ago are deleted. Open symptoms are 
 
 Downsampling folds readings into ``aggregates`` per tag per ``downsample_interval_s`` (by source time): count,
 min, max, count-weighted mean and counts by quality. Aggregates merge, so a bucket folded in two passes adds up.
+Old readings are found through ``reading_spans`` (the spans whose earliest source time is before the cutoff) and
+read as id ranges of the append-only table; a span folded in part is split, so that what remains of it is
+described by its own times and is not looked at again until it is old too.
 """
 
 from __future__ import annotations
@@ -13,17 +16,21 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass, field
 
-_OLDEST_BOUND = (
-    "SELECT source_ts, id FROM readings WHERE tag_id = :tag AND source_ts < :cutoff "
-    "ORDER BY source_ts, id LIMIT 1 OFFSET :last"
-)
-# One tag's readings older than the cutoff, up to a (source_ts, id) bound: a range of the clustered key.
-_CHUNK = "tag_id = :tag AND source_ts < :cutoff AND (source_ts, id) <= (:bound_ts, :bound_id)"
+from gateway.adapters.sqlite.readings import QUALITY_CODES
+from gateway.domain.model import Quality
+
+# A span whose earliest reading is older than the cutoff (the index on min_ts finds it without a scan), and the
+# spans after it in id order: old spans usually follow each other, and are folded together.
+_OLD_SPAN = "SELECT first_id FROM reading_spans WHERE min_ts < ? ORDER BY min_ts LIMIT 1"
+_SPANS_IN = "SELECT first_id, last_id, min_ts FROM reading_spans WHERE first_id BETWEEN ? AND ? ORDER BY first_id"
+# The old readings of one piece (consecutive old spans, at most chunk ids): a range of the table's ids.
+_PIECE = "id BETWEEN :lo AND :hi AND source_ts < :cutoff"
 _DOWNSAMPLE = f"""
 INSERT INTO aggregates (tag_id, bucket_start, interval_s, n, n_values, mean, min, max, n_good, n_uncertain, n_bad)
 SELECT tag_id, CAST(source_ts / :iv AS INTEGER) * :iv, :iv, count(*), count(value), avg(value), min(value),
-       max(value), sum(quality = 'good'), sum(quality = 'uncertain'), sum(quality = 'bad')
-FROM readings WHERE {_CHUNK}
+       max(value), sum(quality = {QUALITY_CODES[Quality.GOOD]}), sum(quality = {QUALITY_CODES[Quality.UNCERTAIN]}),
+       sum(quality = {QUALITY_CODES[Quality.BAD]})
+FROM readings WHERE {_PIECE}
 GROUP BY 1, 2
 ON CONFLICT (tag_id, bucket_start) DO UPDATE SET
     mean = CASE WHEN n_values + excluded.n_values = 0 THEN NULL
@@ -36,9 +43,20 @@ ON CONFLICT (tag_id, bucket_start) DO UPDATE SET
     n_good = n_good + excluded.n_good,
     n_uncertain = n_uncertain + excluded.n_uncertain,
     n_bad = n_bad + excluded.n_bad
-"""  # noqa: S608 - a constant fragment, no data
-_DELETE_CHUNK = f"DELETE FROM readings WHERE {_CHUNK}"  # noqa: S608 - a constant fragment, no data
-_HAS_OLD = "SELECT 1 FROM readings WHERE tag_id = ? AND source_ts < ? LIMIT 1"
+"""  # noqa: S608 - constant fragments and integer codes, no data
+_DELETE_PIECE = f"DELETE FROM readings WHERE {_PIECE}"  # noqa: S608 - a constant fragment, no data
+# The piece's spans are replaced: what is left of the piece (readings not old yet) becomes one span with its own
+# times; the rest of a span cut by the piece's end keeps that span's times (still true bounds: nothing of it was
+# deleted) under its own first id.
+_RESPAN_REST = (
+    "INSERT INTO reading_spans (first_id, last_id, min_ts, max_ts) "
+    "SELECT :hi + 1, last_id, min_ts, max_ts FROM reading_spans WHERE first_id BETWEEN :lo AND :hi AND last_id > :hi"
+)
+_DELETE_SPANS = "DELETE FROM reading_spans WHERE first_id BETWEEN :lo AND :hi"
+_RESPAN_PIECE = (
+    "INSERT INTO reading_spans (first_id, last_id, min_ts, max_ts) SELECT :lo, :hi, min(source_ts), max(source_ts) "
+    "FROM readings WHERE id BETWEEN :lo AND :hi HAVING count(*) > 0"
+)
 
 #: name -> statement deleting at most :chunk rows older than :cutoff.
 _PRUNE: dict[str, str] = {
@@ -84,38 +102,53 @@ class RetentionReport:
     downsampled: int = 0
     aggregates_written: int = 0
     deleted: dict[str, int] = field(default_factory=dict)
+    spans_folded: int = 0  # pieces of reading spans looked at (one may hold no old reading)
 
     @property
     def done(self) -> bool:
-        return self.downsampled == 0 and not any(self.deleted.values())
+        return self.downsampled == 0 and self.spans_folded == 0 and not any(self.deleted.values())
 
 
-def downsample_step(conn: sqlite3.Connection, *, cutoff: float, interval_s: int, chunk: int) -> tuple[int, int]:
-    """Fold at most about ``chunk`` raw readings older than ``cutoff`` (source time) into aggregates and delete
-    them, one tag per transaction. Returns (readings removed, aggregate rows written)."""
-    removed = written = 0
-    for (tag_id,) in conn.execute("SELECT id FROM tags ORDER BY id").fetchall():
-        if removed >= chunk:
+def downsample_step(conn: sqlite3.Connection, *, cutoff: float, interval_s: int, chunk: int) -> tuple[int, int, int]:
+    """Fold raw readings older than ``cutoff`` (source time) into aggregates and delete them, one piece of at most
+    ``chunk`` ids per transaction (consecutive old spans: one transaction for many small flushes), about ``chunk``
+    ids in all. Returns (readings removed, aggregate rows written,
+    pieces of spans looked at: a piece may hold no old reading, and there may still be more to do)."""
+    removed = written = scanned = pieces = 0
+    while scanned < chunk:
+        old = conn.execute(_OLD_SPAN, (cutoff,)).fetchone()
+        if old is None:
             break
-        if conn.execute(_HAS_OLD, (tag_id, cutoff)).fetchone() is None:
-            continue
-        r, w = _downsample_tag(conn, tag_id=tag_id, cutoff=cutoff, interval_s=interval_s, limit=chunk - removed)
+        lo = old[0]
+        hi = _piece_end(conn, lo, cutoff=cutoff, limit=lo + chunk - scanned - 1)
+        r, w = _fold_piece(conn, lo=lo, hi=hi, cutoff=cutoff, interval_s=interval_s)
         removed += r
         written += w
-    return removed, written
+        scanned += hi - lo + 1
+        pieces += 1
+    return removed, written, pieces
 
 
-def _downsample_tag(
-    conn: sqlite3.Connection, *, tag_id: int, cutoff: float, interval_s: int, limit: int
-) -> tuple[int, int]:
-    params: dict[str, float | int] = {"tag": tag_id, "cutoff": cutoff, "iv": interval_s, "last": limit - 1}
+def _piece_end(conn: sqlite3.Connection, lo: int, *, cutoff: float, limit: int) -> int:
+    """The last id of the piece starting with the old span at ``lo``: the following spans are taken while they are
+    old too, up to the id ``limit`` (a span may be cut there)."""
+    hi = lo
+    for first_id, last_id, min_ts in conn.execute(_SPANS_IN, (lo, limit)).fetchall():
+        if first_id > lo and min_ts >= cutoff:
+            break
+        hi = min(last_id, limit)
+    return hi
+
+
+def _fold_piece(conn: sqlite3.Connection, *, lo: int, hi: int, cutoff: float, interval_s: int) -> tuple[int, int]:
+    params: dict[str, float | int] = {"lo": lo, "hi": hi, "cutoff": cutoff, "iv": interval_s}
     conn.execute("BEGIN IMMEDIATE")
     try:
-        bound = conn.execute(_OLDEST_BOUND, params).fetchone()
-        # Fewer old rows than the limit: take them all (the largest possible bound).
-        params["bound_ts"], params["bound_id"] = bound if bound is not None else (cutoff, 2**62)
         written = conn.execute(_DOWNSAMPLE, params).rowcount
-        removed = conn.execute(_DELETE_CHUNK, params).rowcount
+        removed = conn.execute(_DELETE_PIECE, params).rowcount
+        conn.execute(_RESPAN_REST, params)
+        conn.execute(_DELETE_SPANS, params)
+        conn.execute(_RESPAN_PIECE, params)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -155,7 +188,7 @@ def retention_step(conn: sqlite3.Connection, *, policy: RetentionPolicy, now: fl
     """One step of every kind; the caller repeats until ``done`` (yielding to the writer in between)."""
     cutoffs = policy.cutoffs(now)
     report = RetentionReport()
-    report.downsampled, report.aggregates_written = downsample_step(
+    report.downsampled, report.aggregates_written, report.spans_folded = downsample_step(
         conn, cutoff=cutoffs["readings"], interval_s=policy.downsample_interval_s, chunk=chunk
     )
     for what in _PRUNE:

@@ -27,27 +27,54 @@ CREATE TABLE tags (
 ) STRICT;
 
 -- Raw readings, kept retention.raw_days (by source time), then folded into aggregates and deleted.
--- Clustered by tag and time: export and downsampling read one tag's range in order, and no second index has to
--- be maintained on every insert. id (given by the writer, in commit order) makes the key unique and lets an
--- outbox message name the readings it carries. value is NULL for a bad reading without a value (and for NaN).
+-- Append-only, in id order: id is given by the writer in commit order (never reused, kept in counters) and lets
+-- an outbox message name the readings it carries (ref_first..ref_last). No index besides the id: each flush
+-- appends to the last pages instead of touching one page per tag. Time ranges are found through reading_spans.
+-- value is NULL for a bad reading without a value (and for NaN). quality and reason are small codes (tables
+-- qualities and reasons), stored in the record header for the common good/'' readings.
 CREATE TABLE readings (
+    id INTEGER PRIMARY KEY,
     tag_id INTEGER NOT NULL,
     source_ts REAL NOT NULL,
-    id INTEGER NOT NULL,
     value ANY,
-    quality TEXT NOT NULL,
-    reason TEXT NOT NULL DEFAULT '',
-    receive_ts REAL NOT NULL,
-    PRIMARY KEY (tag_id, source_ts, id)
-) STRICT, WITHOUT ROWID;
+    quality INTEGER NOT NULL,
+    reason INTEGER NOT NULL,
+    receive_ts REAL NOT NULL
+) STRICT;
+
+-- Which ids hold which source times: one row per flush (first and last reading id, earliest and latest source
+-- time of its readings). Export maps a time range to id ranges with it; retention finds old readings with it
+-- and may split a span as it folds part of it. Every reading lies in exactly one span, within its times.
+CREATE TABLE reading_spans (
+    first_id INTEGER PRIMARY KEY,
+    last_id INTEGER NOT NULL,
+    min_ts REAL NOT NULL,
+    max_ts REAL NOT NULL
+) STRICT;
+CREATE INDEX reading_spans_min ON reading_spans (min_ts);
+CREATE INDEX reading_spans_max ON reading_spans (max_ts);
+
+-- Quality of a reading (fixed codes: the writer and retention use them as constants).
+CREATE TABLE qualities (
+    code INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE
+) STRICT;
+INSERT INTO qualities (code, name) VALUES (0, 'good'), (1, 'uncertain'), (2, 'bad');
+
+-- Why a reading is not good: codes interned by the writer (like tags), so a new reason needs no migration.
+CREATE TABLE reasons (
+    code INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE
+) STRICT;
+INSERT INTO reasons (code, name) VALUES (0, '');
 
 -- The last reading of each tag, upserted with every flush, so "latest values" never scans readings.
 CREATE TABLE latest (
     tag_id INTEGER PRIMARY KEY,
     reading_id INTEGER NOT NULL,
     value ANY,
-    quality TEXT NOT NULL,
-    reason TEXT NOT NULL DEFAULT '',
+    quality INTEGER NOT NULL,
+    reason INTEGER NOT NULL,
     source_ts REAL NOT NULL,
     receive_ts REAL NOT NULL
 ) STRICT;

@@ -275,6 +275,7 @@ class SqliteKnowledgeStore(KnowledgeStore):
             )
             total.downsampled += step.downsampled
             total.aggregates_written += step.aggregates_written
+            total.spans_folded += step.spans_folded
             for what, n in step.deleted.items():
                 total.deleted[what] = total.deleted.get(what, 0) + n
             if step.done:

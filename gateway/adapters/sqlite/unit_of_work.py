@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from gateway.adapters.sqlite import readings as readings_table
 from gateway.adapters.sqlite.ops import (
     AssetOp,
     AuditOp,
@@ -43,7 +44,7 @@ from gateway.domain.messages import (
     readings_stream,
     symptom_event_body,
 )
-from gateway.domain.model import CommandOutcome, Quality, QualityReason, Reading
+from gateway.domain.model import CommandOutcome, QualityReason, Reading
 
 #: Counter names in the ``counters`` table.
 OUTBOX_DROPPED = "outbox_dropped"
@@ -66,6 +67,7 @@ class WriterState:
 
     tag_ids: dict[str, int] = field(default_factory=dict)
     next_tag_id: int = 1
+    reason_codes: dict[str, int] = field(default_factory=dict)
     next_reading_id: int = 1
     next_row_id: int = 1
     seqs: dict[str, int] = field(default_factory=dict)
@@ -74,7 +76,7 @@ class WriterState:
     dropped_total: int = 0
 
     def copy(self) -> WriterState:
-        return replace(self, tag_ids=dict(self.tag_ids), seqs=dict(self.seqs))
+        return replace(self, tag_ids=dict(self.tag_ids), reason_codes=dict(self.reason_codes), seqs=dict(self.seqs))
 
 
 @dataclass(slots=True)
@@ -92,6 +94,7 @@ def load_state(conn: sqlite3.Connection) -> WriterState:
     st = WriterState()
     st.tag_ids = {name: tag_id for tag_id, name in conn.execute("SELECT id, name FROM tags")}
     st.next_tag_id = _scalar(conn, "SELECT coalesce(max(id), 0) FROM tags") + 1
+    st.reason_codes = {name: code for code, name in conn.execute("SELECT code, name FROM reasons")}
     seq = dict(conn.execute("SELECT name, seq FROM sqlite_sequence").fetchall())
     st.next_reading_id = _scalar(conn, "SELECT value FROM counters WHERE name = ?", NEXT_READING_ID)
     if st.next_reading_id == 0:  # not recorded yet: the table is empty or predates the counter
@@ -178,41 +181,36 @@ class _Batch:
 
     def _readings(self, by_device: Mapping[str, list[Reading]]) -> None:
         groups = list(by_device.items())
-        rows: list[tuple[Any, ...]] = []
+        parts: list[readings_table.Columns] = []
         firsts: list[int] = []
         for device, readings in groups:
             firsts.append(self.state.next_reading_id)
-            rows += self._reading_rows(device, readings, self.state.next_reading_id)
+            parts.append(self._columns(device, readings, self.state.next_reading_id))
             self.state.next_reading_id += len(readings)
-        latest = {row[0]: row for row in rows}  # the last reading of each tag in this batch
-        self.conn.executemany(
-            "INSERT INTO readings (tag_id, source_ts, id, value, quality, reason, receive_ts) VALUES (?,?,?,?,?,?,?)",
-            rows,
-        )
-        self.conn.executemany(
-            "INSERT INTO latest (tag_id, source_ts, reading_id, value, quality, reason, receive_ts) "
-            "VALUES (?,?,?,?,?,?,?) ON CONFLICT (tag_id) DO UPDATE SET reading_id = excluded.reading_id, "
-            "value = excluded.value, quality = excluded.quality, reason = excluded.reason, "
-            "source_ts = excluded.source_ts, receive_ts = excluded.receive_ts",
-            latest.values(),
-        )
+        cols = readings_table.concat(parts)
+        readings_table.insert(self.conn, cols)
+        readings_table.insert_span(self.conn, cols)
+        readings_table.upsert_latest(self.conn, cols)
         self.conn.execute(_SAVE_COUNTER, (NEXT_READING_ID, self.state.next_reading_id))
-        self.report.rows["readings"] += len(rows)
+        self.report.rows["readings"] += len(cols[0])
         if self.limits.telemetry:
             for (device, readings), first in zip(groups, firsts, strict=True):
                 self._telemetry(device, readings, first)
 
-    def _reading_rows(self, device: str, readings: Sequence[Reading], first: int) -> list[tuple[Any, ...]]:
-        ids = self.state.tag_ids
-        for r in readings:
-            if r.tag not in ids:
-                self._new_tag(device, r)
-        # Plain str, not the StrEnum: sqlite3 binds exact str without going through its adapter lookup.
-        q, why = _QUALITY, _REASON
-        return [
-            (ids[r.tag], r.source_ts, first + i, r.value, q[r.quality], why[r.reason], r.receive_ts)
-            for i, r in enumerate(readings)
-        ]
+    def _columns(self, device: str, readings: Sequence[Reading], first: int) -> readings_table.Columns:
+        st = self.state
+        try:
+            return readings_table.columns(readings, first=first, tag_ids=st.tag_ids, reason_codes=st.reason_codes)
+        except KeyError:  # a tag or a reason seen for the first time: intern it (rare), then build the rows again
+            for r in readings:
+                if r.tag not in st.tag_ids:
+                    self._new_tag(device, r)
+                if r.reason not in st.reason_codes:
+                    self._new_reason(r.reason)
+        try:
+            return readings_table.columns(readings, first=first, tag_ids=st.tag_ids, reason_codes=st.reason_codes)
+        except KeyError as exc:  # a data error: the op is rejected alone, the writer goes on
+            raise ValueError(f"reading with an unknown quality: {exc}") from None
 
     def _new_tag(self, device: str, r: Reading) -> None:
         tag_id = self.state.next_tag_id
@@ -223,6 +221,12 @@ class _Batch:
         )
         self.state.tag_ids[r.tag] = tag_id
         self.state.next_tag_id = tag_id + 1
+
+    def _new_reason(self, reason: str) -> None:
+        name = QualityReason(reason).value  # only what the readers can decode; ValueError rejects the op
+        code = max(self.state.reason_codes.values(), default=readings_table.NO_REASON) + 1
+        self.conn.execute("INSERT INTO reasons (code, name) VALUES (?, ?)", (code, name))
+        self.state.reason_codes[name] = code
 
     def _telemetry(self, device: str, readings: list[Reading], first: int) -> None:
         stream = readings_stream(device)
@@ -423,8 +427,6 @@ class _Batch:
             self.conn.execute(_SAVE_COUNTER, (OUTBOX_DROPPED, self.state.dropped_total))
 
 
-_QUALITY: dict[Quality, str] = {q: q.value for q in Quality}
-_REASON: dict[QualityReason, str] = {r: r.value for r in QualityReason}
 _SAVE_COUNTER = (
     "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value"
 )
