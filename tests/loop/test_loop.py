@@ -295,3 +295,15 @@ async def test_run_polls_each_device_and_cycles_after_its_polls() -> None:
     assert h.plant.gateway_control
     assert any(h.plant.running)  # 3.95 m is below the start level
     assert len(h.writes("GW-HB")) > 60
+
+
+async def test_an_unhealthy_store_is_a_symptom_and_control_goes_on() -> None:
+    h = make(HYST, tank=4.1)
+    await h.run(60)
+    h.store.fail_writes("database or disk is full")
+    await h.run(1800)
+    assert "STORE_UNHEALTHY:store" in h.loop.knowledge.open_symptoms
+    assert any(h.plant.running)  # the loop keeps controlling without its store
+    h.store.heal()
+    await h.run(10)
+    assert "STORE_UNHEALTHY:store" not in h.loop.knowledge.open_symptoms
