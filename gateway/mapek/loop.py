@@ -30,7 +30,7 @@ from gateway.domain.model import (
 )
 from gateway.domain.ports import AssetState, Clock, FieldDevice, KnowledgeStore
 from gateway.domain.remote import RemoteOutcome, RemoteRequest, RemoteStatus
-from gateway.domain.schedule import ScheduleInputs, ScheduleParams, compute_schedule
+from gateway.domain.schedule import Schedule, ScheduleInputs, ScheduleParams, compute_schedule
 from gateway.domain.tariff import Band, Tariff
 from gateway.logging import get_logger
 from gateway.mapek.analyze import Analysis, Analyzer, MonitorFacts
@@ -115,6 +115,8 @@ class ControlLoop:
         loop_tags = set(_loop_tags(settings))
         self._control_devices = {name for name, d in self._devices.items() if any(t.name in loop_tags for t in d.tags)}
         self._last_replan_at: float | None = None
+        self._offload = False  # run() computes schedules in a thread; cycle() alone computes them in line
+        self._replan_task: asyncio.Task[Schedule] | None = None
         self.last_timings: dict[str, float] = {}
 
     # -- public surface -----------------------------------------------------------------------------------------
@@ -144,11 +146,18 @@ class ControlLoop:
     async def run(self, stop: asyncio.Event) -> None:
         """Poll every device at its interval and cycle after each poll (at least every ``cycle_s``) until ``stop``."""
         self._wake = asyncio.Event()
-        async with asyncio.TaskGroup() as tg:
-            for name in self._devices:
-                tg.create_task(self.monitor.run_device(name, self._intervals[name], stop), name=f"monitor[{name}]")
-            tg.create_task(self._cycles(stop), name="loop.cycle")
-            tg.create_task(self._stopper(stop), name="loop.stop")
+        self._offload = True
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for name in self._devices:
+                    tg.create_task(self.monitor.run_device(name, self._intervals[name], stop), name=f"monitor[{name}]")
+                tg.create_task(self._cycles(stop), name="loop.cycle")
+                tg.create_task(self._stopper(stop), name="loop.stop")
+        finally:
+            self._offload = False
+            if self._replan_task is not None:
+                await asyncio.wait({self._replan_task})  # a thread cannot be cancelled; it ends within a second
+                self._replan_task = None
 
     def health(self) -> LoopHealth:
         ctl = self.knowledge.control
@@ -312,8 +321,9 @@ class ControlLoop:
 
     def _maybe_replan(self, state: PlantState) -> None:
         k, sched_s = self.knowledge, self.settings.schedule
+        self._adopt_schedule()
         level, cw = value(state.tank_level), value(state.clearwell_level)
-        if not (level == level and cw == cw):  # noqa: PLR0124 - NaN check on the hot path
+        if self._replan_task is not None or not (level == level and cw == cw):  # noqa: PLR0124 - NaN check
             return
         sched = k.schedule
         due = sched is None or self._last_replan_at is None or state.at - self._last_replan_at >= sched_s.replan_s
@@ -321,10 +331,30 @@ class ControlLoop:
         off = planned is not None and abs(planned - level) > sched_s.replan_deviation_m
         if not (due or off or planned is None):
             return
-        k.schedule = self._compute_schedule(state, level, cw)
         self._last_replan_at = state.at
+        params, inputs = self._schedule_inputs(state, level, cw)
+        if self._offload and sched is not None:
+            # ~65 ms of Python: off the event loop while a plan exists to follow meanwhile (run() only; a stepped
+            # test computes in line, deterministically)
+            work = asyncio.to_thread(compute_schedule, params=params, plant=k.twin.model, inputs=inputs)
+            self._replan_task = asyncio.create_task(work, name="loop.schedule")
+            return
+        k.schedule = compute_schedule(params=params, plant=k.twin.model, inputs=inputs)
 
-    def _compute_schedule(self, state: PlantState, level: float, cw: float) -> Any:
+    def _adopt_schedule(self) -> None:
+        task = self._replan_task
+        if task is None or not task.done():
+            return
+        self._replan_task = None
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("loop.schedule_failed", error=repr(exc))
+            return
+        self.knowledge.schedule = task.result()
+
+    def _schedule_inputs(self, state: PlantState, level: float, cw: float) -> tuple[ScheduleParams, ScheduleInputs]:
         s, twin = self.settings, self.knowledge.twin
         slot = s.schedule.slot_s
         slots = round(s.schedule.horizon_h * 3600 / slot)
@@ -341,7 +371,7 @@ class ControlLoop:
             demand_lps=[d + leak for d in demand],
             price=[self.tariff.price(start + (i + 0.5) * slot) for i in range(slots)],
         )
-        return compute_schedule(params=_schedule_params(s, self.tariff, slots), plant=twin.model, inputs=inputs)
+        return _schedule_params(s, self.tariff, slots), inputs
 
     async def _execute(
         self, state: PlantState, analysis: Analysis, proposals: list[Proposal], view: PlantView

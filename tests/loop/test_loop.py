@@ -307,3 +307,28 @@ async def test_an_unhealthy_store_is_a_symptom_and_control_goes_on() -> None:
     h.store.heal()
     await h.run(10)
     assert "STORE_UNHEALTHY:store" not in h.loop.knowledge.open_symptoms
+
+
+async def test_run_recomputes_the_schedule_off_the_event_loop() -> None:
+    h = make(LoopSettings(), tank=4.5)
+    stop = asyncio.Event()
+    task = asyncio.create_task(h.loop.run(stop))
+    for _ in range(600):
+        h.plant.step(1.0)
+        await h.clock.advance(1.0)
+    first = h.loop.knowledge.schedule
+    assert first is not None  # the first plan is computed in line: there is nothing to follow meanwhile
+    for _ in range(400):
+        h.plant.step(1.0)
+        await h.clock.advance(1.0)
+    await asyncio.sleep(0.5)  # the recomputation runs in a thread, in real time
+    for _ in range(5):
+        h.plant.step(1.0)
+        await h.clock.advance(1.0)
+    stop.set()
+    await h.clock.advance(1.0)
+    await task
+    second = h.loop.knowledge.schedule
+    assert second is not None
+    assert second is not first
+    assert second.start_ts > first.start_ts
