@@ -8,12 +8,13 @@ The physics keeps its own ``dt`` (1 s); only the gateway's cadence is coarser on
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from gateway.adapters.factory import build_devices
 from gateway.adapters.sqlite.store import SqliteKnowledgeStore
@@ -27,6 +28,7 @@ from simulators.harness import PlantSimulator
 from simulators.simulation import DEFAULT_EPOCH
 
 HOUR = 3600.0
+T = TypeVar("T")
 
 
 @dataclass
@@ -47,10 +49,22 @@ class Stack:
     async def step(self, step_s: float) -> None:
         t0 = time.perf_counter()
         await self.sim.advance(step_s)
-        await self.loop.poll()
-        self.decisions += await self.loop.cycle()
+        await self._drive(self.loop.poll())
+        self.decisions += await self._drive(self.loop.cycle())
         self.cycles += 1
         self.wall_s += time.perf_counter() - t0
+
+    async def _drive(self, work: Awaitable[T]) -> T:
+        """Await ``work``; if it waits on the stepped clock (a driver's retry back-off or read-back pause after a
+        slow answer on a loaded machine), move the clock to that deadline, as the running gateway's time would."""
+        task = asyncio.ensure_future(work)
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=0.25)
+            if done:
+                return task.result()
+            deadline = self.clock.next_deadline()
+            if deadline is not None and deadline - self.clock.monotonic() <= 5.0:
+                await self.clock.advance(max(0.0, deadline - self.clock.monotonic()))
 
     async def run(self, seconds: float, *, step_s: float = 20.0, until: Callable[[], bool] | None = None) -> None:
         end = self.sim.t + seconds
@@ -62,12 +76,14 @@ class Stack:
 
 def settings_for(sim: PlantSimulator, db: Path, **loop: Any) -> GatewaySettings:
     base = load_config(bundled_config_dir() / "gateway.toml").settings
-    devices = []
+    devices: list[Any] = []
     for dev in base.devices:
+        # Deadlines are real time: generous ones, so that a loaded CI machine does not turn slowness into comm loss.
+        slack = {"timeout_s": 3.0, "poll_interval_s": 5.0}
         if dev.protocol == "modbus":
-            devices.append(dev.model_copy(update={"port": sim.modbus_port}))
+            devices.append(dev.model_copy(update={"port": sim.modbus_port, **slack}))
         else:
-            devices.append(dev.model_copy(update={"endpoint": sim.opcua_endpoint, "read_mode": "poll"}))
+            devices.append(dev.model_copy(update={"endpoint": sim.opcua_endpoint, "read_mode": "poll", **slack}))
     loop_settings = base.loop.model_copy(update=loop)
     store = base.store.model_copy(update={"path": db})
     return base.model_copy(update={"devices": devices, "loop": loop_settings, "store": store})
