@@ -494,7 +494,7 @@ class ControlLoop:
             if self.knowledge.assets.get(p.name) == now_state:
                 continue
             self.knowledge.assets[p.name] = now_state
-            starts = lookup_int(self.monitor.reading(p.settings.starts_tag, state.at))
+            starts = _int_of(self.monitor.reading(p.settings.starts_tag, state.at))
             mode = "auto" if p.in_auto else "local"
             asset = AssetState(p.name, p.hours, starts, mode, state.at, p.is_running)
             await self._store.record_asset_state(asset)
@@ -596,7 +596,7 @@ def _loop_tags(s: LoopSettings) -> list[str]:
     return [t for t in tags if t]
 
 
-def lookup_int(r: Reading | None) -> int:
+def _int_of(r: Reading | None) -> int:
     return int(value(r, 0.0)) if usable(r) else 0
 
 
