@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import statistics
 import sys
 import tempfile
@@ -99,7 +100,9 @@ async def _wait_for(loop: ControlLoop, kind: CommandKind, after: float, timeout_
     return None
 
 
-async def sense_to_actuate(trials: int = 100, load_tags: int = 10_000, *, load: bool = True) -> None:
+async def sense_to_actuate(
+    trials: int = 100, load_tags: int = 10_000, *, load: bool = True, gc_freeze: bool = False
+) -> None:
     clock = SystemClock()
     tmp = Path(tempfile.mkdtemp(prefix="bench-loop-"))
     maps = split(synthetic_point_map(load_tags), 2) if load else []
@@ -135,6 +138,8 @@ async def sense_to_actuate(trials: int = 100, load_tags: int = 10_000, *, load: 
                 settings, outbox=store, request_log=store, handler=control, clock=clock, config_hash="bench"
             )
             await es.enter_async_context(uplink)
+        if gc_freeze:
+            gc.freeze()  # what has been built so far never needs collecting: full collections stay short
         stop = asyncio.Event()
         runner = asyncio.create_task(control.run(stop), name="bench.loop")
         try:
@@ -180,9 +185,10 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--load-tags", type=int, default=10_000)
     parser.add_argument("--no-load", action="store_true")
+    parser.add_argument("--gc-freeze", action="store_true", help="gc.freeze() once everything is built")
     args = parser.parse_args()
     configure_logging(level="error", fmt="console")
-    asyncio.run(sense_to_actuate(args.trials, args.load_tags, load=not args.no_load))
+    asyncio.run(sense_to_actuate(args.trials, args.load_tags, load=not args.no_load, gc_freeze=args.gc_freeze))
 
 
 if __name__ == "__main__":
