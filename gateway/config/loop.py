@@ -14,7 +14,19 @@ from pydantic import Field, model_validator
 from gateway.config.common import PositiveSeconds, StrictModel, TagRef
 
 #: Fields the loop writes to; the loader checks the tags they name are writable.
-WRITTEN_TAG_FIELDS = frozenset({"start_tag", "heartbeat_tag", "control_word_tag", "setpoint_tag", "prv_setpoint_tag"})
+WRITTEN_TAG_FIELDS = frozenset(
+    {
+        "start_tag",
+        "heartbeat_tag",
+        "control_word_tag",
+        "setpoint_tag",
+        "prv_setpoint_tag",
+        "alarm_reset_tag",
+        "plc_start_lead_tag",
+        "plc_start_lag_tag",
+        "plc_stop_tag",
+    }
+)
 
 
 class TankSettings(StrictModel):
@@ -31,6 +43,12 @@ class TankSettings(StrictModel):
     start_lag_m: float = 3.0
     stop_m: float = 7.0
     high_float_tag: TagRef | None = "LSHH-201"
+    plc_start_lead_tag: TagRef | None = Field(
+        default="LIC-201.START_LEAD", description="The PLC's own levels, settable remotely within fire reserve..high."
+    )
+    plc_start_lag_tag: TagRef | None = "LIC-201.START_LAG"
+    plc_stop_tag: TagRef | None = "LIC-201.STOP"
+    plc_level_max_step_m: float = Field(default=1.0, gt=0, description="Largest change of a PLC level per request.")
 
     @model_validator(mode="after")
     def _ordered(self) -> TankSettings:
@@ -67,6 +85,7 @@ class PumpSettings(StrictModel):
     power_tag: TagRef | None = None
     run_hours_tag: TagRef | None = None
     starts_tag: TagRef | None = None
+    starts_last_hour_tag: TagRef | None = Field(default=None, description="The PLC's starts in the rolling hour.")
     speed_tag: TagRef | None = None
 
 
@@ -82,6 +101,7 @@ def _default_pumps() -> list[PumpSettings]:
             power_tag=f"JI-10{i}",
             run_hours_tag=f"RH-10{i}",
             starts_tag=f"ST-10{i}",
+            starts_last_hour_tag=f"SH-10{i}",
         )
         for i in (1, 2, 3)
     ]
@@ -101,6 +121,10 @@ class ZoneSettings(StrictModel):
     prv_day_m: float = 45.0
     prv_night_m: float = 40.0
     prv_max_step_m: float = Field(default=2.0, gt=0, description="Largest PRV setpoint change per command.")
+    prv_night_start_hour: int = Field(default=0, ge=0, le=23, description="Local hour the night setpoint begins.")
+    prv_night_end_hour: int = Field(default=5, ge=0, le=24, description="Local hour the day setpoint returns.")
+    prv_burst_m: float = Field(default=38.0, description="PRV setpoint while a burst is open.")
+    remote_hold_s: float = Field(default=3600.0, ge=0, description="A remote PRV setpoint holds this long.")
 
 
 class TreatmentSettings(StrictModel):
@@ -109,6 +133,8 @@ class TreatmentSettings(StrictModel):
     min_lps: float = 0.0
     max_lps: float = 60.0
     max_step_lps: float = Field(default=5.0, gt=0)
+    nominal_lps: float = Field(default=26.5, ge=0, description="Setpoint restored once the clearwell recovers.")
+    restore_above_m: float = Field(default=2.0, description="Clearwell level at which the nominal flow returns.")
 
 
 class ChlorineSettings(StrictModel):
@@ -119,6 +145,8 @@ class ChlorineSettings(StrictModel):
 
 
 class OperatingRules(StrictModel):
+    """The safety envelope's limits (see docs/loop.md); no plan and no remote request can get past them."""
+
     max_starts_per_hour: int = Field(default=4, ge=1)
     min_run_s: float = Field(default=600.0, ge=0)
     min_off_s: float = Field(default=600.0, ge=0)
@@ -126,6 +154,13 @@ class OperatingRules(StrictModel):
     no_flow_fraction: float = Field(default=0.1, gt=0, lt=1, description="Running with less flow than this = trip.")
     no_flow_delay_s: float = Field(default=30.0, ge=0)
     rated_flow_lps: float = Field(default=35.0, gt=0)
+    fail_to_start_s: float = Field(default=15.0, gt=0, description="A started pump must report running by then.")
+    dry_run_margin_m: float = Field(default=0.2, ge=0, description="No start below the dry-run level plus this.")
+    max_input_age_s: float = Field(default=15.0, gt=0, description="Readings older than this are not acted on.")
+    substitute_max_s: float = Field(
+        default=43200.0, ge=0, description="Longest the twin may stand in for a suspect tank level (0 = never)."
+    )
+    setpoint_min_interval_s: float = Field(default=60.0, ge=0, description="At most one change per setpoint per.")
 
 
 class TariffBand(StrictModel):
@@ -165,6 +200,75 @@ class TariffSettings(StrictModel):
         return self
 
 
+_PLANT_MULTIPLIERS = [
+    0.45, 0.40, 0.35, 0.35, 0.40, 0.60, 1.05, 1.55, 1.60, 1.35, 1.15, 1.10,
+    1.15, 1.10, 1.00, 0.95, 1.05, 1.30, 1.50, 1.55, 1.35, 1.10, 0.80, 0.60,
+]  # fmt: skip
+
+
+class TwinSettings(StrictModel):
+    """The plant model the loop predicts with (docs/plant.md); the demand profile is learned from the zone meter."""
+
+    shutoff_head_m: float = Field(default=65.0, gt=0, description="Pump head at zero flow, H0.")
+    curve_k: float = Field(default=12245.0, gt=0, description="Pump curve coefficient k in H = H0 - k(Q/n)^2.")
+    system_k: float = Field(default=1778.0, ge=0, description="Rising main K in Hs = static + K Q^2.")
+    bep_flow_lps: float = Field(default=35.0, gt=0)
+    eta_pump_max: float = Field(default=0.78, gt=0, le=1)
+    eta_motor: float = Field(default=0.93, gt=0, le=1)
+    eta_vfd: float = Field(default=0.97, gt=0, le=1)
+    tank_floor_m: float = 140.0
+    clearwell_floor_m: float = 100.0
+    demand_mean_lps: float = Field(default=25.0, ge=0)
+    demand_multipliers: list[float] = Field(
+        default_factory=lambda: list(_PLANT_MULTIPLIERS), min_length=24, max_length=24
+    )
+    demand_learn_rate: float = Field(default=0.2, ge=0, le=1, description="Weight of each day's hour in the profile.")
+    demand_bias_tau_s: float = Field(default=1800.0, gt=0, description="Smoothing of today's demand vs profile.")
+    leak_lps: float = Field(default=1.5, ge=0)
+    leak_ref_pressure_m: float = Field(default=45.0, gt=0)
+    residual_window_s: float = Field(default=3600.0, gt=0, description="Window of the level-vs-flows residual.")
+
+
+class ScheduleSettings(StrictModel):
+    """The tariff-aware look-ahead schedule (strategy = "schedule")."""
+
+    slot_s: float = Field(default=900.0, ge=60)
+    horizon_h: float = Field(default=24.0, ge=1, le=72)
+    replan_s: float = Field(default=900.0, gt=0, description="Recompute at least this often.")
+    replan_deviation_m: float = Field(default=0.4, gt=0, description="...or when the level leaves the plan by this.")
+    level_step_m: float = Field(default=0.1, gt=0)
+    floor_m: float = Field(default=2.6, description="Lowest planned level (the reactive floor is the tank's low_m).")
+    top_m: float = Field(default=7.5, description="Highest planned level (below high-high).")
+    max_pumps: int = Field(default=2, ge=1, description="Pumps the schedule may plan at once (the rest is standby).")
+    start_penalty_eur: float = Field(default=0.5, ge=0, description="Cost charged per start: fewer, longer runs.")
+    energy_weight_eur_per_kwh: float = Field(default=0.0, ge=0, description="Extra weight on energy, not just cost.")
+    clearwell_min_m: float = Field(default=1.5, ge=0, description="Lowest planned clearwell level.")
+
+
+class SymptomSettings(StrictModel):
+    """Delays and thresholds of Analyze."""
+
+    level_on_delay_s: float = Field(default=10.0, ge=0)
+    level_hysteresis_m: float = Field(default=0.1, ge=0)
+    comm_loss_s: float = Field(default=10.0, gt=0, description="A device without a good poll this long is lost.")
+    suspect_on_delay_s: float = Field(default=60.0, ge=0)
+    flatline_min_move_m: float = Field(default=0.05, gt=0, description="Twin movement that a flat line contradicts.")
+    burst_step_lps: float = Field(default=5.0, gt=0, description="Zone inflow above the expected by more = burst.")
+    burst_max_step_lps: float = Field(default=20.0, gt=0, description="Larger steps: fire flow; PRV left alone.")
+    burst_pressure_drop_m: float = Field(
+        default=0.0, ge=0, description="Pressure drop a burst must also show; 0: the flow step alone (a PRV hides it)."
+    )
+    burst_short_s: float = Field(default=300.0, gt=0, description="Mean of the recent zone flow.")
+    burst_reference_s: float = Field(default=1800.0, gt=0, description="Reference window before the recent one.")
+    burst_on_delay_s: float = Field(default=300.0, ge=0)
+    night_start_hour: int = Field(default=2, ge=0, le=23)
+    night_end_hour: int = Field(default=4, ge=1, le=24)
+    night_flow_ratio: float = Field(default=1.3, gt=1, description="Minimum night flow above baseline × this...")
+    night_flow_nights: int = Field(default=2, ge=1, description="...on this many nights in a row.")
+    night_flow_baseline_lps: float | None = Field(default=None, description="Initial baseline; default from profile.")
+    tank_target_prefill_m: float = Field(default=7.0, description="TARIFF_PEAK_AHEAD: peak near, tank below this.")
+
+
 class ValidationSettings(StrictModel):
     """Monitor's checks on readings before anything acts on them."""
 
@@ -173,10 +277,11 @@ class ValidationSettings(StrictModel):
         description="Spike limit: largest credible change per second, by tag.",
     )
     flatline_s: dict[str, float] = Field(
-        default_factory=lambda: {"LIT-201": 900.0, "LIT-101": 1800.0},
+        default_factory=lambda: {"LIT-201": 600.0, "LIT-101": 1800.0},
         description="A value that does not move at all for this long while its neighbours do is suspect.",
     )
     twin_residual_m: float = Field(default=0.3, gt=0, description="Level disagreeing with the tank model by more.")
+    spike_confirm: int = Field(default=3, ge=1, description="Consecutive agreeing readings that confirm a real jump.")
 
 
 class LoopSettings(StrictModel):
@@ -189,6 +294,9 @@ class LoopSettings(StrictModel):
     cycle_s: PositiveSeconds = Field(default=1.0, description="Analyze/Plan/Execute period.")
     heartbeat_tag: TagRef | None = "GW-HB"
     control_word_tag: TagRef | None = "HS-CTRL"
+    in_control_tag: TagRef | None = Field(default="YS-GWCTRL", description="The PLC's 'under gateway control' bit.")
+    alarm_reset_tag: TagRef | None = Field(default="XS-ALMRST", description="Momentary alarm reset (ack_alarm).")
+    recover_s: float = Field(default=30.0, ge=0, description="Inputs good this long before control is retaken.")
     tank: TankSettings = Field(default_factory=TankSettings)
     clearwell: ClearwellSettings = Field(default_factory=ClearwellSettings)
     pumps: list[PumpSettings] = Field(default_factory=_default_pumps, min_length=1)
@@ -199,5 +307,11 @@ class LoopSettings(StrictModel):
     rules: OperatingRules = Field(default_factory=OperatingRules)
     tariff: TariffSettings = Field(default_factory=TariffSettings)
     validation: ValidationSettings = Field(default_factory=ValidationSettings)
+    strategy: Literal["schedule", "hysteresis"] = Field(
+        default="schedule", description="schedule: tariff-aware look-ahead; hysteresis: lead/lag at start/stop levels."
+    )
+    twin: TwinSettings = Field(default_factory=TwinSettings)
+    schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
+    symptoms: SymptomSettings = Field(default_factory=SymptomSettings)
     decision_history: int = Field(default=50, ge=1, description="Decisions kept in memory for status views.")
     command_timeout_s: PositiveSeconds = Field(default=5.0, description="Longest an Execute write may take.")

@@ -1,0 +1,402 @@
+"""The safety envelope: the single gate every command passes before it may leave for the plant.
+
+Loop plans and remote requests alike are judged here against the plant as last seen (``PlantView``) and the
+envelope's own memory of starts, stops and setpoint changes. A refused command is never written; the verdict names
+the rule, for the decision record and the ``gateway_interlock_blocks_total{rule}`` metric.
+
+Rules (docs/loop.md has the reasoning):
+
+* mode: in ``maintenance`` nothing but a release is written; in ``local`` likewise; ``auto`` needs control taken.
+* inputs: every reading a command depends on must be GOOD and fresh. The one exception is a tank level that the
+  twin substitutes for a suspect transmitter (quality UNCERTAIN, reason SUBSTITUTED), accepted for at most
+  ``substitute_max_s`` after the last trusted level, and for starts only with the high-high float GOOD and clear.
+* Hand-Off-Auto: a pump is written only while it reports Auto with Remote; a faulted pump is not started.
+* dry run: no start while the clearwell is below the dry-run level plus a margin; high-high: no start at or above
+  high-high or with the float tripped.
+* minimum off time before a start, minimum run time before a stop (waived in an emergency: fault, dry run,
+  high-high), at most ``max_starts_per_hour`` per pump in any rolling hour (observed and commanded starts).
+* fire reserve: the last running pump is not stopped while the tank is below its low level (except in an emergency).
+* setpoints: within their limits, at most ``max_step`` from the present value, at most one change per
+  ``min_interval_s``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Literal
+
+from gateway.domain.model import Command, CommandKind, Quality, QualityReason, Reading
+
+Mode = Literal["auto", "local", "maintenance"]
+HOUR_S = 3600.0
+_STEP_EPS = 1e-6
+
+
+class Rule(StrEnum):
+    """Why the envelope refused a command (the label of ``gateway_interlock_blocks_total``)."""
+
+    MODE = "mode"
+    NOT_IN_CONTROL = "not_in_control"
+    UNKNOWN_TARGET = "unknown_target"
+    INPUT_NOT_GOOD = "input_not_good"
+    HAND_OFF_AUTO = "hand_off_auto"
+    PUMP_FAULT = "pump_fault"
+    DRY_RUN = "dry_run"
+    HIGH_HIGH = "high_high"
+    MIN_OFF = "min_off"
+    MIN_RUN = "min_run"
+    STARTS_PER_HOUR = "starts_per_hour"
+    FIRE_RESERVE = "fire_reserve"
+    SETPOINT_CLAMP = "setpoint_clamp"
+    SETPOINT_STEP = "setpoint_step"
+    SETPOINT_INTERVAL = "setpoint_interval"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    allowed: bool
+    rule: Rule | None = None
+    detail: str = ""
+
+
+ALLOWED = Verdict(True)
+
+
+@dataclass(frozen=True, slots=True)
+class SetpointLimit:
+    """Limits of a setpoint tag the loop may change."""
+
+    minimum: float
+    maximum: float
+    max_step: float
+    min_interval_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class EnvelopeLimits:
+    dry_run_m: float
+    high_high_m: float
+    low_m: float
+    min_run_s: float
+    min_off_s: float
+    max_starts_per_hour: int
+    setpoints: Mapping[str, SetpointLimit] = field(default_factory=dict)
+    dry_run_margin_m: float = 0.2
+    max_input_age_s: float = 15.0
+    substitute_max_s: float = 7200.0
+
+
+@dataclass(frozen=True, slots=True)
+class PumpView:
+    """A pump as last read: the three status bits the envelope needs and the PLC's own starts-last-hour count."""
+
+    name: str
+    start_tag: str
+    running: Reading | None
+    fault: Reading | None
+    auto_remote: Reading | None
+    starts_last_hour: Reading | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PlantView:
+    """What the envelope judges against: mode, control state and the readings commands depend on."""
+
+    mode: Mode
+    in_control: bool
+    tank_level: Reading | None
+    clearwell_level: Reading | None
+    pumps: Mapping[str, PumpView]
+    high_float: Reading | None = None
+    setpoints: Mapping[str, Reading] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _PumpMemory:
+    starts: deque[float] = field(default_factory=deque)
+    unmatched: deque[float] = field(default_factory=deque)  # commanded starts not yet seen running
+    last_start: float | None = None
+    last_stop: float | None = None
+    running: bool | None = None
+
+
+class SafetyEnvelope:
+    """Judges commands; remembers what was started, stopped and changed, observed or commanded."""
+
+    def __init__(self, *, limits: EnvelopeLimits, match_window_s: float = 120.0) -> None:
+        self.limits = limits
+        self._pumps: dict[str, _PumpMemory] = {}
+        self._setpoint_changed: dict[str, float] = {}
+        self._match_window_s = match_window_s
+
+    # -- memory -----------------------------------------------------------------------------------------------
+
+    def _memory(self, pump: str) -> _PumpMemory:
+        mem = self._pumps.get(pump)
+        if mem is None:
+            mem = self._pumps[pump] = _PumpMemory()
+        return mem
+
+    def observe(self, view: PlantView, now: float) -> None:
+        """Learn starts and stops from the running bits (a start the PLC made counts like one we commanded)."""
+        for pump in view.pumps.values():
+            r = pump.running
+            if r is None or r.quality is not Quality.GOOD or r.value is None:
+                continue
+            running = bool(r.value)
+            mem = self._memory(pump.name)
+            if mem.running is False and running:
+                self._observed_start(mem, now)
+            elif mem.running and not running:
+                mem.last_stop = now
+            mem.running = running
+
+    def _observed_start(self, mem: _PumpMemory, now: float) -> None:
+        while mem.unmatched and now - mem.unmatched[0] > self._match_window_s:
+            mem.unmatched.popleft()
+        if mem.unmatched:
+            mem.unmatched.popleft()  # the start we commanded, already counted
+            return
+        mem.starts.append(now)
+        mem.last_start = now
+
+    def committed(self, command: Command, view: PlantView, now: float) -> None:
+        """A command left for the plant (whatever its read-back said): remember it for later judgements."""
+        if command.kind is CommandKind.START_PUMP and not _is_running(view.pumps.get(command.target)):
+            mem = self._memory(command.target)
+            mem.starts.append(now)
+            mem.unmatched.append(now)
+            mem.last_start = now
+        elif command.kind is CommandKind.STOP_PUMP and _is_running(view.pumps.get(command.target)):
+            self._memory(command.target).last_stop = now
+        elif command.kind is CommandKind.CHANGE_SETPOINT:
+            self._setpoint_changed[command.tag] = now
+
+    def starts_last_hour(self, pump: str, now: float) -> int:
+        mem = self._memory(pump)
+        while mem.starts and now - mem.starts[0] >= HOUR_S:
+            mem.starts.popleft()
+        return len(mem.starts)
+
+    def last_start(self, pump: str) -> float | None:
+        return self._memory(pump).last_start
+
+    def last_stop(self, pump: str) -> float | None:
+        return self._memory(pump).last_stop
+
+    # -- judgement --------------------------------------------------------------------------------------------
+
+    def judge_all(self, commands: Iterable[Command], view: PlantView, now: float) -> list[tuple[Command, Verdict]]:
+        """Judge a batch in order; commands allowed earlier in the batch count (two stops may not empty the station)."""
+        running = {name for name, p in view.pumps.items() if _is_running(p)}
+        changed: set[str] = set()
+        out = []
+        for command in commands:
+            if command.kind is CommandKind.CHANGE_SETPOINT and command.tag in changed:
+                out.append(
+                    (command, Verdict(False, Rule.SETPOINT_INTERVAL, f"{command.tag} already changed in this batch"))
+                )
+                continue
+            verdict = self.judge(command, view, now, running=running)
+            if verdict.allowed and command.kind is CommandKind.CHANGE_SETPOINT:
+                changed.add(command.tag)
+            if verdict.allowed and command.kind is CommandKind.START_PUMP:
+                running.add(command.target)
+            elif verdict.allowed and command.kind is CommandKind.STOP_PUMP:
+                running.discard(command.target)
+            out.append((command, verdict))
+        return out
+
+    def judge(  # noqa: PLR0911 - one guard per rule reads best as a list of early returns
+        self, command: Command, view: PlantView, now: float, *, running: set[str] | None = None
+    ) -> Verdict:
+        """The verdict on one command against ``view`` at ``now``."""
+        if command.kind is CommandKind.RELEASE_TO_LOCAL:
+            return ALLOWED
+        if view.mode != "auto":
+            return Verdict(False, Rule.MODE, f"mode is {view.mode}: nothing but a release is written")
+        if command.kind is CommandKind.TAKE_CONTROL:
+            return self._take_control(command, view, now)
+        if not view.in_control:
+            return Verdict(False, Rule.NOT_IN_CONTROL, "the PLC is in local control")
+        if running is None:
+            running = {name for name, p in view.pumps.items() if _is_running(p)}
+        if command.kind is CommandKind.START_PUMP:
+            return self._start(command, view, now)
+        if command.kind is CommandKind.STOP_PUMP:
+            return self._stop(command, view, now, running)
+        if command.kind is CommandKind.CHANGE_SETPOINT:
+            return self._setpoint(command, view, now)
+        return ALLOWED  # RESET_ALARM: harmless, in auto and in control only
+
+    def _take_control(self, command: Command, view: PlantView, now: float) -> Verdict:
+        pump = view.pumps.get(command.target)
+        if pump is None:
+            return ALLOWED  # the control word itself
+        return self._hoa(pump, now) or ALLOWED
+
+    def _hoa(self, pump: PumpView, now: float) -> Verdict | None:
+        for name, r in (("auto/remote", pump.auto_remote), ("running", pump.running), ("fault", pump.fault)):
+            if not self._good(r, now):
+                return Verdict(False, Rule.INPUT_NOT_GOOD, f"{pump.name} {name} {_describe(r)}")
+        if not _true(pump.auto_remote):
+            return Verdict(False, Rule.HAND_OFF_AUTO, f"{pump.name} is not in Auto with Remote")
+        return None
+
+    def _start(self, command: Command, view: PlantView, now: float) -> Verdict:
+        pump = view.pumps.get(command.target)
+        if pump is None or command.tag != pump.start_tag:
+            return Verdict(False, Rule.UNKNOWN_TARGET, f"{command.target}/{command.tag} is not a configured pump")
+        blocked = self._hoa(pump, now) or self._start_inputs(view, now)
+        if blocked is not None:
+            return blocked
+        if _true(pump.fault):
+            return Verdict(False, Rule.PUMP_FAULT, f"{pump.name} is faulted")
+        blocked = self._levels_allow_start(view)
+        if blocked is not None or _true(pump.running):
+            return blocked or ALLOWED
+        return self._start_timing(pump, now)
+
+    def _start_inputs(self, view: PlantView, now: float) -> Verdict | None:
+        if not self._good(view.clearwell_level, now):
+            return Verdict(False, Rule.INPUT_NOT_GOOD, f"clearwell level {_describe(view.clearwell_level)}")
+        if not self._level_usable(view.tank_level, now):
+            return Verdict(False, Rule.INPUT_NOT_GOOD, f"tank level {_describe(view.tank_level)}")
+        substituted = view.tank_level is not None and view.tank_level.quality is not Quality.GOOD
+        if (view.high_float is not None or substituted) and not self._good(view.high_float, now):
+            return Verdict(False, Rule.INPUT_NOT_GOOD, f"high-high float {_describe(view.high_float)}")
+        return None
+
+    def _levels_allow_start(self, view: PlantView) -> Verdict | None:
+        lim = self.limits
+        cw = _num(view.clearwell_level)
+        if cw < lim.dry_run_m + lim.dry_run_margin_m:
+            return Verdict(
+                False, Rule.DRY_RUN, f"clearwell {cw:.2f} m below {lim.dry_run_m + lim.dry_run_margin_m:.2f} m"
+            )
+        tank = _num(view.tank_level)
+        if tank >= lim.high_high_m or _true(view.high_float):
+            return Verdict(False, Rule.HIGH_HIGH, f"tank {tank:.2f} m at or above high-high {lim.high_high_m:.2f} m")
+        return None
+
+    def _start_timing(self, pump: PumpView, now: float) -> Verdict:
+        lim = self.limits
+        mem = self._memory(pump.name)
+        if mem.last_stop is not None and now - mem.last_stop < lim.min_off_s:
+            return Verdict(
+                False, Rule.MIN_OFF, f"{pump.name} stopped {now - mem.last_stop:.0f} s ago (< {lim.min_off_s:.0f} s)"
+            )
+        count = max(self.starts_last_hour(pump.name, now), int(_num(pump.starts_last_hour, 0.0)))
+        if count >= lim.max_starts_per_hour:
+            return Verdict(False, Rule.STARTS_PER_HOUR, f"{pump.name} started {count} times in the last hour")
+        return ALLOWED
+
+    def _stop(  # noqa: PLR0911 - one guard per rule reads best as a list of early returns
+        self, command: Command, view: PlantView, now: float, running: set[str]
+    ) -> Verdict:
+        pump = view.pumps.get(command.target)
+        if pump is None or command.tag != pump.start_tag:
+            return Verdict(False, Rule.UNKNOWN_TARGET, f"{command.target}/{command.tag} is not a configured pump")
+        blocked = self._hoa(pump, now)
+        if blocked is not None:
+            return blocked
+        if self._emergency(pump, view, now) or not _true(pump.running):
+            return ALLOWED
+        mem = self._memory(pump.name)
+        if mem.last_start is not None and now - mem.last_start < self.limits.min_run_s:
+            return Verdict(False, Rule.MIN_RUN, f"{pump.name} started {now - mem.last_start:.0f} s ago")
+        if not self._level_usable(view.tank_level, now):
+            return Verdict(False, Rule.INPUT_NOT_GOOD, f"tank level {_describe(view.tank_level)}")
+        tank = _num(view.tank_level)
+        if tank < self.limits.low_m and not (running - {pump.name}):
+            return Verdict(
+                False, Rule.FIRE_RESERVE, f"tank {tank:.2f} m below {self.limits.low_m:.2f} m: last running pump"
+            )
+        return ALLOWED
+
+    def _emergency(self, pump: PumpView, view: PlantView, now: float) -> bool:
+        """A stop that protects the plant waives minimum run and the fire reserve."""
+        if _true(pump.fault) or _true(view.high_float):
+            return True
+        if self._good(view.clearwell_level, now) and _num(view.clearwell_level) < self.limits.dry_run_m:
+            return True
+        return self._good(view.tank_level, now) and _num(view.tank_level) >= self.limits.high_high_m
+
+    def _setpoint(self, command: Command, view: PlantView, now: float) -> Verdict:
+        limit = self.limits.setpoints.get(command.tag)
+        if limit is None:
+            return Verdict(False, Rule.UNKNOWN_TARGET, f"{command.tag} is not a setpoint the loop may change")
+        value = float(command.value)
+        if not limit.minimum <= value <= limit.maximum:
+            return Verdict(
+                False, Rule.SETPOINT_CLAMP, f"{command.tag} {value:g} outside {limit.minimum:g}..{limit.maximum:g}"
+            )
+        current = view.setpoints.get(command.tag)
+        if not self._good(current, now):
+            return Verdict(False, Rule.INPUT_NOT_GOOD, f"{command.tag} present value {_describe(current)}")
+        step = abs(value - _num(current))
+        if step > limit.max_step + _STEP_EPS:
+            return Verdict(False, Rule.SETPOINT_STEP, f"{command.tag} step {step:g} > {limit.max_step:g}")
+        last = self._setpoint_changed.get(command.tag)
+        if last is not None and now - last < limit.min_interval_s:
+            return Verdict(False, Rule.SETPOINT_INTERVAL, f"{command.tag} changed {now - last:.0f} s ago")
+        return ALLOWED
+
+    # -- input quality ----------------------------------------------------------------------------------------
+
+    def _good(self, r: Reading | None, now: float) -> bool:
+        return (
+            r is not None
+            and r.quality is Quality.GOOD
+            and r.value is not None
+            and now - r.receive_ts <= self.limits.max_input_age_s
+        )
+
+    def _level_usable(self, r: Reading | None, now: float) -> bool:
+        if self._good(r, now):
+            return True
+        return (
+            r is not None
+            and r.value is not None
+            and r.quality is Quality.UNCERTAIN
+            and r.reason is QualityReason.SUBSTITUTED
+            and now - r.receive_ts <= self.limits.max_input_age_s
+            and now - r.source_ts <= self.limits.substitute_max_s
+        )
+
+
+def inputs_of(command: Command, view: PlantView) -> Sequence[Reading | None]:
+    """The readings a command depends on (for the decision record)."""
+    pump = view.pumps.get(command.target)
+    pump_inputs = [] if pump is None else [pump.running, pump.fault, pump.auto_remote]
+    if command.kind is CommandKind.START_PUMP:
+        return [*pump_inputs, view.tank_level, view.clearwell_level, view.high_float]
+    if command.kind is CommandKind.STOP_PUMP:
+        return [*pump_inputs, view.tank_level]
+    if command.kind is CommandKind.CHANGE_SETPOINT:
+        return [view.setpoints.get(command.tag)]
+    return pump_inputs
+
+
+def _is_running(pump: PumpView | None) -> bool:
+    return pump is not None and _true(pump.running)
+
+
+def _true(r: Reading | None) -> bool:
+    return r is not None and r.value is not None and r.quality is not Quality.BAD and bool(r.value)
+
+
+def _num(r: Reading | None, default: float = float("nan")) -> float:
+    if r is None or r.value is None:
+        return default
+    return float(r.value)
+
+
+def _describe(r: Reading | None) -> str:
+    if r is None:
+        return "missing"
+    reason = f" ({r.reason.value})" if r.reason else ""
+    return f"{r.quality.value}{reason}"

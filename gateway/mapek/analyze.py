@@ -1,0 +1,377 @@
+"""Analyze: turn the plant state into symptoms, with hysteresis and on-delays, and keep the twin up to date.
+
+Every symptom has a key (``CODE:subject``), a debounce and, for level thresholds, a hysteresis band, so noise
+around a threshold raises nothing and a real crossing raises once. The twin is fed each cycle: the tank and
+clearwell observers integrate the measured flows (a transmitter that disagrees becomes SENSOR_SUSPECT), the demand
+forecast learns from the zone meter, and the predictions (net inflow, time to empty and to full, station flow with
+0-3 pumps) go to Plan and into each decision's knowledge.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from gateway.config.loop import LoopSettings
+from gateway.domain.conditions import Change, Debounce, Threshold
+from gateway.domain.envelope import SafetyEnvelope
+from gateway.domain.leaks import BurstDetector, NightFlowTracker
+from gateway.domain.model import Severity, Symptom, SymptomCode, Value
+from gateway.domain.tariff import Tariff
+from gateway.mapek.knowledge import Knowledge
+from gateway.mapek.plant import PlantState, good, usable, value
+
+Data = dict[str, Value | str | None]
+
+
+@dataclass(slots=True)
+class Analysis:
+    """One cycle's findings: open symptoms, what changed, and the twin's predictions."""
+
+    at: float
+    open: Mapping[str, Symptom]
+    raised: list[Symptom] = field(default_factory=list)
+    cleared: list[Symptom] = field(default_factory=list)
+    predictions: Data = field(default_factory=dict)
+
+    def has(self, code: SymptomCode, subject: str | None = None) -> bool:
+        if subject is not None:
+            return f"{code}:{subject}" in self.open
+        return any(s.code is code for s in self.open.values())
+
+    def of(self, code: SymptomCode) -> list[Symptom]:
+        return [s for s in self.open.values() if s.code is code]
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorFacts:
+    """What Analyze asks of Monitor, as plain callables (so a test can answer them)."""
+
+    unchanged_since: Callable[[str], float | None]
+    comm_ok: Callable[[str, float], bool]
+    devices: tuple[str, ...]
+
+
+class Analyzer:
+    """Derives symptoms; owns their debounces and the water-loss detectors."""
+
+    def __init__(
+        self, *, settings: LoopSettings, tariff: Tariff, knowledge: Knowledge, envelope: SafetyEnvelope
+    ) -> None:
+        self._s = settings
+        self._tariff = tariff
+        self._k = knowledge
+        self._envelope = envelope
+        self._debounce: dict[str, Debounce] = {}
+        self._last_at: float | None = None
+        sym = settings.symptoms
+        self._burst = BurstDetector(
+            step_lps=sym.burst_step_lps,
+            pressure_drop_m=sym.burst_pressure_drop_m,
+            short_s=sym.burst_short_s,
+            reference_s=sym.burst_reference_s,
+        )
+        demand = knowledge.twin.demand
+        night_base = sym.night_flow_baseline_lps
+        if night_base is None:
+            night_base = sum(demand.hourly[sym.night_start_hour : sym.night_end_hour]) / max(
+                1, sym.night_end_hour - sym.night_start_hour
+            )
+        self.night = NightFlowTracker(
+            start_hour=sym.night_start_hour,
+            end_hour=sym.night_end_hour,
+            ratio=sym.night_flow_ratio,
+            nights=sym.night_flow_nights,
+            baseline_lps=night_base,
+        )
+        self._external: dict[str, tuple[bool, Symptom]] = {}
+
+    # -- entry point --------------------------------------------------------------------------------------------
+
+    def analyze(self, state: PlantState, facts: MonitorFacts) -> Analysis:
+        now = state.at
+        dt = 0.0 if self._last_at is None else max(0.0, now - self._last_at)
+        self._last_at = now
+        out = Analysis(at=now, open=self._k.open_symptoms)
+        self._update_twin(state, dt, out)
+        self._levels(state, out)
+        self._pumps(state, out)
+        self._quality(state, facts, out)
+        self._water(state, dt, out)
+        self._tariff_symptoms(state, out)
+        self._apply_external(now, out)
+        return out
+
+    # -- symptom bookkeeping ------------------------------------------------------------------------------------
+
+    def _cond(
+        self,
+        out: Analysis,
+        code: SymptomCode,
+        subject: str,
+        raw: bool,
+        *,
+        severity: Severity = Severity.WARNING,
+        on: float = 0.0,
+        off: float = 0.0,
+        detail: str = "",
+        data: Data | None = None,
+    ) -> None:
+        key = f"{code}:{subject}"
+        deb = self._debounce.get(key)
+        if deb is None:
+            deb = self._debounce[key] = Debounce(on_delay_s=on, off_delay_s=off)
+        change = deb.update(raw, out.at)
+        if change is Change.RAISED:
+            symptom = Symptom(code, subject, severity, out.at, detail, data or {})
+            self._k.open_symptoms[key] = symptom
+            out.raised.append(symptom)
+        elif change is Change.CLEARED:
+            gone = self._k.open_symptoms.pop(key, None)
+            if gone is not None:
+                out.cleared.append(gone)
+
+    def _active(self, code: SymptomCode, subject: str) -> bool:
+        return f"{code}:{subject}" in self._k.open_symptoms
+
+    def _threshold(self, code: SymptomCode, subject: str, v: float, limit: float, *, above: bool) -> bool:
+        t = Threshold(limit=limit, hysteresis=self._s.symptoms.level_hysteresis_m, above=above)
+        return _finite(v) and t.holds(v, active=self._active(code, subject))
+
+    def raise_external(self, code: SymptomCode, subject: str, *, at: float, detail: str, severity: Severity) -> None:
+        """A symptom found outside Analyze (a command not confirmed, a start that did not take)."""
+        self._external[f"{code}:{subject}"] = (True, Symptom(code, subject, severity, at, detail))
+
+    def clear_external(self, code: SymptomCode, subject: str) -> None:
+        key = f"{code}:{subject}"
+        if key in self._k.open_symptoms:
+            self._external[key] = (False, self._k.open_symptoms[key])
+
+    def _apply_external(self, now: float, out: Analysis) -> None:
+        for key, (raised, symptom) in self._external.items():
+            if raised and key not in self._k.open_symptoms:
+                self._k.open_symptoms[key] = symptom
+                out.raised.append(symptom)
+            elif not raised and key in self._k.open_symptoms:
+                out.cleared.append(self._k.open_symptoms.pop(key))
+        self._external.clear()
+
+    # -- twin ---------------------------------------------------------------------------------------------------
+
+    def _update_twin(self, state: PlantState, dt: float, out: Analysis) -> None:
+        twin, s = self._k.twin, self._s
+        leak = twin.model.leak(value(state.zone_pressure) if usable(state.zone_pressure) else None)
+        q_station, q_zone = value(state.station_flow), value(state.zone_flow)
+        flows_good = good(state.station_flow) and good(state.zone_flow)
+        tank_dh = twin.model.tank_rate_m_per_s(q_station, q_zone + leak) if flows_good else None
+        level_ok = good(state.tank_level) and not self._active(SymptomCode.SENSOR_SUSPECT, s.tank.level_tag)
+        measured = value(state.tank_level) if good(state.tank_level) else None
+        twin.tank.update(at=state.at, dh_per_s=tank_dh, measured=measured, trusted=level_ok)
+        cw_ok = good(state.wtp_flow) and good(state.station_flow)
+        cw_dh = (value(state.wtp_flow) - q_station) / 1000.0 / twin.model.clearwell_area_m2 if cw_ok else None
+        cw = value(state.clearwell_level) if good(state.clearwell_level) else None
+        twin.clearwell.update(at=state.at, dh_per_s=cw_dh, measured=cw, trusted=cw is not None)
+        if good(state.zone_flow) and dt > 0:
+            twin.demand.observe(self._tariff.local_seconds(state.at), q_zone, dt)
+        self._predict(state, leak, out)
+
+    def _predict(self, state: PlantState, leak: float, out: Analysis) -> None:
+        twin, tank = self._k.twin, self._s.tank
+        level, cw = value(state.tank_level), value(state.clearwell_level)
+        net = value(state.station_flow) - value(state.zone_flow) - leak
+        p = out.predictions
+        p["net_inflow_lps"] = round(net, 2) if _finite(net) else None
+        if _finite(level) and _finite(net):
+            tte = twin.model.seconds_to_level(level, tank.fire_reserve_m, net)
+            ttf = twin.model.seconds_to_level(level, tank.high_high_m, net)
+            p["time_to_fire_reserve_s"] = None if tte is None else round(tte)
+            p["time_to_high_high_s"] = None if ttf is None else round(ttf)
+        if _finite(level) and _finite(cw):
+            for n in range(len(self._s.pumps) + 1):
+                op = twin.model.station(n, level, cw)
+                p[f"station_{n}p_lps"] = round(op.flow_lps, 1)
+                p[f"station_{n}p_kw"] = round(op.power_kw, 1)
+        residual = twin.tank.residual_m()
+        p["tank_residual_m"] = None if residual is None else round(residual, 3)
+        p["demand_bias"] = round(twin.demand.bias, 3)
+        p["leak_lps"] = round(leak, 2)
+
+    # -- levels -------------------------------------------------------------------------------------------------
+
+    def _levels(self, state: PlantState, out: Analysis) -> None:
+        s, tank = self._s, self._s.tank
+        level = value(state.tank_level)
+        on = s.symptoms.level_on_delay_s
+        hysteresis = s.strategy == "hysteresis"
+        start = tank.start_lead_m if hysteresis else s.schedule.floor_m
+        stop = tank.stop_m if hysteresis else s.schedule.top_m
+        subject = tank.level_tag
+        hh = (_finite(level) and level >= tank.high_high_m) or (
+            usable(state.high_float) and bool(value(state.high_float))
+        )
+        self._cond(out, SymptomCode.LVL_HIGHHIGH, subject, hh, severity=Severity.ALARM, detail=f"tank {level:.2f} m")
+        raw = self._threshold(SymptomCode.LVL_HIGH, subject, level, stop, above=True)
+        self._cond(out, SymptomCode.LVL_HIGH, subject, raw, on=on, detail=f"tank {level:.2f} m at or above {stop} m")
+        raw = self._threshold(SymptomCode.LVL_LOW, subject, level, start, above=False)
+        self._cond(out, SymptomCode.LVL_LOW, subject, raw, on=on, detail=f"tank {level:.2f} m below {start} m")
+        raw = self._threshold(SymptomCode.LVL_LOWLOW, subject, level, tank.low_m, above=False)
+        self._cond(
+            out, SymptomCode.LVL_LOWLOW, subject, raw, on=on, severity=Severity.ALARM, detail=f"tank {level:.2f} m"
+        )
+        cw = value(state.clearwell_level)
+        cw_tag = s.clearwell.level_tag
+        raw = self._threshold(SymptomCode.CW_LOW, cw_tag, cw, s.clearwell.low_m, above=False)
+        self._cond(out, SymptomCode.CW_LOW, cw_tag, raw, on=on, severity=Severity.ALARM, detail=f"clearwell {cw:.2f} m")
+
+    # -- pumps --------------------------------------------------------------------------------------------------
+
+    def _pumps(self, state: PlantState, out: Analysis) -> None:
+        rules = self._s.rules
+        running = state.running
+        flow = value(state.station_flow)
+        no_flow = bool(running) and good(state.station_flow) and flow < rules.no_flow_fraction * rules.rated_flow_lps
+        for p in state.pumps:
+            nf_key = f"noflow:{p.name}"
+            deb = self._debounce.setdefault(nf_key, Debounce(on_delay_s=rules.no_flow_delay_s))
+            deb.update(no_flow and p.is_running, state.at)
+            tripped = p.is_faulted or deb.active
+            why = "fault bit set" if p.is_faulted else f"running with station flow {flow:.1f} L/s"
+            self._cond(out, SymptomCode.PUMP_TRIP, p.name, tripped, severity=Severity.ALARM, off=30.0, detail=why)
+            self._fail_to_start(state, p.name, p.is_running, out)
+            used = max(self._envelope.starts_last_hour(p.name, state.at), int(value(p.starts_last_hour, 0.0)))
+            self._cond(
+                out,
+                SymptomCode.STARTS_LIMIT,
+                p.name,
+                used >= rules.max_starts_per_hour - 1,
+                detail=f"{used} of {rules.max_starts_per_hour} starts used in the last hour",
+            )
+        hours = [p.hours for p in state.pumps if p.in_auto and not p.is_faulted and usable(p.run_hours)]
+        spread = max(hours) - min(hours) if len(hours) > 1 else 0.0
+        self._cond(
+            out,
+            SymptomCode.RUNHRS_IMBALANCE,
+            "station",
+            spread > rules.runhours_imbalance_h,
+            detail=f"run hours differ by {spread:.1f} h",
+            severity=Severity.INFO,
+        )
+
+    def _fail_to_start(self, state: PlantState, pump: str, running: bool, out: Analysis) -> None:
+        since = self._k.expected_running.get(pump)
+        if running:
+            self._k.expected_running.pop(pump, None)
+        late = since is not None and not running and state.at - since > self._s.rules.fail_to_start_s
+        detail = "" if since is None else f"start commanded {state.at - since:.0f} s ago, not running"
+        self._cond(out, SymptomCode.FAIL_TO_START, pump, late, severity=Severity.ALARM, off=60.0, detail=detail)
+
+    # -- quality: sensors and communication ---------------------------------------------------------------------
+
+    def _quality(self, state: PlantState, facts: MonitorFacts, out: Analysis) -> None:
+        sym = self._s.symptoms
+        for device in facts.devices:
+            ok = facts.comm_ok(device, state.at)
+            self._cond(out, SymptomCode.COMM_LOSS, device, not ok, severity=Severity.ALARM, detail="no good poll")
+        self._suspect_tank(state, facts, out)
+        cw_tag = self._s.clearwell.level_tag
+        flat = self._flatline(cw_tag, facts, state.at, self._k.twin.clearwell.expected_change_since)
+        self._cond(
+            out, SymptomCode.SENSOR_SUSPECT, cw_tag, flat, on=sym.suspect_on_delay_s, off=600.0, detail="flat line"
+        )
+        self._chlorine(state, out)
+
+    def _suspect_tank(self, state: PlantState, facts: MonitorFacts, out: Analysis) -> None:
+        tag = self._s.tank.level_tag
+        flat = self._flatline(tag, facts, state.at, self._k.twin.tank.expected_change_since)
+        open_ = self._k.open_symptoms.get(f"{SymptomCode.SENSOR_SUSPECT}:{tag}")
+        if open_ is not None and not flat:
+            # A flat line ends when the transmitter moves again, not when the flows happen to be still.
+            since = facts.unchanged_since(tag)
+            flat = since is not None and since <= open_.raised_at and "flat" in open_.detail
+        residual = self._k.twin.tank.residual_m()
+        off_model = residual is not None and abs(residual) > self._s.validation.twin_residual_m
+        detail = "flat line while the flows say it moves" if flat else f"disagrees with the twin by {residual} m"
+        was = self._active(SymptomCode.SENSOR_SUSPECT, tag)
+        self._cond(
+            out,
+            SymptomCode.SENSOR_SUSPECT,
+            tag,
+            flat or off_model,
+            severity=Severity.ALARM,
+            on=self._s.symptoms.suspect_on_delay_s,
+            off=600.0,
+            detail=detail,
+            data={"residual_m": residual},
+        )
+        if not was and self._active(SymptomCode.SENSOR_SUSPECT, tag):
+            since = facts.unchanged_since(tag) if flat else None
+            self._k.twin.tank.reanchor(since if since is not None else state.at - self._s.symptoms.suspect_on_delay_s)
+
+    def _flatline(self, tag: str, facts: MonitorFacts, now: float, moved: Callable[[float], float]) -> bool:
+        limit = self._s.validation.flatline_s.get(tag)
+        since = facts.unchanged_since(tag)
+        if limit is None or since is None or now - since < limit:
+            return False
+        return moved(since) > self._s.symptoms.flatline_min_move_m
+
+    def _chlorine(self, state: PlantState, out: Analysis) -> None:
+        cl = self._s.chlorine
+        for tag, r in ((cl.plant_tag, state.chlorine_plant), (cl.zone_tag, state.chlorine_zone)):
+            v = value(r)
+            self._cond(out, SymptomCode.CL2_LOW, tag, _finite(v) and v < cl.low_mg_l, on=60.0, detail=f"{v:.2f} mg/L")
+            self._cond(out, SymptomCode.CL2_HIGH, tag, _finite(v) and v > cl.high_mg_l, on=60.0, detail=f"{v:.2f} mg/L")
+
+    # -- water loss ---------------------------------------------------------------------------------------------
+
+    def _water(self, state: PlantState, dt: float, out: Analysis) -> None:
+        if not good(state.zone_flow):
+            return
+        flow = value(state.zone_flow)
+        local = self._tariff.local_seconds(state.at)
+        expected = self._k.twin.demand.expected(local)
+        pressure = value(state.zone_pressure) if good(state.zone_pressure) else None
+        burst = self._burst.update(at=state.at, flow_lps=flow, pressure_m=pressure, expected_lps=expected)
+        out.predictions["zone_excess_lps"] = round(burst.excess_lps, 2)
+        self._cond(
+            out,
+            SymptomCode.BURST,
+            self._s.zone.flow_tag,
+            burst.active,
+            severity=Severity.ALARM,
+            on=self._s.symptoms.burst_on_delay_s,
+            detail=(
+                f"zone inflow {burst.excess_lps:.1f} L/s above the profile, pressure down {burst.pressure_drop_m:.2f} m"
+            ),
+            data={"excess_lps": round(burst.excess_lps, 2), "pressure_drop_m": round(burst.pressure_drop_m, 2)},
+        )
+        night = self.night.update(local_s=local, flow_lps=flow, dt_s=dt)
+        if night is not None or self.night.flagged:
+            last = self.night.last
+            detail = "" if last is None else f"minimum night flow {last.minimum_lps:.2f} L/s vs {last.baseline_lps:.2f}"
+            self._cond(out, SymptomCode.NIGHT_FLOW_HIGH, "DMA-1", self.night.flagged, detail=detail)
+
+    def _tariff_symptoms(self, state: PlantState, out: Analysis) -> None:
+        tariff, s = self._tariff, self._s
+        level = value(state.tank_level)
+        ahead = 0 < tariff.seconds_to_peak(state.at) <= s.tariff.prefill_hours * 3600.0
+        low = _finite(level) and level < s.symptoms.tank_target_prefill_m
+        self._cond(
+            out,
+            SymptomCode.TARIFF_PEAK_AHEAD,
+            "tariff",
+            ahead and low,
+            severity=Severity.INFO,
+            detail=f"peak in {tariff.seconds_to_peak(state.at) / 60:.0f} min, tank {level:.2f} m",
+        )
+        self._cond(out, SymptomCode.TARIFF_PEAK, "tariff", tariff.in_peak(state.at), severity=Severity.INFO)
+
+
+def _finite(x: float) -> bool:
+    return math.isfinite(x)
+
+
+def facts_of(
+    unchanged_since: Callable[[str], float | None], comm_ok: Callable[[str, float], bool], devices: tuple[str, ...]
+) -> MonitorFacts:
+    return MonitorFacts(unchanged_since, comm_ok, devices)

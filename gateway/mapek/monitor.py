@@ -1,0 +1,177 @@
+"""Monitor: poll each device at its own interval, judge every reading, keep the latest snapshot, store them.
+
+The drivers already judge range, NaN, communication and staleness at the source. Monitor adds what needs history:
+a rate-of-change limit (a spike is marked bad until ``spike_confirm`` readings agree that the jump is real) and the
+time a value last changed at all (Analyze turns a flat line that the twin contradicts into SENSOR_SUSPECT). Tags
+without such checks cost one dict lookup and one dict store per reading; readings are handed to the store one batch
+per poll, never one await per reading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from gateway.config.loop import ValidationSettings
+from gateway.domain.errors import GatewayError
+from gateway.domain.model import Quality, QualityReason, Reading
+from gateway.domain.ports import Clock, FieldDevice, KnowledgeStore
+from gateway.logging import get_logger
+
+log = get_logger("gateway.mapek.monitor")
+
+
+class _TagCheck:
+    """History of one validated tag: last accepted value, a jump awaiting confirmation, last change."""
+
+    __slots__ = ("accepted", "accepted_ts", "changed_at", "confirm", "last_value", "max_rate", "pending")
+
+    def __init__(self, *, max_rate: float | None, confirm: int) -> None:
+        self.max_rate = max_rate
+        self.confirm = confirm
+        self.accepted: float | None = None
+        self.accepted_ts = 0.0
+        self.pending = 0
+        self.last_value: float | None = None
+        self.changed_at: float | None = None
+
+    def judge(self, r: Reading) -> Reading:
+        if r.quality is not Quality.GOOD or r.value is None or isinstance(r.value, bool):
+            return r
+        v = float(r.value)
+        if v != self.last_value:
+            self.changed_at = r.source_ts
+            self.last_value = v
+        elif self.changed_at is None:
+            self.changed_at = r.source_ts
+        if self.max_rate is not None and self.accepted is not None:
+            allowed = self.max_rate * max(1.0, r.source_ts - self.accepted_ts)
+            if abs(v - self.accepted) > allowed:
+                self.pending += 1
+                if self.pending < self.confirm:
+                    return r.with_quality(Quality.BAD, QualityReason.SPIKE)
+        self.accepted, self.accepted_ts, self.pending = v, r.source_ts, 0
+        return r
+
+
+@dataclass(slots=True)
+class DeviceState:
+    """What Monitor knows of a device's communication."""
+
+    name: str
+    last_poll_at: float | None = None
+    last_good_at: float | None = None
+    readings: int = 0
+    bad: int = 0
+    failed: bool = False
+
+
+class Monitor:
+    """Polls devices into a snapshot of judged readings (``tag → Reading``) and the knowledge store.
+
+    ``on_polled(device)`` is awaited after each poll's readings are in the snapshot and before they are stored: the
+    control loop cycles there, in the poller's own task, so a reading is acted on without waiting for a task switch.
+    """
+
+    def __init__(
+        self,
+        *,
+        devices: Mapping[str, FieldDevice],
+        store: KnowledgeStore,
+        clock: Clock,
+        validation: ValidationSettings,
+        stale_after_s: Mapping[str, float] | None = None,
+        on_polled: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
+        self._devices = dict(devices)
+        self._store = store
+        self._clock = clock
+        self._on_polled = on_polled
+        self.snapshot: dict[str, Reading] = {}
+        self.devices = {name: DeviceState(name) for name in self._devices}
+        self._device_of = {t.name: name for name, d in self._devices.items() for t in d.tags}
+        stale = stale_after_s or {}
+        self._stale_of = {tag: stale.get(dev, 3.0) for tag, dev in self._device_of.items()}
+        tags = set(validation.max_rate_per_s) | set(validation.flatline_s)
+        self._checks = {
+            t: _TagCheck(max_rate=validation.max_rate_per_s.get(t), confirm=validation.spike_confirm) for t in tags
+        }
+
+    def device_of(self, tag: str) -> str | None:
+        return self._device_of.get(tag)
+
+    async def poll(self, name: str) -> list[Reading]:
+        """Poll one device now: judge, keep and store its readings."""
+        device = self._devices[name]
+        try:
+            readings = await device.poll()
+        except GatewayError as exc:  # the port says poll does not raise; a misbehaving adapter must not stop the loop
+            log.warning("monitor.poll_failed", device=name, error=repr(exc))
+            readings = []
+        readings = self.ingest(name, readings, self._clock.now())
+        if self._on_polled is not None:
+            await self._on_polled(name)  # act on what was just seen before anything else (sense-to-actuate)
+        if readings:
+            await self._store.record_readings(name, readings)
+        return readings
+
+    def ingest(self, name: str, readings: list[Reading], now: float) -> list[Reading]:
+        """The CPU part of a poll (no I/O): validate in place, update the snapshot and the device's state."""
+        checks, snap = self._checks, self.snapshot
+        good = 0
+        for i, taken in enumerate(readings):
+            check = checks.get(taken.tag)
+            r = taken if check is None else check.judge(taken)
+            if r is not taken:
+                readings[i] = r
+            snap[r.tag] = r
+            if r.quality is Quality.GOOD:
+                good += 1
+        self._note_poll(name, len(readings), good, now)
+        return readings
+
+    def _note_poll(self, name: str, total: int, good: int, now: float) -> None:
+        state = self.devices[name]
+        state.last_poll_at, state.readings, state.bad = now, total, total - good
+        failed = good == 0
+        if good:
+            state.last_good_at = now
+        if failed != state.failed:
+            state.failed = failed
+            if failed:
+                log.warning("monitor.device_silent", device=name, readings=total)
+            else:
+                log.info("monitor.device_answering", device=name, readings=total)
+
+    def reading(self, tag: str | None, now: float) -> Reading | None:
+        """The latest reading of ``tag``, turned bad (stale) once older than its device's stale limit."""
+        if tag is None:
+            return None
+        r = self.snapshot.get(tag)
+        if r is not None and now - r.receive_ts > self._stale_of.get(tag, 3.0) and r.quality is not Quality.BAD:
+            return r.with_quality(Quality.BAD, QualityReason.STALE)
+        return r
+
+    def unchanged_since(self, tag: str) -> float | None:
+        check = self._checks.get(tag)
+        return None if check is None else check.changed_at
+
+    def comm_ok(self, name: str, now: float, limit_s: float) -> bool:
+        state = self.devices.get(name)
+        return state is not None and state.last_good_at is not None and now - state.last_good_at <= limit_s
+
+    async def run_device(self, name: str, interval_s: float, stop: asyncio.Event) -> None:
+        """Poll ``name`` every ``interval_s`` on the clock until ``stop``; a slow poll skips slots, never bunches."""
+        next_at = self._clock.monotonic()
+        while not stop.is_set():
+            await self.poll(name)
+            next_at += interval_s
+            now = self._clock.monotonic()
+            if next_at < now:
+                next_at = now + interval_s - ((now - next_at) % interval_s)
+            await self._clock.sleep(next_at - now)
+
+    @property
+    def names(self) -> Sequence[str]:
+        return list(self._devices)

@@ -1,0 +1,372 @@
+"""Plan: choose plans by business code from the state, the symptoms and the schedule.
+
+Four plan families are chosen independently each cycle — control (take or release the PLC), pumps, the PRV setpoint
+and the treatment plant's flow setpoint — and each proposes commands that the safety envelope judges before any of
+them leaves. Order of precedence inside the pump family: the reactive rules (high-high and the top stop, the floor
+starts, standby on a trip) always win over the tariff-aware schedule; the schedule wins over plain hysteresis.
+Every plan carries a sentence with the numbers behind it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from gateway.config.loop import LoopSettings
+from gateway.domain.envelope import PlantView, SafetyEnvelope
+from gateway.domain.model import Command, CommandKind, Plan, PlanCode, SymptomCode, Value
+from gateway.domain.schedule import Schedule
+from gateway.domain.tariff import Tariff
+from gateway.mapek.analyze import Analysis
+from gateway.mapek.knowledge import Knowledge
+from gateway.mapek.plant import PlantState, PumpState, good, usable, value
+
+Data = dict[str, Value | str | None]
+_RELEASE_RETRY_S = 10.0  # the PLC still reports gateway control after a release: say it again, not every cycle
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """A plan of one family, with the knowledge it used."""
+
+    family: str
+    plan: Plan
+    knowledge: Data = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    pumps: int
+    code: PlanCode
+    why: str
+
+
+class Planner:
+    """Chooses the plans of one cycle; the envelope is consulted only to pick among equals (it judges later)."""
+
+    def __init__(
+        self, *, settings: LoopSettings, tariff: Tariff, knowledge: Knowledge, envelope: SafetyEnvelope
+    ) -> None:
+        self._s = settings
+        self._tariff = tariff
+        self._k = knowledge
+        self._envelope = envelope
+        self._wtp_changed_at: float | None = None
+
+    # -- control ------------------------------------------------------------------------------------------------
+
+    def control(self, state: PlantState, missing: list[str], *, plc_reachable: bool) -> Proposal | None:
+        """Take control, release it, or None when nothing changes. ``missing`` lists inputs that are not good."""
+        ctl, now = self._k.control, state.at
+        if state.mode != "auto" or missing:
+            ctl.inputs_good_since = None
+            reason = f"mode is {state.mode}" if state.mode != "auto" else "inputs not good: " + ", ".join(missing)
+            plc_says = usable(state.plc_in_control) and bool(value(state.plc_in_control))
+            again = plc_says and (ctl.released_at is None or now - ctl.released_at >= _RELEASE_RETRY_S)
+            if not ctl.intent and not again:
+                ctl.failsafe_reason = reason  # nothing held, nothing to hand back
+                return None
+            if not ctl.failsafe_reason:
+                ctl.failsafe_since = now
+            ctl.intent = False
+            ctl.failsafe_reason = reason
+            ctl.released_at = now
+            return self._release(reason, plc_reachable=plc_reachable)
+        ctl.failsafe_reason = ""
+        if ctl.inputs_good_since is None:
+            ctl.inputs_good_since = now
+        if self._in_control(state) or now - ctl.inputs_good_since < self._s.recover_s:
+            return None
+        if ctl.last_takeover_at is not None and now - ctl.last_takeover_at < self._s.recover_s:
+            return None
+        return self._take(state)
+
+    def _in_control(self, state: PlantState) -> bool:
+        if not self._k.control.intent:
+            return False
+        if self._s.in_control_tag is None:
+            return True
+        return good(state.plc_in_control) and bool(value(state.plc_in_control))
+
+    def in_control(self, state: PlantState) -> bool:
+        return self._in_control(state)
+
+    def _release(self, reason: str, *, plc_reachable: bool) -> Proposal:
+        commands: tuple[Command, ...] = ()
+        if plc_reachable and self._s.control_word_tag is not None:
+            commands = (Command(CommandKind.RELEASE_TO_LOCAL, "station", self._s.control_word_tag, 0, reason),)
+        why = f"{reason}: control handed back to the PLC, heartbeat stopped, no other command sent"
+        return Proposal("control", Plan(PlanCode.FAILSAFE_LOCAL, why, commands))
+
+    def _take(self, state: PlantState) -> Proposal:
+        """Bumpless transfer: each run request first set to the pump's present state, then the control word."""
+        self._k.control.last_takeover_at = state.at
+        commands = [
+            Command(CommandKind.TAKE_CONTROL, p.name, p.settings.start_tag, p.is_running, "bumpless: as running")
+            for p in state.pumps
+            if p.in_auto
+        ]
+        if self._s.control_word_tag is not None:
+            commands.append(Command(CommandKind.TAKE_CONTROL, "station", self._s.control_word_tag, 1, "take control"))
+        running = ", ".join(p.name for p in state.running) or "none"
+        why = f"inputs good for {self._s.recover_s:.0f} s: taking control from the PLC (running: {running})"
+        return Proposal("control", Plan(PlanCode.TAKE_CONTROL, why, tuple(commands)))
+
+    # -- pumps --------------------------------------------------------------------------------------------------
+
+    def pumps(self, state: PlantState, analysis: Analysis, view: PlantView) -> Proposal:
+        swap = self._swap(state, analysis, view)
+        if swap is not None:
+            return swap
+        target = self._target(state, analysis)
+        return self._toward(state, target, analysis, view)
+
+    def running(self, state: PlantState) -> list[PumpState]:
+        """Pumps running or about to: a confirmed start counts until it shows (or fails), a confirmed stop at once."""
+        k, now, grace = self._k, state.at, self._s.rules.fail_to_start_s
+        out = []
+        for p in state.pumps:
+            stopping = p.name in k.expected_stopped and now - k.expected_stopped[p.name] <= grace
+            starting = p.name in k.expected_running and now - k.expected_running[p.name] <= grace
+            if (p.is_running and not stopping) or (starting and not p.is_running):
+                out.append(p)
+        for name in [n for n, t in k.expected_stopped.items() if now - t > grace]:
+            del k.expected_stopped[name]
+        return out
+
+    def _failed(self, analysis: Analysis, pump: str) -> bool:
+        return analysis.has(SymptomCode.PUMP_TRIP, pump) or analysis.has(SymptomCode.FAIL_TO_START, pump)
+
+    def _available(self, state: PlantState, analysis: Analysis) -> list[PumpState]:
+        return [p for p in state.pumps if p.in_auto and not p.is_faulted and not self._failed(analysis, p.name)]
+
+    def _swap(self, state: PlantState, analysis: Analysis, view: PlantView) -> Proposal | None:
+        """Standby on trip: clear the failed pump's request and start the standby with the fewest run hours."""
+        failed = [p for p in state.pumps if self._failed(analysis, p.name) and _requested(p) and p.in_auto]
+        if not failed:
+            return None
+        commands = [Command(CommandKind.STOP_PUMP, p.name, p.settings.start_tag, False, "failed") for p in failed]
+        spare = self._pick_start(state, analysis, view, exclude={p.name for p in failed})
+        names = ", ".join(p.name for p in failed)
+        why = f"{names} failed ({self._failure(analysis, failed[0].name)})"
+        if spare is not None:
+            commands.append(Command(CommandKind.START_PUMP, spare.name, spare.settings.start_tag, True, "standby"))
+            why += f"; standby {spare.name} started (run hours {spare.hours:.1f})"
+        else:
+            why += "; no standby available"
+        return Proposal("pumps", Plan(PlanCode.P_SWAP_STANDBY, why, tuple(commands)))
+
+    def _failure(self, analysis: Analysis, pump: str) -> str:
+        for code in (SymptomCode.PUMP_TRIP, SymptomCode.FAIL_TO_START):
+            s = analysis.open.get(f"{code}:{pump}")
+            if s is not None:
+                return f"{code.value}: {s.detail}"
+        return ""
+
+    def _target(self, state: PlantState, analysis: Analysis) -> _Target:
+        level, n_now = value(state.tank_level), len(self.running(state))
+        if analysis.has(SymptomCode.LVL_HIGHHIGH):
+            return _Target(0, PlanCode.P_STOP_DUTY, f"tank {level:.2f} m at high-high: stop filling")
+        if analysis.has(SymptomCode.LVL_HIGH):
+            top = self._s.tank.stop_m if self._s.strategy == "hysteresis" else self._s.schedule.top_m
+            return _Target(0, PlanCode.P_STOP_DUTY, f"tank {level:.2f} m at or above stop {top:.2f} m")
+        base = self._scheduled(state, analysis) if self._s.strategy == "schedule" else None
+        if base is None:
+            base = self._hysteresis(state, n_now, level)
+        return self._reactive(state, analysis, base, n_now, level)
+
+    def _hysteresis(self, state: PlantState, n_now: int, level: float) -> _Target:
+        tank = self._s.tank
+        if level < tank.start_lag_m and n_now < 2:
+            return _Target(2, PlanCode.P_START_LAG, f"tank {level:.2f} m below lag start {tank.start_lag_m:.2f} m")
+        if level < tank.start_lead_m and n_now < 1:
+            return _Target(1, PlanCode.P_START_LEAD, f"tank {level:.2f} m below start {tank.start_lead_m:.2f} m")
+        if level > tank.stop_m and n_now:
+            return _Target(0, PlanCode.P_STOP_DUTY, f"tank {level:.2f} m above stop {tank.stop_m:.2f} m")
+        return _Target(n_now, PlanCode.NO_ACTION, f"tank {level:.2f} m within {tank.start_lead_m}-{tank.stop_m} m")
+
+    def _scheduled(self, state: PlantState, analysis: Analysis) -> _Target | None:
+        sched = self._k.schedule
+        level, cw = value(state.tank_level), value(state.clearwell_level)
+        if sched is None or not (math.isfinite(level) and math.isfinite(cw)):
+            return None
+        n_now = len(self.running(state))
+        n = self._slot_action(sched, state.at, level, cw, n_now)
+        if n is None:
+            return None
+        price = self._tariff.price(state.at)
+        t = sched.slot_index(state.at) or 0
+        planned = sched.slots[t].level_m if t < len(sched.slots) else level
+        why = f"schedule: {n} pump(s) at €{price:.2f}/kWh, tank {level:.2f} m (planned {planned:.2f} m)"
+        if n > n_now:
+            prefill = analysis.has(SymptomCode.TARIFF_PEAK_AHEAD)
+            code = PlanCode.TANK_PREFILL if prefill else (PlanCode.P_START_LEAD if n_now == 0 else PlanCode.P_START_LAG)
+            return _Target(n, code, why)
+        if n < n_now:
+            return _Target(n, PlanCode.P_STOP_DUTY, why)
+        if n == 0 and self._tariff.in_peak(state.at) and level < self._s.tank.start_lead_m:
+            return _Target(
+                0, PlanCode.P_DEFER, why + f"; peak tariff, coasting above floor {self._s.schedule.floor_m} m"
+            )
+        return _Target(n, PlanCode.NO_ACTION, why)
+
+    def _slot_action(self, sched: Schedule, now: float, level: float, cw: float, n_now: int) -> int | None:
+        """The schedule's action is taken at the start of each slot and held through it (as the plan assumes);
+        it is re-taken mid-slot only when the level has left the planned trajectory."""
+        t = sched.slot_index(now)
+        if t is None:
+            return None
+        slot_start = sched.slots[t].start_ts
+        held = self._k.slot_action
+        planned = sched.slots[t].level_m
+        if held is not None and held[0] == slot_start and abs(level - planned) <= self._s.schedule.replan_deviation_m:
+            return held[1]
+        n = sched.action(now, level, cw, n_now)
+        if n is not None:
+            self._k.slot_action = (slot_start, n)
+        return n
+
+    def _reactive(self, state: PlantState, analysis: Analysis, base: _Target, n_now: int, level: float) -> _Target:
+        """The floor and the clearwell limit override any schedule."""
+        net = analysis.predictions.get("net_inflow_lps")
+        falling = isinstance(net, float | int) and net < 0
+        if analysis.has(SymptomCode.LVL_LOWLOW) and falling and base.pumps <= n_now:
+            n = min(len(state.pumps), n_now + 1)
+            return _Target(n, PlanCode.P_START_LAG, f"tank {level:.2f} m below low {self._s.tank.low_m} m and falling")
+        if analysis.has(SymptomCode.LVL_LOW) and base.pumps < 1:
+            floor = self._s.tank.start_lead_m if self._s.strategy == "hysteresis" else self._s.schedule.floor_m
+            return _Target(1, PlanCode.P_START_LEAD, f"tank {level:.2f} m below floor {floor:.2f} m: start regardless")
+        if analysis.has(SymptomCode.CW_LOW) and base.pumps > 1 and not analysis.has(SymptomCode.LVL_LOWLOW):
+            cw = value(state.clearwell_level)
+            return _Target(1, PlanCode.P_LIMIT, f"clearwell {cw:.2f} m low: one pump at most")
+        return base
+
+    def _toward(self, state: PlantState, target: _Target, analysis: Analysis, view: PlantView) -> Proposal:
+        running = self.running(state)
+        knowledge: Data = {"target_pumps": target.pumps, "running": len(running)}
+        if target.pumps > len(running):
+            pump = self._pick_start(state, analysis, view, exclude=set())
+            if pump is None:
+                return Proposal("pumps", Plan(PlanCode.P_HOLD, target.why + "; no pump available to start"), knowledge)
+            code = target.code
+            if analysis.has(SymptomCode.RUNHRS_IMBALANCE) and code is PlanCode.P_START_LEAD:
+                code = PlanCode.P_ROTATE_LEAD
+            why = f"{target.why}; {pump.name} {self._lead_reason(state, analysis, pump)}"
+            if self._envelope_blocks(pump, view, state.at, start=True):
+                return Proposal("pumps", Plan(PlanCode.P_HOLD, why + "; start held by the envelope"), knowledge)
+            cmd = Command(CommandKind.START_PUMP, pump.name, pump.settings.start_tag, True, target.why)
+            if pump.name == self._k.lead:
+                self._k.lead = None  # a remote lead request is used once
+            return Proposal("pumps", Plan(code, why, (cmd,)), knowledge)
+        if target.pumps < len(running):
+            pump = self._pick_stop(running, view, state.at)
+            if pump is None:
+                return Proposal("pumps", Plan(PlanCode.P_HOLD, target.why + "; stop waits for minimum run"), knowledge)
+            cmd = Command(CommandKind.STOP_PUMP, pump.name, pump.settings.start_tag, False, target.why)
+            why = f"{target.why}; stop {pump.name} (run hours {pump.hours:.1f})"
+            return Proposal("pumps", Plan(target.code, why, (cmd,)), knowledge)
+        code = target.code if target.code in {PlanCode.P_DEFER, PlanCode.NO_ACTION} else PlanCode.NO_ACTION
+        return Proposal("pumps", Plan(code, target.why), knowledge)
+
+    def _lead_reason(self, state: PlantState, analysis: Analysis, pump: PumpState) -> str:
+        others = [p for p in self._available(state, analysis) if p is not pump and not p.is_running]
+        if not others:
+            return f"(run hours {pump.hours:.1f}, the only one available)"
+        nxt = min(others, key=lambda p: p.hours)
+        return f"lead by run hours ({pump.hours:.1f} <= {nxt.name} {nxt.hours:.1f})"
+
+    def _pick_start(
+        self, state: PlantState, analysis: Analysis, view: PlantView, *, exclude: set[str]
+    ) -> PumpState | None:
+        """Lowest run hours first, preferring a pump the envelope would let start now."""
+        busy = {p.name for p in self.running(state)} | exclude
+        pool = [p for p in self._available(state, analysis) if not p.is_running and p.name not in busy]
+        pool.sort(key=lambda p: (p.name != self._k.lead, p.hours, p.name))
+        for p in pool:
+            if not self._envelope_blocks(p, view, state.at, start=True):
+                return p
+        return pool[0] if pool else None
+
+    def _pick_stop(self, running: list[PumpState], view: PlantView, now: float) -> PumpState | None:
+        """Most run hours first, among the running pumps the envelope would let stop now."""
+        pool = sorted((p for p in running if p.is_running), key=lambda p: (-p.hours, p.name))
+        for p in pool:
+            if p.in_auto and not self._envelope_blocks(p, view, now, start=False):
+                return p
+        return None
+
+    def _envelope_blocks(self, pump: PumpState, view: PlantView, now: float, *, start: bool) -> bool:
+        kind = CommandKind.START_PUMP if start else CommandKind.STOP_PUMP
+        return not self._envelope.judge(Command(kind, pump.name, pump.settings.start_tag, start), view, now).allowed
+
+    # -- setpoints ----------------------------------------------------------------------------------------------
+
+    def prv(self, state: PlantState, analysis: Analysis, view: PlantView) -> Proposal | None:
+        z = self._s.zone
+        if not good(state.prv_setpoint):
+            return None
+        current = value(state.prv_setpoint)
+        bursts = analysis.of(SymptomCode.BURST)
+        burst = next((b for b in bursts if _excess(b.data) <= self._s.symptoms.burst_max_step_lps), None)
+        hour = self._tariff.hour(state.at)
+        night = _in_hours(hour, z.prv_night_start_hour, z.prv_night_end_hour)
+        hold = self._k.prv_hold
+        if burst is not None:
+            target, code, why = z.prv_burst_m, PlanCode.PRV_SP_LOWER, f"burst: {burst.detail}"
+        elif hold is not None and state.at < hold[1]:
+            return None  # a remote setpoint holds until hold[1]
+        elif night:
+            target, code, why = (
+                z.prv_night_m,
+                PlanCode.PRV_NIGHT_LOWER,
+                f"night hours {z.prv_night_start_hour}-{z.prv_night_end_hour} h",
+            )
+        else:
+            target, code, why = z.prv_day_m, PlanCode.PRV_DAY_RESTORE, "day setpoint"
+        if abs(target - current) < 0.05:
+            return None
+        step = max(-z.prv_max_step_m, min(z.prv_max_step_m, target - current))
+        new = round(current + step, 2)
+        cmd = Command(CommandKind.CHANGE_SETPOINT, z.prv_setpoint_tag, z.prv_setpoint_tag, new, why)
+        if not self._envelope.judge(cmd, view, state.at).allowed:
+            return None  # ramping: the next step waits for the envelope's interval
+        why = f"{why}: PRV setpoint {current:.1f} → {new:.1f} m (target {target:.1f} m)"
+        return Proposal("prv", Plan(code, why, (cmd,)))
+
+    def wtp(self, state: PlantState, analysis: Analysis, view: PlantView) -> Proposal | None:
+        t = self._s.treatment
+        if not good(state.wtp_setpoint) or not good(state.clearwell_level):
+            return None
+        current, cw = value(state.wtp_setpoint), value(state.clearwell_level)
+        if self._wtp_changed_at is not None and state.at - self._wtp_changed_at < 300.0:
+            return None
+        if analysis.has(SymptomCode.CW_LOW) and current < t.max_lps:
+            new, code = min(t.max_lps, current + t.max_step_lps), PlanCode.WTP_RAISE
+            why = (
+                f"clearwell {cw:.2f} m below {self._s.clearwell.low_m} m: treatment flow {current:.1f} → {new:.1f} L/s"
+            )
+        elif cw > t.restore_above_m and current > t.nominal_lps + 0.05:
+            new, code = max(t.nominal_lps, current - t.max_step_lps), PlanCode.WTP_RESTORE
+            why = f"clearwell {cw:.2f} m recovered: treatment flow {current:.1f} → {new:.1f} L/s"
+        else:
+            return None
+        cmd = Command(CommandKind.CHANGE_SETPOINT, t.setpoint_tag, t.setpoint_tag, round(new, 2), why)
+        if not self._envelope.judge(cmd, view, state.at).allowed:
+            return None
+        self._wtp_changed_at = state.at
+        return Proposal("wtp", Plan(code, why, (cmd,)))
+
+
+def _requested(p: PumpState) -> bool:
+    """The run request is on (read back), or unknown: a failed pump's request must be cleared in either case."""
+    return not usable(p.request) or bool(value(p.request)) or p.is_running
+
+
+def _excess(data: Mapping[str, object]) -> float:
+    v = data.get("excess_lps")
+    return float(v) if isinstance(v, int | float) else 0.0
+
+
+def _in_hours(hour: int, start: int, end: int) -> bool:
+    return start <= hour < end if start <= end else hour >= start or hour < end
