@@ -79,6 +79,12 @@ class SteppedClock:
             raise ValueError("time cannot go backwards")
         self._mono = seconds
 
+    def next_deadline(self) -> float | None:
+        """Monotonic time of the earliest pending sleeper, or None: lets a simulation step exactly up to it."""
+        while self._sleepers and self._sleepers[0][2].done():
+            heapq.heappop(self._sleepers)  # a cancelled sleeper
+        return self._sleepers[0][0] if self._sleepers else None
+
     async def advance(self, seconds: float) -> None:
         """Move time forward by ``seconds``, waking every sleeper whose deadline falls within the step."""
         target = self._mono + seconds
