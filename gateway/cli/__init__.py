@@ -7,13 +7,13 @@ import sys
 from collections.abc import Sequence
 
 from gateway import __version__
-from gateway.cli import check_config, export, status
+from gateway.cli import check_config, demo, export, run, status
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
 
-_COMMANDS = (check_config, status, export)
+_COMMANDS = (demo, run, check_config, status, export)
 
 
 def build_parser() -> argparse.ArgumentParser:

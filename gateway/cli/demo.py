@@ -1,0 +1,161 @@
+"""``gateway demo``: the bundled simulators, the gateway on its default configuration and a live view, in one process.
+
+Needs no hardware and no cloud: the simulated booster station serves Modbus TCP and OPC UA on free ports of
+127.0.0.1, the gateway polls and controls it, stores into a local SQLite file, and forwards to the MQTT broker of
+the configuration if one answers (otherwise it buffers, and says so). ``--speed 60`` runs a simulated hour per
+minute; Ctrl-C stops everything cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import socket
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from gateway.cli.common import add_config_option, load_or_report
+from gateway.config import LoadedConfig
+from gateway.config.devices import ModbusDeviceSettings, OpcUaDeviceSettings
+from gateway.lifecycle import run_until_shutdown
+from gateway.logging import configure_logging
+
+EXIT_CONFIG = 2
+EXIT_FAILURE = 1
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="run the bundled simulators, the gateway and a live view (no hardware, no cloud)",
+        description="Start the simulated booster station (Modbus TCP and OPC UA on free ports of 127.0.0.1), the "
+        "gateway with the default configuration pointed at it and a local SQLite file, and a live view refreshed "
+        "every second. Uses the MQTT broker of the configuration if one answers, otherwise buffers. Ctrl-C stops.",
+    )
+    add_config_option(p)
+    p.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second (60: a day in 24 min)")
+    p.add_argument("--seed", type=int, default=42, help="seed of the simulated demand and noise")
+    p.add_argument("--db", type=Path, default=Path("var/gateway-demo.db"), help="SQLite file (default: %(default)s)")
+    p.add_argument("--keep-db", action="store_true", help="keep the database of an earlier demo run")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many real seconds")
+    p.add_argument("--no-view", action="store_true", help="log only, no live view")
+    p.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.speed <= 0:
+        print("--speed must be positive", file=sys.stderr)
+        return EXIT_CONFIG
+    loaded = load_or_report(args.config)
+    if loaded is None:
+        return EXIT_CONFIG
+    view = not args.no_view
+    # With the live view on a terminal, logs would scroll it away: keep them to warnings.
+    level = "warning" if view and sys.stdout.isatty() else loaded.settings.log.level
+    configure_logging(level, loaded.settings.log.format)
+    if not args.keep_db:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{args.db}{suffix}").unlink(missing_ok=True)
+    args.db.parent.mkdir(parents=True, exist_ok=True)
+    result = asyncio.run(run_until_shutdown(lambda stop: demo(loaded, stop, args=args, view=view), drain_timeout_s=30))
+    return result if result is not None else 0
+
+
+async def demo(loaded: LoadedConfig, stop: asyncio.Event, *, args: argparse.Namespace, view: bool) -> int:
+    """Simulators, gateway and live view until ``stop`` (or ``--duration``)."""
+    from gateway.bootstrap import Gateway, run_gateway
+    from gateway.clock import ScaledClock
+    from simulators.harness import PlantSimulator
+
+    clock = ScaledClock(speed=args.speed)
+    started: asyncio.Future[Gateway] = asyncio.get_running_loop().create_future()
+    async with PlantSimulator(clock=clock, seed=args.seed) as sim:
+        demo_cfg = _demo_config(loaded, sim.modbus_port, sim.opcua_endpoint, db=args.db.resolve(), speed=args.speed)
+        broker = _broker_answers(demo_cfg.settings.mqtt.host, demo_cfg.settings.mqtt.port)
+        print(_banner(demo_cfg, sim.modbus_port, sim.opcua_endpoint, args.speed, broker), flush=True)
+        if args.duration is not None:
+            asyncio.get_running_loop().call_later(args.duration, stop.set)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(run_gateway(demo_cfg, stop, clock=clock, on_started=started.set_result), name="gateway")
+            gw = await started
+            tg.create_task(_live_view(gw, stop, sys.stdout, compact=not view), name="view")
+    return 0
+
+
+def _demo_config(
+    loaded: LoadedConfig, modbus_port: int, opcua_endpoint: str, *, db: Path, speed: float
+) -> LoadedConfig:
+    """The configuration pointed at the simulators' ports and the demo database.
+
+    Polls keep their configured interval in simulated time, but not faster than four times per real second, so
+    that ``--speed 60`` does not poll 60 times a real second.
+    """
+    s = loaded.settings
+    floor = speed / 4
+    devices: list[Any] = []
+    for dev in s.devices:
+        interval = max(dev.poll_interval_s, floor)
+        update: dict[str, Any] = {"poll_interval_s": interval, "stale_after_s": 3 * interval}
+        if isinstance(dev, ModbusDeviceSettings):
+            update |= {"host": "127.0.0.1", "port": modbus_port}
+        elif isinstance(dev, OpcUaDeviceSettings):
+            update |= {"endpoint": opcua_endpoint}
+        devices.append(dev.model_copy(update=update))
+    loop = s.loop.model_copy(update={"cycle_s": max(s.loop.cycle_s, floor)})
+    metrics = s.metrics.model_copy(update={"port": s.metrics.port if _port_free(s.metrics.host, s.metrics.port) else 0})
+    store = s.store.model_copy(update={"path": db})
+    settings = s.model_copy(update={"devices": devices, "loop": loop, "store": store, "metrics": metrics})
+    return dataclasses.replace(loaded, settings=settings)
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _broker_answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _banner(cfg: LoadedConfig, modbus_port: int, opcua: str, speed: float, broker: bool) -> str:
+    s = cfg.settings
+    mqtt = f"{s.mqtt.host}:{s.mqtt.port}"
+    uplink = (
+        f"MQTT broker {mqtt} answers: publishing to {s.mqtt.topic_prefix}/{s.gateway.site}/{s.gateway.gateway_id}/#"
+    )
+    if not broker:
+        uplink = f"no MQTT broker answers at {mqtt}: buffering in the store until one does"
+    return "\n".join(
+        [
+            "water edge gateway demo — simulated booster station BS-01 (no hardware, no cloud needed)",
+            f"  simulators: Modbus TCP 127.0.0.1:{modbus_port}, OPC UA {opcua}; speed x{speed:g}",
+            f"  store: {s.store.path}",
+            f"  uplink: {uplink}",
+            f"  metrics: http://{s.metrics.host}:{s.metrics.port or '(free port)'}/metrics, /healthz, /readyz",
+            "  Ctrl-C stops everything",
+        ]
+    )
+
+
+async def _live_view(gw: Any, stop: asyncio.Event, out: TextIO, *, compact: bool) -> None:
+    from gateway.cli.live import render_view
+
+    tty = out.isatty() and not compact
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0):
+                await stop.wait()
+        text = await render_view(gw, compact=not tty)
+        out.write(("\033[H\033[2J" + text + "\n") if tty else text + "\n")
+        out.flush()

@@ -1,0 +1,99 @@
+"""The live view of ``gateway demo``: what the gateway sees and decides, refreshed every second.
+
+Everything shown comes from the gateway (its snapshot of readings with their quality, its symptoms and decisions, its
+outbox), not from the simulator's truth: this is what an operator would see on a real plant.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from gateway.domain.model import Quality, Reading
+
+_BAR = 24
+
+
+def _fmt(r: Reading | None, unit: str = "", digits: int = 2) -> str:
+    if r is None or r.value is None:
+        return "  --  " + (f" ({r.reason.value})" if r is not None and r.reason else "")
+    if isinstance(r.value, bool):
+        text = "yes" if r.value else "no"
+    else:
+        text = f"{float(r.value):.{digits}f}{(' ' + unit) if unit else ''}"
+    if r.quality is not Quality.GOOD:
+        text += f" [{r.quality.value}{': ' + r.reason.value if r.reason else ''}]"
+    return text
+
+
+def _bar(r: Reading | None, full: float) -> str:
+    if r is None or not isinstance(r.value, int | float) or isinstance(r.value, bool):
+        return " " * _BAR
+    n = max(0, min(_BAR, round(float(r.value) / full * _BAR)))
+    return "#" * n + "." * (_BAR - n)
+
+
+async def render_view(gw: Any, *, compact: bool = False) -> str:
+    """The view as text; ``compact`` gives one line (for logs and pipes)."""
+    loop, settings = gw.loop, gw.loaded.settings.loop
+    now = gw.clock.now()
+
+    def get(tag: str | None) -> Reading | None:
+        reading: Reading | None = loop.monitor.reading(tag, now)
+        return reading
+
+    status = loop.status()
+    stats = await gw.store.stats()
+    uplink = _uplink_text(gw, stats)
+    band = loop.tariff.band(now)
+    when = dt.datetime.fromtimestamp(now, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    tank, cw = get(settings.tank.level_tag), get(settings.clearwell.level_tag)
+    running = [p.name for p in settings.pumps if (r := get(p.running_tag)) is not None and r.value is True]
+    if compact:
+        return (
+            f"{when} tank {_fmt(tank, 'm')} clearwell {_fmt(cw, 'm')} running {','.join(running) or 'none'} "
+            f"control {'gateway' if status['in_control'] else 'PLC'} symptoms {len(status['open_symptoms'])} "
+            f"decisions {len(status['decisions'])} uplink {uplink}"
+        )
+    lines = [
+        f"BS-01 booster station  {when} UTC  tariff {band.name or band.start_hour} {band.price_per_kwh:.2f}/kWh",
+        f"mode {status['mode']}; control: {'gateway' if status['in_control'] else 'PLC local'}"
+        + (f" (failsafe: {status['failsafe_reason']})" if status["failsafe_reason"] else ""),
+        "",
+        f"tank ET-01      {_bar(tank, settings.tank.overflow_m)} {_fmt(tank, 'm')}",
+        f"clearwell CW-01 {_bar(cw, 5.0)} {_fmt(cw, 'm')}",
+        f"station flow {_fmt(get(settings.station.flow_tag), 'L/s', 1)}"
+        f"   zone flow {_fmt(get(settings.zone.flow_tag), 'L/s', 1)}"
+        f"   PRV setpoint {_fmt(get(settings.zone.prv_setpoint_tag), 'm', 1)}",
+        "",
+    ]
+    for p in settings.pumps:
+        run, fault, auto = get(p.running_tag), get(p.fault_tag), get(p.auto_remote_tag)
+        power = get(p.power_tag) if p.power_tag else None
+        hours = get(p.run_hours_tag) if p.run_hours_tag else None
+        state = "RUN " if run is not None and run.value is True else "stop"
+        flags = ("FAULT " if fault is not None and fault.value is True else "") + (
+            "auto/remote" if auto is not None and auto.value is True else "not in auto/remote"
+        )
+        lines.append(f"{p.name}  {state}  {_fmt(power, 'kW', 1):>10}  {_fmt(hours, 'h', 1):>10}  {flags}")
+    lines += ["", "symptoms:"]
+    lines += [f"  {key}: {detail}" for key, detail in sorted(status["open_symptoms"].items())] or ["  none"]
+    lines += ["", "last decisions:"]
+    for at, code, reason in status["decisions"][-5:]:
+        stamp = dt.datetime.fromtimestamp(at, tz=dt.UTC).strftime("%H:%M:%S")
+        lines.append(f"  {stamp} {code}: {reason}")
+    if not status["decisions"]:
+        lines.append("  none yet")
+    lines += ["", f"uplink: {uplink}"]
+    return "\n".join(lines)
+
+
+def _uplink_text(gw: Any, stats: Any) -> str:
+    backlog = f"{stats.pending} messages waiting"
+    if stats.oldest_created_at is not None:
+        backlog += f", oldest {max(0.0, gw.clock.now() - stats.oldest_created_at):.0f} s"
+    if gw.uplink is None:
+        return "disabled"
+    if gw.uplink.connected.is_set():
+        return f"connected; {backlog}"
+    return f"broker not answering — buffering ({backlog})"

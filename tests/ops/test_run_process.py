@@ -1,0 +1,211 @@
+"""``gateway run`` as a real process against the simulators: readiness and watchdog datagrams as systemd would get
+them, /healthz, /readyz and /metrics over HTTP, decisions in the database, a clean stop on SIGTERM.
+
+And ``gateway demo`` end to end: the simulators, the gateway and the live view in one process, stopped by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from gateway.clock import SystemClock
+from gateway.paths import bundled_config_dir
+from simulators.harness import PlantSimulator
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _config(tmp: Path, modbus_port: int, opcua_endpoint: str, metrics_port: int) -> Path:
+    points = bundled_config_dir() / "booster_station.points.toml"
+    text = f"""
+[gateway]
+site = "bs01"
+gateway_id = "edge-test"
+
+[[devices]]
+name = "pump-plc"
+protocol = "modbus"
+host = "127.0.0.1"
+port = {modbus_port}
+poll_interval_s = 0.5
+timeout_s = 0.3
+[[devices.tags_from]]
+file = "{points}"
+areas = ["Treatment", "PumpStation"]
+
+[[devices]]
+name = "tank-rtu"
+protocol = "opcua"
+endpoint = "{opcua_endpoint}"
+poll_interval_s = 0.5
+timeout_s = 0.4
+[[devices.tags_from]]
+file = "{points}"
+areas = ["Tank", "Zone"]
+
+[loop]
+cycle_s = 0.5
+
+[store]
+path = "{tmp / "gw.db"}"
+
+[mqtt]
+enabled = false
+
+[metrics]
+port = {metrics_port}
+"""
+    path = tmp / "gateway.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+async def plant() -> AsyncIterator[PlantSimulator]:
+    async with PlantSimulator(clock=SystemClock(), seed=7) as sim:
+        yield sim
+
+
+async def _recv(sock: socket.socket, wanted: bytes, timeout_s: float) -> list[bytes]:
+    """Datagrams until one contains ``wanted``."""
+    got: list[bytes] = []
+    deadline = time.monotonic() + timeout_s
+    loop = asyncio.get_running_loop()
+    while time.monotonic() < deadline:
+        try:
+            data = await asyncio.wait_for(loop.sock_recv(sock, 4096), timeout=max(0.1, deadline - time.monotonic()))
+        except TimeoutError:
+            break
+        got.append(data)
+        if wanted in data:
+            return got
+    raise AssertionError(f"no {wanted!r} within {timeout_s} s; got {got}")
+
+
+async def _http(port: int, path: str) -> tuple[int, bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await writer.drain()
+    raw = await reader.read()
+    writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+async def test_run_notifies_systemd_serves_health_and_stops_cleanly(plant: PlantSimulator, tmp_path: Path) -> None:
+    metrics_port = _free_port()
+    cfg = _config(tmp_path, plant.modbus_port, plant.opcua_endpoint, metrics_port)
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify.sock"))
+    notify.setblocking(False)
+    env = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify.sock"), WATCHDOG_USEC="2000000")
+    env.pop("WATCHDOG_PID", None)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway",
+        "run",
+        "-c",
+        str(cfg),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        await _recv(notify, b"READY=1", timeout_s=60)
+        await _recv(notify, b"WATCHDOG=1", timeout_s=20)  # pinged from the loop's progress
+
+        status, body = await _http(metrics_port, "/healthz")
+        assert status == 200, body
+        assert json.loads(body)["checks"]["loop"]["cycles"] > 0
+        status, body = await _http(metrics_port, "/readyz")
+        assert status == 200, body
+        ready = json.loads(body)["checks"]
+        assert ready["pump-plc"]["connected"] is True
+        assert ready["tank-rtu"]["connected"] is True
+        assert ready["store"]["healthy"] is True
+        status, body = await _http(metrics_port, "/metrics")
+        assert status == 200
+        text = body.decode()
+        assert 'gateway_poll_duration_seconds_count{device="pump-plc"}' in text
+        assert "gateway_loop_cycle_seconds_count" in text
+
+        proc.send_signal(signal.SIGTERM)
+        await _recv(notify, b"STOPPING=1", timeout_s=20)
+        assert await asyncio.wait_for(proc.wait(), timeout=30) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        notify.close()
+    with sqlite3.connect(tmp_path / "gw.db") as db:
+        decisions = db.execute("SELECT plan FROM decisions").fetchall()
+        readings = db.execute("SELECT count(*) FROM readings").fetchone()[0]
+        configs = db.execute("SELECT count(*) FROM config_versions").fetchone()[0]
+    assert readings > 0
+    assert configs == 1
+    assert decisions  # at least the hand-over of control is explained
+
+
+def test_run_with_a_bad_config_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[gateway]\nsite = "s"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "run", "-c", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "gateway.gateway_id: required setting is missing" in result.stderr
+
+
+def test_demo_runs_and_stops_by_itself(tmp_path: Path) -> None:
+    env = dict(os.environ, GATEWAY_MQTT__PORT=str(_free_port()))  # no broker there: the demo must buffer
+    env["GATEWAY_METRICS__PORT"] = "0"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "demo",
+            "--duration",
+            "6",
+            "--speed",
+            "20",
+            "--no-view",
+            "--db",
+            str(tmp_path / "demo.db"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "no MQTT broker answers" in result.stdout
+    views = [line for line in result.stdout.splitlines() if " tank " in line]
+    assert len(views) >= 3  # refreshed about every second
+    assert "buffering" in views[-1]
+    with sqlite3.connect(tmp_path / "demo.db") as db:
+        assert db.execute("SELECT count(*) FROM readings").fetchone()[0] > 0
+        assert db.execute("SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetchone()[0] > 0
