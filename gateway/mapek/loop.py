@@ -116,6 +116,9 @@ class ControlLoop:
         self._control_devices = {name for name, d in self._devices.items() if any(t.name in loop_tags for t in d.tags)}
         self._last_replan_at: float | None = None
         self._offload = False  # run() computes schedules in a thread; cycle() alone computes them in line
+        self._stale = dict(stale_after_s or {})
+        self._run_started = 0.0
+        self._polls_seen = True  # cycle() called directly (stepped tests) never waits; run() resets it
         self._replan_task: asyncio.Task[Schedule] | None = None
         self.last_timings: dict[str, float] = {}
 
@@ -146,6 +149,8 @@ class ControlLoop:
     async def run(self, stop: asyncio.Event) -> None:
         """Poll every device at its interval and cycle after each poll (at least every ``cycle_s``) until ``stop``."""
         self._wake = asyncio.Event()
+        self._run_started = self._clock.monotonic()
+        self._polls_seen = False
         self._offload = True
         try:
             async with asyncio.TaskGroup() as tg:
@@ -522,13 +527,23 @@ class ControlLoop:
 
     async def _polled(self, device: str) -> None:
         """After a poll of a device the loop reads (while ``run``): cycle now, in the poller's task."""
-        if self._wake is None or device not in self._control_devices:
+        if self._wake is None or device not in self._control_devices or not self._first_polls_done():
             return
         if self._cycle_lock.locked():
             self._wake.set()  # the running cycle may have missed this poll: the cycle task runs another after it
             return
         async with self._cycle_lock:
             await self._guarded_cycle()
+
+    def _first_polls_done(self) -> bool:
+        """No cycle before every device the loop reads has been polled once (or its stale limit has passed): a
+        cycle on half a snapshot would fail safe for nothing at every start."""
+        if self._polls_seen:
+            return True
+        waited = self._clock.monotonic() - self._run_started
+        limit = max(self._stale.values(), default=3.0)
+        self._polls_seen = waited >= limit or all(self.monitor.polled_once(d) for d in self._control_devices)
+        return self._polls_seen
 
     async def _guarded_cycle(self) -> None:
         try:
@@ -545,6 +560,8 @@ class ControlLoop:
             if stop.is_set():
                 return
             wake.clear()
+            if not self._first_polls_done():
+                continue
             last = self.knowledge.last_cycle_at
             if not woken and last is not None and self._clock.now() - last < self.settings.cycle_s:
                 continue

@@ -10,9 +10,11 @@ per poll, never one await per reading.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from gateway.adapters.polling import PollScheduler
 from gateway.config.loop import ValidationSettings
 from gateway.domain.errors import GatewayError
 from gateway.domain.model import Quality, QualityReason, Reading
@@ -109,6 +111,10 @@ class Monitor:
         except GatewayError as exc:  # the port says poll does not raise; a misbehaving adapter must not stop the loop
             log.warning("monitor.poll_failed", device=name, error=repr(exc))
             readings = []
+        return await self.accept(name, readings)
+
+    async def accept(self, name: str, readings: list[Reading]) -> list[Reading]:
+        """One poll's readings (the poll scheduler's sink): judge and keep them, let the loop act, then store them."""
         readings = self.ingest(name, readings, self._clock.now())
         if self._on_polled is not None:
             await self._on_polled(name)  # act on what was just seen before anything else (sense-to-actuate)
@@ -162,15 +168,26 @@ class Monitor:
         return state is not None and state.last_good_at is not None and now - state.last_good_at <= limit_s
 
     async def run_device(self, name: str, interval_s: float, stop: asyncio.Event) -> None:
-        """Poll ``name`` every ``interval_s`` on the clock until ``stop``; a slow poll skips slots, never bunches."""
-        next_at = self._clock.monotonic()
-        while not stop.is_set():
-            await self.poll(name)
-            next_at += interval_s
-            now = self._clock.monotonic()
-            if next_at < now:
-                next_at = now + interval_s - ((now - next_at) % interval_s)
-            await self._clock.sleep(next_at - now)
+        """Poll ``name`` every ``interval_s`` on the clock until ``stop``, through the drivers' poll scheduler: fixed
+        slots, overruns skip (and count) slots instead of bunching, a failing poll never ends the polling."""
+        scheduler = PollScheduler(
+            device=self._devices[name], interval_s=interval_s, clock=self._clock, sink=self._deliver
+        )
+        task = asyncio.create_task(scheduler.run(), name=scheduler.task_name)
+        try:
+            await stop.wait()
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _deliver(self, name: str, readings: list[Reading]) -> None:
+        await self.accept(name, readings)
+
+    def polled_once(self, name: str) -> bool:
+        """Whether ``name`` has been polled at least once (answered or not)."""
+        state = self.devices.get(name)
+        return state is not None and state.last_poll_at is not None
 
     @property
     def names(self) -> Sequence[str]:

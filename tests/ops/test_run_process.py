@@ -61,6 +61,7 @@ areas = ["Tank", "Zone"]
 
 [loop]
 cycle_s = 0.5
+recover_s = 1.0
 
 [store]
 path = "{tmp / "gw.db"}"
@@ -140,6 +141,12 @@ async def test_run_notifies_systemd_serves_health_and_stops_cleanly(plant: Plant
         assert ready["pump-plc"]["connected"] is True
         assert ready["tank-rtu"]["connected"] is True
         assert ready["store"]["healthy"] is True
+        for _ in range(100):  # the loop takes control once its inputs have been good for recover_s
+            if json.loads((await _http(metrics_port, "/readyz"))[1])["checks"]["loop"]["in_control"]:
+                break
+            await asyncio.sleep(0.2)
+        else:
+            raise AssertionError("the gateway never took control")
         status, body = await _http(metrics_port, "/metrics")
         assert status == 200
         text = body.decode()
@@ -160,7 +167,7 @@ async def test_run_notifies_systemd_serves_health_and_stops_cleanly(plant: Plant
         configs = db.execute("SELECT count(*) FROM config_versions").fetchone()[0]
     assert readings > 0
     assert configs == 1
-    assert decisions  # at least the hand-over of control is explained
+    assert ("TAKE_CONTROL",) in decisions  # the hand-over of control is explained
 
 
 def test_run_with_a_bad_config_exits_2(tmp_path: Path) -> None:

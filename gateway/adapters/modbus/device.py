@@ -208,7 +208,8 @@ class ModbusDevice:
             except BaseException:
                 self._breaker.release()
                 raise
-        log.info(
+        # Confirmed writes are recorded with their decision; only a write that did not take is worth a log line.
+        (log.debug if result.confirmed else log.warning)(
             "modbus.write",
             device=self.name,
             tag=tag,

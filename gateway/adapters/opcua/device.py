@@ -188,7 +188,9 @@ class OpcUaDevice:
         result = self._result(target, engineering, started, confirmed=confirmed, read_back=read_back, detail=detail)
         if sent_error:
             result = dataclasses.replace(result, detail=sent_error + result.detail)
-        log.info("opcua.write", device=self.name, tag=tag, value=engineering, confirmed=confirmed, detail=result.detail)
+        (log.debug if confirmed else log.warning)(
+            "opcua.write", device=self.name, tag=tag, value=engineering, confirmed=confirmed, detail=result.detail
+        )
         return result
 
     # -- polling ---------------------------------------------------------------------------------------------------
