@@ -112,7 +112,7 @@ async def sense_to_actuate(
         servers.append(ModbusServerSpec(devices=units))
     broker = None
     try:
-        from uplink_broker import Mosquitto
+        from gateway.testing.mosquitto import Mosquitto
 
         broker = Mosquitto(tmp / "mosquitto")
         broker.start()

@@ -27,7 +27,6 @@ sys.path.insert(0, str(ROOT / "tests" / "uplink"))
 
 import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
-from uplink_broker import Mosquitto  # noqa: E402
 from uplink_store import SqliteStore, make_readings  # noqa: E402
 
 from gateway.adapters.mqtt import Uplink, UplinkIdentity, request_policy  # noqa: E402
@@ -35,6 +34,7 @@ from gateway.clock import SystemClock  # noqa: E402
 from gateway.config.mqtt import MqttSettings  # noqa: E402
 from gateway.domain.messages import MessageKind, NewMessage, Priority, chunk_readings, readings_stream  # noqa: E402
 from gateway.logging import configure_logging  # noqa: E402
+from gateway.testing.mosquitto import Mosquitto  # noqa: E402
 
 IDENTITY = UplinkIdentity(site="bench", gateway="gw", client_id="bench-gw", config_hash="bench")
 

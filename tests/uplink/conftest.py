@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from uplink_broker import Mosquitto
 from uplink_fakes import FakeHandler
 from uplink_store import SqliteStore
 
@@ -16,6 +15,7 @@ from gateway.adapters.mqtt import Uplink, UplinkIdentity, request_policy
 from gateway.clock import SystemClock
 from gateway.config.mqtt import MqttSettings
 from gateway.domain.ports import Clock, RemoteRequestHandler
+from gateway.testing.mosquitto import Mosquitto
 
 PUMPS = ["P-101", "P-102", "P-103"]
 

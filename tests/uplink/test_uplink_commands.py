@@ -13,7 +13,6 @@ from typing import Any
 import jsonschema
 from conftest import IDENTITY, mqtt_settings, running_uplink
 from referencing import Registry, Resource
-from uplink_broker import Mosquitto
 from uplink_fakes import Consumer, FakeHandler, eventually, publish_raw
 from uplink_store import SqliteStore, make_readings
 
@@ -43,6 +42,7 @@ from gateway.domain.model import (
     SymptomCode,
 )
 from gateway.domain.remote import RemoteOutcome, RemoteStatus, SetSetpoint
+from gateway.testing.mosquitto import Mosquitto
 
 BASE = "water/bs01/edge-1"
 SCHEMAS = {

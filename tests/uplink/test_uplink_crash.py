@@ -9,9 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from uplink_broker import Mosquitto
 from uplink_fakes import Consumer, eventually
 from uplink_store import SqliteStore, make_readings
+
+from gateway.testing.mosquitto import Mosquitto
 
 CHILD = Path(__file__).with_name("uplink_child.py")
 MESSAGES = 12_000

@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from conftest import mqtt_settings, running_uplink
-from uplink_broker import Mosquitto, free_port
 from uplink_fakes import Consumer, eventually
 from uplink_store import SqliteStore, make_readings
+
+from gateway.testing.mosquitto import Mosquitto, free_port
 
 BASE = "water/bs01/edge-1"
 

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from conftest import mqtt_settings, running_uplink
-from uplink_broker import Mosquitto
 from uplink_fakes import Consumer, Received, eventually
 from uplink_store import SqliteStore, make_readings
+
+from gateway.testing.mosquitto import Mosquitto
 
 DEVICES = ("pump-plc", "tank-rtu")
 

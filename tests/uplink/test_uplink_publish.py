@@ -4,7 +4,6 @@ during a backlog drain, the retained state and the last will."""
 from __future__ import annotations
 
 from conftest import mqtt_settings, running_uplink
-from uplink_broker import Mosquitto
 from uplink_fakes import Consumer, eventually
 from uplink_store import SqliteStore, make_readings
 
@@ -18,6 +17,7 @@ from gateway.domain.messages import (
     command_response_body,
     event_body,
 )
+from gateway.testing.mosquitto import Mosquitto
 
 BASE = "water/bs01/edge-1"
 

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from conftest import mqtt_settings, running_uplink
-from uplink_broker import Mosquitto
 from uplink_fakes import Consumer, Received, eventually
 from uplink_store import make_readings
 
@@ -26,6 +25,7 @@ from gateway.adapters.sqlite import SqliteKnowledgeStore
 from gateway.clock import SystemClock
 from gateway.config.mqtt import BatchSettings
 from gateway.config.store import StoreSettings
+from gateway.testing.mosquitto import Mosquitto
 
 DEVICES = ("pump-plc", "tank-rtu")
 CHILD = Path(__file__).with_name("uplink_child_real.py")

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import structlog
 from conftest import mqtt_settings, running_uplink
-from uplink_broker import Mosquitto, TlsListener, free_port
 from uplink_certs import Pki, make_pki
 from uplink_fakes import Consumer, eventually
 from uplink_store import SqliteStore, make_readings
+
+from gateway.testing.mosquitto import Mosquitto, TlsListener, free_port
 
 
 @pytest.fixture
