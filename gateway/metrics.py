@@ -83,6 +83,12 @@ COMMANDS = Counter(
     ["status"],
     registry=REGISTRY,
 )
+SENSE_TO_ACTUATE = Histogram(
+    "gateway_sense_to_actuate_seconds",
+    "From the poll that delivered the tank level a pump command was decided on to the command's confirmation.",
+    buckets=(0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0),
+    registry=REGISTRY,
+)
 INTERLOCK_BLOCKS = Counter(
     "gateway_interlock_blocks_total",
     "Commands refused by the safety envelope, by rule.",

@@ -41,11 +41,19 @@ from gateway.mapek.plan import Planner, Proposal
 from gateway.mapek.plant import PlantState, build_state, good, usable, value
 from gateway.mapek.remote import RemoteContext
 from gateway.mapek.remote import apply as apply_remote
-from gateway.metrics import LOOP_CYCLE, LOOP_LAST_CYCLE, PLANS_CHOSEN, SYMPTOMS_OPEN, SYMPTOMS_RAISED
+from gateway.metrics import (
+    LOOP_CYCLE,
+    LOOP_LAST_CYCLE,
+    PLANS_CHOSEN,
+    SENSE_TO_ACTUATE,
+    SYMPTOMS_OPEN,
+    SYMPTOMS_RAISED,
+)
 
 log = get_logger("gateway.mapek.loop")
 
 _QUIET_CODES = frozenset({PlanCode.NO_ACTION})
+_PUMP_COMMANDS = frozenset({CommandKind.START_PUMP, CommandKind.STOP_PUMP})
 
 
 @dataclass(frozen=True, slots=True)
@@ -413,6 +421,7 @@ class ControlLoop:
     ) -> Decision | None:
         plan = proposal.plan
         outcomes = await self.executor.execute(plan, view) if plan.commands else ()
+        self._observe_sense_to_actuate(state, outcomes)
         self._after_control(plan, outcomes)
         self._note_failures(outcomes)
         last = self.knowledge.last_plan_codes.get(proposal.family)
@@ -433,6 +442,15 @@ class ControlLoop:
         await self._store.record_decision(decision)
         log.info("loop.decision", plan=plan.code.value, reason=plan.reason, commands=len(outcomes))
         return decision
+
+    @staticmethod
+    def _observe_sense_to_actuate(state: PlantState, outcomes: tuple[Any, ...]) -> None:
+        level = state.tank_level
+        if level is None:
+            return
+        for o in outcomes:
+            if o.status is CommandStatus.CONFIRMED and o.command.kind in _PUMP_COMMANDS:
+                SENSE_TO_ACTUATE.observe(max(0.0, o.finished_at - level.receive_ts))
 
     def _after_control(self, plan: Plan, outcomes: tuple[Any, ...]) -> None:
         ctl = self.knowledge.control
