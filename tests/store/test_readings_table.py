@@ -228,3 +228,34 @@ async def test_retention_folds_many_small_flushes_together(
     assert query(db_path, "SELECT count(*) FROM readings") == [(20,)]
     assert query(db_path, "SELECT count(*) FROM reading_spans") == [(5,)]
     check_spans(db_path)
+
+
+async def test_latest_is_refreshed_at_most_every_two_seconds_and_on_close(tmp_path: Path) -> None:
+    from gateway.adapters.sqlite import SqliteKnowledgeStore
+    from gateway.clock import SteppedClock
+    from gateway.config.store import StoreSettings
+    from gateway.domain.model import Quality, Reading
+
+    clock = SteppedClock(start=1_000.0)
+    path = tmp_path / "latest.db"
+
+    def reading(value: float) -> list[Reading]:
+        return [Reading("LIT-201", value, Quality.GOOD, clock.now(), clock.now(), "m")]
+
+    store = SqliteKnowledgeStore(settings=StoreSettings(path=path), clock=clock, retention_task=False)
+    async with store:
+        await store.record_readings("plc", reading(1.0))
+        await store.flush()
+        assert (await store.latest_readings())["LIT-201"].value == 1.0  # the first flush writes it
+        clock.set(1.0)
+        await store.record_readings("plc", reading(2.0))
+        await store.flush()
+        assert (await store.latest_readings())["LIT-201"].value == 1.0  # held back: within 2 s
+        clock.set(2.5)
+        await store.record_readings("plc", reading(3.0))
+        await store.flush()
+        assert (await store.latest_readings())["LIT-201"].value == 3.0
+        clock.set(3.0)
+        await store.record_readings("plc", reading(4.0))
+    async with SqliteKnowledgeStore(settings=StoreSettings(path=path), clock=clock, retention_task=False) as again:
+        assert (await again.latest_readings())["LIT-201"].value == 4.0  # written on close

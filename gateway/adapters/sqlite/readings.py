@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Mapping, Sequence
-from itertools import chain
+from itertools import chain, repeat
 from operator import attrgetter
 from typing import Any
 
@@ -94,14 +94,23 @@ def insert_span(conn: sqlite3.Connection, cols: Columns) -> None:
     )
 
 
-def upsert_latest(conn: sqlite3.Connection, cols: Columns) -> None:
-    """The last reading of each tag in the batch replaces the tag's row in ``latest``."""
-    ids, tag_ids, source_ts, values, qualities, reasons, receive_ts = cols
-    last = dict(zip(tag_ids, range(len(ids)), strict=True))  # tag id -> index of its last reading
+LatestRef = tuple[Columns, int]  # the columns of a flush and the index of a tag's last reading in them
+
+
+def last_per_tag(cols: Columns, into: dict[int, LatestRef]) -> None:
+    """Remember, in ``into``, where the last reading of each tag of the batch is (a later batch overwrites an
+    earlier one). C-level loops only: this runs on every flush, the rows are built when they are written."""
+    last = dict(zip(cols[1], range(len(cols[0])), strict=True))  # tag id -> index of its last reading
+    into.update(zip(last, zip(repeat(cols), last.values(), strict=False), strict=True))
+
+
+def upsert_latest(conn: sqlite3.Connection, refs: Mapping[int, LatestRef]) -> None:
+    """Each tag's last reading replaces its row in ``latest``."""
+    rows = [(t, c[0][i], c[3][i], c[4][i], c[5][i], c[2][i], c[6][i]) for t, (c, i) in refs.items()]
     conn.executemany(
         "INSERT INTO latest (tag_id, reading_id, value, quality, reason, source_ts, receive_ts) "
         "VALUES (?,?,?,?,?,?,?) ON CONFLICT (tag_id) DO UPDATE SET reading_id = excluded.reading_id, "
         "value = excluded.value, quality = excluded.quality, reason = excluded.reason, "
         "source_ts = excluded.source_ts, receive_ts = excluded.receive_ts",
-        [(t, ids[i], values[i], qualities[i], reasons[i], source_ts[i], receive_ts[i]) for t, i in last.items()],
+        rows,
     )

@@ -51,6 +51,10 @@ OUTBOX_DROPPED = "outbox_dropped"
 NEXT_READING_ID = "next_reading_id"
 
 
+#: How often the ``latest`` table is refreshed (seconds of the injected clock).
+LATEST_EVERY_S = 2.0
+
+
 @dataclass(frozen=True, slots=True)
 class BatchLimits:
     """What a flush needs from the configuration."""
@@ -74,9 +78,17 @@ class WriterState:
     pending: int = 0
     oldest_pending: float | None = None
     dropped_total: int = 0
+    latest: dict[int, readings_table.LatestRef] = field(default_factory=dict)  # held back for ``latest``
+    latest_written_at: float = 0.0
 
     def copy(self) -> WriterState:
-        return replace(self, tag_ids=dict(self.tag_ids), reason_codes=dict(self.reason_codes), seqs=dict(self.seqs))
+        return replace(
+            self,
+            tag_ids=dict(self.tag_ids),
+            reason_codes=dict(self.reason_codes),
+            seqs=dict(self.seqs),
+            latest=dict(self.latest),
+        )
 
 
 @dataclass(slots=True)
@@ -87,6 +99,14 @@ class BatchReport:
     dropped: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # outbox messages dropped, by kind
     config_changed: list[bool] = field(default_factory=list)  # one per ConfigOp, in order
     duration_s: float = 0.0
+
+
+def write_latest(conn: sqlite3.Connection, state: WriterState, now: float) -> None:
+    """Upsert the latest readings held back since the last time (inside the caller's transaction)."""
+    if state.latest:
+        readings_table.upsert_latest(conn, state.latest)
+        state.latest = {}
+    state.latest_written_at = now
 
 
 def load_state(conn: sqlite3.Connection) -> WriterState:
@@ -190,12 +210,20 @@ class _Batch:
         cols = readings_table.concat(parts)
         readings_table.insert(self.conn, cols)
         readings_table.insert_span(self.conn, cols)
-        readings_table.upsert_latest(self.conn, cols)
+        self._latest(cols)
         self.conn.execute(_SAVE_COUNTER, (NEXT_READING_ID, self.state.next_reading_id))
         self.report.rows["readings"] += len(cols[0])
         if self.limits.telemetry:
             for (device, readings), first in zip(groups, firsts, strict=True):
                 self._telemetry(device, readings, first)
+
+    def _latest(self, cols: readings_table.Columns) -> None:
+        """``latest`` (for people: ``gateway status``) is refreshed at most every ``LATEST_EVERY_S``: upserting
+        every tag on every flush cost as much as inserting the readings. It lags by that much after a crash; the
+        readings themselves are all in ``readings``."""
+        readings_table.last_per_tag(cols, self.state.latest)
+        if self.now - self.state.latest_written_at >= LATEST_EVERY_S:
+            write_latest(self.conn, self.state, self.now)
 
     def _columns(self, device: str, readings: Sequence[Reading], first: int) -> readings_table.Columns:
         st = self.state

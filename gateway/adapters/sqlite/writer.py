@@ -29,7 +29,14 @@ from typing import Any, TypeVar
 
 from gateway.adapters.sqlite.connection import Durability, checkpoint, open_checkpointer, open_writer
 from gateway.adapters.sqlite.ops import ConfigOp, DataOp, EventOp, MaintenanceOp, Op, ReadingsOp
-from gateway.adapters.sqlite.unit_of_work import BatchLimits, BatchReport, WriterState, apply_batch, load_state
+from gateway.adapters.sqlite.unit_of_work import (
+    BatchLimits,
+    BatchReport,
+    WriterState,
+    apply_batch,
+    load_state,
+    write_latest,
+)
 from gateway.domain.errors import StoreError
 from gateway.domain.messages import STREAM_EVENTS, MessageKind, NewMessage, Priority, event_body
 from gateway.domain.ports import Clock, HealthListener, StoreHealth
@@ -139,8 +146,22 @@ class Writer:
     def _close(self) -> None:
         if self._conn is not None:
             with contextlib.suppress(sqlite3.Error):
+                self._write_held_latest(self._conn)
                 self._conn.close()
             self._conn = None
+
+    def _write_held_latest(self, conn: sqlite3.Connection) -> None:
+        """On close, the latest readings held back for ``latest`` are written, in a transaction of their own."""
+        if not self.state.latest:
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            write_latest(conn, self.state, self._clock.now())
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     def _start_checkpoint(self) -> None:
         if self._checkpoint_running is not None and not self._checkpoint_running.done():
