@@ -98,7 +98,9 @@ class MqttSettings(StrictModel):
     tls: TlsSettings = Field(default_factory=TlsSettings)
     inflight_window: int = Field(default=200, ge=1, le=65000, description="QoS 1 messages awaiting PUBACK.")
     poll_interval_s: PositiveSeconds = Field(
-        default=0.05, description="How often an idle publisher looks for new outbox messages (adds to live latency)."
+        default=0.05,
+        description="Rest of a lane found empty before it is asked again; the store wakes an idle publisher as soon "
+        "as it commits a message, and an idle one looks anyway every second.",
     )
     shutdown_timeout_s: PositiveSeconds = Field(
         default=5.0, description="A clean stop waits this long for PUBACKs in flight and the offline state."

@@ -116,6 +116,10 @@ class Outbox(Protocol):
         """Record delivery (PUBACK received). Idempotent: unknown, dropped or already sent ids are ignored."""
         ...
 
+    async def wait_for_messages(self, after_row_id: int, timeout_s: float) -> bool:
+        """Return once a message with ``row_id > after_row_id`` exists, or after ``timeout_s`` (then False)."""
+        ...
+
     async def last_row_id(self) -> int:
         """The highest row id ever assigned (0 when none). Row ids only grow and are never reused."""
         ...

@@ -8,6 +8,7 @@ until ``heal()``: the loop's reaction to a broken disk can be tested without one
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -155,6 +156,12 @@ class InMemoryKnowledgeStore(KnowledgeStore):
 
     async def last_row_id(self) -> int:
         return self._next_row - 1
+
+    async def wait_for_messages(self, after_row_id: int, timeout_s: float) -> bool:
+        if self._next_row - 1 > after_row_id:
+            return True
+        await asyncio.sleep(min(timeout_s, 0.01))
+        return self._next_row - 1 > after_row_id
 
     async def record_event(self, message: NewMessage) -> None:
         if self._writable(1):

@@ -11,6 +11,7 @@ It also implements what the uplink asks of the store beyond the current ports: `
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 import uuid
@@ -161,6 +162,12 @@ class SqliteStore:
     async def last_row_id(self) -> int:
         row = self.db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
         return 0 if row is None else int(row[0])
+
+    async def wait_for_messages(self, after_row_id: int, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while await self.last_row_id() <= after_row_id and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.002)  # the test outbox has no notification: it polls, quickly
+        return await self.last_row_id() > after_row_id
 
     def _pending(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM outbox WHERE sent = 0").fetchone()[0])

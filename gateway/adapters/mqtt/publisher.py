@@ -97,6 +97,10 @@ class AckBook:
                 self._wake.set()
 
 
+#: Longest an idle publisher waits before looking at the outbox anyway (the store normally wakes it sooner).
+_IDLE_CHECK_S = 1.0
+
+
 @dataclass(slots=True)
 class _Lane:
     name: str
@@ -191,7 +195,9 @@ class Publisher:
             fetched = await self._fill()
             if self._sender.is_lost or self._stopping:
                 return
-            if fetched == 0 or len(self._inflight) >= self._window:
+            if len(self._inflight) >= self._window:
+                await self._room.wait()  # new messages cannot go out before a PUBACK makes room
+            elif fetched == 0:
                 await self._wait_for_room()
 
     async def drain(self, *, timeout_s: float) -> bool:
@@ -210,11 +216,20 @@ class Publisher:
         return not self._inflight
 
     async def _wait_for_room(self) -> None:
+        """Until a PUBACK makes room or the store commits a new message (or ``_IDLE_CHECK_S`` passes): the store
+        says when there is something new, so an idle publisher does not query the outbox every poll interval."""
+        newest = max(lane.cursor for lane in self._lanes)
+        room = asyncio.ensure_future(self._room.wait())
+        new = asyncio.ensure_future(self._outbox.wait_for_messages(newest, _IDLE_CHECK_S))
         try:
-            async with asyncio.timeout(self._poll_s):
-                await self._room.wait()
-        except TimeoutError:
-            pass
+            done, _ = await asyncio.wait({room, new}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in (room, new):
+                if not waiter.done():
+                    waiter.cancel()
+        if new in done and not new.cancelled() and new.result():
+            for lane in self._lanes:
+                lane.idle_until = 0.0
 
     async def _fill(self) -> int:
         """One round over the lanes; returns how many rows were fetched (0: the outbox has nothing new)."""

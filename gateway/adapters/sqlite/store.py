@@ -226,6 +226,16 @@ class SqliteKnowledgeStore(KnowledgeStore):
         ticket = self._writer.submit_urgent(MarkSentOp(list(row_ids), at=self._clock.now()))
         await self._writer.wait_committed(ticket)
 
+    async def wait_for_messages(self, after_row_id: int, timeout_s: float) -> bool:
+        """Wait until a message newer than ``after_row_id`` is committed (or ``timeout_s``); True when there is one."""
+        if self._writer.state.next_row_id - 1 > after_row_id:
+            return True
+        event = self._writer.new_messages
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await event.wait()
+        return self._writer.state.next_row_id - 1 > after_row_id
+
     async def last_row_id(self) -> int:
         """The highest outbox row id ever committed (0 when none); row ids only grow and are never reused."""
         return self._writer.state.next_row_id - 1

@@ -83,6 +83,8 @@ class Writer:
     def __init__(self, settings: WriterSettings, *, clock: Clock) -> None:
         self._cfg = settings
         self._clock = clock
+        #: Set (and replaced) each time a commit adds outbox messages: the uplink waits on it instead of polling.
+        self.new_messages = asyncio.Event()
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
         self._conn: sqlite3.Connection | None = None
         # Checkpoints run on their own thread and connection: in WAL mode they do not block the writer, and the
@@ -396,6 +398,9 @@ class Writer:
         if report.dropped:
             log.warning("store.outbox_thinned", dropped=dict(report.dropped), pending=state.pending)
         _deliver_config_results(entries, report)
+        if report.rows.get("outbox"):
+            self.new_messages.set()
+            self.new_messages = asyncio.Event()
         self._release(entries)
         if not self._health.healthy:
             self._set_health(True)
