@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -198,6 +199,19 @@ async def test_fetch_order_priority_filter_and_idempotent_mark_sent(open_store: 
     assert stats.pending == len(everything) - 1
     assert stats.oldest_created_at == everything[1].created_at
     assert remaining == everything[1:]
+
+
+async def test_a_waiting_publisher_is_woken_by_the_commit_of_a_message(open_store: StoreFactory) -> None:
+    async with open_store() as store:
+        newest = await store.last_row_id()
+        assert await store.wait_for_messages(newest, 0.05) is False  # nothing new: the wait times out
+        waiter = asyncio.create_task(store.wait_for_messages(newest, 30.0))
+        await asyncio.sleep(0.05)
+        assert not waiter.done()
+        await store.record_decision(_decision())
+        assert await asyncio.wait_for(waiter, 10.0) is True  # woken by the commit, long before its timeout
+        assert await store.wait_for_messages(newest, 30.0) is True  # already there: no wait at all
+        assert await store.last_row_id() > newest
 
 
 async def test_stats_are_restored_on_open(open_store: StoreFactory) -> None:
