@@ -62,7 +62,7 @@ async def simulator(*args: str) -> AsyncIterator[dict[str, Any]]:
     """``bench.sim_server`` as a subprocess; yields its ready file (ports, pid) once everything listens."""
     with tempfile.TemporaryDirectory() as tmp:
         ready = Path(tmp) / "ready.json"
-        proc = subprocess.Popen(  # noqa: ASYNC220 - started once, waited for below without blocking the loop
+        proc = subprocess.Popen(
             [sys.executable, "-m", "bench.sim_server", *args, "--ready-file", str(ready)],
             cwd=ROOT,
         )

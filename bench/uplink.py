@@ -58,7 +58,7 @@ def uplink_for(store: SqliteStore, port: int) -> Uplink:
 
 async def drained(store: SqliteStore) -> None:
     """Until every row is acknowledged (the test outbox has no notification to wait on)."""
-    while store.pending:  # noqa: ASYNC110
+    while store.pending:
         await asyncio.sleep(0.005)
 
 
