@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from gateway.clock import SystemClock
-from gateway.paths import bundled_config_dir
+from gateway.testing.configs import booster_station_config
 from simulators.harness import PlantSimulator
 
 
@@ -29,52 +29,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _config(tmp: Path, modbus_port: int, opcua_endpoint: str, metrics_port: int) -> Path:
-    points = bundled_config_dir() / "booster_station.points.toml"
-    text = f"""
-[gateway]
-site = "bs01"
-gateway_id = "edge-test"
-
-[[devices]]
-name = "pump-plc"
-protocol = "modbus"
-host = "127.0.0.1"
-port = {modbus_port}
-poll_interval_s = 0.5
-timeout_s = 0.3
-[[devices.tags_from]]
-file = "{points}"
-areas = ["Treatment", "PumpStation"]
-
-[[devices]]
-name = "tank-rtu"
-protocol = "opcua"
-endpoint = "{opcua_endpoint}"
-poll_interval_s = 0.5
-timeout_s = 0.4
-[[devices.tags_from]]
-file = "{points}"
-areas = ["Tank", "Zone"]
-
-[loop]
-cycle_s = 0.5
-recover_s = 1.0
-
-[store]
-path = "{tmp / "gw.db"}"
-
-[mqtt]
-enabled = false
-
-[metrics]
-port = {metrics_port}
-"""
-    path = tmp / "gateway.toml"
-    path.write_text(text)
-    return path
 
 
 @pytest.fixture
@@ -111,7 +65,13 @@ async def _http(port: int, path: str) -> tuple[int, bytes]:
 
 async def test_run_notifies_systemd_serves_health_and_stops_cleanly(plant: PlantSimulator, tmp_path: Path) -> None:
     metrics_port = _free_port()
-    cfg = _config(tmp_path, plant.modbus_port, plant.opcua_endpoint, metrics_port)
+    cfg = booster_station_config(
+        tmp_path,
+        gateway_id="edge-test",
+        modbus_port=plant.modbus_port,
+        opcua_endpoint=plant.opcua_endpoint,
+        metrics_port=metrics_port,
+    )
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(tmp_path / "notify.sock"))
     notify.setblocking(False)

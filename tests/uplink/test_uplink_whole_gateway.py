@@ -19,59 +19,12 @@ from uplink_fakes import Consumer, eventually, publish_raw
 from gateway.bootstrap import Gateway, run_gateway
 from gateway.clock import SystemClock
 from gateway.config import load_config
-from gateway.paths import bundled_config_dir
+from gateway.testing.configs import booster_station_config
 from gateway.testing.mosquitto import Mosquitto, free_port
 from simulators.harness import PlantSimulator
 
 BASE = "water/bs01/edge-it"
 WATCHED = ("PCV-301.SP", "FIC-100", "LIC-201.START_LEAD", "LIC-201.STOP", "HS-DUTY")
-
-
-def _config(tmp: Path, sim: PlantSimulator, broker_port: int) -> Path:
-    points = bundled_config_dir() / "booster_station.points.toml"
-    text = f"""
-[gateway]
-site = "bs01"
-gateway_id = "edge-it"
-
-[[devices]]
-name = "pump-plc"
-protocol = "modbus"
-host = "127.0.0.1"
-port = {sim.modbus_port}
-poll_interval_s = 0.5
-timeout_s = 0.3
-[[devices.tags_from]]
-file = "{points}"
-areas = ["Treatment", "PumpStation"]
-
-[[devices]]
-name = "tank-rtu"
-protocol = "opcua"
-endpoint = "{sim.opcua_endpoint}"
-poll_interval_s = 0.5
-timeout_s = 0.4
-[[devices.tags_from]]
-file = "{points}"
-areas = ["Tank", "Zone"]
-
-[loop]
-cycle_s = 0.5
-recover_s = 1.0
-
-[store]
-path = "{tmp / "gw.db"}"
-
-[mqtt]
-port = {broker_port}
-reconnect_min_s = 0.1
-
-[metrics]
-port = {free_port()}
-"""
-    path = tmp / "gateway.toml"
-    path.write_text(text)
-    return path
 
 
 @pytest.fixture
@@ -82,7 +35,15 @@ async def gateway(tmp_path: Path) -> AsyncIterator[tuple[Gateway, PlantSimulator
     started: asyncio.Future[Gateway] = asyncio.get_running_loop().create_future()
     try:
         async with PlantSimulator(clock=SystemClock(), seed=3) as sim:
-            loaded = load_config(_config(tmp_path, sim, broker.port))
+            cfg = booster_station_config(
+                tmp_path,
+                gateway_id="edge-it",
+                modbus_port=sim.modbus_port,
+                opcua_endpoint=sim.opcua_endpoint,
+                metrics_port=free_port(),
+                mqtt=f"port = {broker.port}\nreconnect_min_s = 0.1",
+            )
+            loaded = load_config(cfg)
             task = asyncio.create_task(run_gateway(loaded, stop, on_started=started.set_result), name="gateway")
             gw = await asyncio.wait_for(started, 30)
             await eventually(lambda: gw.loop.health().in_control, timeout_s=60, what="the loop took control")

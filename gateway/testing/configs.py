@@ -1,0 +1,63 @@
+"""Gateway configurations for the bundled booster station, as tests that run the whole gateway write them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gateway.paths import bundled_config_dir
+
+
+def booster_station_config(
+    tmp: Path,
+    *,
+    gateway_id: str,
+    modbus_port: int,
+    opcua_endpoint: str,
+    metrics_port: int,
+    mqtt: str = "enabled = false",
+) -> Path:
+    """Write ``tmp/gateway.toml``: the PLC (Modbus) and the RTU (OPC UA) of the simulated station polled every 0.5 s,
+    a fast loop, the database in ``tmp``; ``mqtt`` is the body of the ``[mqtt]`` table."""
+    points = bundled_config_dir() / "booster_station.points.toml"
+    text = f"""
+[gateway]
+site = "bs01"
+gateway_id = "{gateway_id}"
+
+[[devices]]
+name = "pump-plc"
+protocol = "modbus"
+host = "127.0.0.1"
+port = {modbus_port}
+poll_interval_s = 0.5
+timeout_s = 0.3
+[[devices.tags_from]]
+file = "{points}"
+areas = ["Treatment", "PumpStation"]
+
+[[devices]]
+name = "tank-rtu"
+protocol = "opcua"
+endpoint = "{opcua_endpoint}"
+poll_interval_s = 0.5
+timeout_s = 0.4
+[[devices.tags_from]]
+file = "{points}"
+areas = ["Tank", "Zone"]
+
+[loop]
+cycle_s = 0.5
+recover_s = 1.0
+
+[store]
+path = "{tmp / "gw.db"}"
+
+[mqtt]
+{mqtt}
+
+[metrics]
+port = {metrics_port}
+"""
+    path = tmp / "gateway.toml"
+    path.write_text(text)
+    return path
