@@ -34,6 +34,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,9 @@ def requests_sent(names: Sequence[str]) -> float:
     )
 
 
+_quality_of = attrgetter("quality")
+
+
 async def timed_poll(device: ModbusDevice | OpcUaDevice, durations: list[float]) -> list[Reading]:
     started = time.perf_counter()
     readings = await device.poll()
@@ -147,7 +151,7 @@ async def measure(devices: Sequence[ModbusDevice | OpcUaDevice], seconds: float,
         results = await asyncio.gather(*(timed_poll(d, sample.durations) for d in devices))
         for readings in results:
             sample.values += len(readings)
-            sample.good += sum(1 for r in readings if r.quality is Quality.GOOD)
+            sample.good += list(map(_quality_of, readings)).count(Quality.GOOD)  # cheap: not the gateway's work
         rounds += 1
     sample.cpu = time.process_time() - cpu0
     sample.wall = time.perf_counter() - wall0

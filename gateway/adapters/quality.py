@@ -8,12 +8,16 @@ range, NaN, a device exception) forgets the last good value: the device has said
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from itertools import repeat
+from operator import attrgetter
 
 from gateway.domain.model import Quality, QualityReason, Reading, Tag
 from gateway.domain.ports import Clock
 
 _HELD = QualityReason.LAST_USABLE
+_tag_of = attrgetter("tag")
+_quality_of = attrgetter("quality")
 
 
 class QualityTracker:
@@ -24,10 +28,14 @@ class QualityTracker:
         self._clock = clock
         self._last_good: dict[str, tuple[Reading, float]] = {}
 
-    def record(self, readings: Iterable[Reading]) -> None:
+    def record(self, readings: Sequence[Reading]) -> None:
         """Remember fresh readings (good ones as the new last good value)."""
         mono = self._clock.monotonic()
         last_good = self._last_good
+        if list(map(_quality_of, readings)).count(Quality.GOOD) == len(readings):
+            # The usual poll, every value good: C-level loops only (this runs for every value polled).
+            last_good.update(zip(map(_tag_of, readings), zip(readings, repeat(mono)), strict=True))
+            return
         for r in readings:
             if r.quality is Quality.GOOD:
                 last_good[r.tag] = (r, mono)

@@ -20,7 +20,9 @@ from gateway.adapters.modbus.responses import (
     FastHoldingRegistersResponse,
     FastInputRegistersResponse,
 )
+from gateway.adapters.quality import QualityTracker
 from gateway.adapters.readings import new_reading
+from gateway.clock import SteppedClock
 from gateway.domain.model import DataType, EngineeringRange, ModbusTable, Quality, QualityReason, Reading
 from tests.drivers.conftest import mtag
 
@@ -98,3 +100,31 @@ def test_the_judge_builds_the_readings_the_constructor_would() -> None:
         Reading("B", 12.25, Quality.GOOD, 7.0, 7.0, "L/s", QualityReason.NONE),
         Reading("C", 9.0, Quality.BAD, 7.0, 7.0, "m", QualityReason.OUT_OF_RANGE),
     ]
+
+
+def test_quality_tracker_all_good_shortcut_holds_what_the_per_reading_path_holds() -> None:
+    """A poll with every value good takes a shortcut; one with a bad value forgets that tag's last good value."""
+    clock = SteppedClock()
+    tracker = QualityTracker(stale_limit_s=10.0, clock=clock)
+    tags = [mtag(f"T{i}", ModbusTable.HOLDING_REGISTER, i) for i in range(3)]
+
+    def reading(tag: str, value: float, quality: Quality = Quality.GOOD) -> Reading:
+        reason = QualityReason.NONE if quality is Quality.GOOD else QualityReason.OUT_OF_RANGE
+        return Reading(tag, value, quality, clock.now(), clock.now(), "", reason)
+
+    tracker.record([reading("T0", 1.0), reading("T1", 2.0), reading("T2", 3.0)])  # all good
+    clock.set(4.0)
+    tracker.record([reading("T0", 10.0), reading("T1", 99.0, Quality.BAD), reading("T2", 30.0)])  # one bad
+    clock.set(6.0)
+    held = {r.tag: r for r in tracker.missed(tags, QualityReason.NOT_CONNECTED)}
+    assert (held["T0"].value, held["T0"].quality, held["T0"].reason) == (
+        10.0,
+        Quality.UNCERTAIN,
+        QualityReason.LAST_USABLE,
+    )
+    assert (held["T2"].value, held["T2"].quality) == (30.0, Quality.UNCERTAIN)
+    assert (held["T1"].value, held["T1"].quality, held["T1"].reason) == (None, Quality.BAD, QualityReason.NOT_CONNECTED)
+    clock.set(14.5)  # T0 and T2 were read at 4.0: more than the stale limit ago
+    assert {r.tag: r.quality for r in tracker.missed(tags, QualityReason.NOT_CONNECTED)} == dict.fromkeys(
+        ("T0", "T1", "T2"), Quality.BAD
+    )
