@@ -124,7 +124,10 @@ def test_quality_tracker_all_good_shortcut_holds_what_the_per_reading_path_holds
     )
     assert (held["T2"].value, held["T2"].quality) == (30.0, Quality.UNCERTAIN)
     assert (held["T1"].value, held["T1"].quality, held["T1"].reason) == (None, Quality.BAD, QualityReason.NOT_CONNECTED)
-    clock.set(14.5)  # T0 and T2 were read at 4.0: more than the stale limit ago
-    assert {r.tag: r.quality for r in tracker.missed(tags, QualityReason.NOT_CONNECTED)} == dict.fromkeys(
-        ("T0", "T1", "T2"), Quality.BAD
-    )
+    clock.set(8.0)
+    tracker.record([reading("T0", 11.0)])  # all good again: the shortcut, with the time of this poll
+    clock.set(17.5)  # T0 read 9.5 s ago, within the stale limit; T2 read at 4.0, beyond it
+    late = {r.tag: r for r in tracker.missed(tags, QualityReason.NOT_CONNECTED)}
+    assert (late["T0"].value, late["T0"].quality) == (11.0, Quality.UNCERTAIN)
+    assert late["T1"].quality is Quality.BAD
+    assert late["T2"].quality is Quality.BAD
