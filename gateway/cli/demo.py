@@ -104,7 +104,9 @@ def _demo_config(
         elif isinstance(dev, OpcUaDeviceSettings):
             update |= {"endpoint": opcua_endpoint}
         devices.append(dev.model_copy(update=update))
-    loop = s.loop.model_copy(update={"cycle_s": max(s.loop.cycle_s, floor)})
+    slowest = max((d.poll_interval_s for d in devices), default=floor)
+    symptoms = s.loop.symptoms.model_copy(update={"comm_loss_s": max(s.loop.symptoms.comm_loss_s, 3 * slowest)})
+    loop = s.loop.model_copy(update={"cycle_s": max(s.loop.cycle_s, floor), "symptoms": symptoms})
     metrics = s.metrics.model_copy(update={"port": s.metrics.port if _port_free(s.metrics.host, s.metrics.port) else 0})
     store = s.store.model_copy(update={"path": db})
     settings = s.model_copy(update={"devices": devices, "loop": loop, "store": store, "metrics": metrics})

@@ -31,6 +31,7 @@ def check_settings(settings: GatewaySettings) -> list[Problem]:
     problems += _check_duplicate_tags(entries)
     problems += _check_modbus_tags(settings)
     problems += _check_loop_refs(settings)
+    problems += _check_comm_loss(settings)
     problems += _check_remote_setpoints(settings)
     return problems
 
@@ -160,6 +161,21 @@ def _check_loop_refs(settings: GatewaySettings) -> Iterator[Problem]:
         for ref in getattr(settings.loop.validation, section):
             if ref not in tags:
                 yield f"loop.validation.{section}.{ref}", f"unknown tag {ref!r}"
+
+
+def _check_comm_loss(settings: GatewaySettings) -> Iterator[Problem]:
+    """The loop calls a device lost after ``comm_loss_s`` without a good poll: at or below the poll interval it
+    would raise COMM_LOSS (and hand control back to the PLC) between every two polls."""
+    if not settings.loop.enabled:
+        return
+    limit = settings.loop.symptoms.comm_loss_s
+    for i, dev in enumerate(settings.devices):
+        if dev.poll_interval_s >= limit:
+            yield (
+                "loop.symptoms.comm_loss_s",
+                f"{limit:g} s is not above the poll interval of devices[{i}] "
+                f"({dev.name!r}, {dev.poll_interval_s:g} s): the device would be lost between two polls",
+            )
 
 
 def _walk_tag_refs(model: BaseModel, path: str) -> Iterator[tuple[str, str, str]]:

@@ -238,6 +238,35 @@ def test_loop_must_not_write_read_only_tag(tmp_path: Path) -> None:
     assert problems == [("loop.heartbeat_tag", "the loop writes 'HB-PLC', but the tag is not writable")]
 
 
+def test_comm_loss_must_exceed_every_poll_interval(tmp_path: Path) -> None:
+    """Else the loop would call a device lost, and hand control back to the PLC, between every two polls."""
+    bundled = bundled_config_dir()
+    text = f"""
+    [gateway]
+    site = "s"
+    gateway_id = "g"
+    [loop.symptoms]
+    comm_loss_s = 10.0
+    [[devices]]
+    name = "plc"
+    protocol = "modbus"
+    host = "127.0.0.1"
+    poll_interval_s = 15.0
+    [[devices.tags_from]]
+    file = "{bundled / "booster_station.points.toml"}"
+    """
+    problems = problems_of(write(tmp_path, text))
+    assert problems == [
+        (
+            "loop.symptoms.comm_loss_s",
+            "10 s is not above the poll interval of devices[0] ('plc', 15 s): the device would be lost between two "
+            "polls",
+        )
+    ]
+    loaded = load_config(write(tmp_path, text.replace("comm_loss_s = 10.0", "comm_loss_s = 45.0")))
+    assert loaded.settings.loop.symptoms.comm_loss_s == 45.0
+
+
 def test_tank_levels_must_be_ordered(tmp_path: Path) -> None:
     text = MINIMAL.replace("[loop]\nenabled = false", "[loop]\nenabled = false\n[loop.tank]\nstop_m = 7.9")
     problems = problems_of(write(tmp_path, text))
