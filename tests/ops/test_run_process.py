@@ -156,7 +156,7 @@ def test_demo_runs_and_stops_by_itself(tmp_path: Path) -> None:
             "--duration",
             "6",
             "--speed",
-            "20",
+            "60",
             "--no-view",
             "--db",
             str(tmp_path / "demo.db"),
@@ -176,3 +176,6 @@ def test_demo_runs_and_stops_by_itself(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "demo.db") as db:
         assert db.execute("SELECT count(*) FROM readings").fetchone()[0] > 0
         assert db.execute("SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetchone()[0] > 0
+        # At 60x the polls are slowed to 15 simulated seconds: the comm-loss limit must follow, or COMM_LOSS is
+        # raised between every two polls.
+        assert db.execute("SELECT count(*) FROM symptoms WHERE code = 'COMM_LOSS'").fetchone()[0] == 0
