@@ -35,9 +35,17 @@ class Mosquitto:
     """``set_tcp_nodelay true``: without it Nagle's algorithm delays PUBACKs and throttles QoS 1 bursts tenfold."""
 
     def __init__(
-        self, workdir: Path, *, port: int | None = None, tls: TlsListener | None = None, persistence: bool = False
+        self,
+        workdir: Path,
+        *,
+        port: int | None = None,
+        tls: TlsListener | None = None,
+        persistence: bool = False,
+        password_file: Path | None = None,
     ) -> None:
+        """``password_file`` (made with ``mosquitto_passwd``): clients must log in; none is let in anonymously."""
         self.workdir = workdir
+        self.password_file = password_file
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.tls = tls
@@ -51,7 +59,8 @@ class Mosquitto:
             # As root, Mosquitto would switch to its own user, who cannot read the test's private temp files.
             *(["user root"] if os.geteuid() == 0 else []),
             "per_listener_settings false",
-            "allow_anonymous true",
+            *(["allow_anonymous true"] if self.password_file is None else ["allow_anonymous false"]),
+            *([f"password_file {self.password_file}"] if self.password_file is not None else []),
             "set_tcp_nodelay true",
             "max_queued_messages 0",
             "max_inflight_messages 0",

@@ -48,7 +48,15 @@ class Consumer:
     """A subscriber on its own paho thread (test side only). ``persistent`` keeps its session across a broker restart
     when the broker has persistence on, so that nothing published while it reconnects is lost to the test."""
 
-    def __init__(self, port: int, *, topic: str = "#", persistent: bool = False, name: str = "test-consumer") -> None:
+    def __init__(
+        self,
+        port: int,
+        *,
+        topic: str = "#",
+        persistent: bool = False,
+        name: str = "test-consumer",
+        login: tuple[str, str] | None = None,
+    ) -> None:
         self.port = port
         self.topic = topic
         self.messages: list[Received] = []
@@ -58,6 +66,8 @@ class Consumer:
             CallbackAPIVersion.VERSION2, client_id=name, clean_session=not persistent, protocol=mqtt.MQTTv311
         )
         self.client.reconnect_delay_set(1, 2)
+        if login is not None:
+            self.client.username_pw_set(*login)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *a: self._subscribed.set()
