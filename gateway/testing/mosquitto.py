@@ -42,10 +42,13 @@ class Mosquitto:
         tls: TlsListener | None = None,
         persistence: bool = False,
         password_file: Path | None = None,
+        acl_file: Path | None = None,
     ) -> None:
-        """``password_file`` (made with ``mosquitto_passwd``): clients must log in; none is let in anonymously."""
+        """``password_file`` (made with ``mosquitto_passwd``): clients must log in; none is let in anonymously.
+        ``acl_file``: who may read and write which topics (Mosquitto's format)."""
         self.workdir = workdir
         self.password_file = password_file
+        self.acl_file = acl_file
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.tls = tls
@@ -61,6 +64,7 @@ class Mosquitto:
             "per_listener_settings false",
             *(["allow_anonymous true"] if self.password_file is None else ["allow_anonymous false"]),
             *([f"password_file {self.password_file}"] if self.password_file is not None else []),
+            *([f"acl_file {self.acl_file}"] if self.acl_file is not None else []),
             "set_tcp_nodelay true",
             "max_queued_messages 0",
             "max_inflight_messages 0",

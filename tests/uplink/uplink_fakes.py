@@ -108,9 +108,13 @@ async def eventually(predicate: Callable[[], bool], *, timeout_s: float = 20.0, 
         await asyncio.sleep(0.01)
 
 
-def publish_raw(port: int, topic: str, payloads: list[bytes], *, qos: int = 1) -> None:
+def publish_raw(
+    port: int, topic: str, payloads: list[bytes], *, qos: int = 1, login: tuple[str, str] | None = None
+) -> None:
     """Publish requests as the central system would, and wait until the broker has them."""
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"central-{time.monotonic_ns()}")
+    if login is not None:
+        client.username_pw_set(*login)
     client.connect("127.0.0.1", port)
     client.loop_start()
     try:
