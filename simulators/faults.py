@@ -59,6 +59,15 @@ class FailToStart(_Fault):
     pump: PumpName
 
 
+class PumpWear(_Fault):
+    """A worn impeller or a motor fault: the pump delivers the same flow but takes ``1 / (1 - efficiency_loss)``
+    times the power (0.2: +25 %)."""
+
+    kind: Literal["pump_wear"]
+    pump: PumpName
+    efficiency_loss: float = Field(default=0.2, gt=0, lt=0.8)
+
+
 class SensorStuck(_SensorFault):
     """The transmitter freezes at ``value`` (default: what it read at injection)."""
 
@@ -222,6 +231,7 @@ class OpcUaDisconnect(_Fault):
 FaultSpec = Annotated[
     PumpTrip
     | FailToStart
+    | PumpWear
     | SensorStuck
     | SensorDrift
     | SensorSpike

@@ -84,6 +84,7 @@ class Pump:
     flow: float = 0.0  # m³/s
     power_kw: float = 0.0
     fail_to_start: bool = False  # runs but delivers nothing (broken coupling, closed valve)
+    wear: float = 0.0  # fraction of its efficiency lost (pump_wear fault)
     run_s: float = 0.0
     starts: int = 0
     start_times: deque[float] = field(default_factory=deque)
@@ -320,7 +321,7 @@ class Plant:
             return floor_kw
         q_bep = self._q_bep * s
         eta = max(0.05, self._eta_max * (1.0 - ((q - q_bep) / q_bep) ** 2))
-        eta_total = eta * self._eta_motor * (self._eta_vfd if pump.has_vfd else 1.0)
+        eta_total = eta * self._eta_motor * (self._eta_vfd if pump.has_vfd else 1.0) * (1.0 - pump.wear)
         return max(RHO_G * q * head / eta_total / 1000.0, floor_kw)
 
     def _step_zone(self) -> None:

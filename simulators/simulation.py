@@ -30,6 +30,7 @@ from simulators.faults import (
     PlcRestart,
     PrvFailedOpen,
     PumpTrip,
+    PumpWear,
     SensorBroken,
     SensorDrift,
     SensorSpike,
@@ -295,17 +296,21 @@ class Simulation:
         d = Disturbances()
         sensor_faults: dict[str, SensorFault] = {}
         fts = [False] * len(PUMPS)
+        wear = [0.0] * len(PUMPS)
         for active in self.faults.values():
             spec = active.spec
             if isinstance(spec, FailToStart):
                 fts[pump_index(spec.pump)] = True
+            elif isinstance(spec, PumpWear):
+                wear[pump_index(spec.pump)] = spec.efficiency_loss
             elif isinstance(spec, SensorStuck | SensorDrift | SensorSpike | SensorBroken):
                 _sensor_fault(sensor_faults.setdefault(spec.signal, SensorFault()), active)
             else:
                 _disturb(d, active)
         self.plant.disturbances = d
-        for pump, flag in zip(self.plant.pumps, fts, strict=True):
+        for pump, flag, loss in zip(self.plant.pumps, fts, wear, strict=True):
             pump.fail_to_start = flag
+            pump.wear = loss
         for name in set(self.sensors.faults) - set(sensor_faults):
             self.sensors.repair(name)
         self.sensors.faults.update(sensor_faults)

@@ -18,6 +18,7 @@ def test_every_fault_of_the_plant_description_has_a_kind() -> None:
     assert {
         "pump_trip",
         "fail_to_start",
+        "pump_wear",
         "sensor_stuck",
         "sensor_drift",
         "sensor_spike",

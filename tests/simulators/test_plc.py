@@ -229,6 +229,20 @@ def test_fail_to_start_runs_without_flow(quiet: Callable[..., Simulation]) -> No
     assert out["JI-102"] > 5.0  # the motor still draws power
 
 
+def test_pump_wear_takes_more_power_for_the_same_flow(quiet: Callable[..., Simulation]) -> None:
+    def running_alone(wear: float | None) -> tuple[float, float]:
+        sim = quiet()
+        if wear is not None:
+            sim.inject({"kind": "pump_wear", "pump": "P-102", "efficiency_loss": wear})
+        sim.set_hoa("P-102", Hoa.HAND)
+        at_level(sim, 5.0, seconds=30)
+        return sim.image()["FIT-110"], sim.image()["JI-102"]
+
+    (q_new, kw_new), (q_worn, kw_worn) = running_alone(None), running_alone(0.2)
+    assert q_worn == pytest.approx(q_new, rel=0.02)
+    assert kw_worn / kw_new == pytest.approx(1.25, rel=0.03)
+
+
 # --- counters -----------------------------------------------------------------------------------------------------
 
 
