@@ -267,6 +267,13 @@ class SymptomSettings(StrictModel):
     night_flow_nights: int = Field(default=2, ge=1, description="...on this many nights in a row.")
     night_flow_baseline_lps: float | None = Field(default=None, description="Initial baseline; default from profile.")
     tank_target_prefill_m: float = Field(default=7.0, description="TARIFF_PEAK_AHEAD: peak near, tank below this.")
+    eff_degraded_ratio: float = Field(
+        default=1.15, gt=1, description="EFF_DEGRADED: a pump's kWh/m³ running alone above the twin's × this."
+    )
+    eff_window_s: float = Field(
+        default=1800.0, gt=0, description="Running alone this long before a pump is judged (its average's span)."
+    )
+    eff_settle_s: float = Field(default=120.0, ge=0, description="After a start, not judged for this long.")
 
 
 class ValidationSettings(StrictModel):

@@ -20,7 +20,7 @@ from gateway.domain.leaks import BurstDetector, NightFlowTracker
 from gateway.domain.model import Severity, Symptom, SymptomCode, Value
 from gateway.domain.tariff import Tariff
 from gateway.mapek.knowledge import Knowledge
-from gateway.mapek.plant import PlantState, good, usable, value
+from gateway.mapek.plant import PlantState, PumpState, good, usable, value
 
 Data = dict[str, Value | str | None]
 
@@ -42,6 +42,17 @@ class Analysis:
 
     def of(self, code: SymptomCode) -> list[Symptom]:
         return [s for s in self.open.values() if s.code is code]
+
+
+@dataclass(slots=True)
+class _Efficiency:
+    """A pump's energy per m³ while it runs alone, as a ratio to the twin's pump curve, averaged over time."""
+
+    ratio: float | None = None  # time-weighted moving average, span ``eff_window_s``
+    judged_s: float = 0.0  # seconds of running alone that went into it
+    alone_since: float | None = None
+    kwh_per_m3: float = 0.0  # the last sample, for the symptom's detail
+    expected: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +97,7 @@ class Analyzer:
             baseline_lps=night_base,
         )
         self._external: dict[str, tuple[bool, Symptom]] = {}
+        self._efficiency: dict[str, _Efficiency] = {}
 
     # -- entry point --------------------------------------------------------------------------------------------
 
@@ -97,6 +109,7 @@ class Analyzer:
         self._update_twin(state, dt, out)
         self._levels(state, out)
         self._pumps(state, out)
+        self._pump_efficiency(state, dt, out)
         self._quality(state, facts, out)
         self._water(state, dt, out)
         self._tariff_symptoms(state, out)
@@ -257,6 +270,54 @@ class Analyzer:
             detail=f"run hours differ by {spread:.1f} h",
             severity=Severity.INFO,
         )
+
+    def _pump_efficiency(self, state: PlantState, dt: float, out: Analysis) -> None:
+        """EFF_DEGRADED: a pump that, running alone, takes more energy per m³ than the twin's pump curve gives for
+        the same levels — a worn impeller, a failing motor. Judged after ``eff_window_s`` of running alone; the
+        symptom stays while the pump is idle and clears when it runs alone within the limit again."""
+        sym = self._s.symptoms
+        running = state.running
+        alone = running[0] if len(running) == 1 else None
+        limit = Threshold(limit=sym.eff_degraded_ratio, hysteresis=0.05, above=True)
+        for p in state.pumps:
+            e = self._efficiency.setdefault(p.name, _Efficiency())
+            if p is not alone:
+                e.alone_since = None
+            elif e.alone_since is None:
+                e.alone_since = state.at
+            elif dt > 0 and state.at - e.alone_since >= sym.eff_settle_s:
+                self._efficiency_sample(e, p, state, dt)
+            active = self._active(SymptomCode.EFF_DEGRADED, p.name)
+            ratio = e.ratio
+            degraded = ratio is not None and e.judged_s >= sym.eff_window_s and limit.holds(ratio, active=active)
+            detail = ""
+            if ratio is not None:
+                detail = (
+                    f"{e.kwh_per_m3:.3f} kWh/m³ running alone, {(ratio - 1) * 100:+.0f} % against the pump curve's "
+                    f"{e.expected:.3f} over {e.judged_s / 60:.0f} min: inspection needed"
+                )
+            data: Data = {"ratio": None if ratio is None else round(ratio, 3), "kwh_per_m3": round(e.kwh_per_m3, 4)}
+            self._cond(out, SymptomCode.EFF_DEGRADED, p.name, degraded, detail=detail, data=data)
+
+    def efficiency_ratios(self) -> dict[str, float | None]:
+        """Each pump's energy per m³ running alone against the pump curve (None: not judged yet)."""
+        return {name: e.ratio for name, e in self._efficiency.items()}
+
+    def _efficiency_sample(self, e: _Efficiency, pump: PumpState, state: PlantState, dt: float) -> None:
+        rules = self._s.rules
+        readings = (pump.power, state.station_flow, state.tank_level, state.clearwell_level)
+        flow = value(state.station_flow)
+        if not all(good(r) for r in readings) or flow < rules.no_flow_fraction * rules.rated_flow_lps:
+            return  # no verdict on doubtful inputs; no flow at all is PUMP_TRIP's business
+        expected = self._k.twin.model.station(1, value(state.tank_level), value(state.clearwell_level)).kwh_per_m3
+        if expected <= 0:
+            return
+        measured = value(pump.power) / (flow * 3.6)
+        ratio = measured / expected
+        weight = min(1.0, dt / self._s.symptoms.eff_window_s)
+        e.ratio = ratio if e.ratio is None else e.ratio + weight * (ratio - e.ratio)
+        e.judged_s += dt
+        e.kwh_per_m3, e.expected = measured, expected
 
     def _fail_to_start(self, state: PlantState, pump: str, running: bool, out: Analysis) -> None:
         since = self._k.expected_running.get(pump)

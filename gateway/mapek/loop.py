@@ -315,7 +315,10 @@ class ControlLoop:
         if self.settings.strategy == "schedule":
             self._maybe_replan(state)
         proposals.append(self.planner.pumps(state, analysis, view))
-        extras = (self.planner.prv(state, analysis, view), self.planner.wtp(state, analysis, view))
+        demotion = self.planner.demotion(analysis)
+        if demotion is None:
+            self.knowledge.last_plan_codes.pop("lead", None)  # a later demotion is a new decision
+        extras = (self.planner.prv(state, analysis, view), self.planner.wtp(state, analysis, view), demotion)
         proposals.extend(extra for extra in extras if extra is not None)
         return proposals, view
 

@@ -260,7 +260,7 @@ class Planner:
                 self._k.lead = None  # a remote lead request is used once
             return Proposal("pumps", Plan(code, why, (cmd,)), knowledge)
         if target.pumps < len(running):
-            pump = self._pick_stop(running, view, state.at)
+            pump = self._pick_stop(running, view, state.at, analysis)
             if pump is None:
                 return Proposal("pumps", Plan(PlanCode.P_HOLD, target.why + "; stop waits for minimum run"), knowledge)
             cmd = Command(CommandKind.STOP_PUMP, pump.name, pump.settings.start_tag, False, target.why)
@@ -273,8 +273,21 @@ class Planner:
         others = [p for p in self._available(state, analysis) if p is not pump and not p.is_running]
         if not others:
             return f"(run hours {pump.hours:.1f}, the only one available)"
-        nxt = min(others, key=lambda p: p.hours)
-        return f"lead by run hours ({pump.hours:.1f} <= {nxt.name} {nxt.hours:.1f})"
+        demoted = [p for p in others if _demoted(analysis, p.name)]
+        nxt = min([p for p in others if p not in demoted] or others, key=lambda p: p.hours)
+        reason = f"lead by run hours ({pump.hours:.1f} <= {nxt.name} {nxt.hours:.1f})"
+        if demoted and not _demoted(analysis, pump.name):
+            reason += f"; {', '.join(p.name for p in demoted)} demoted ({SymptomCode.EFF_DEGRADED.value})"
+        return reason
+
+    def demotion(self, analysis: Analysis) -> Proposal | None:
+        """P_DEMOTE_LEAD while a pump is EFF_DEGRADED: it is started last and stopped first until it is inspected
+        (the ordering is in ``_pick_start`` and ``_pick_stop``; this records the decision and why)."""
+        degraded = analysis.of(SymptomCode.EFF_DEGRADED)
+        if not degraded:
+            return None
+        why = "; ".join(f"{s.subject} demoted from lead: {s.detail}" for s in degraded)
+        return Proposal("lead", Plan(PlanCode.P_DEMOTE_LEAD, why), {"demoted": ",".join(s.subject for s in degraded)})
 
     def _pick_start(
         self, state: PlantState, analysis: Analysis, view: PlantView, *, exclude: set[str]
@@ -282,15 +295,17 @@ class Planner:
         """Lowest run hours first, preferring a pump the envelope would let start now."""
         busy = {p.name for p in self.running(state)} | exclude
         pool = [p for p in self._available(state, analysis) if not p.is_running and p.name not in busy]
-        pool.sort(key=lambda p: (p.name != self._k.lead, p.hours, p.name))
+        pool.sort(key=lambda p: (p.name != self._k.lead, _demoted(analysis, p.name), p.hours, p.name))
         for p in pool:
             if not self._envelope_blocks(p, view, state.at, start=True):
                 return p
         return pool[0] if pool else None
 
-    def _pick_stop(self, running: list[PumpState], view: PlantView, now: float) -> PumpState | None:
-        """Most run hours first, among the running pumps the envelope would let stop now."""
-        pool = sorted((p for p in running if p.is_running), key=lambda p: (-p.hours, p.name))
+    def _pick_stop(self, running: list[PumpState], view: PlantView, now: float, analysis: Analysis) -> PumpState | None:
+        """A demoted pump first, then most run hours first, among the running pumps the envelope would let stop."""
+        pool = sorted(
+            (p for p in running if p.is_running), key=lambda p: (not _demoted(analysis, p.name), -p.hours, p.name)
+        )
         for p in pool:
             if p.in_auto and not self._envelope_blocks(p, view, now, start=False):
                 return p
@@ -356,6 +371,10 @@ class Planner:
             return None
         self._wtp_changed_at = state.at
         return Proposal("wtp", Plan(code, why, (cmd,)))
+
+
+def _demoted(analysis: Analysis, pump: str) -> bool:
+    return analysis.has(SymptomCode.EFF_DEGRADED, pump)
 
 
 def _requested(p: PumpState) -> bool:

@@ -36,6 +36,9 @@ async def test_72_hours_baseline_and_cost_against_the_plc(tmp_path: Path) -> Non
             if o.command.kind is CommandKind.START_PUMP and o.status is CommandStatus.CONFIRMED
         ]
         print(f"\n72 h: {s.cycles} cycles in {s.wall_s:.0f} s wall")
+        ratios = {p: None if r is None else round(r, 3) for p, r in s.loop.analyzer.efficiency_ratios().items()}
+        print(f"pumps' energy per m³ running alone against the pump curve: {ratios}")
+        demotions = [d for d in s.decisions if d.plan.code is PlanCode.P_DEMOTE_LEAD]
     base = run_baseline(72, seed=42)
     print(_line("baseline", base))
     print(_line("gateway", gw))
@@ -50,6 +53,7 @@ async def test_72_hours_baseline_and_cost_against_the_plc(tmp_path: Path) -> Non
     assert gw.dry_run_trips == 0
     assert max(_rolling_starts(starts).values()) <= 4  # per pump in any rolling hour
     assert gw.unmet_m3 == 0
+    assert demotions == []  # no healthy pump is taken for a worn one (P-101 runs through its VFD)
     # better than the PLC
     assert gw.cost_per_m3 <= 0.80 * base.cost_per_m3
     assert gw.kwh_per_m3 <= 1.01 * base.kwh_per_m3
@@ -111,6 +115,33 @@ async def test_pump_trip_at_the_morning_peak(tmp_path: Path) -> None:
     assert standby_after <= 60
     assert c.tank_min_m > 2.0
     assert running[0] in swap.plan.reason
+
+
+async def test_worn_pump_is_flagged_and_demoted(tmp_path: Path) -> None:
+    """A pump that takes 25 % more power for its flow is flagged EFF_DEGRADED after half an hour of running alone,
+    a P_DEMOTE_LEAD decision says why, and from then on another pump is started first; the healthy pumps, one of
+    them through its VFD, are never flagged."""
+    async with stack(tmp_path) as s:
+        await s.sim.inject({"kind": "pump_wear", "pump": "P-101", "efficiency_loss": 0.2})
+        at = s.clock.now()
+        await s.run(12 * HOUR, step_s=20, until=lambda: "EFF_DEGRADED:P-101" in s.loop.knowledge.open_symptoms)
+        flagged = s.loop.knowledge.open_symptoms.get("EFF_DEGRADED:P-101")
+        assert flagged is not None, "the worn pump was not flagged in 12 hours"
+        demoted_at = len(s.decisions)
+        await s.run(12 * HOUR, step_s=20)
+        decisions = s.decisions
+        open_ = list(s.loop.knowledge.open_symptoms)
+    demotion = next(d for d in decisions if d.plan.code is PlanCode.P_DEMOTE_LEAD)
+    later_starts = [
+        c.target for d in decisions[demoted_at:] for c in d.plan.commands if c.kind is CommandKind.START_PUMP
+    ]
+    print(f"\nworn P-101 flagged after {(flagged.raised_at - at) / HOUR:.1f} h: {flagged.detail}")
+    print(f"  {demotion.plan.reason}; later starts: {later_starts}")
+    assert float(str(flagged.data["ratio"])) > 1.15
+    assert "P-101 demoted from lead" in demotion.plan.reason
+    assert later_starts, "no pump was started after the demotion"
+    assert later_starts[0] != "P-101"
+    assert [k for k in open_ if k.startswith("EFF_DEGRADED")] == ["EFF_DEGRADED:P-101"]
 
 
 async def test_burst_at_two_in_the_morning(tmp_path: Path) -> None:
