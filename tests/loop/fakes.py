@@ -72,6 +72,7 @@ class FakePlant:
     demand_scale: float = 1.0
     extra_outflow: float = 0.0
     fails_to_start: set[int] = field(default_factory=set)
+    power_factor: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])  # > 1: a worn pump (JI-10x)
     writes: list[Write] = field(default_factory=list)
     model: PlantModel = field(
         default_factory=lambda: PlantModel(
@@ -169,7 +170,7 @@ class FakePlant:
             return round(self.run_hours[i], 2)
         if prefix == "SH":
             return sum(1 for t in self.starts[i] if self.now - t < 3600)
-        return 25.0 if self.running[i] else 0.0
+        return 25.0 * self.power_factor[i] if self.running[i] else 0.0
 
     def write(self, tag: str, value: Value) -> None:
         auto = dict(zip(PUMPS, self.auto_remote, strict=True))

@@ -88,6 +88,32 @@ async def test_fail_to_start_is_a_symptom_and_the_standby_takes_over() -> None:
     assert h.plant.min_tank > 2.5
 
 
+async def test_a_worn_pump_is_demoted_and_the_next_start_goes_to_another() -> None:
+    h = make(HYST, tank=4.05)  # P-102 has the fewest run hours: it leads
+    h.plant.power_factor[1] = 1.3
+    await h.run(2 * 3600, step_s=10)
+    assert "EFF_DEGRADED:P-102" in h.loop.knowledge.open_symptoms
+    assert not [k for k in h.loop.knowledge.open_symptoms if k.startswith("EFF_DEGRADED:P-10") and "P-102" not in k]
+    (demotion,) = [d for d in h.decisions if d.plan.code is PlanCode.P_DEMOTE_LEAD]  # recorded once
+    assert "P-102 demoted from lead" in demotion.plan.reason
+    flagged = h.loop.knowledge.open_symptoms["EFF_DEGRADED:P-102"]
+    assert float(str(flagged.data["ratio"])) > 1.15
+    assert h.loop.analyzer.efficiency_ratios()["P-101"] is None  # not judged: it has not run alone yet
+    flagged_at = len(h.decisions)
+    await h.run(12 * 3600, step_s=10)
+    starts = [
+        (c.target, d.plan.reason)
+        for d in h.decisions[flagged_at:]
+        for c in d.plan.commands
+        if c.kind is CommandKind.START_PUMP
+    ]
+    assert starts, "the tank was not refilled in 12 hours"
+    target, reason = starts[0]
+    assert target == "P-101"  # P-102 still has fewer run hours, but it is demoted
+    assert "P-102 demoted (EFF_DEGRADED)" in reason
+    assert "EFF_DEGRADED:P-102" in h.loop.knowledge.open_symptoms  # it stays until the pump runs well again
+
+
 async def test_comm_loss_fails_safe_to_the_plc_and_recovers_cleanly() -> None:
     h = make(HYST, tank=5.0)
     await h.run(120)
