@@ -1,8 +1,8 @@
 """The gateway's vocabulary: tags, readings, quality, symptoms, plans, commands and decisions.
 
 Pure values with their business rules; no I/O. Timestamps are POSIX seconds (UTC) as floats, so that a stepped
-simulation clock and the wall clock look the same to every rule. Hot-path values (``Reading``) are slotted frozen
-dataclasses: the gateway builds tens of thousands of them per second.
+simulation clock and the wall clock look the same to every rule. The hot-path value, ``Reading``, is a named tuple: the
+gateway builds tens of thousands of them per second; the other values are frozen dataclasses.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Literal
+from typing import Literal, NamedTuple
 
 Value = float | int | bool
 
@@ -211,9 +211,14 @@ class QualityReason(StrEnum):
     SUBSTITUTED = "substituted"
 
 
-@dataclass(frozen=True, slots=True)
-class Reading:
-    """One value of one tag, as taken from the field and judged by the gateway."""
+class Reading(NamedTuple):
+    """One value of one tag, as taken from the field and judged by the gateway.
+
+    A named tuple rather than a frozen dataclass: the drivers build tens of thousands a second, and a tuple can be
+    built by C code alone — ``tuple.__new__(Reading, fields)`` over a ``zip`` of the fields (``Judge.readings``) —
+    in a third of the time the dataclass constructor takes. It is immutable and compares field by field; compare
+    readings with readings (a named tuple also equals a plain tuple of the same fields).
+    """
 
     tag: str
     value: Value | None

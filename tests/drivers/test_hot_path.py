@@ -1,9 +1,9 @@
-"""The hot-path shortcuts give exactly what the slow paths give: readings built through their slots, and read
-responses decoded in one call."""
+"""The hot-path shortcuts give exactly what the slow paths give: readings judged and built by C-level loops, the
+quality tracker's block records, and read responses decoded in one call."""
 
 from __future__ import annotations
 
-import dataclasses
+import math
 import struct
 
 import pytest
@@ -21,9 +21,16 @@ from gateway.adapters.modbus.responses import (
     FastInputRegistersResponse,
 )
 from gateway.adapters.quality import QualityTracker
-from gateway.adapters.readings import new_reading
 from gateway.clock import SteppedClock
-from gateway.domain.model import DataType, EngineeringRange, ModbusTable, Quality, QualityReason, Reading
+from gateway.domain.model import (
+    DataType,
+    EngineeringRange,
+    ModbusTable,
+    Quality,
+    QualityReason,
+    Reading,
+    judge_value,
+)
 from tests.drivers.conftest import mtag
 
 PAIRS = [
@@ -72,20 +79,43 @@ def test_a_response_prints_its_size_not_its_values() -> None:
     assert str(response) == "FastInputRegistersResponse(dev_id=3, transaction_id=9, 125 registers)"
 
 
+def test_a_reading_is_immutable_and_equal_to_a_reading_of_the_same_fields() -> None:
+    a = Reading("LIT-201", 4.2, Quality.GOOD, 1.0, 2.0, "m")
+    assert a == Reading("LIT-201", 4.2, Quality.GOOD, 1.0, 2.0, "m", QualityReason.NONE)
+    assert hash(a) == hash(Reading("LIT-201", 4.2, Quality.GOOD, 1.0, 2.0, "m"))
+    assert a != a.with_quality(Quality.UNCERTAIN, QualityReason.LAST_USABLE)
+    with pytest.raises(AttributeError):
+        a.value = 1.0  # type: ignore[misc]
+
+
+_RANGED = EngineeringRange(-50.0, 50.0)
+_JUDGED_TAGS = [
+    mtag(f"T{i}", ModbusTable.INPUT_REGISTER, 2 * i, DataType.FLOAT32, unit="bar", range=_RANGED if i % 2 else None)
+    for i in range(6)
+]
+
+
 @given(
-    value=st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False)),
-    quality=st.sampled_from(Quality),
-    reason=st.sampled_from(QualityReason),
-    ts=st.floats(0, 2e9),
+    values=st.lists(
+        st.one_of(st.floats(-60, 60), st.floats(allow_nan=True, allow_infinity=True), st.integers(-100, 100)),
+        min_size=6,
+        max_size=6,
+    )
 )
-def test_a_reading_built_through_its_slots_is_the_reading_the_constructor_builds(value, quality, reason, ts) -> None:
-    fast = new_reading("LIT-201", value, quality, ts, ts + 1, "m", reason)
-    slow = Reading("LIT-201", value, quality, ts, ts + 1, "m", reason)
-    assert type(fast) is Reading
-    assert fast == slow
-    assert hash(fast) == hash(slow)
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        fast.value = 1.0  # type: ignore[misc]
+def test_the_judge_gives_what_judge_value_gives_on_both_of_its_paths(values: list[float]) -> None:
+    """All good (the C-level path) or not (per value): the readings are those of ``judge_value`` and the constructor."""
+    readings = Judge(_JUDGED_TAGS).readings(values, now=5.0)
+    assert len(readings) == len(values)
+    for tag, value, got in zip(_JUDGED_TAGS, values, readings, strict=True):
+        assert type(got) is Reading
+        assert (got.tag, got.source_ts, got.receive_ts, got.unit) == (tag.name, 5.0, 5.0, "bar")
+        assert (got.quality, got.reason) == judge_value(tag, value)
+        assert got.value == value or (math.isnan(got.value) and math.isnan(value))  # type: ignore[arg-type]
+
+
+def test_the_judge_refuses_values_that_do_not_match_its_tags() -> None:
+    with pytest.raises(ValueError, match="5 values for 6 tags"):
+        Judge(_JUDGED_TAGS).readings([1.0] * 5, now=0.0)
 
 
 def test_the_judge_builds_the_readings_the_constructor_would() -> None:
@@ -131,3 +161,38 @@ def test_quality_tracker_all_good_shortcut_holds_what_the_per_reading_path_holds
     assert (late["T0"].value, late["T0"].quality) == (11.0, Quality.UNCERTAIN)
     assert late["T1"].quality is Quality.BAD
     assert late["T2"].quality is Quality.BAD
+
+
+def test_quality_tracker_block_records_and_tag_records_latest_wins() -> None:
+    """A request's readings kept as one list hold the same values as per-tag records; the newer record of a tag wins."""
+    clock = SteppedClock()
+    tracker = QualityTracker(stale_limit_s=10.0, clock=clock)
+    tags = [mtag(f"T{i}", ModbusTable.HOLDING_REGISTER, i) for i in range(3)]
+
+    def reading(tag: str, value: float, quality: Quality = Quality.GOOD) -> Reading:
+        reason = QualityReason.NONE if quality is Quality.GOOD else QualityReason.DEVICE_EXCEPTION
+        return Reading(tag, value, quality, clock.now(), clock.now(), "", reason)
+
+    block, first_read = object(), clock.now()
+    tracker.record_block(block, [reading("T0", 1.0), reading("T1", 2.0)])
+    clock.set(2.0)
+    tracker.record([reading("T1", 20.0), reading("T2", 30.0)])  # newer than the block for T1
+    clock.set(3.0)
+    held = {r.tag: r for r in tracker.missed(tags, QualityReason.COMM_LOSS)}
+    assert [(held[t].value, held[t].quality) for t in ("T0", "T1", "T2")] == [
+        (1.0, Quality.UNCERTAIN),
+        (20.0, Quality.UNCERTAIN),
+        (30.0, Quality.UNCERTAIN),
+    ]
+    assert held["T0"].source_ts == first_read  # its own age shows
+    clock.set(4.0)
+    tracker.record_block(block, [reading("T0", 5.0), reading("T1", 0.0, Quality.BAD)])  # the device refused T1 now
+    clock.set(11.0)  # T2 recorded at 2.0: 9 s ago, within the limit; the block at 4.0
+    held = {r.tag: r for r in tracker.missed(tags, QualityReason.COMM_LOSS)}
+    assert (held["T0"].value, held["T0"].quality) == (5.0, Quality.UNCERTAIN)
+    assert (held["T1"].value, held["T1"].quality, held["T1"].reason) == (None, Quality.BAD, QualityReason.COMM_LOSS)
+    assert (held["T2"].value, held["T2"].quality) == (30.0, Quality.UNCERTAIN)
+    clock.set(12.5)  # T2 now beyond the limit, the block's T0 not yet
+    held = {r.tag: r for r in tracker.missed(tags, QualityReason.COMM_LOSS)}
+    assert held["T0"].quality is Quality.UNCERTAIN
+    assert held["T2"].quality is Quality.BAD

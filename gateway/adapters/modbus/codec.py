@@ -18,10 +18,11 @@ import struct
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from operator import itemgetter
-from typing import Any
+from functools import partial
+from itertools import repeat
+from operator import itemgetter, le
+from typing import Any, cast
 
-from gateway.adapters.readings import NEW, SETTERS
 from gateway.domain.model import (
     RAW_LIMITS,
     ByteOrder,
@@ -162,8 +163,10 @@ def _register_indices(tag: Tag, start: int) -> list[int]:
 class Judge:
     """Turns decoded values into readings with the quality their tags' rules give them (as ``judge_value`` does).
 
-    Ranges are precomputed per tag so that the common case, a finite value inside its range, costs one chained
-    comparison; a NaN fails every comparison and falls through to the rare path.
+    Ranges are precomputed per tag. The usual block, every value finite and inside its range, is checked and built
+    by C-level loops only: two ``all(map(le, ...))`` passes (a NaN fails every comparison) and one
+    ``map(tuple.__new__)`` over a ``zip`` of the fields, so that no Python bytecode runs per value. A block with
+    any other value takes the per-value path.
     """
 
     __slots__ = ("_high", "_low", "_names", "_units")
@@ -175,27 +178,31 @@ class Judge:
         self._high = tuple(_bounds(t)[1] for t in tags)
 
     def readings(self, values: Sequence[Value], *, now: float) -> list[Reading]:
-        good, no_reason = Quality.GOOD, QualityReason.NONE
-        new, cls = NEW, Reading
-        s_tag, s_value, s_quality, s_source, s_receive, s_unit, s_reason = SETTERS
-        out: list[Reading] = []
-        append = out.append
-        for name, value, low, high, unit in zip(self._names, values, self._low, self._high, self._units, strict=True):
-            if low <= value <= high:
-                # Reading(name, value, good, now, now, unit, no_reason), inlined through its slots (readings.py).
-                r = new(cls)
-                s_tag(r, name)
-                s_value(r, value)
-                s_quality(r, good)
-                s_source(r, now)
-                s_receive(r, now)
-                s_unit(r, unit)
-                s_reason(r, no_reason)
-                append(r)
-            else:
-                reason = QualityReason.NAN if not math.isfinite(value) else QualityReason.OUT_OF_RANGE
-                append(Reading(name, value, Quality.BAD, now, now, unit, reason))
-        return out
+        if len(values) != len(self._names):
+            raise ValueError(f"{len(values)} values for {len(self._names)} tags")
+        if all(map(le, self._low, values)) and all(map(le, values, self._high)):
+            fields = zip(
+                self._names, values, repeat(Quality.GOOD), repeat(now), repeat(now), self._units, repeat(_NO_REASON)
+            )
+            return list(map(_from_fields, fields))
+        return [
+            self._judged(name, value, low, high, unit, now)
+            for name, value, low, high, unit in zip(
+                self._names, values, self._low, self._high, self._units, strict=True
+            )
+        ]
+
+    @staticmethod
+    def _judged(name: str, value: Value, low: float, high: float, unit: str, now: float) -> Reading:  # noqa: PLR0917
+        if low <= value <= high:
+            return Reading(name, value, Quality.GOOD, now, now, unit, _NO_REASON)
+        reason = QualityReason.NAN if not math.isfinite(value) else QualityReason.OUT_OF_RANGE
+        return Reading(name, value, Quality.BAD, now, now, unit, reason)
+
+
+_NO_REASON = QualityReason.NONE
+#: ``Reading(*fields)`` without the Python-level ``__new__`` of the named tuple: a C call.
+_from_fields = cast("Callable[[tuple[Any, ...]], Reading]", partial(tuple.__new__, Reading))
 
 
 def _bounds(tag: Tag) -> tuple[float, float]:

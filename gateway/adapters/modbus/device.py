@@ -30,7 +30,7 @@ from gateway.adapters.modbus.codec import BlockDecoder, Judge, modbus_address, r
 from gateway.adapters.modbus.ops import Call, WriteOp, payload_length, read_call, write_op
 from gateway.adapters.modbus.planner import PlanLimits, PlanMode, ReadPlan, ReadRequest, plan_reads, split_at_gaps
 from gateway.adapters.modbus.responses import use_fast_responses
-from gateway.adapters.quality import QualityTracker
+from gateway.adapters.quality import QualityCounters, QualityTracker
 from gateway.adapters.retry import RetryPolicy, call_with_retry
 from gateway.adapters.status import DeviceStatus
 from gateway.adapters.tasks import cancellation_kept
@@ -40,7 +40,7 @@ from gateway.domain.errors import DeviceRejected, DeviceUnavailable, WriteRefuse
 from gateway.domain.model import Quality, QualityReason, Reading, Tag, Value
 from gateway.domain.ports import Clock, DeviceHealth, WriteResult
 from gateway.logging import get_logger
-from gateway.metrics import BREAKER_STATE, DEVICE_ERRORS, DEVICE_REQUESTS, POLL_DURATION, READINGS
+from gateway.metrics import BREAKER_STATE, DEVICE_ERRORS, DEVICE_REQUESTS, POLL_DURATION
 
 log = get_logger("gateway.adapters.modbus")
 
@@ -129,7 +129,7 @@ class ModbusDevice:
         self._m_read = DEVICE_REQUESTS.labels(self.name, "read")
         self._m_write = DEVICE_REQUESTS.labels(self.name, "write")
         self._m_poll = POLL_DURATION.labels(self.name)
-        self._m_quality = {q: READINGS.labels(self.name, q.value) for q in Quality}
+        self._m_quality = QualityCounters(self.name)
         self._m_breaker = BREAKER_STATE.labels(self.name)
         self._m_breaker.set(BreakerState.CLOSED.metric_value)
 
@@ -183,7 +183,7 @@ class ModbusDevice:
         async with self._lock:
             readings = await self._poll_locked()
         self._m_poll.observe(time.perf_counter() - started)
-        self._count(readings)
+        self._m_quality.count(readings)
         return readings
 
     async def write(self, tag: str, value: Value) -> WriteResult:
@@ -232,7 +232,6 @@ class ModbusDevice:
         except DeviceUnavailable as exc:
             self._breaker.record_failure()
             self._status.failed(str(exc))
-            self._quality.record(fresh)
             got = {r.tag for r in fresh}
             return fresh + self._quality.missed([t for t in self._tags if t.name not in got], QualityReason.COMM_LOSS)
         except BaseException:
@@ -240,7 +239,6 @@ class ModbusDevice:
             raise
         self._breaker.record_success()
         self._status.succeeded()
-        self._quality.record(fresh)
         return fresh
 
     async def _read(self, compiled: _Compiled) -> list[Reading]:
@@ -257,14 +255,18 @@ class ModbusDevice:
                 return await self._split(compiled, exc)
             now = self._clock.now()
             reason = QualityReason.DEVICE_EXCEPTION
-            return [Reading(t.name, None, Quality.BAD, now, now, t.unit, reason) for t in compiled.tags]
-        return compiled.readings(response, now=self._clock.now())
+            readings = [Reading(t.name, None, Quality.BAD, now, now, t.unit, reason) for t in compiled.tags]
+        else:
+            readings = compiled.readings(response, now=self._clock.now())
+        self._quality.record_block(compiled, readings)  # every reading of the request, good or not, in one store
+        return readings
 
     async def _split(self, compiled: _Compiled, exc: DeviceRejected) -> list[Reading]:
         """A device that refuses the unused addresses a merged request bridges gets gap-free requests from now on."""
         pieces = [_Compiled(r, self._settings.unit_id) for r in split_at_gaps(compiled.request)]
         index = self._compiled.index(compiled)
         self._compiled[index : index + 1] = pieces
+        # The quality tracker keeps the old request's last readings: the pieces' own records supersede them.
         log.warning(
             "modbus.plan_split",
             device=self.name,
@@ -279,13 +281,6 @@ class ModbusDevice:
 
     def _retrying(self, attempt: int, exc: DeviceUnavailable, delay: float) -> None:
         log.debug("modbus.retry", device=self.name, attempt=attempt, delay_s=round(delay, 3), error=str(exc))
-
-    def _count(self, readings: list[Reading]) -> None:
-        qualities = [r.quality for r in readings]
-        good, bad = qualities.count(Quality.GOOD), qualities.count(Quality.BAD)
-        self._m_quality[Quality.GOOD].inc(good)
-        self._m_quality[Quality.BAD].inc(bad)
-        self._m_quality[Quality.UNCERTAIN].inc(len(readings) - good - bad)
 
     # -- writing ---------------------------------------------------------------------------------------------------
 

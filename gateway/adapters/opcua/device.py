@@ -35,8 +35,7 @@ from asyncua.ua.uaerrors import UaError
 
 from gateway.adapters.opcua.security import SecureSetup, SecurityRefused
 from gateway.adapters.opcua.status import status_name, status_quality
-from gateway.adapters.quality import QualityTracker
-from gateway.adapters.readings import new_reading
+from gateway.adapters.quality import QualityCounters, QualityTracker
 from gateway.adapters.status import DeviceStatus
 from gateway.adapters.tasks import cancel_and_wait
 from gateway.adapters.writes import checked_value, writable_tag
@@ -45,7 +44,7 @@ from gateway.domain.errors import ConfigError, DeviceUnavailable, WriteRefused
 from gateway.domain.model import DataType, OpcUaAddress, Quality, QualityReason, Reading, Tag, Value, judge_value
 from gateway.domain.ports import Clock, DeviceHealth, WriteResult
 from gateway.logging import get_logger
-from gateway.metrics import DEVICE_ERRORS, DEVICE_REQUESTS, POLL_DURATION, READINGS
+from gateway.metrics import DEVICE_ERRORS, DEVICE_REQUESTS, POLL_DURATION
 
 log = get_logger("gateway.adapters.opcua")
 
@@ -124,7 +123,7 @@ class OpcUaDevice:
         self._m_read = DEVICE_REQUESTS.labels(self.name, "read")
         self._m_write = DEVICE_REQUESTS.labels(self.name, "write")
         self._m_poll = POLL_DURATION.labels(self.name)
-        self._m_quality = {q: READINGS.labels(self.name, q.value) for q in Quality}
+        self._m_quality = QualityCounters(self.name)
 
     # -- the FieldDevice port --------------------------------------------------------------------------------------
 
@@ -157,11 +156,7 @@ class OpcUaDevice:
         else:
             readings = await self._poll_read()
         self._m_poll.observe(time.perf_counter() - started)
-        good = sum(1 for r in readings if r.quality is Quality.GOOD)
-        bad = sum(1 for r in readings if r.quality is Quality.BAD)
-        self._m_quality[Quality.GOOD].inc(good)
-        self._m_quality[Quality.BAD].inc(bad)
-        self._m_quality[Quality.UNCERTAIN].inc(len(readings) - good - bad)
+        self._m_quality.count(readings)
         return readings
 
     async def write(self, tag: str, value: Value) -> WriteResult:
@@ -266,13 +261,13 @@ class OpcUaDevice:
             source_ts = dv.SourceTimestamp.timestamp()
         raw = dv.Value.Value if dv.Value is not None else None
         if quality is Quality.BAD:
-            return new_reading(tag.name, None, quality, source_ts, now, tag.unit, reason)
+            return Reading(tag.name, None, quality, source_ts, now, tag.unit, reason)
         value = _engineering(tag, raw)
         if quality is Quality.GOOD:
             quality, reason = judge_value(tag, value)
         elif value is None:
             quality, reason = Quality.BAD, QualityReason.DECODE_ERROR
-        return new_reading(tag.name, value, quality, source_ts, now, tag.unit, reason)
+        return Reading(tag.name, value, quality, source_ts, now, tag.unit, reason)
 
     # -- writing ---------------------------------------------------------------------------------------------------
 
