@@ -132,15 +132,25 @@ def test_the_judge_builds_the_readings_the_constructor_would() -> None:
     ]
 
 
+_THREE_TAGS = [mtag(f"T{i}", ModbusTable.HOLDING_REGISTER, i) for i in range(3)]
+
+
+class _Readings:
+    """Readings of T0..T2 stamped with a stepped clock's time; a reading that is not good has ``reason``."""
+
+    def __init__(self, clock: SteppedClock, reason: QualityReason) -> None:
+        self._clock, self._reason = clock, reason
+
+    def __call__(self, tag: str, value: float, quality: Quality = Quality.GOOD) -> Reading:
+        reason = QualityReason.NONE if quality is Quality.GOOD else self._reason
+        return Reading(tag, value, quality, self._clock.now(), self._clock.now(), "", reason)
+
+
 def test_quality_tracker_all_good_shortcut_holds_what_the_per_reading_path_holds() -> None:
     """A poll with every value good takes a shortcut; one with a bad value forgets that tag's last good value."""
     clock = SteppedClock()
     tracker = QualityTracker(stale_limit_s=10.0, clock=clock)
-    tags = [mtag(f"T{i}", ModbusTable.HOLDING_REGISTER, i) for i in range(3)]
-
-    def reading(tag: str, value: float, quality: Quality = Quality.GOOD) -> Reading:
-        reason = QualityReason.NONE if quality is Quality.GOOD else QualityReason.OUT_OF_RANGE
-        return Reading(tag, value, quality, clock.now(), clock.now(), "", reason)
+    tags, reading = _THREE_TAGS, _Readings(clock, QualityReason.OUT_OF_RANGE)
 
     tracker.record([reading("T0", 1.0), reading("T1", 2.0), reading("T2", 3.0)])  # all good
     clock.set(4.0)
@@ -167,11 +177,7 @@ def test_quality_tracker_block_records_and_tag_records_latest_wins() -> None:
     """A request's readings kept as one list hold the same values as per-tag records; the newer record of a tag wins."""
     clock = SteppedClock()
     tracker = QualityTracker(stale_limit_s=10.0, clock=clock)
-    tags = [mtag(f"T{i}", ModbusTable.HOLDING_REGISTER, i) for i in range(3)]
-
-    def reading(tag: str, value: float, quality: Quality = Quality.GOOD) -> Reading:
-        reason = QualityReason.NONE if quality is Quality.GOOD else QualityReason.DEVICE_EXCEPTION
-        return Reading(tag, value, quality, clock.now(), clock.now(), "", reason)
+    tags, reading = _THREE_TAGS, _Readings(clock, QualityReason.DEVICE_EXCEPTION)
 
     block, first_read = object(), clock.now()
     tracker.record_block(block, [reading("T0", 1.0), reading("T1", 2.0)])
