@@ -60,7 +60,8 @@ class QualityTracker:
 
     def record_block(self, key: Hashable, readings: Sequence[Reading]) -> None:
         """Remember the readings of the request ``key`` (the same tags at every call with that key) as one list."""
-        self._blocks[key] = (readings, self._stamp())
+        # A copy (one memcpy): the caller's list may be handed on and changed (the monitor marks spikes in place).
+        self._blocks[key] = (tuple(readings), self._stamp())
 
     def missed(self, tags: Sequence[Tag], reason: QualityReason) -> list[Reading]:
         """Readings for tags a poll could not refresh, because of ``reason`` (comm loss, mostly)."""
