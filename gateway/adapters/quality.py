@@ -6,7 +6,7 @@ it was read, and into a BAD reading with the reason of the miss after that. A fr
 range, NaN, a device exception) forgets the last good value: the device has said something newer.
 
 Readings come in two ways. ``record`` takes any readings and remembers them per tag. ``record_block`` takes the
-readings of one request whose tags never change (a Modbus read request) and keeps the list itself, in one dict
+readings of one request whose tags never change (a Modbus read request) and keeps them as one tuple, in one dict
 store instead of one per value: it runs for every value polled, ``missed`` only when a poll fails, so the per-tag
 view of the blocks is built then. Every record is numbered: the latest record of a tag wins, whichever way it came.
 """
@@ -59,7 +59,7 @@ class QualityTracker:
                 last_good.pop(r.tag, None)
 
     def record_block(self, key: Hashable, readings: Sequence[Reading]) -> None:
-        """Remember the readings of the request ``key`` (the same tags at every call with that key) as one list."""
+        """Remember the readings of the request ``key`` (the same tags at every call with that key) together."""
         # A copy (one memcpy): the caller's list may be handed on and changed (the monitor marks spikes in place).
         self._blocks[key] = (tuple(readings), self._stamp())
 

@@ -201,8 +201,11 @@ class Judge:
 
 
 _NO_REASON = QualityReason.NONE
-#: ``Reading(*fields)`` without the Python-level ``__new__`` of the named tuple: a C call.
+#: ``Reading(*fields)`` without the Python-level ``__new__`` of the named tuple: a C call, which checks nothing.
 _from_fields = cast("Callable[[tuple[Any, ...]], Reading]", partial(tuple.__new__, Reading))
+_FIELDS = ("tag", "value", "quality", "source_ts", "receive_ts", "unit", "reason")
+if Reading._fields != _FIELDS:  # Judge.readings zips the fields in this order: fail at import, not with bad readings
+    raise TypeError(f"Judge.readings builds Reading{_FIELDS}, but Reading has {Reading._fields}")
 
 
 def _bounds(tag: Tag) -> tuple[float, float]:
