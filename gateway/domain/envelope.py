@@ -170,8 +170,12 @@ class SafetyEnvelope:
             mem.starts.append(now)
             mem.unmatched.append(now)
             mem.last_start = now
-        elif command.kind is CommandKind.STOP_PUMP and _is_running(view.pumps.get(command.target)):
-            self._memory(command.target).last_stop = now
+        elif command.kind is CommandKind.STOP_PUMP:
+            mem = self._memory(command.target)
+            if _is_running(view.pumps.get(command.target)) or mem.unmatched:
+                mem.last_stop = now
+            # A start we commanded and have now stopped is settled: a rise seen after this is another start.
+            mem.unmatched.clear()
         elif command.kind is CommandKind.CHANGE_SETPOINT:
             self._setpoint_changed[command.tag] = now
 
@@ -303,7 +307,11 @@ class SafetyEnvelope:
         blocked = self._hoa(pump, now)
         if blocked is not None:
             return blocked
-        if self._emergency(pump, view, now) or not _true(pump.running):
+        if self._emergency(pump, view, now):
+            return ALLOWED
+        if pump.name in running and not _true(pump.running) and self.limits.min_run_s > 0:
+            return Verdict(False, Rule.MIN_RUN, f"{pump.name} is started in this batch: a stop would chatter it")
+        if not _true(pump.running):
             return ALLOWED
         mem = self._memory(pump.name)
         if mem.last_start is not None and now - mem.last_start < self.limits.min_run_s:

@@ -13,6 +13,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from gateway.domain.envelope import EnvelopeLimits, PlantView, PumpView, Rule, SafetyEnvelope, SetpointLimit
 from gateway.domain.model import Command, CommandKind, Quality, QualityReason, Reading, Value
+from tests.hypothesis_profiles import examples
 
 LIMITS = EnvelopeLimits(
     dry_run_m=0.8,
@@ -314,6 +315,38 @@ class EnvelopeMachine(RuleBasedStateMachine):
 
 
 EnvelopeMachine.TestCase.settings = settings(
-    max_examples=80, stateful_step_count=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=examples(80), stateful_step_count=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 test_envelope_state_machine = EnvelopeMachine.TestCase
+
+
+def test_a_start_and_stop_in_one_batch_then_a_hand_start_counts_twice() -> None:
+    """Found by the state machine (issue 13): a start and a stop of one pump in one batch, then the plant reports
+    the pump running in Hand at the same instant. The stop may not chatter the motor it has just started, and a
+    start seen after our own stop is not the start we commanded: the envelope never counts fewer starts than
+    happened."""
+    machine = EnvelopeMachine()
+    machine.setup()
+    machine.requests(commands=[start("P-102"), stop("P-102")])
+    machine.plant_changes_a_pump(auto=False, fault=False, pump="P-102", running=True)
+    machine.the_envelope_never_undercounts_starts()
+    machine.teardown()
+
+
+def test_a_stop_in_the_batch_of_its_start_is_refused_by_minimum_run() -> None:
+    env, w = SafetyEnvelope(limits=LIMITS), World()
+    env.observe(w.view(), w.now)
+    verdicts = judge(env, w, start("P-101"), stop("P-101"))
+    assert verdicts == [None, Rule.MIN_RUN]
+
+
+def test_a_plant_start_after_our_start_and_stop_is_another_start() -> None:
+    env, w = SafetyEnvelope(limits=LIMITS), World()
+    env.observe(w.view(), w.now)
+    view = w.view()
+    env.committed(start("P-101"), view, w.now)  # commanded, not yet seen running
+    env.committed(stop("P-101"), view, w.now)  # e.g. an emergency stop in the same cycle
+    w.running["P-101"] = True  # then the operator starts it in Hand
+    env.observe(w.view(), w.now)
+    assert env.starts_last_hour("P-101", w.now) == 2
+    assert env.last_stop("P-101") == w.now
