@@ -72,16 +72,24 @@ class PollScheduler:
     async def _poll(self) -> list[Reading]:
         try:
             readings = await self.device.poll()
-        except Exception as exc:  # a poll must never end the loop; CancelledError is not an Exception
-            self._error_metric.inc()
-            self._report(exc)
-            now = self._clock.now()
-            reason = QualityReason.DECODE_ERROR
-            return [Reading(t.name, None, Quality.BAD, now, now, t.unit, reason) for t in self.device.tags]
+        except asyncio.CancelledError as exc:
+            if _cancel_requested():
+                raise
+            # A library leaked a cancellation nobody asked for (asyncua's CancelledWithResultError): a failed poll.
+            return self._failed(exc)
+        except Exception as exc:  # a poll must never end the loop
+            return self._failed(exc)
         if self._failing:
             self._failing = False
             log.info("poll.recovered", device=self.device.name)
         return readings
+
+    def _failed(self, exc: BaseException) -> list[Reading]:
+        self._error_metric.inc()
+        self._report(exc)
+        now = self._clock.now()
+        reason = QualityReason.DECODE_ERROR
+        return [Reading(t.name, None, Quality.BAD, now, now, t.unit, reason) for t in self.device.tags]
 
     async def _deliver(self, readings: list[Reading]) -> None:
         try:
@@ -93,9 +101,14 @@ class PollScheduler:
         else:
             self._sink_failing = False
 
-    def _report(self, exc: Exception) -> None:
+    def _report(self, exc: BaseException) -> None:
         if self._failing:
             log.debug("poll.still_failing", device=self.device.name, error=repr(exc))
             return
         self._failing = True
         log.error("poll.failed", device=self.device.name, error=repr(exc), exc_info=exc)
+
+
+def _cancel_requested() -> bool:
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0

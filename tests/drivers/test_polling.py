@@ -9,6 +9,7 @@ from typing import Self
 
 import pytest
 from structlog.testing import capture_logs
+from wait_for2 import CancelledWithResultError
 
 from gateway.adapters.polling import PollScheduler
 from gateway.clock import SteppedClock
@@ -26,7 +27,7 @@ class FakeDevice:
         self.name = name
         self.clock = clock
         self.poll_s = poll_s
-        self.fail: Exception | None = None
+        self.fail: BaseException | None = None
         self.started_at: list[float] = []
 
     async def __aenter__(self) -> Self:
@@ -126,6 +127,21 @@ async def test_a_poll_that_raises_gives_bad_readings_and_the_loop_goes_on() -> N
         ("poll.still_failing", "debug"),
         ("poll.recovered", "info"),
     ]
+
+
+async def test_a_cancellation_nobody_asked_for_is_a_failed_poll_not_the_end_of_polling() -> None:
+    """asyncua on Python 3.11 can raise wait_for2's CancelledWithResultError (a CancelledError) out of a call
+    whose deadline raced its answer; a scheduler that took it for its own cancellation would stop for good."""
+    clock = SteppedClock()
+    device, sink = FakeDevice(clock), Sink()
+    device.fail = CancelledWithResultError(b"answer", False)
+    scheduler = PollScheduler(device=device, interval_s=1.0, clock=clock, sink=sink)
+    task = await run_for(scheduler, clock, 1.5)
+    device.fail = None
+    await clock.advance(1.0)
+    assert not task.done()
+    await stop(task)  # while our own cancellation still ends it
+    assert [readings[0].quality for _, readings in sink.received] == [Quality.BAD, Quality.BAD, Quality.GOOD]
 
 
 async def test_a_failing_sink_does_not_stop_the_polling() -> None:

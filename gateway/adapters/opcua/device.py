@@ -33,6 +33,7 @@ from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.uaerrors import UaError
 
+from gateway.adapters.opcua.deadline import ua_deadline
 from gateway.adapters.opcua.security import SecureSetup, SecurityRefused
 from gateway.adapters.opcua.status import status_name, status_quality
 from gateway.adapters.quality import QualityCounters, QualityTracker
@@ -224,7 +225,7 @@ class OpcUaDevice:
         values: list[ua.DataValue] = []
         uaclient = session.client.uaclient
         try:
-            async with asyncio.timeout(self._settings.timeout_s):
+            async with ua_deadline(self._settings.timeout_s):
                 for params in session.reads:
                     self._m_read.inc()
                     values += await uaclient.read(params)
@@ -281,7 +282,7 @@ class OpcUaDevice:
         """The node's data type as a variant type, read once per connection."""
         if slot not in session.variant_types:
             try:
-                async with asyncio.timeout(self._settings.timeout_s):
+                async with ua_deadline(self._settings.timeout_s):
                     session.variant_types[slot] = await session.nodes[slot].read_data_type_as_variant_type()
             except TRANSPORT_ERRORS as exc:
                 message = f"cannot read the data type of {self._tags[slot].name}: {exc!r}"
@@ -291,7 +292,7 @@ class OpcUaDevice:
     async def _write_value(self, session: _Session, node: Node, variant: ua.Variant) -> ua.StatusCode:
         self._m_write.inc()
         try:
-            async with asyncio.timeout(self._settings.timeout_s):
+            async with ua_deadline(self._settings.timeout_s):
                 results = await session.client.uaclient.write_attributes(
                     [node.nodeid], [ua.DataValue(variant)], AttributeIds.Value
                 )
@@ -308,7 +309,7 @@ class OpcUaDevice:
         problem = "no read-back"
         while True:
             try:
-                async with asyncio.timeout(self._settings.timeout_s):
+                async with ua_deadline(self._settings.timeout_s):
                     self._m_read.inc()
                     dv = (await session.client.read_attributes([node]))[0]
             except TRANSPORT_ERRORS as exc:
@@ -373,7 +374,7 @@ class OpcUaDevice:
         client.connection_lost_callback = self._connection_lost
         opened = False
         try:
-            async with asyncio.timeout(4 * s.timeout_s + 1.0):  # endpoints, hello, channel, session, activation
+            async with ua_deadline(4 * s.timeout_s + 1.0):  # endpoints, hello, channel, session, activation
                 if self._security is not None:
                     await self._security.apply(client)
                 await client.connect()
@@ -471,7 +472,7 @@ async def _discard(client: Client, *, opened: bool) -> None:
         client.disconnect_socket()
         return
     try:
-        async with asyncio.timeout(2.0):
+        async with ua_deadline(2.0):
             await client.disconnect()
     except (*TRANSPORT_ERRORS, RuntimeError):
         client.disconnect_socket()  # a dead connection: close_session could not run, the socket still must
