@@ -21,6 +21,7 @@ from gateway.domain.remote import (
     SetMode,
     SetSetpoint,
 )
+from tests.hypothesis_profiles import examples
 from tests.loop.harness import Harness, make
 
 HYST = LoopSettings(strategy="hysteresis")
@@ -242,7 +243,9 @@ EVENTS = st.lists(
 
 
 @settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+    max_examples=examples(25),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 @given(events=EVENTS)
 async def test_the_loop_never_writes_what_the_envelope_forbids(events: list[tuple[object, ...]]) -> None:
