@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gateway.clock import ScaledClock
 from gateway.paths import bundled_config_dir
+
+#: Where tests that run the whole gateway in real time start its clock (and the simulator's): a Monday at 10:00
+#: UTC, so that no rule of the night (the PRV's night set point from 00:00 to 05:00, the night-flow window) and
+#: no tariff band decides their outcome, whatever the hour they run at.
+DAY_START = 1_781_517_600.0  # 2026-06-15T10:00:00Z
+
+
+def day_clock() -> ScaledClock:
+    """A clock running at real speed from ``DAY_START``: the same outcome at 02:00 and at 14:00."""
+    return ScaledClock(speed=1.0, start=DAY_START)
 
 
 def booster_station_config(

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,9 +16,9 @@ import pytest
 from uplink_fakes import Consumer, eventually, publish_raw
 
 from gateway.bootstrap import Gateway, run_gateway
-from gateway.clock import SystemClock
+from gateway.clock import ScaledClock
 from gateway.config import load_config
-from gateway.testing.configs import booster_station_config
+from gateway.testing.configs import booster_station_config, day_clock
 from gateway.testing.mosquitto import Mosquitto, free_port
 from simulators.harness import PlantSimulator
 
@@ -33,8 +32,9 @@ async def gateway(tmp_path: Path) -> AsyncIterator[tuple[Gateway, PlantSimulator
     broker.start()
     stop = asyncio.Event()
     started: asyncio.Future[Gateway] = asyncio.get_running_loop().create_future()
+    clock = day_clock()  # the loop's night rules would change PCV-301.SP at takeover between 00:00 and 05:00
     try:
-        async with PlantSimulator(clock=SystemClock(), seed=3) as sim:
+        async with PlantSimulator(clock=clock, seed=3) as sim:
             cfg = booster_station_config(
                 tmp_path,
                 gateway_id="edge-it",
@@ -44,9 +44,11 @@ async def gateway(tmp_path: Path) -> AsyncIterator[tuple[Gateway, PlantSimulator
                 mqtt=f"port = {broker.port}\nreconnect_min_s = 0.1",
             )
             loaded = load_config(cfg)
-            task = asyncio.create_task(run_gateway(loaded, stop, on_started=started.set_result), name="gateway")
+            task = asyncio.create_task(
+                run_gateway(loaded, stop, clock=clock, on_started=started.set_result), name="gateway"
+            )
             gw = await asyncio.wait_for(started, 30)
-            await eventually(lambda: gw.loop.health().in_control, timeout_s=60, what="the loop took control")
+            await eventually(lambda: _in_control(gw, clock), timeout_s=60, what="the PLC confirmed the loop's control")
             await gw.uplink.wait_connected()
             yield gw, sim, broker
             stop.set()
@@ -55,54 +57,68 @@ async def gateway(tmp_path: Path) -> AsyncIterator[tuple[Gateway, PlantSimulator
         broker.stop()
 
 
-def _request(request_id: str, **fields: Any) -> bytes:
-    return json.dumps({"id": request_id, "issued_at": time.time() - 1, **fields}).encode()
+def _in_control(gw: Gateway, clock: ScaledClock) -> bool:
+    """The loop holds control and has read the PLC's YS-GWCTRL say so: what the envelope needs to let a remote
+    request through (the loop's own intent is set one poll before the PLC's bit is read back)."""
+    confirmed = gw.loop.monitor.reading("YS-GWCTRL", clock.now())
+    return gw.loop.health().in_control and confirmed is not None and confirmed.value is True
 
 
-BAD = [
-    (b"{not json", None, "malformed_json"),
-    (_request("it-type", type="open_valve", valve="PCV-301"), "it-type", "unknown_type"),
-    (_request("it-range", type="set_setpoint", name="prv_setpoint", value=80.0), "it-range", "out_of_range"),
-    (
-        _request("it-old", type="set_setpoint", name="wtp_flow", value=30.0, issued_at=time.time() - 3600),
-        "it-old",
-        "expired",
-    ),
-    (_request("it-raw", type="write_register", register=40006, value=300), "it-raw", "raw_write_forbidden"),
-    (_request("it-tag", type="set_setpoint", tag="PCV-301.SP", value=40.0), "it-tag", "raw_write_forbidden"),
-]
+def _request(clock: ScaledClock, request_id: str, **fields: Any) -> bytes:
+    return json.dumps({"id": request_id, "issued_at": clock.now() - 1, **fields}).encode()
+
+
+def _bad(clock: ScaledClock) -> list[tuple[bytes, str | None, str]]:
+    """Bad requests, stamped by the central system's clock (the one the gateway runs on)."""
+    an_hour_ago = clock.now() - 3600
+    return [
+        (b"{not json", None, "malformed_json"),
+        (_request(clock, "it-type", type="open_valve", valve="PCV-301"), "it-type", "unknown_type"),
+        (_request(clock, "it-range", type="set_setpoint", name="prv_setpoint", value=80.0), "it-range", "out_of_range"),
+        (
+            _request(clock, "it-old", type="set_setpoint", name="wtp_flow", value=30.0, issued_at=an_hour_ago),
+            "it-old",
+            "expired",
+        ),
+        (_request(clock, "it-raw", type="write_register", register=40006, value=300), "it-raw", "raw_write_forbidden"),
+        (_request(clock, "it-tag", type="set_setpoint", tag="PCV-301.SP", value=40.0), "it-tag", "raw_write_forbidden"),
+    ]
 
 
 async def test_bad_remote_commands_change_nothing_and_a_good_one_is_confirmed_on_the_plc(
     gateway: tuple[Gateway, PlantSimulator, Mosquitto], tmp_path: Path
 ) -> None:
     gw, sim, broker = gateway
+    clock = sim.clock
+    assert isinstance(clock, ScaledClock)
+    bad = _bad(clock)
     before = {tag: sim.read(tag) for tag in WATCHED}
     with Consumer(broker.port, topic=f"{BASE}/cmd/response") as consumer:
-        payloads = [raw for raw, _, _ in BAD]
+        payloads = [raw for raw, _, _ in bad]
         await asyncio.to_thread(publish_raw, broker.port, f"{BASE}/cmd", payloads)
-        await eventually(lambda: len(consumer.snapshot()) >= len(BAD), what="an answer to every bad request")
-        await asyncio.sleep(1.0)  # a few more cycles: nothing may follow
+        await eventually(lambda: len(consumer.snapshot()) >= len(bad), what="an answer to every bad request")
+        cycles = gw.loop.health().cycles
+        await eventually(lambda: gw.loop.health().cycles >= cycles + 3, what="three more cycles: nothing may follow")
         after_bad = {tag: sim.read(tag) for tag in WATCHED}
 
         current = float(before["PCV-301.SP"])
         target = round(current - 2.0, 1)  # within limits and within the 2 m step
-        good = _request("it-good", type="set_setpoint", name="prv_setpoint", value=target)
-        replay = _request("it-good", type="set_setpoint", name="prv_setpoint", value=target)
-        too_far = _request("it-step", type="set_setpoint", name="wtp_flow", value=float(before["FIC-100"]) + 20)
+        good = _request(clock, "it-good", type="set_setpoint", name="prv_setpoint", value=target)
+        replay = _request(clock, "it-good", type="set_setpoint", name="prv_setpoint", value=target)
+        too_far = _request(clock, "it-step", type="set_setpoint", name="wtp_flow", value=float(before["FIC-100"]) + 20)
         await asyncio.to_thread(publish_raw, broker.port, f"{BASE}/cmd", [good])
         await eventually(
             lambda: any(m.doc["data"]["status"] == "done" for m in consumer.snapshot()), timeout_s=30, what="done"
         )
         await asyncio.to_thread(publish_raw, broker.port, f"{BASE}/cmd", [replay, too_far])
-        await eventually(lambda: len(consumer.snapshot()) >= len(BAD) + 5, what="answers to the replay and the step")
+        await eventually(lambda: len(consumer.snapshot()) >= len(bad) + 5, what="answers to the replay and the step")
         answers = [m.doc["data"] for m in consumer.snapshot()]
 
     assert after_bad == before  # not one bad request reached the PLC
     by_id: dict[Any, list[dict[str, Any]]] = {}
     for a in answers:
         by_id.setdefault(a["request_id"], []).append(a)
-    for _, rid, code in BAD:
+    for _, rid, code in bad:
         assert [(a["status"], a["code"]) for a in by_id[rid]] == [("rejected", code)]
     good_answers = [a["status"] for a in by_id["it-good"]]
     assert good_answers[:2] == ["accepted", "done"]
@@ -122,7 +138,7 @@ async def test_bad_remote_commands_change_nothing_and_a_good_one_is_confirmed_on
             "WHERE d.origin = 'remote' ORDER BY d.at"
         ).fetchall()
     verdicts = [v for _, v in audit]
-    assert verdicts.count("rejected") == len(BAD) + 2  # every bad request, the replay and the step
+    assert verdicts.count("rejected") == len(bad) + 2  # every bad request, the replay and the step
     assert ("it-good", "done") in audit
     assert (None, "rejected") in audit  # the malformed one, audited without an id
     # Only the two valid requests became plans of origin "remote": one confirmed, one blocked by the envelope.
