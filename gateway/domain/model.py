@@ -209,6 +209,8 @@ class QualityReason(StrEnum):
     NOT_CONNECTED = "not_connected"
     DECODE_ERROR = "decode_error"
     SUBSTITUTED = "substituted"
+    PROTOCOL_ERROR = "protocol_error"  # bad: the device's answer did not match the request (code, count, id)
+    CLOCK_SKEW = "clock_skew"  # uncertain: the source timestamp is implausibly far from the gateway's clock
 
 
 class Reading(NamedTuple):
@@ -288,6 +290,7 @@ class SymptomCode(StrEnum):
     COMM_LOSS = "COMM_LOSS"
     COMMAND_FAILED = "COMMAND_FAILED"
     STORE_UNHEALTHY = "STORE_UNHEALTHY"
+    CLOCK_SKEW = "CLOCK_SKEW"
 
 
 class Severity(StrEnum):
