@@ -9,16 +9,16 @@ from conftest import mqtt_settings, running_uplink
 from uplink_fakes import Consumer, eventually
 from uplink_store import SqliteStore, make_readings
 
-from gateway.testing.mosquitto import Mosquitto, free_port
+from gateway.testing.mosquitto import Mosquitto
 
 BASE = "water/bs01/edge-1"
 
 
 async def test_outbox_limit_drops_are_counted_and_reported_on_events(tmp_path: Path) -> None:
-    port = free_port()
     store = SqliteStore(max_rows=50)
-    broker = Mosquitto(tmp_path / "broker", port=port, persistence=True)
-    broker.start()
+    broker = Mosquitto(tmp_path / "broker", persistence=True)
+    broker.start()  # on a port of its choosing (it moves if another process takes it first); kept from now on
+    port = broker.port
     with Consumer(port, topic=f"{BASE}/#", persistent=True):
         pass  # a persistent session: what is published before the consumer is back is kept for it
     broker.stop()

@@ -14,7 +14,7 @@ from uplink_certs import Pki, make_pki
 from uplink_fakes import Consumer, eventually
 from uplink_store import SqliteStore, make_readings
 
-from gateway.testing.mosquitto import Mosquitto, TlsListener, free_port
+from gateway.testing.mosquitto import Mosquitto, TlsListener
 
 
 @pytest.fixture
@@ -25,7 +25,8 @@ def pki(tmp_path: Path) -> Pki:
 @pytest.fixture
 def tls_broker(tmp_path: Path, pki: Pki) -> Iterator[Mosquitto]:
     """A broker with a plaintext listener (for the test's consumer) and a TLS listener requiring client certs."""
-    listener = TlsListener(free_port(), pki.ca_file, pki.server_cert, pki.server_key, require_certificate=True)
+    # Port 0: the broker picks both ports, and picks again if another process takes one before it binds.
+    listener = TlsListener(0, pki.ca_file, pki.server_cert, pki.server_key, require_certificate=True)
     broker = Mosquitto(tmp_path / "broker", tls=listener)
     broker.start()
     yield broker
