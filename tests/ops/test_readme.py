@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+
+from hypothesis import settings
 
 from gateway import readme
 from gateway.metrics import REGISTRY
@@ -31,3 +34,16 @@ def test_readme_opens_with_the_demo_and_the_tests() -> None:
     assert "gateway demo" in commands[0]
     assert "pip install -e '.[test]'" in commands[0]
     assert "pytest" in commands[1]
+
+
+def test_the_exploring_command_runs_a_registered_profile_over_the_hypothesis_tests() -> None:
+    [line] = [ln for ln in README.read_text().splitlines() if "HYPOTHESIS_PROFILE=" in ln and "pytest" in ln]
+    match = re.search(r"HYPOTHESIS_PROFILE=(\w+)", line)
+    assert match is not None
+    explore = settings.get_profile(match.group(1))  # raises if the suite does not register it
+    assert not explore.derandomize
+    assert explore.max_examples > settings.get_profile("ci").max_examples
+    assert settings.get_profile("ci").derandomize
+    assert settings.get_profile("ci").database is None  # nothing carried from one run to the next
+    assert "-m hypothesis" in line
+    assert "--hypothesis-seed=$seed" in line
