@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,10 +100,18 @@ class Consumer:
         return [m.doc for m in self.snapshot(suffix)]
 
 
-async def eventually(predicate: Callable[[], bool], *, timeout_s: float = 20.0, what: str = "condition") -> None:
-    """Poll ``predicate`` until true; a deadline for a test that would otherwise hang, not a timing assertion."""
+async def eventually(
+    predicate: Callable[[], bool | Awaitable[bool]], *, timeout_s: float = 60.0, what: str = "condition"
+) -> None:
+    """Poll ``predicate`` (plain or async) until true; a deadline for a test that would otherwise hang, not a timing
+    assertion: generous, since a loaded 2-core machine can be ten times slower than a quiet one."""
     deadline = time.monotonic() + timeout_s
-    while not predicate():
+    while True:
+        done = predicate()
+        if inspect.isawaitable(done):
+            done = await done
+        if done:
+            return
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.01)
