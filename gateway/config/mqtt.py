@@ -77,6 +77,26 @@ class CommandSettings(StrictModel):
     max_age_s: PositiveSeconds = Field(default=60.0, description="Requests older than this (or expired) are refused.")
     max_clock_skew_s: PositiveSeconds = Field(default=30.0, description="How far in the future issued_at may be.")
     max_request_bytes: int = Field(default=16 * 1024, ge=256, description="Larger requests are refused unread.")
+    max_request_depth: int = Field(
+        default=8,
+        ge=1,
+        le=100,
+        description="Arrays and objects nested deeper are refused (too_deep) before they are parsed; the request "
+        "object itself is depth 1.",
+    )
+    max_number: float = Field(
+        default=1e15,
+        gt=0,
+        le=1e300,
+        description="A number anywhere in a request beyond ± this is refused (out_of_range) unconverted; up to 1e15 "
+        "every integer is exact.",
+    )
+    max_string_chars: int = Field(
+        default=256,
+        ge=64,
+        le=65536,
+        description="A longer string anywhere in a request, key or value, is refused (invalid).",
+    )
     handler_timeout_s: PositiveSeconds = Field(
         default=30.0, description="Longest the control loop may take to answer an accepted request."
     )

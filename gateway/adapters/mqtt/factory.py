@@ -23,6 +23,9 @@ def request_policy(commands: CommandSettings, *, pumps: list[str]) -> RequestPol
         max_age_s=commands.max_age_s,
         max_clock_skew_s=commands.max_clock_skew_s,
         max_bytes=commands.max_request_bytes,
+        max_depth=commands.max_request_depth,
+        max_number=commands.max_number,
+        max_string_chars=commands.max_string_chars,
     )
 
 

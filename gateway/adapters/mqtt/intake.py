@@ -5,6 +5,12 @@ Every request, good or bad, gets an audit entry and a response on ``cmd/response
 ``RemoteRequestHandler`` (the control loop, which applies its safety envelope); its outcome is a second audit entry
 with a second response: ``done``, ``rejected`` (the envelope refused) or ``failed``. Requests are applied one at a
 time, in arrival order.
+
+No payload can stop the intake: ``parse_request`` is total, and anything else that goes wrong while one request is
+judged is answered ``rejected`` with code ``malformed``, audited and logged with its traceback; a failure to audit
+is logged and the next request is judged. The worker likewise survives any failure of one request. What is kept of
+a payload for the audit (``raw``) has its control characters escaped; an oversized payload is kept only as far as
+the audit needs it.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from gateway.domain.remote import (
     RemoteStatus,
     RequestPolicy,
     parse_request,
+    printable,
 )
 from gateway.logging import get_logger
 from gateway.metrics import REMOTE_REQUESTS
@@ -54,7 +61,8 @@ _VERDICTS = {
 @dataclass(frozen=True, slots=True)
 class _Received:
     topic: str
-    payload: bytes
+    payload: bytes  # only the first RAW_AUDIT_CHARS bytes of an oversized payload
+    size: int
 
 
 class CommandIntake:
@@ -86,39 +94,53 @@ class CommandIntake:
             REMOTE_REQUESTS.labels("dropped").inc()
             log.error("uplink.cmd_overflow", topic=topic, queued=self._inbox.qsize())
             return
-        self._inbox.put_nowait(_Received(topic, payload))
+        kept = payload if len(payload) <= self._policy.max_bytes else payload[:RAW_AUDIT_CHARS]
+        self._inbox.put_nowait(_Received(topic, kept, len(payload)))
 
     async def run_intake(self) -> None:
-        """Judge requests in arrival order."""
+        """Judge requests in arrival order; no request, whatever its bytes, ends this loop."""
         while True:
             received = await self._inbox.get()
             try:
-                await self.judge(received.topic, received.payload)
-            except GatewayError as exc:
+                await self.judge(received.topic, received.payload, size=received.size)
+            except Exception as exc:
+                # The verdict could not be audited (the store failed): nothing more can be done for this request.
                 log.exception("uplink.cmd_audit_failed", error=repr(exc))
 
     async def run_worker(self) -> None:
-        """Apply accepted requests one at a time, in order."""
+        """Apply accepted requests one at a time, in order; no request ends this loop."""
         while True:
             request = await self._queue.get()
             try:
                 await self._apply(request)
-            except GatewayError as exc:
+            except Exception as exc:
                 log.exception("uplink.cmd_audit_failed", request_id=request.id, error=repr(exc))
 
-    async def judge(self, topic: str, payload: bytes) -> RemoteRequest | Rejection:
-        """Validate one request, audit it and answer it; queue it for the handler when accepted."""
+    async def judge(self, topic: str, payload: bytes, *, size: int | None = None) -> RemoteRequest | Rejection:
+        """Validate one request, audit it and answer it; queue it for the handler when accepted.
+
+        ``size`` is the length of the whole message when ``payload`` is only its beginning. Raises only when the
+        verdict cannot be audited.
+        """
         now = self._clock.now()
-        result = parse_request(payload, policy=self._policy, now=now, source=topic)
-        if isinstance(result, RemoteRequest):
-            result = await self._admit(result)
-        raw = payload[:RAW_AUDIT_CHARS].decode("utf-8", "replace")
+        try:
+            result = await self._verdict(topic, payload, size=size, now=now)
+        except Exception as exc:
+            log.exception("uplink.cmd_judge_crashed", topic=topic, size=len(payload) if size is None else size)
+            result = Rejection(RejectCode.MALFORMED, f"the gateway failed to judge it ({type(exc).__name__})")
+        raw = printable(payload[:RAW_AUDIT_CHARS].decode("utf-8", "replace"))
         if isinstance(result, Rejection):
             if result.request_id is not None:
                 self._remember(result.request_id)
             await self._reject(result, topic=topic, raw=raw, at=now)
             return result
         await self._accept(result, raw=raw, at=now)
+        return result
+
+    async def _verdict(self, topic: str, payload: bytes, *, size: int | None, now: float) -> RemoteRequest | Rejection:
+        result = parse_request(payload, policy=self._policy, now=now, source=topic, size=size)
+        if isinstance(result, RemoteRequest):
+            result = await self._admit(result)
         return result
 
     async def _admit(self, request: RemoteRequest) -> RemoteRequest | Rejection:
@@ -195,23 +217,17 @@ class CommandIntake:
 
     async def _record_outcome(self, request: RemoteRequest, outcome: RemoteOutcome) -> None:
         at = self._clock.now()
-        verdict = _VERDICTS[outcome.status]
-        REMOTE_REQUESTS.labels(verdict.value).inc()
-        log.info("uplink.cmd_outcome", request_id=request.id, status=outcome.status.value, detail=outcome.detail)
-        code = RejectCode.ENVELOPE.value if outcome.status is RemoteStatus.REJECTED else ""
-        if outcome.detail.startswith(f"{RejectCode.EXPIRED.value}:"):
-            code = RejectCode.EXPIRED.value
-        entry = AuditEntry(at, request.id, request.source, request.kind.value, verdict, outcome.detail, "")
-        body = command_response_body(
-            request.id,
-            outcome.status.value,
-            at=at,
-            code=code,
-            reason=outcome.detail if outcome.status is not RemoteStatus.DONE else "",
-            kind=request.kind.value,
-            outcome=remote_outcome_item(outcome),
-        )
-        await self._store.record_audit(entry, _response(body))
+        try:
+            entry, message = _outcome_record(request, outcome, at=at)
+        except Exception as exc:
+            # The handler's outcome cannot be put into words (data that is not JSON): the request still gets its
+            # second answer.
+            log.exception("uplink.cmd_outcome_unrecordable", request_id=request.id)
+            outcome = RemoteOutcome(RemoteStatus.FAILED, f"the outcome could not be recorded ({type(exc).__name__})")
+            entry, message = _outcome_record(request, outcome, at=at)
+        REMOTE_REQUESTS.labels(entry.verdict.value).inc()
+        log.info("uplink.cmd_outcome", request_id=request.id, status=outcome.status.value, detail=entry.reason)
+        await self._store.record_audit(entry, message)
 
     async def fail_queued(self, reason: str) -> int:
         """At shutdown: answer every request still waiting as failed; returns how many there were."""
@@ -222,6 +238,26 @@ class CommandIntake:
                 await self._record_outcome(request, RemoteOutcome(RemoteStatus.FAILED, reason))
             count += 1
         return count
+
+
+def _outcome_record(request: RemoteRequest, outcome: RemoteOutcome, *, at: float) -> tuple[AuditEntry, NewMessage]:
+    """The audit entry and the second answer for an accepted request's outcome."""
+    verdict = _VERDICTS[outcome.status]
+    detail = printable(outcome.detail)
+    code = RejectCode.ENVELOPE.value if outcome.status is RemoteStatus.REJECTED else ""
+    if outcome.detail.startswith(f"{RejectCode.EXPIRED.value}:"):
+        code = RejectCode.EXPIRED.value
+    entry = AuditEntry(at, request.id, request.source, request.kind.value, verdict, detail, "")
+    body = command_response_body(
+        request.id,
+        outcome.status.value,
+        at=at,
+        code=code,
+        reason=detail if outcome.status is not RemoteStatus.DONE else "",
+        kind=request.kind.value,
+        outcome=remote_outcome_item(outcome),
+    )
+    return entry, _response(body)
 
 
 def _response(body: bytes) -> NewMessage:
