@@ -3,8 +3,10 @@ of the server's encoder)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.pdu import ModbusPDU
@@ -30,9 +32,20 @@ _TYPES = {
 }
 
 
+async def until(check: Callable[[], Awaitable[bool]], *, timeout_s: float = 30.0, what: str = "condition") -> None:
+    """Poll ``check`` until true: for what another task or a server brings about in real time. The deadline is only
+    against a hang (generous: a loaded 2-core machine can be ten times slower), never a timing assertion."""
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
 @contextlib.asynccontextmanager
-async def modbus_client(port: int, *, request_timeout_s: float = 1.0) -> AsyncIterator[AsyncModbusTcpClient]:
-    """A pymodbus client without retries, so that a fault shows on the first request."""
+async def modbus_client(port: int, *, request_timeout_s: float = 10.0) -> AsyncIterator[AsyncModbusTcpClient]:
+    """A pymodbus client without retries, so that a fault shows on the first request. The default deadline is
+    generous, for answers that must arrive on a loaded machine; a test that wants a timeout sets a short one."""
     client = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=request_timeout_s, retries=0, reconnect_delay=0)
     assert await client.connect()
     try:

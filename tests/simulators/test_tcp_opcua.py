@@ -15,7 +15,7 @@ import pytest
 import pytest_asyncio
 from asyncua import Client, ua
 from asyncua.ua.uaerrors import BadNotWritable, BadOutOfRange
-from sim_helpers import modbus_client, quiet_config
+from sim_helpers import modbus_client, quiet_config, until
 
 from gateway.clock import SteppedClock
 from gateway.config.pointmap import load_point_map
@@ -39,7 +39,7 @@ async def plant() -> AsyncIterator[PlantSimulator]:
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def client(plant: PlantSimulator) -> AsyncIterator[Client]:
-    async with Client(plant.opcua_endpoint, timeout=5) as c:
+    async with Client(plant.opcua_endpoint, timeout=30) as c:  # a request's deadline: only against a hang
         yield c
 
 
@@ -111,8 +111,11 @@ async def test_writable_nodes_reach_the_plc_and_the_modbus_side(plant: PlantSimu
     async with modbus_client(plant.modbus_port) as mb:
         assert (await mb.read_holding_registers(6, count=1, device_id=1)).registers == [285]
         await mb.write_register(6, 265, device_id=1)
-    await asyncio.sleep(0.05)  # the OPC UA side is brought up to date by the publisher task
-    assert await node.read_value() == 26.5
+
+    async def served_over_opcua() -> bool:  # the OPC UA side is brought up to date by the publisher task
+        return bool(await node.read_value() == 26.5)
+
+    await until(served_over_opcua, what="the Modbus write served over OPC UA")
 
 
 async def test_refusals_out_of_range_and_read_only(client: Client) -> None:
@@ -182,11 +185,11 @@ async def test_subscriptions_see_the_changes_of_an_advance(plant: PlantSimulator
 
     sub = await client.create_subscription(50, Handler())
     await sub.subscribe_data_change(client.get_node("ns=2;s=BS-01/PumpStation/Control/PlcHeartbeat"))
-    async with asyncio.timeout(5):
+    async with asyncio.timeout(30):  # only against a hang
         await first.wait()
     await plant.advance(10)
     target.append(plant.read("HB-PLC"))
-    async with asyncio.timeout(5):
+    async with asyncio.timeout(30):
         await changed.wait()
     await sub.delete()
     assert seen[0] != seen[-1]
@@ -195,13 +198,13 @@ async def test_subscriptions_see_the_changes_of_an_advance(plant: PlantSimulator
 async def test_server_restart_comes_back_on_the_same_endpoint() -> None:
     async with PlantSimulator(quiet_config(), modbus=False) as sim:
         endpoint, port = sim.opcua_endpoint, sim.opcua_port
-        async with Client(endpoint, timeout=2) as c:
+        async with Client(endpoint, timeout=30) as c:
             assert await c.get_node("ns=2;s=BS-01/Tank/ET-01/Level").read_value() == 5.0
             await sim.inject({"kind": "opcua_restart", "down_s": 30})
             with pytest.raises(OSError):
                 socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
         await sim.advance(31)
         assert sim.opcua_endpoint == endpoint
-        async with Client(endpoint, timeout=2) as c:
+        async with Client(endpoint, timeout=30) as c:
             level = await c.get_node("ns=2;s=BS-01/Tank/ET-01/Level").read_value()
             assert level == pytest.approx(sim.state().tank_level_m)
