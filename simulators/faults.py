@@ -228,6 +228,14 @@ class OpcUaDisconnect(_Fault):
     kind: Literal["opcua_disconnect"]
 
 
+class OpcUaClockOffset(_Fault):
+    """The RTU's clock runs ``offset_s`` seconds off (positive: ahead): the values it stamps from now on, and its
+    ServerStatus/CurrentTime, carry that error; values already stamped keep their stamps."""
+
+    kind: Literal["opcua_clock_offset"]
+    offset_s: float = Field(default=3600.0, allow_inf_nan=False)
+
+
 FaultSpec = Annotated[
     PumpTrip
     | FailToStart
@@ -252,14 +260,15 @@ FaultSpec = Annotated[
     | PlcRestart
     | OpcUaBadStatus
     | OpcUaRestart
-    | OpcUaDisconnect,
+    | OpcUaDisconnect
+    | OpcUaClockOffset,
     Field(discriminator="kind"),
 ]
 
 _ADAPTER: TypeAdapter[FaultSpec] = TypeAdapter(FaultSpec)
 
 MODBUS_KINDS = frozenset({"modbus_no_answer", "modbus_exception", "modbus_slow", "modbus_drop", "modbus_disconnect"})
-OPCUA_KINDS = frozenset({"opcua_bad_status", "opcua_restart", "opcua_disconnect"})
+OPCUA_KINDS = frozenset({"opcua_bad_status", "opcua_restart", "opcua_disconnect", "opcua_clock_offset"})
 SERVER_KINDS = MODBUS_KINDS | OPCUA_KINDS | {"plc_restart"}
 ONE_SHOT_KINDS = frozenset({"modbus_disconnect", "opcua_disconnect"})
 

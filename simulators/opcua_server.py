@@ -8,6 +8,8 @@
   is refused with ``BadOutOfRange`` when the PLC refuses it (``BadNotWritable`` for signals the plant produces).
 - Values carry the simulated time as source and server timestamps; a broken instrument loop reads
   ``BadSensorFailure``; the ``opcua_bad_status`` fault makes chosen nodes read any Bad status code.
+- The RTU's clock can run off: ``clock_offset_s`` (an option, settable at any time) plus the offsets of the
+  ``opcua_clock_offset`` faults acting now go into every stamp written from then on, and into CurrentTime.
 - ``go_down``/``come_up`` emulate a server restart on the same endpoint: the listener closes, client connections
   and sessions are dropped, and the same port is bound again.
 """
@@ -32,6 +34,7 @@ from asyncua.ua.uaerrors import UaStatusCodeError
 from gateway.config.pointmap import Point, PointMap
 from gateway.domain.model import RAW_LIMITS, DataType
 from gateway.logging import get_logger
+from simulators.faults import OpcUaClockOffset
 from simulators.modbus_server import SignalSource
 from simulators.plc import Value, WriteRejected
 from simulators.simulation import ReadOnlySignal
@@ -121,8 +124,10 @@ class OpcUaPlc:
         port: int,
         path: str,
         on_write: Callable[[], None] | None = None,
+        clock_offset_s: float = 0.0,
     ) -> None:
         self._source = source
+        self.clock_offset_s = clock_offset_s
         self._on_write = on_write
         self.point_map = point_map
         self.host = host
@@ -276,8 +281,8 @@ class OpcUaPlc:
         server = self._server
         if server is None:
             return 0
-        stamp = ua.DateTime.fromtimestamp(now, tz=UTC)
-        # The server's clock is the simulation's (its own clock task is disabled).
+        stamp = self._stamp(now)
+        # The server's clock is the simulation's (its own clock task is disabled), off by the RTU's clock error.
         await server.write_attribute_value(_CURRENT_TIME, ua.DataValue(ua.Variant(stamp, ua.VariantType.DateTime)))
         written = 0
         for signal, vars_ in self._by_signal.items():
@@ -295,6 +300,15 @@ class OpcUaPlc:
                 await server.write_attribute_value(nodeid, self._data_value(var, value, key[1], stamp))
                 written += 1
         return written
+
+    def _stamp(self, now: float) -> ua.DateTime:
+        return ua.DateTime.fromtimestamp(now + self.clock_error_s(), tz=UTC)
+
+    def clock_error_s(self) -> float:
+        """How far the RTU's clock is off now: the option plus every ``opcua_clock_offset`` fault acting."""
+        faults = getattr(self._source, "faults", {})  # the Simulation's active faults (a bare source has none)
+        offsets = [f.spec.offset_s for f in faults.values() if isinstance(f.spec, OpcUaClockOffset)]
+        return self.clock_offset_s + sum(offsets)
 
     def _data_value(self, var: _Var, value: Value, bad: bool, stamp: ua.DateTime) -> ua.DataValue:
         if bad:
@@ -314,7 +328,7 @@ class OpcUaPlc:
         server = self._server
         if server is None:
             return
-        stamp = ua.DateTime.fromtimestamp(now, tz=UTC)
+        stamp = self._stamp(now)
         new = {k: ua.StatusCode(ua.UInt32(getattr(StatusCodes, name))) for k, name in faults.items()}
         healed = set(self._status_faults) - set(new)
         self._status_faults = new

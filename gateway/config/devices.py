@@ -18,6 +18,9 @@ from gateway.domain.model import (
     WordOrder,
 )
 
+#: The default clock skew allowed beside a poll interval: RTU clocks are often set by hand or drift between syncs.
+CLOCK_SKEW_MARGIN_S = 5.0
+
 
 class _TagCommon(StrictModel):
     name: Name
@@ -199,8 +202,28 @@ class OpcUaDeviceSettings(_DeviceCommon):
         default=True,
         description="Stamp readings with the server's SourceTimestamp; false = the gateway's clock on receipt.",
     )
+    max_clock_skew_s: PositiveSeconds | None = Field(
+        default=None,
+        description=(
+            "How far source timestamps may be off the gateway's clock (behind: at least the stale limit) before "
+            "readings turn uncertain, clock_skew. Default: 5 s + the poll interval."
+        ),
+    )
     security: OpcUaSecurity = Field(default_factory=OpcUaSecurity)
     tags: list[OpcUaTagSettings] = Field(default_factory=list)
+
+    @property
+    def clock_skew_limits_s(self) -> tuple[float, float]:
+        """How far a source timestamp may be ahead of and behind the gateway's clock before readings are uncertain.
+
+        Ahead: ``max_clock_skew_s``, by default a few seconds for two clocks kept by different hands plus a poll
+        interval. Behind: the same, or the stale limit when that is longer (a value stamped that long ago is out of
+        date anyway).
+        """
+        ahead = self.max_clock_skew_s
+        if ahead is None:
+            ahead = CLOCK_SKEW_MARGIN_S + self.poll_interval_s
+        return ahead, max(ahead, self.stale_limit_s)
 
 
 DeviceSettings = Annotated[ModbusDeviceSettings | OpcUaDeviceSettings, Field(discriminator="protocol")]

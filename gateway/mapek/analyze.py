@@ -55,6 +55,10 @@ class _Efficiency:
     expected: float = 0.0
 
 
+def _no_clock_skew(_device: str) -> float | None:
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class MonitorFacts:
     """What Analyze asks of Monitor, as plain callables (so a test can answer them)."""
@@ -62,6 +66,7 @@ class MonitorFacts:
     unchanged_since: Callable[[str], float | None]
     comm_ok: Callable[[str, float], bool]
     devices: tuple[str, ...]
+    clock_skew: Callable[[str], float | None] = _no_clock_skew  # a device's clock offset while implausible
 
 
 class Analyzer:
@@ -334,6 +339,7 @@ class Analyzer:
         for device in facts.devices:
             ok = facts.comm_ok(device, state.at)
             self._cond(out, SymptomCode.COMM_LOSS, device, not ok, severity=Severity.ALARM, detail="no good poll")
+            self._clock_skew(device, facts.clock_skew(device), out)
         self._suspect_tank(state, facts, out)
         cw_tag = self._s.clearwell.level_tag
         flat = self._flatline(cw_tag, facts, state.at, self._k.twin.clearwell.expected_change_since)
@@ -341,6 +347,16 @@ class Analyzer:
             out, SymptomCode.SENSOR_SUSPECT, cw_tag, flat, on=sym.suspect_on_delay_s, off=600.0, detail="flat line"
         )
         self._chlorine(state, out)
+
+    def _clock_skew(self, device: str, offset_s: float | None, out: Analysis) -> None:
+        """CLOCK_SKEW while a device stamps its values implausibly far from our clock (its readings are uncertain,
+        so the loop does not act on them)."""
+        detail, data = "", Data()
+        if offset_s is not None:
+            side = "ahead of" if offset_s > 0 else "behind"
+            detail = f"source timestamps {abs(offset_s):.0f} s {side} the gateway's clock"
+            data = {"offset_s": round(offset_s, 1)}
+        self._cond(out, SymptomCode.CLOCK_SKEW, device, offset_s is not None, detail=detail, data=data)
 
     def _suspect_tank(self, state: PlantState, facts: MonitorFacts, out: Analysis) -> None:
         tag = self._s.tank.level_tag

@@ -257,6 +257,7 @@ class ControlLoop:
             unchanged_since=self.monitor.unchanged_since,
             comm_ok=lambda d, t: self.monitor.comm_ok(d, t, self.settings.symptoms.comm_loss_s),
             devices=tuple(self._devices),
+            clock_skew=self.monitor.clock_skew,
         )
         self._store_health(now)
         analysis = self.analyzer.analyze(state, facts)

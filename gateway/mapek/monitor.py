@@ -2,7 +2,8 @@
 
 The drivers already judge range, NaN, communication and staleness at the source. Monitor adds what needs history:
 a rate-of-change limit (a spike is marked bad until ``spike_confirm`` readings agree that the jump is real) and the
-time a value last changed at all (Analyze turns a flat line that the twin contradicts into SENSOR_SUSPECT). Tags
+time a value last changed at all (Analyze turns a flat line that the twin contradicts into SENSOR_SUSPECT), and
+how far off each device's clock is while the driver finds its source timestamps implausible (CLOCK_SKEW). Tags
 without such checks cost one dict lookup and one dict store per reading; readings are handed to the store one batch
 per poll, never one await per reading.
 """
@@ -63,10 +64,11 @@ class DeviceState:
 
     name: str
     last_poll_at: float | None = None
-    last_good_at: float | None = None
+    last_good_at: float | None = None  # the last poll with an answer: a good reading, or one only its clock spoils
     readings: int = 0
     bad: int = 0
     failed: bool = False
+    clock_skew_s: float | None = None  # the device's clock minus ours, while its readings are ``clock_skew``
 
 
 class Monitor:
@@ -125,7 +127,7 @@ class Monitor:
     def ingest(self, name: str, readings: list[Reading], now: float) -> list[Reading]:
         """The CPU part of a poll (no I/O): validate in place, update the snapshot and the device's state."""
         checks, snap = self._checks, self.snapshot
-        good = 0
+        good = skewed = 0
         for i, taken in enumerate(readings):
             check = checks.get(taken.tag)
             r = taken if check is None else check.judge(taken)
@@ -134,14 +136,19 @@ class Monitor:
             snap[r.tag] = r
             if r.quality is Quality.GOOD:
                 good += 1
-        self._note_poll(name, len(readings), good, now)
+            elif r.reason is QualityReason.CLOCK_SKEW:
+                skewed += 1
+        # A device whose clock is off still answers: its communication is fine, CLOCK_SKEW says the rest.
+        self._note_poll(name, len(readings), good, now, answered=good + skewed)
+        if readings:
+            self._note_clock(self.devices[name], readings, good=good, skewed=skewed)
         return readings
 
-    def _note_poll(self, name: str, total: int, good: int, now: float) -> None:
+    def _note_poll(self, name: str, total: int, good: int, now: float, *, answered: int) -> None:
         state = self.devices[name]
         state.last_poll_at, state.readings, state.bad = now, total, total - good
-        failed = good == 0
-        if good:
+        failed = answered == 0
+        if answered:
             state.last_good_at = now
         if failed != state.failed:
             state.failed = failed
@@ -149,6 +156,16 @@ class Monitor:
                 log.warning("monitor.device_silent", device=name, readings=total)
             else:
                 log.info("monitor.device_answering", device=name, readings=total)
+
+    @staticmethod
+    def _note_clock(state: DeviceState, readings: list[Reading], *, good: int, skewed: int) -> None:
+        """A poll with ``clock_skew`` readings sets the device's clock offset and one with only good readings clears
+        it; one with neither (nothing answered) says nothing about the clock."""
+        if skewed:
+            offsets = [r.source_ts - r.receive_ts for r in readings if r.reason is QualityReason.CLOCK_SKEW]
+            state.clock_skew_s = max(offsets, key=abs)
+        elif good:
+            state.clock_skew_s = None
 
     def reading(self, tag: str | None, now: float) -> Reading | None:
         """The latest reading of ``tag``, turned bad (stale) once older than its device's stale limit."""
@@ -162,6 +179,11 @@ class Monitor:
     def unchanged_since(self, tag: str) -> float | None:
         check = self._checks.get(tag)
         return None if check is None else check.changed_at
+
+    def clock_skew(self, name: str) -> float | None:
+        """How far ``name``'s clock is from ours (positive: ahead) while its readings are ``clock_skew``, else None."""
+        state = self.devices.get(name)
+        return None if state is None else state.clock_skew_s
 
     def comm_ok(self, name: str, now: float, limit_s: float) -> bool:
         state = self.devices.get(name)

@@ -8,6 +8,7 @@ test drives the plant through blocking helpers. Time is a ``SteppedClock``: noth
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -159,6 +160,9 @@ def station_settings(
                     "read_mode": "poll",
                     "poll_interval_s": 1.0,
                     "timeout_s": 0.8,
+                    # The stepped plant stamps its values with simulated time, not the adapter's system clock: no
+                    # clock check here (tests/drivers/test_opcua_clock.py checks it on a clock following the plant).
+                    "max_clock_skew_s": math.inf,
                 }
                 | (opcua or {}),
                 point_map,

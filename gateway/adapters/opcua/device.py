@@ -36,7 +36,7 @@ from asyncua.ua.uaerrors import UaError
 from gateway.adapters.opcua.deadline import ua_deadline
 from gateway.adapters.opcua.security import SecureSetup, SecurityRefused
 from gateway.adapters.opcua.status import status_name, status_quality
-from gateway.adapters.quality import QualityCounters, QualityTracker
+from gateway.adapters.quality import QualityCounters, QualityTracker, SourceClock
 from gateway.adapters.status import DeviceStatus
 from gateway.adapters.tasks import cancel_and_wait
 from gateway.adapters.writes import checked_value, writable_tag
@@ -121,6 +121,10 @@ class OpcUaDevice:
         self._read_failures = 0
         self._status = DeviceStatus(name=self.name, protocol="opcua", clock=clock)
         self._quality = QualityTracker(stale_limit_s=settings.stale_limit_s, clock=clock)
+        self._source_clock: SourceClock | None = None
+        if settings.source_timestamps:
+            ahead_s, behind_s = settings.clock_skew_limits_s
+            self._source_clock = SourceClock(device=self.name, ahead_s=ahead_s, behind_s=behind_s)
         self._m_read = DEVICE_REQUESTS.labels(self.name, "read")
         self._m_write = DEVICE_REQUESTS.labels(self.name, "write")
         self._m_poll = POLL_DURATION.labels(self.name)
@@ -204,6 +208,7 @@ class OpcUaDevice:
         self._status.succeeded()
         now = self._clock.now()
         readings = [self._reading(tag, dv, now) for tag, dv in zip(self._tags, values, strict=True)]
+        readings = self._judge_clock(readings, now)
         self._quality.record(readings)
         return readings
 
@@ -251,8 +256,14 @@ class OpcUaDevice:
                 waiting.append(tag)
             else:
                 fresh.append(self._reading(tag, dv, now))
+        fresh = self._judge_clock(fresh, now)
         self._quality.record(fresh)
         return fresh + self._quality.missed(waiting, QualityReason.COMM_LOSS)
+
+    def _judge_clock(self, readings: list[Reading], now: float) -> list[Reading]:
+        """Readings stamped by a server whose clock is off turn uncertain (``clock_skew``): they keep the server's
+        source time, and their receive time (``now``) is what the loop measures their age by."""
+        return readings if self._source_clock is None else self._source_clock.judge(readings, now)
 
     def _reading(self, tag: Tag, dv: ua.DataValue, now: float) -> Reading:
         code = dv.StatusCode.value if dv.StatusCode is not None else 0
