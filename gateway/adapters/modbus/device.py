@@ -8,7 +8,10 @@ picked up by the next poll the breaker lets through.
 
 Errors are translated here, once: a timeout, a refused or dropped connection, a busy device → ``DeviceUnavailable``
 (retried, counted by the breaker); exception codes 01/02/03 (and any other refusal) → ``DeviceRejected`` (the tags of
-that request turn bad with reason ``device_exception``; not retried; the breaker counts it as an answer).
+that request turn bad with reason ``device_exception``; not retried; the breaker counts it as an answer); an answer
+that does not match its request (``frames.py`` checks every one before it is decoded) → ``ProtocolError`` (the tags of
+that request turn bad with reason ``protocol_error``; not retried; the connection is closed to start clean; the
+breaker counts the poll or write as failed).
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from pymodbus.pdu import ModbusPDU
 
 from gateway.adapters.breaker import BreakerState, CircuitBreaker
 from gateway.adapters.modbus.codec import BlockDecoder, Judge, modbus_address, raw_fits
-from gateway.adapters.modbus.ops import Call, WriteOp, payload_length, read_call, write_op
+from gateway.adapters.modbus.frames import CheckedSocketFramer, MalformedAnswer, ProtocolError, use_checked_framer
+from gateway.adapters.modbus.ops import Call, WriteOp, payload_length, payload_size, read_call, write_op
 from gateway.adapters.modbus.planner import PlanLimits, PlanMode, ReadPlan, ReadRequest, plan_reads, split_at_gaps
 from gateway.adapters.modbus.responses import use_fast_responses
 from gateway.adapters.quality import QualityCounters, QualityTracker
@@ -64,7 +68,7 @@ _CONFIRM_PAUSE_S = 0.05
 class _Compiled:
     """A planned request with everything a poll needs precomputed: the call, the decoder, the judge."""
 
-    __slots__ = ("call", "decoder", "judge", "request", "tags")
+    __slots__ = ("call", "decoder", "judge", "request", "size", "tags")
 
     def __init__(self, request: ReadRequest, unit: int) -> None:
         self.request = request
@@ -72,13 +76,17 @@ class _Compiled:
         self.decoder = BlockDecoder(start=request.address, count=request.count, tags=request.tags)
         self.tags = self.decoder.tags
         self.judge = Judge(self.tags)
+        self.size = payload_size(request.table, request.count)
 
     def readings(self, response: ModbusPDU, *, now: float) -> list[Reading]:
         bits = self.decoder.bit_table
-        if payload_length(response, bits=bits) < self.request.count:
-            return [Reading(t.name, None, Quality.BAD, now, now, t.unit, QualityReason.DECODE_ERROR) for t in self.tags]
+        if payload_length(response, bits=bits) != self.size:  # the framer refuses such answers: this is a backstop
+            return self.bad(QualityReason.PROTOCOL_ERROR, now=now)
         values = self.decoder.decode_bits(response.bits) if bits else self.decoder.decode_registers(response.registers)
         return self.judge.readings(values, now=now)
+
+    def bad(self, reason: QualityReason, *, now: float) -> list[Reading]:
+        return [Reading(t.name, None, Quality.BAD, now, now, t.unit, reason) for t in self.tags]
 
 
 class ModbusDevice:
@@ -106,6 +114,7 @@ class ModbusDevice:
         self._compiled = [_Compiled(r, settings.unit_id) for r in plan.requests]
         self._lock = asyncio.Lock()
         self._client: AsyncModbusTcpClient | None = None
+        self._framer: CheckedSocketFramer | None = None
         self._in_flight = False
         self._status = DeviceStatus(name=self.name, protocol="modbus", clock=clock)
         self._quality = QualityTracker(stale_limit_s=settings.stale_limit_s, clock=clock)
@@ -162,6 +171,7 @@ class ModbusDevice:
             retries=0,
             trace_connect=self._connection_changed,
         )
+        self._framer = use_checked_framer(self._client)
         use_fast_responses(self._client)
         try:
             async with self._lock:
@@ -226,9 +236,10 @@ class ModbusDevice:
         if not self._breaker.allow():
             return self._quality.missed(self._tags, QualityReason.COMM_LOSS)
         fresh: list[Reading] = []
+        malformed: list[str] = []
         try:
             for compiled in list(self._compiled):
-                fresh += await self._read(compiled)
+                fresh += await self._read(compiled, malformed)
         except DeviceUnavailable as exc:
             self._breaker.record_failure()
             self._status.failed(str(exc))
@@ -237,11 +248,16 @@ class ModbusDevice:
         except BaseException:
             self._breaker.release()
             raise
-        self._breaker.record_success()
-        self._status.succeeded()
+        if malformed:
+            self._breaker.record_failure()
+            self._status.failed(malformed[0])
+        else:
+            self._breaker.record_success()
+            self._status.succeeded()
         return fresh
 
-    async def _read(self, compiled: _Compiled) -> list[Reading]:
+    async def _read(self, compiled: _Compiled, malformed: list[str]) -> list[Reading]:
+        """The readings of one planned request; a malformed answer's problem is appended to ``malformed``."""
         try:
             response = await call_with_retry(
                 lambda: self._request(compiled.call, self._m_read),
@@ -252,16 +268,17 @@ class ModbusDevice:
             )
         except DeviceRejected as exc:
             if exc.code == 0x02 and compiled.request.unused:
-                return await self._split(compiled, exc)
-            now = self._clock.now()
-            reason = QualityReason.DEVICE_EXCEPTION
-            readings = [Reading(t.name, None, Quality.BAD, now, now, t.unit, reason) for t in compiled.tags]
+                return await self._split(compiled, exc, malformed)
+            readings = compiled.bad(QualityReason.DEVICE_EXCEPTION, now=self._clock.now())
+        except ProtocolError as exc:
+            malformed.append(f"{exc}; request {compiled.request.describe()}")
+            readings = compiled.bad(QualityReason.PROTOCOL_ERROR, now=self._clock.now())
         else:
             readings = compiled.readings(response, now=self._clock.now())
         self._quality.record_block(compiled, readings)  # every reading of the request, good or not, in one store
         return readings
 
-    async def _split(self, compiled: _Compiled, exc: DeviceRejected) -> list[Reading]:
+    async def _split(self, compiled: _Compiled, exc: DeviceRejected, malformed: list[str]) -> list[Reading]:
         """A device that refuses the unused addresses a merged request bridges gets gap-free requests from now on."""
         pieces = [_Compiled(r, self._settings.unit_id) for r in split_at_gaps(compiled.request)]
         index = self._compiled.index(compiled)
@@ -276,7 +293,7 @@ class ModbusDevice:
         )
         readings: list[Reading] = []
         for piece in pieces:
-            readings += await self._read(piece)
+            readings += await self._read(piece, malformed)
         return readings
 
     def _retrying(self, attempt: int, exc: DeviceUnavailable, delay: float) -> None:
@@ -295,8 +312,10 @@ class ModbusDevice:
         except DeviceUnavailable as exc:
             # The request left; whether it was applied is unknown: the read-back finds out.
             sent_error = f"no response to the write ({exc}); "
-        confirmed, read_back, detail = await self._confirm(op)
-        if confirmed or not sent_error:
+        except ProtocolError as exc:
+            sent_error = f"no valid answer to the write ({exc}); "  # as unknown as no answer at all
+        confirmed, read_back, detail, malformed = await self._confirm(op)
+        if confirmed or not (sent_error or malformed):
             self._breaker.record_success()
             self._status.succeeded()
         else:
@@ -304,26 +323,38 @@ class ModbusDevice:
             self._status.failed(sent_error + detail)
         return self._write_result(tag, value, started, read_back=read_back, detail=sent_error + detail, ok=confirmed)
 
-    async def _confirm(self, op: WriteOp) -> tuple[bool, Value | None, str]:
-        """Read back until the device shows the written value or ``write_confirm_timeout_s`` has passed."""
+    async def _confirm(self, op: WriteOp) -> tuple[bool, Value | None, str, bool]:
+        """Read back until the device shows the written value or ``write_confirm_timeout_s`` has passed.
+
+        Returns whether it did, the last value read back, what happened, and whether a read-back was malformed.
+        """
         deadline = self._clock.monotonic() + self._settings.write_confirm_timeout_s
         read_back: Value | None = None
         problem = "no read-back"
+        malformed = False
         while True:
             try:
-                response = await self._request(op.read_back, self._m_read)
+                response = await self._read_back(op)
             except DeviceRejected as exc:
-                return False, None, f"read-back refused: {exc}"
-            except DeviceUnavailable as exc:
+                return False, None, f"read-back refused: {exc}", malformed
+            except (DeviceUnavailable, ProtocolError) as exc:
                 problem = f"read-back failed: {exc}"
+                malformed = malformed or isinstance(exc, ProtocolError)
             else:
                 read_back = op.value_of(response)
                 if op.matches(response):
-                    return True, read_back, "confirmed by read-back"
+                    return True, read_back, "confirmed by read-back", malformed
                 problem = f"read-back shows {read_back!r}"
             if self._clock.monotonic() + _CONFIRM_PAUSE_S >= deadline:
-                return False, read_back, f"{problem} after {self._settings.write_confirm_timeout_s} s"
+                return False, read_back, f"{problem} after {self._settings.write_confirm_timeout_s} s", malformed
             await self._clock.sleep(_CONFIRM_PAUSE_S)
+
+    async def _read_back(self, op: WriteOp) -> ModbusPDU:
+        response = await self._request(op.read_back, self._m_read)
+        if not op.fits(response):  # the framer refuses such answers: this is a backstop
+            self._failed_request("protocol")
+            raise ProtocolError(self.name, "malformed answer: the read-back carries another number of values")
+        return response
 
     def _write_result(
         self, tag: Tag, value: Value, started: float, *, read_back: Value | None, detail: str, ok: bool = False
@@ -374,6 +405,9 @@ class ModbusDevice:
             raise DeviceUnavailable(self.name, f"connection lost: {exc}") from exc
         finally:
             self._in_flight = False
+        if isinstance(response, MalformedAnswer):
+            self._failed_request("protocol")
+            raise ProtocolError(self.name, f"malformed answer: {response.problem}")
         return self._checked(response)
 
     def _checked(self, response: ModbusPDU) -> ModbusPDU:
@@ -389,17 +423,22 @@ class ModbusDevice:
 
     def _failed_request(self, kind: str) -> None:
         DEVICE_ERRORS.labels(self.name, kind).inc()
-        # After a timeout a late answer could still arrive and be taken for the next request's: start clean.
+        # After a timeout a late answer could still arrive, after a malformed answer the rest of a frame: either could
+        # be taken for the next request's answer. Start clean.
         self._drop_connection()
 
     def _drop_connection(self) -> None:
         if self._client is not None:
             self._client.close()
+        if self._framer is not None:
+            self._framer.expect_nothing()
         self._status.set_connected(False)
 
     def _connection_changed(self, connected: bool) -> None:
         """pymodbus's connect/disconnect hook (called when the peer drops us, not when we close)."""
         self._status.set_connected(connected)
+        if not connected and self._framer is not None:
+            self._framer.expect_nothing()
         if not connected and self._in_flight and self._client is not None:
             # pymodbus lets a request whose connection dropped wait for its timeout; fail it now so that the retry
             # reconnects at once. ``ctx.response_future`` is the request's pending answer in pymodbus 3.16.

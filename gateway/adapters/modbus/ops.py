@@ -30,8 +30,13 @@ def read_call(table: ModbusTable, address: int, count: int, unit: int) -> Call:
 
 
 def payload_length(response: ModbusPDU, *, bits: bool) -> int:
-    """How many bits or registers a read response carries (a short answer must not decode garbage)."""
+    """How many bits or registers a read response carries."""
     return len(response.bits) if bits else len(response.registers)
+
+
+def payload_size(table: ModbusTable, count: int) -> int:
+    """How many bits or registers a well-formed answer to a read of ``count`` carries (bits come in whole bytes)."""
+    return 8 * ((count + 7) // 8) if table.is_bit_table else count
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,8 +46,15 @@ class WriteOp:
     function_code: int
     send: Call
     read_back: Call
+    read_back_table: ModbusTable
+    read_back_count: int
     matches: Callable[[ModbusPDU], bool]
     value_of: Callable[[ModbusPDU], Value]
+
+    def fits(self, response: ModbusPDU) -> bool:
+        """Whether a read-back carries what was read: ``matches`` and ``value_of`` may index it only then."""
+        table = self.read_back_table
+        return payload_length(response, bits=table.is_bit_table) == payload_size(table, self.read_back_count)
 
 
 def write_op(tag: Tag, raw: Value, *, unit: int, multiple: bool) -> WriteOp:
@@ -65,6 +77,8 @@ def _coil_op(address: int, on: bool, *, unit: int, multiple: bool) -> WriteOp:
         function_code=15 if multiple else 5,
         send=send,
         read_back=read_call(ModbusTable.COIL, address, 1, unit),
+        read_back_table=ModbusTable.COIL,
+        read_back_count=1,
         matches=lambda r: bool(r.bits[0]) is on,
         value_of=lambda r: bool(r.bits[0]),
     )
@@ -80,6 +94,8 @@ def _register_bit_op(address: int, bit: int, on: bool, *, unit: int) -> WriteOp:
             address=address, and_mask=0xFFFF & ~mask, or_mask=mask if on else 0, device_id=unit
         ),
         read_back=read_call(ModbusTable.HOLDING_REGISTER, address, 1, unit),
+        read_back_table=ModbusTable.HOLDING_REGISTER,
+        read_back_count=1,
         matches=lambda r: bool(r.registers[0] & mask) is on,
         value_of=lambda r: bool(r.registers[0] & mask),
     )
@@ -100,6 +116,8 @@ def _registers_op(tag: Tag, raw: Value, *, unit: int, multiple: bool) -> WriteOp
         function_code=function_code,
         send=send,
         read_back=read_call(ModbusTable.HOLDING_REGISTER, address, len(registers), unit),
-        matches=lambda r: list(r.registers[: len(registers)]) == registers,
+        read_back_table=ModbusTable.HOLDING_REGISTER,
+        read_back_count=len(registers),
+        matches=lambda r: list(r.registers) == registers,
         value_of=lambda r: decoder.decode_registers(r.registers)[0],
     )
