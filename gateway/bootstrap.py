@@ -9,16 +9,23 @@ Order of start (and the reverse on stop, through one ``AsyncExitStack``):
 4. the metrics and health listener.
 
 Readiness (``READY=1`` to systemd, ``/readyz``) is reported once every device has been polled at least once and the
-store commits; the systemd watchdog is pinged only from the control loop's own progress.
+store commits; the systemd watchdog is pinged only from the control loop's own progress, and only while every
+supervised task is up.
+
+Every long-running task is supervised (``gateway.supervision``, activated here before anything is built): a task
+that ends unexpectedly turns ``/healthz`` 503, holds the watchdog back, is logged and recorded as a ``task_failed``
+event, and is either restarted with back-off or — for the store writer and the loop — stops the gateway, which then
+returns ``EXIT_TASK_FAILED`` so that systemd restarts the process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,13 +34,18 @@ from gateway import __version__
 from gateway.adapters.factory import build_devices
 from gateway.adapters.http import HealthServer, HealthStatus
 from gateway.adapters.sqlite import SqliteKnowledgeStore
+from gateway.adapters.sqlite.last_words import record_event_directly
 from gateway.adapters.systemd import Notifier, Watchdog
 from gateway.clock import SystemClock
 from gateway.config import LoadedConfig
+from gateway.config.store import StoreSettings
+from gateway.domain.errors import StoreError
+from gateway.domain.messages import NewMessage
 from gateway.domain.ports import Clock, FieldDevice
 from gateway.logging import get_logger
 from gateway.mapek.loop import ControlLoop
 from gateway.metrics import REGISTRY
+from gateway.supervision import EXIT_TASK_FAILED, Policy, Supervisor, spawn
 
 log = get_logger("gateway.bootstrap")
 
@@ -50,25 +62,34 @@ class Gateway:
     store: SqliteKnowledgeStore
     devices: dict[str, FieldDevice]
     loop: ControlLoop
+    supervisor: Supervisor
     uplink: Any | None = None
     http: HealthServer | None = None
     started_at: float = field(default_factory=time.time)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     def healthz(self) -> HealthStatus:
-        """Alive: the process runs and the control loop cycles (or, with the loop disabled, devices are polled)."""
-        settings = self.loaded.settings
+        """Alive: the process runs, every supervised task is up, and the control loop cycles (or, with the loop
+        disabled, devices are polled). ``tasks_down`` names the tasks that failed or wait to be restarted."""
         checks: dict[str, Any] = {"version": __version__, "uptime_s": round(time.time() - self.started_at, 1)}
+        tasks_ok, checks["tasks"] = self.supervisor.check()
+        if not tasks_ok:
+            checks["tasks_down"] = self.supervisor.down()
+        return HealthStatus(self._loop_alive(checks) and tasks_ok, checks)
+
+    def _loop_alive(self, checks: dict[str, Any]) -> bool:
+        settings = self.loaded.settings
+        if not settings.loop.enabled:
+            return True
         health = self.loop.health()
         last = health.last_cycle_at
         limit = max(10.0, 10 * settings.loop.cycle_s)
-        if settings.loop.enabled:
-            age = None if last is None else self.clock.now() - last
-            checks["loop"] = {"cycles": health.cycles, "last_cycle_age_s": age, "mode": health.mode}
-            if age is None or age > limit:
-                checks["loop"]["problem"] = f"no cycle for more than {limit:.0f} s"
-                return HealthStatus(False, checks)
-        return HealthStatus(True, checks)
+        age = None if last is None else self.clock.now() - last
+        checks["loop"] = {"cycles": health.cycles, "last_cycle_age_s": age, "mode": health.mode}
+        if age is None or age > limit:
+            checks["loop"]["problem"] = f"no cycle for more than {limit:.0f} s"
+            return False
+        return True
 
     def readyz(self) -> HealthStatus:
         """Ready: every device answers and the store commits."""
@@ -95,37 +116,78 @@ async def run_gateway(
     clock: Clock | None = None,
     notifier: Notifier | None = None,
     on_started: Callable[[Gateway], object] | None = None,
+    on_failure: Callable[[Gateway], Awaitable[object]] | None = None,
 ) -> int:
-    """Run the gateway until ``stop`` is set; returns the process exit status."""
+    """Run the gateway until ``stop`` is set or a task whose policy is FAIL ends; returns the process exit status
+    (``EXIT_TASK_FAILED`` in the latter case). ``on_failure`` is awaited after such a failure, before the gateway
+    stops: the gateway as it failed (the demo's view, tests)."""
     clock = clock or SystemClock()
     notifier = notifier or Notifier()
-    async with AsyncExitStack() as stack:
-        gw = await _build(loaded, stack, clock=clock, notifier=notifier)
-        if on_started is not None:
-            on_started(gw)
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(_run_loop(gw, stop), name="loop")
-                tg.create_task(_announce_ready(gw, notifier, stop), name="readiness")
-        finally:
-            notifier.stopping()
-            log.info("gateway.stopping")
-    log.info("gateway.stopped")
-    return 0
+    supervisor = Supervisor(clock=clock)
+    with supervisor.active():
+        async with AsyncExitStack() as stack:
+            gw = await _build(loaded, stack, clock=clock, notifier=notifier, supervisor=supervisor)
+            if on_started is not None:
+                on_started(gw)
+            try:
+                await _operate(gw, stop, notifier, on_failure)
+            finally:
+                notifier.stopping()
+                log.info("gateway.stopping")
+    failed = [t.name for t in supervisor.fatal()]
+    log.info("gateway.stopped", failed_tasks=failed or None)
+    return EXIT_TASK_FAILED if failed else 0
 
 
-async def _build(loaded: LoadedConfig, stack: AsyncExitStack, *, clock: Clock, notifier: Notifier) -> Gateway:
+async def _operate(
+    gw: Gateway,
+    stop: asyncio.Event,
+    notifier: Notifier,
+    on_failure: Callable[[Gateway], Awaitable[object]] | None,
+) -> None:
+    halt = asyncio.Event()  # stop, or a failure that ends the gateway
+
+    def ready_or_halted() -> bool:
+        return gw.ready.is_set() or halt.is_set()
+
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(_supervise(gw, stop, halt, notifier, on_failure), name="supervision")
+        spawn("loop", functools.partial(_run_loop, gw, halt), policy=Policy.FAIL, stopping=halt, group=tg)
+        readiness = functools.partial(_announce_ready, gw, notifier, halt)
+        spawn("readiness", readiness, policy=Policy.RESTART, stopping=ready_or_halted, group=tg)
+
+
+async def _supervise(
+    gw: Gateway,
+    stop: asyncio.Event,
+    halt: asyncio.Event,
+    notifier: Notifier,
+    on_failure: Callable[[Gateway], Awaitable[object]] | None,
+) -> None:
+    """``halt`` once ``stop`` is set, or once a FAIL task ended (its event recorded, systemd told, ``on_failure``)."""
+    failed = await gw.supervisor.watch(stop)
+    if failed:
+        notifier.status(f"stopping: task failed: {', '.join(t.name for t in failed)}")
+        if on_failure is not None:
+            await on_failure(gw)
+    halt.set()
+
+
+async def _build(
+    loaded: LoadedConfig, stack: AsyncExitStack, *, clock: Clock, notifier: Notifier, supervisor: Supervisor
+) -> Gateway:
     settings = loaded.settings
     store = await stack.enter_async_context(
         SqliteKnowledgeStore(
             settings=settings.store, clock=clock, batching=settings.mqtt.batching, uplink_enabled=settings.mqtt.enabled
         )
     )
+    supervisor.record_events_with(functools.partial(_record_event, store, supervisor, settings.store, clock))
     await store.record_config(loaded.config_hash, loaded.path.read_text(encoding="utf-8"), at=clock.now())
     devices: dict[str, FieldDevice] = {}
     for device in build_devices(settings, clock=clock):
         devices[device.name] = await stack.enter_async_context(device)
-    watchdog = Watchdog(notifier)
+    watchdog = Watchdog(notifier, healthy=supervisor.healthy)
     loop = ControlLoop(
         settings=settings.loop,
         clock=clock,
@@ -135,7 +197,7 @@ async def _build(loaded: LoadedConfig, stack: AsyncExitStack, *, clock: Clock, n
         stale_after_s={d.name: d.stale_limit_s for d in settings.devices if d.enabled},
         on_progress=lambda _: watchdog.loop_progressed(time.monotonic()),
     )
-    gw = Gateway(loaded=loaded, clock=clock, store=store, devices=devices, loop=loop)
+    gw = Gateway(loaded=loaded, clock=clock, store=store, devices=devices, loop=loop, supervisor=supervisor)
     if settings.mqtt.enabled:
         from gateway.adapters.mqtt import build_uplink
 
@@ -176,9 +238,8 @@ async def _run_loop(gw: Gateway, stop: asyncio.Event) -> None:
     # Data only: poll, validate and store; no Analyze/Plan/Execute, no writes.
     async with asyncio.TaskGroup() as tg:
         for name, device_settings in ((d.name, d) for d in gw.loaded.settings.devices if d.enabled):
-            tg.create_task(
-                gw.loop.monitor.run_device(name, device_settings.poll_interval_s, stop), name=f"monitor[{name}]"
-            )
+            poller = functools.partial(gw.loop.monitor.run_device, name, device_settings.poll_interval_s, stop)
+            spawn(f"monitor[{name}]", poller, policy=Policy.RESTART, stopping=stop, group=tg)
 
 
 async def _announce_ready(gw: Gateway, notifier: Notifier, stop: asyncio.Event) -> None:
@@ -208,7 +269,20 @@ def _not_ok(name: str, check: dict[str, Any]) -> bool:
     return not check.get("connected", False)
 
 
+async def _record_event(
+    store: SqliteKnowledgeStore, supervisor: Supervisor, settings: StoreSettings, clock: Clock, message: NewMessage
+) -> None:
+    """Through the writer; when the writer is the task that died, straight into the file on a connection of its own
+    (never beside a live writer: it keeps the streams' sequence numbers in memory)."""
+    try:
+        await store.record_event(message)
+    except StoreError:
+        if not supervisor.failed("store-writer"):
+            raise
+        await record_event_directly(settings.path, message, at=clock.now(), busy_timeout_s=settings.busy_timeout_s)
+
+
 async def _drain_store(store: SqliteKnowledgeStore) -> None:
-    with contextlib.suppress(TimeoutError):
+    with contextlib.suppress(TimeoutError, StoreError):  # StoreError: the writer failed, and said so
         async with asyncio.timeout(DRAIN_TIMEOUT_S):
             await store.flush()

@@ -144,3 +144,18 @@ REMOTE_REQUESTS = Counter(
     ["verdict"],
     registry=REGISTRY,
 )
+
+# Supervision
+TASK_RESTARTS = Counter(
+    "gateway_task_restarts_total",
+    "Restarts of a supervised task after it ended unexpectedly, by task (see README, Supervision).",
+    ["task"],
+    registry=REGISTRY,
+)
+TASK_UP = Gauge(
+    "gateway_task_up",
+    "1 while a supervised task runs, 0 while it waits to be restarted or has failed, by task (no series once it "
+    "ended normally).",
+    ["task"],
+    registry=REGISTRY,
+)

@@ -15,7 +15,9 @@ from typing import Any, Self
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from gateway.adapters.tasks import cancel_and_wait
 from gateway.logging import get_logger
+from gateway.supervision import Policy, spawn
 
 log = get_logger("gateway.http")
 
@@ -48,6 +50,8 @@ class HealthServer:
             "/readyz": lambda: self._health(readyz),
         }
         self._server: asyncio.Server | None = None
+        self._serving: asyncio.Task[None] | None = None
+        self._closing = False
 
     @property
     def port(self) -> int:
@@ -57,17 +61,34 @@ class HealthServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def __aenter__(self) -> Self:
-        self._server = await asyncio.start_server(self._handle, self._host, self._port, limit=_MAX_REQUEST_BYTES)
-        log.info("http.listening", host=self._host, port=self.port, paths=sorted(self._routes))
+        await self._listen()
+        self._closing = False
+        self._serving = spawn("http", self._serve, policy=Policy.RESTART, stopping=lambda: self._closing)
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self._closing = True
+        if self._serving is not None:
+            await cancel_and_wait(self._serving)
+            self._serving = None
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
+
+    async def _listen(self) -> None:
+        self._server = await asyncio.start_server(self._handle, self._host, self._port, limit=_MAX_REQUEST_BYTES)
+        self._port = self.port  # opened again after a failure, it takes the same port (also when configured as 0)
+        log.info("http.listening", host=self._host, port=self._port, paths=sorted(self._routes))
+
+    async def _serve(self) -> None:
+        """Serve until cancelled; a listener that was closed under us is opened again (supervised: after a back-off)."""
+        if self._server is None or not self._server.is_serving():
+            await self._listen()
+        assert self._server is not None
+        await self._server.serve_forever()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -1,13 +1,16 @@
 """systemd service notification (sd_notify) without a dependency: one datagram per message to $NOTIFY_SOCKET.
 
 Readiness is sent once devices and store are up; watchdog pings are sent from the control loop's own progress
-(``Watchdog.loop_progressed``), so a loop that hangs stops pinging and systemd restarts the service.
+(``Watchdog.loop_progressed``), and only while every supervised task is up (``gateway.supervision``): a loop that
+hangs, a task that failed, or one that cannot stay up for a whole ``WatchdogSec`` stops the pings, and systemd
+restarts the service.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 
 from gateway.logging import get_logger
 
@@ -56,15 +59,19 @@ class Notifier:
 
 
 class Watchdog:
-    """Pings systemd's watchdog at most every half interval, and only when the control loop reports progress."""
+    """Pings systemd's watchdog at most every half interval, and only when the control loop reports progress while
+    ``healthy()`` holds (every supervised task up)."""
 
-    def __init__(self, notifier: Notifier) -> None:
+    def __init__(self, notifier: Notifier, *, healthy: Callable[[], bool] | None = None) -> None:
         self._notifier = notifier
+        self._healthy = healthy
         self._last_ping = float("-inf")
 
     def loop_progressed(self, now_monotonic: float) -> bool:
         interval = self._notifier.watchdog_interval_s
         if interval is None or now_monotonic - self._last_ping < interval / 2:
+            return False
+        if self._healthy is not None and not self._healthy():
             return False
         self._last_ping = now_monotonic
         return self._notifier.watchdog()

@@ -1,12 +1,16 @@
 """``gateway status``: what the database knows, read-only, while the gateway runs (WAL) or not.
 
 Prints the last value and quality of each tag, open symptoms, the last decisions with their reasons and commands,
-and the outbox backlog (pending messages, age of the oldest, messages dropped so far).
+the outbox backlog (pending messages, age of the oldest, messages dropped so far) and the last ``task_failed``
+events; then, from the running gateway's ``/healthz`` (when its metrics listener is enabled), the state of every
+supervised task.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
 import sqlite3
 import sys
 import time
@@ -14,10 +18,17 @@ from contextlib import closing
 from datetime import UTC, datetime
 
 from gateway.cli.common import add_config_option, load_or_report
+from gateway.config.observability import MetricsSettings
 from gateway.domain.errors import StoreError
 
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
+_HEALTH_TIMEOUT_S = 2.0
+#: task_failed events among the outbox's events (a body starts with its type: see ``event_body``).
+_TASK_FAILURES = (
+    "SELECT body FROM outbox WHERE stream = 'events' AND CAST(body AS TEXT) LIKE '{\"type\":\"task_failed\"%' "
+    "ORDER BY row_id DESC LIMIT ?"
+)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,7 +36,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "status",
         help="print latest values, open symptoms, recent decisions and the outbox backlog from the database",
         description="Read the knowledge store (read-only; safe while the gateway runs) and print the last value "
-        "and quality of each tag, open symptoms, the last decisions with their reasons, and the outbox backlog. "
+        "and quality of each tag, open symptoms, the last decisions with their reasons, the outbox backlog and the "
+        "last task failures; then the supervised tasks of the running gateway, from its /healthz. "
         "Never creates the database.",
     )
     add_config_option(p)
@@ -45,14 +57,30 @@ def _run(args: argparse.Namespace) -> int:
     except (StoreError, sqlite3.Error) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    print()
+    print("\n".join(_live_tasks(loaded.settings.metrics)))
     return 0
 
 
 def render_status(conn: sqlite3.Connection, *, now: float, decisions: int = 10) -> str:
     """The status report as text."""
-    return "\n".join(
-        [*_tags(conn, now), "", *_symptoms(conn, now), "", *_decisions(conn, decisions), "", *_outbox(conn, now)]
-    )
+    sections = [_tags(conn, now), _symptoms(conn, now), _decisions(conn, decisions), _outbox(conn, now)]
+    return "\n\n".join("\n".join(lines) for lines in [*sections, _task_failures(conn)])
+
+
+def render_tasks(where: str, health: dict[str, object] | None) -> list[str]:
+    """The supervised tasks as the running gateway's ``/healthz`` reports them (``health`` None: no answer)."""
+    if health is None:
+        return [f"supervised tasks: no answer from {where} (the gateway is not running, or not there)"]
+    checks = health.get("checks")
+    tasks = checks.get("tasks", {}) if isinstance(checks, dict) else {}
+    down = [name for name, t in tasks.items() if t.get("state") in ("restarting", "failed")]
+    head = f"supervised tasks ({len(tasks)}, from {where}): " + (f"DOWN: {', '.join(down)}" if down else "all up")
+    lines = [head]
+    for name, t in tasks.items():
+        error = f"  last error at {iso(t['failed_at'])}: {t['last_error']}" if t.get("last_error") else ""
+        lines.append(f"  {name:<24} {t['state']:<10} {t['policy']:<8} restarts {t['restarts']}{error}")
+    return lines
 
 
 def iso(ts: float | None) -> str:
@@ -111,6 +139,36 @@ def _decisions(conn: sqlite3.Connection, limit: int) -> list[str]:
         lines.append(f"  {iso(d.at)}  {d.plan:<16} ({d.origin}) because: {d.reason}  [symptoms: {symptoms}]")
         lines += [f"      command {what}: {status}" for _, what, status in d.commands]
     return lines
+
+
+def _task_failures(conn: sqlite3.Connection, limit: int = 5) -> list[str]:
+    events = [json.loads(body) for (body,) in conn.execute(_TASK_FAILURES, (limit,)).fetchall()]
+    events = [e for e in events if e.get("type") == "task_failed"]
+    lines = [f"last task failures ({len(events)}):"]
+    for e in events:
+        then = {"restart": "restarted", "fail": "the process exited", "escalate": "restarted by its owner"}
+        lines.append(f"  {iso(e['at'])}  {e['task']:<24} {then.get(e['policy'], e['policy'])}: {e['error']}")
+    return lines
+
+
+def _live_tasks(metrics: MetricsSettings) -> list[str]:
+    if not metrics.enabled or metrics.port == 0:
+        return ["supervised tasks: see the running gateway's /healthz (its listener is disabled, or on a picked port)"]
+    host = "127.0.0.1" if metrics.host in ("0.0.0.0", "::", "") else metrics.host  # noqa: S104 - compared, not bound
+    return render_tasks(f"http://{host}:{metrics.port}/healthz", _get_health(host, metrics.port))
+
+
+def _get_health(host: str, port: int) -> dict[str, object] | None:
+    """``/healthz`` of the running gateway (200 and 503 both carry the checks); None when nothing answers."""
+    conn = http.client.HTTPConnection(host, port, timeout=_HEALTH_TIMEOUT_S)
+    try:
+        conn.request("GET", "/healthz")
+        health = json.loads(conn.getresponse().read())
+    except (OSError, http.client.HTTPException, ValueError):
+        return None
+    finally:
+        conn.close()
+    return health if isinstance(health, dict) else None
 
 
 def _outbox(conn: sqlite3.Connection, now: float) -> list[str]:

@@ -247,6 +247,25 @@ def data_dropped_body(
     )
 
 
+def task_failed_message(
+    task: str, *, policy: str, error: str, restarts: int, retry_in_s: float | None, at: float
+) -> NewMessage:
+    """The ``task_failed`` event: a supervised task ended unexpectedly. ``policy`` says what follows: ``restart``
+    (after ``retry_in_s``), ``fail`` (the process exits and is restarted) or ``escalate`` (its owner restarts it);
+    ``restarts`` counts the task's restarts before this failure."""
+    body = event_body(
+        "task_failed",
+        at=at,
+        severity="critical" if policy == "fail" else "warning",
+        task=task,
+        policy=policy,
+        error=error,
+        restarts=restarts,
+        retry_in_s=retry_in_s,
+    )
+    return NewMessage(STREAM_EVENTS, MessageKind.EVENT, Priority.EVENT, body)
+
+
 def state_body(
     state: str,
     *,

@@ -9,6 +9,7 @@ uplink only reads what the store holds, so a cloud outage changes nothing here.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ from gateway.metrics import (
     SYMPTOMS_OPEN,
     SYMPTOMS_RAISED,
 )
+from gateway.supervision import Policy, spawn
 
 log = get_logger("gateway.mapek.loop")
 
@@ -161,11 +163,14 @@ class ControlLoop:
         self._polls_seen = False
         self._offload = True
         try:
+            # Pollers are restarted (their state is the Monitor's); a cycle task that died may have left the loop's
+            # knowledge half-updated, so the process exits and a new one takes over from the PLC's local control.
             async with asyncio.TaskGroup() as tg:
                 for name in self._devices:
-                    tg.create_task(self.monitor.run_device(name, self._intervals[name], stop), name=f"monitor[{name}]")
-                tg.create_task(self._cycles(stop), name="loop.cycle")
-                tg.create_task(self._stopper(stop), name="loop.stop")
+                    poller = functools.partial(self.monitor.run_device, name, self._intervals[name], stop)
+                    spawn(f"monitor[{name}]", poller, policy=Policy.RESTART, stopping=stop, group=tg)
+                for task, body in (("loop.cycle", self._cycles), ("loop.stop", self._stopper)):
+                    spawn(task, functools.partial(body, stop), policy=Policy.FAIL, stopping=stop, group=tg)
         finally:
             self._offload = False
             if self._replan_task is not None:

@@ -29,6 +29,7 @@ from gateway.domain.ports import Clock, RemoteRequestHandler, RemoteRequestLog
 from gateway.domain.remote import RequestPolicy
 from gateway.logging import get_logger
 from gateway.metrics import OUTBOX_DEPTH, OUTBOX_OLDEST_AGE, UPLINK_CONNECTED
+from gateway.supervision import Policy, spawn
 
 log = get_logger("gateway.uplink")
 
@@ -94,15 +95,17 @@ class Uplink:
         self._dropped_total: int | None = None
 
     async def __aenter__(self) -> Self:
+        # Each is restarted on its own: the connection, the acknowledgements and the intake keep their state in
+        # objects that outlive a run of the task.
         self._tasks = [
-            asyncio.create_task(self._supervise(), name="uplink.connection"),
-            asyncio.create_task(self._acks.run(), name="uplink.acks"),
-            asyncio.create_task(self._watch_outbox(), name="uplink.stats"),
+            spawn("uplink.connection", self._supervise, policy=Policy.RESTART, stopping=self._stop),
+            spawn("uplink.acks", self._acks.run, policy=Policy.RESTART),
+            spawn("uplink.stats", self._watch_outbox, policy=Policy.RESTART),
         ]
         if self._cfg.commands.enabled:
             self._tasks += [
-                asyncio.create_task(self.intake.run_intake(), name="uplink.cmd-intake"),
-                asyncio.create_task(self.intake.run_worker(), name="uplink.cmd-worker"),
+                spawn("uplink.cmd-intake", self.intake.run_intake, policy=Policy.RESTART),
+                spawn("uplink.cmd-worker", self.intake.run_worker, policy=Policy.RESTART),
             ]
         return self
 
@@ -223,9 +226,14 @@ class Uplink:
         )
         self.publisher = publisher
         await self._connected(live_start)
+
+        def ended() -> bool:
+            return link.is_lost or self._stop.is_set()
+
+        # ESCALATE: an unexpected end of either ends the session, and the connection task opens a new one.
         async with asyncio.TaskGroup() as tg:
-            pump = tg.create_task(publisher.run(), name="uplink.publish")
-            keepalive = tg.create_task(link.keepalive(), name="uplink.keepalive")
+            pump = spawn("uplink.publish", publisher.run, policy=Policy.ESCALATE, stopping=ended, group=tg)
+            keepalive = spawn("uplink.keepalive", link.keepalive, policy=Policy.ESCALATE, stopping=ended, group=tg)
             await self._until_lost_or_stopped(link)
             if self._stop.is_set() and not link.is_lost:
                 await self._goodbye(link, publisher)

@@ -46,6 +46,7 @@ from gateway.domain.model import DataType, OpcUaAddress, Quality, QualityReason,
 from gateway.domain.ports import Clock, DeviceHealth, WriteResult
 from gateway.logging import get_logger
 from gateway.metrics import DEVICE_ERRORS, DEVICE_REQUESTS, POLL_DURATION
+from gateway.supervision import Policy, spawn
 
 log = get_logger("gateway.adapters.opcua")
 
@@ -142,7 +143,7 @@ class OpcUaDevice:
 
     async def __aenter__(self) -> Self:
         await self._connect_once()  # a server that is down does not stop the gateway: the supervisor keeps trying
-        self._supervisor = asyncio.create_task(self._supervise(), name=f"opcua[{self.name}]")
+        self._supervisor = spawn(f"opcua[{self.name}]", self._supervise, policy=Policy.RESTART)
         return self
 
     async def __aexit__(

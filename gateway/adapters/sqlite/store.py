@@ -56,6 +56,7 @@ from gateway.domain.ports import (
 )
 from gateway.logging import get_logger
 from gateway.metrics import OUTBOX_DEPTH, OUTBOX_OLDEST_AGE
+from gateway.supervision import Policy, spawn
 
 log = get_logger("gateway.store")
 
@@ -133,7 +134,7 @@ class SqliteKnowledgeStore(KnowledgeStore):
         OUTBOX_DEPTH.set_function(lambda: float(self._writer.state.pending))
         OUTBOX_OLDEST_AGE.set_function(self._oldest_age)
         if self._retention_task_enabled:
-            self._retention = asyncio.create_task(self._retention_loop(), name="store-retention")
+            self._retention = spawn("store-retention", self._retention_loop, policy=Policy.RESTART)
         log.info("store.opened", path=self.path, durability=self._settings.durability)
         return self
 

@@ -42,6 +42,7 @@ from gateway.domain.messages import STREAM_EVENTS, MessageKind, NewMessage, Prio
 from gateway.domain.ports import Clock, HealthListener, StoreHealth
 from gateway.logging import get_logger
 from gateway.metrics import MESSAGES_DROPPED, STORE_HEALTHY, STORE_ROWS, STORE_ROWS_DROPPED, STORE_WRITE
+from gateway.supervision import Policy, spawn
 
 log = get_logger("gateway.store")
 T = TypeVar("T")
@@ -119,7 +120,8 @@ class Writer:
         """Open and migrate the database on the writer's thread, then start the writer task."""
         await self._in_thread(self._open)
         STORE_HEALTHY.set(1)
-        self._task = asyncio.create_task(self._run(), name="store-writer")
+        # FAIL: after a crash the queue and the writer's state cannot be trusted; a restarted process reloads both.
+        self._task = spawn("store-writer", self._run, policy=Policy.FAIL, stopping=lambda: self._closing)
         self._task.add_done_callback(self._on_task_done)
 
     async def stop(self, *, timeout_s: float) -> None:
