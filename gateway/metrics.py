@@ -28,7 +28,8 @@ DEVICE_REQUESTS = Counter(
 )
 DEVICE_ERRORS = Counter(
     "gateway_device_errors_total",
-    "Failed device requests by kind (timeout, connection, exception, bad_status).",
+    "Failed device requests by kind (timeout, connection, busy, exception, protocol: an answer that did not match its "
+    "request, security, unexpected).",
     ["device", "kind"],
     registry=REGISTRY,
 )
