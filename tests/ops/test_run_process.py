@@ -25,12 +25,6 @@ from gateway.testing.configs import booster_station_config
 from simulators.harness import PlantSimulator
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 async def plant() -> AsyncIterator[PlantSimulator]:
     async with PlantSimulator(clock=SystemClock(), seed=7) as sim:
@@ -53,6 +47,14 @@ async def _recv(sock: socket.socket, wanted: bytes, timeout_s: float) -> list[by
     raise AssertionError(f"no {wanted!r} within {timeout_s} s; got {got}")
 
 
+def _listening_port(log: Path) -> int:
+    """The port the gateway's metrics listener bound (configured as 0), from its JSON log line ``http.listening``."""
+    for line in log.read_text(encoding="utf-8").splitlines():
+        if line.startswith("{") and json.loads(line).get("event") == "http.listening":
+            return int(json.loads(line)["port"])
+    raise AssertionError(f"no http.listening in the gateway's log: {log.read_text(encoding='utf-8')[-2000:]}")
+
+
 async def _http(port: int, path: str) -> tuple[int, bytes]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
@@ -64,33 +66,36 @@ async def _http(port: int, path: str) -> tuple[int, bytes]:
 
 
 async def test_run_notifies_systemd_serves_health_and_stops_cleanly(plant: PlantSimulator, tmp_path: Path) -> None:
-    metrics_port = _free_port()
     cfg = booster_station_config(
         tmp_path,
         gateway_id="edge-test",
         modbus_port=plant.modbus_port,
         opcua_endpoint=plant.opcua_endpoint,
-        metrics_port=metrics_port,
+        metrics_port=0,  # the gateway binds a free port and logs it: no port picked here that another could take
     )
+    log = tmp_path / "gateway.log"
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(tmp_path / "notify.sock"))
     notify.setblocking(False)
     env = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify.sock"), WATCHDOG_USEC="2000000")
     env.pop("WATCHDOG_PID", None)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gateway",
-        "run",
-        "-c",
-        str(cfg),
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with log.open("wb") as log_file:  # JSON lines: stderr is not a terminal
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "gateway",
+            "run",
+            "-c",
+            str(cfg),
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+        )
     try:
-        await _recv(notify, b"READY=1", timeout_s=60)
-        await _recv(notify, b"WATCHDOG=1", timeout_s=20)  # pinged from the loop's progress
+        # Deadlines against a hang, not timing assertions: generous, for a loaded 2-core machine.
+        await _recv(notify, b"READY=1", timeout_s=120)
+        metrics_port = _listening_port(log)  # logged before the gateway got as far as READY=1
+        await _recv(notify, b"WATCHDOG=1", timeout_s=60)  # pinged from the loop's progress
 
         status, body = await _http(metrics_port, "/healthz")
         assert status == 200, body
@@ -101,12 +106,11 @@ async def test_run_notifies_systemd_serves_health_and_stops_cleanly(plant: Plant
         assert ready["pump-plc"]["connected"] is True
         assert ready["tank-rtu"]["connected"] is True
         assert ready["store"]["healthy"] is True
-        for _ in range(100):  # the loop takes control once its inputs have been good for recover_s
-            if json.loads((await _http(metrics_port, "/readyz"))[1])["checks"]["loop"]["in_control"]:
-                break
+        deadline = time.monotonic() + 120
+        # The loop takes control once its inputs have been good for recover_s; polled over HTTP, as a probe would.
+        while not json.loads((await _http(metrics_port, "/readyz"))[1])["checks"]["loop"]["in_control"]:
+            assert time.monotonic() < deadline, "the gateway never took control"
             await asyncio.sleep(0.2)
-        else:
-            raise AssertionError("the gateway never took control")
         status, body = await _http(metrics_port, "/metrics")
         assert status == 200
         text = body.decode()
@@ -114,8 +118,8 @@ async def test_run_notifies_systemd_serves_health_and_stops_cleanly(plant: Plant
         assert "gateway_loop_cycle_seconds_count" in text
 
         proc.send_signal(signal.SIGTERM)
-        await _recv(notify, b"STOPPING=1", timeout_s=20)
-        assert await asyncio.wait_for(proc.wait(), timeout=30) == 0
+        await _recv(notify, b"STOPPING=1", timeout_s=60)
+        assert await asyncio.wait_for(proc.wait(), timeout=60) == 0
     finally:
         if proc.returncode is None:
             proc.kill()
@@ -145,29 +149,33 @@ def test_run_with_a_bad_config_exits_2(tmp_path: Path) -> None:
 
 
 def test_demo_runs_and_stops_by_itself(tmp_path: Path) -> None:
-    env = dict(os.environ, GATEWAY_MQTT__PORT=str(_free_port()))  # no broker there: the demo must buffer
-    env["GATEWAY_METRICS__PORT"] = "0"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gateway",
-            "demo",
-            "--duration",
-            "6",
-            "--speed",
-            "60",
-            "--no-view",
-            "--db",
-            str(tmp_path / "demo.db"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        cwd=tmp_path,
-        check=False,
-    )
+    # No broker there: the demo must buffer. The port stays bound (not listening) while the demo runs, so that a
+    # connection is refused and no other process can start listening on it meanwhile.
+    with socket.socket() as no_broker:
+        no_broker.bind(("127.0.0.1", 0))
+        env = dict(os.environ, GATEWAY_MQTT__PORT=str(no_broker.getsockname()[1]))
+        env["GATEWAY_METRICS__PORT"] = "0"
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "gateway",
+                "demo",
+                "--duration",
+                "6",
+                "--speed",
+                "60",
+                "--no-view",
+                "--db",
+                str(tmp_path / "demo.db"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+            cwd=tmp_path,
+            check=False,
+        )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "no MQTT broker answers" in result.stdout
     views = [line for line in result.stdout.splitlines() if " tank " in line]
