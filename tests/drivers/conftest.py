@@ -40,6 +40,8 @@ from gateway.domain.model import ByteOrder, DataType, ModbusAddress, ModbusTable
 T = TypeVar("T")
 
 UNIT = 1
+#: Loop turns in which asyncio finishes setting up a connection it has already accepted (a task step, a callback).
+_SETUP_TURNS = 5
 BLOCK_REGISTERS = 8192
 BLOCK_BITS = 8192
 _BLOCK_KEY = {
@@ -79,6 +81,13 @@ def server_thread() -> Iterator[ServerThread]:
 # ---------------------------------------------------------------------------------------------------------------------
 # Modbus
 # ---------------------------------------------------------------------------------------------------------------------
+
+
+#: Tests that want a request to time out use this deadline: still far above a healthy answer on a loaded machine
+#: (their other requests must succeed within it) ...
+SHORT_TIMEOUT_S = 0.5
+#: ... and a fault that answers this late, far past it, however slow the machine.
+LATE_S = 10.0
 
 
 @dataclass
@@ -159,18 +168,24 @@ class ModbusServer:
     async def _stop(self) -> None:
         if self._server is not None:
             # pymodbus's shutdown closes the connections it has registered; one accepted a moment ago may register
-            # after it (asyncio sets a connection up in a task of its own), so sweep again once that has run.
+            # after it: asyncio sets a connection up in a task of its own, which makes (and registers) the protocol
+            # in its first step and hands it the transport in a callback after that. The listener is closed, so
+            # nothing new comes; a few turns of this loop (not a guess at some time) let those already accepted
+            # finish, to be swept too.
             self._drop_connections()
             await self._server.shutdown()
-            await asyncio.sleep(0.05)
+            for _ in range(_SETUP_TURNS):
+                await asyncio.sleep(0)
             self._drop_connections()
             self._server = None
 
-    def _drop_connections(self) -> None:
+    def _drop_connections(self) -> list[Any]:
+        """Abort every connection; returns their handlers (each forgets its transport once it has seen the loss)."""
         assert self._server is not None
-        for conn in list(self._server.active_connections.values()):
-            if conn.transport is not None:
-                conn.transport.abort()
+        dropped = [conn for conn in self._server.active_connections.values() if conn.transport is not None]
+        for conn in dropped:
+            conn.transport.abort()
+        return dropped
 
     async def _snapshot(self) -> dict[str, list[int]]:
         return {key: list(self._block(key)) for key in _BLOCK_KEY.values()}
@@ -254,8 +269,11 @@ class ModbusServer:
         fault.hits += 1
         if fault.drop:
             fault.drop -= 1
-            self._drop_connections()
-            await asyncio.sleep(0.2)  # the answer then goes nowhere
+            dropped = self._drop_connections()
+            # The answer then goes nowhere: it is given once the server has seen each connection go (the loss is
+            # delivered a loop turn after the abort), not after a time that ought to be enough.
+            while any(conn.transport is not None for conn in dropped):  # noqa: ASYNC110 - pymodbus has no event for it
+                await asyncio.sleep(0)
         if fault.delay_s:
             await asyncio.sleep(fault.delay_s)
         return ExcCodes(fault.code) if fault.code is not None else None
@@ -270,18 +288,20 @@ def modbus_server(server_thread: ServerThread) -> Iterator[ModbusServer]:
 
 
 def modbus_settings(server: ModbusServer, **overrides: Any) -> ModbusDeviceSettings:
-    """Settings of a device pointing at the fixture server; short deadlines so that failure tests stay quick."""
+    """Settings of a device pointing at the fixture server. Deadlines for answers that must arrive are generous (a
+    loaded 2-core machine can be ten times slower); a test that wants a timeout sets a short one, with a fault
+    that answers far later still."""
     base: dict[str, Any] = {
         "name": "plc",
         "protocol": "modbus",
         "host": server.host,
         "port": server.port,
         "unit_id": UNIT,
-        "poll_interval_s": 1.0,
-        "timeout_s": 0.3,
+        "poll_interval_s": 10.0,  # a retry must fit in the poll's slot: room for one after a 3 s attempt
+        "timeout_s": 3.0,
         "retries": 1,
         "retry_backoff_s": 0.01,
-        "write_confirm_timeout_s": 0.5,
+        "write_confirm_timeout_s": 10.0,
         "breaker": {"fail_max": 2, "reset_timeout_s": 5.0},
     }
     return ModbusDeviceSettings.model_validate(base | overrides)
@@ -351,12 +371,27 @@ class FastClock:
         self._mono += seconds
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], *, within: float = 10.0, pause: float = 0.05) -> None:
-    """Wait until ``check`` passes; a deadline only against hangs (tests assert the outcome, not the timing)."""
+async def eventually(check: Callable[[], Awaitable[bool]], *, within: float = 30.0, pause: float = 0.05) -> None:
+    """Wait until ``check`` passes; a deadline only against hangs (tests assert the outcome, not the timing), so a
+    generous one: a loaded 2-core machine can be ten times slower than a quiet one."""
     async with asyncio.timeout(within):
         # The condition is set by another thread or a socket: there is no event to wait on.
         while not await check():  # noqa: ASYNC110
             await asyncio.sleep(pause)
+
+
+async def no_task_left(before: set[asyncio.Task[Any]], *, within: float = 30.0) -> None:
+    """Wait until every task started since ``before`` has ended. One still ending a moment after the call that
+    stopped it is not a leak; one that never ends is, and is named (no sleep guesses which is which)."""
+
+    async def none_left() -> bool:
+        return asyncio.all_tasks() <= before
+
+    try:
+        await eventually(none_left, within=within, pause=0.01)
+    except TimeoutError:
+        left = sorted(t.get_name() for t in asyncio.all_tasks() - before)
+        raise AssertionError(f"tasks left behind: {left}") from None
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -575,16 +610,18 @@ def ua_server(_ua_server_once: UaServer) -> UaServer:
 
 
 def ua_settings(server: UaServer, **overrides: Any) -> OpcUaDeviceSettings:
+    """Settings of a device pointing at the fixture server; generous deadlines (a loaded machine is slow), short
+    reconnect backoffs (real time, so that tests of reconnection stay quick)."""
     base: dict[str, Any] = {
         "name": "rtu",
         "protocol": "opcua",
         "endpoint": server.endpoint,
         "poll_interval_s": 1.0,
-        "timeout_s": 0.8,
+        "timeout_s": 5.0,
         "publishing_interval_s": 0.05,
         "reconnect_min_s": 0.05,
         "reconnect_max_s": 0.5,
-        "write_confirm_timeout_s": 1.0,
+        "write_confirm_timeout_s": 10.0,
     }
     return OpcUaDeviceSettings.model_validate(base | overrides)
 

@@ -22,7 +22,16 @@ from gateway.domain.model import (
     WordOrder,
 )
 from gateway.paths import bundled_config_dir
-from tests.drivers.conftest import FastClock, Fault, ModbusServer, modbus_settings, mtag, reference_registers
+from tests.drivers.conftest import (
+    LATE_S,
+    SHORT_TIMEOUT_S,
+    FastClock,
+    Fault,
+    ModbusServer,
+    modbus_settings,
+    mtag,
+    reference_registers,
+)
 
 HR, IR, CO, DI = (
     ModbusTable.HOLDING_REGISTER,
@@ -128,10 +137,10 @@ async def test_a_device_refusing_the_gaps_of_a_merged_read_gets_gap_free_reads(m
 
 async def test_timeouts_are_retried_then_open_the_breaker_which_half_opens_and_closes(modbus_server) -> None:
     modbus_server.set_registers(HR, 0, [7])
-    fault = Fault(HR, 0, 0, delay_s=1.0)
+    fault = Fault(HR, 0, 0, delay_s=LATE_S)
     modbus_server.faults.append(fault)
     clock = FastClock()
-    settings = modbus_settings(modbus_server, timeout_s=0.1, retries=1)
+    settings = modbus_settings(modbus_server, timeout_s=SHORT_TIMEOUT_S, retries=1)
     async with ModbusDevice(settings=settings, tags=[mtag("X", HR, 0)], clock=clock) as device:
         await device.poll()
         assert fault.hits == 2  # the first attempt and one retry
@@ -203,11 +212,11 @@ async def test_a_plc_power_cycle_is_picked_up_without_a_restart(modbus_server) -
 async def test_quality_goes_good_uncertain_bad_and_good_again(modbus_server) -> None:
     modbus_server.set_registers(HR, 0, [300])
     clock = FastClock()
-    settings = modbus_settings(modbus_server, timeout_s=0.1, retries=0, stale_after_s=3.0)
+    settings = modbus_settings(modbus_server, timeout_s=SHORT_TIMEOUT_S, retries=0, stale_after_s=3.0)
     tag = mtag("LEVEL", HR, 0, scale=0.01, unit="m", range=EngineeringRange(0, 8))
     async with ModbusDevice(settings=settings, tags=[tag], clock=clock) as device:
         good = (await device.poll())[0]
-        modbus_server.faults.append(Fault(HR, 0, 0, delay_s=1.0))
+        modbus_server.faults.append(Fault(HR, 0, 0, delay_s=LATE_S))
         clock.advance(1.0)
         held = (await device.poll())[0]
         clock.advance(2.5)  # 3.5 s after the good reading: past the stale limit
@@ -263,7 +272,7 @@ async def test_a_failing_device_logs_once_then_quietly_then_its_recovery(modbus_
 
 async def test_polls_and_failures_leave_no_task_behind(modbus_server) -> None:
     before = asyncio.all_tasks()
-    settings = modbus_settings(modbus_server, timeout_s=0.1)
+    settings = modbus_settings(modbus_server)
     async with ModbusDevice(settings=settings, tags=[mtag("X", HR, 0)], clock=FastClock()) as device:
         await device.poll()
         modbus_server.faults.append(Fault(HR, 0, 0, drop=1))

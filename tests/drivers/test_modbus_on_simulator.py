@@ -17,7 +17,7 @@ from gateway.adapters.factory import build_devices
 from gateway.adapters.modbus import ModbusDevice
 from gateway.config.pointmap import Point, PointMap, load_point_map
 from gateway.domain.model import ByteOrder, DataType, Quality, QualityReason, Reading, WordOrder
-from tests.drivers.conftest import FastClock
+from tests.drivers.conftest import SHORT_TIMEOUT_S, FastClock
 from tests.drivers.station import POINT_MAP_FILE, Station, station_settings, write_point_map
 
 POINTS = load_point_map(POINT_MAP_FILE)
@@ -228,7 +228,7 @@ async def test_no_answer_times_out_opens_the_breaker_and_it_closes_again_after_t
     station: Station, tmp_path: Path
 ) -> None:
     clock = FastClock()
-    options = {"timeout_s": 0.2, "retries": 1, "breaker": {"fail_max": 2, "reset_timeout_s": 5.0}}
+    options = {"timeout_s": SHORT_TIMEOUT_S, "retries": 1, "breaker": {"fail_max": 2, "reset_timeout_s": 5.0}}
     settings = station_settings(tmp_path, station, modbus_areas=[], modbus=options)
     async with modbus_device(settings, clock) as device:
         good = by_name(await device.poll())

@@ -10,7 +10,15 @@ from gateway.adapters.modbus import ModbusDevice
 from gateway.clock import SystemClock
 from gateway.domain.errors import CircuitOpen, DeviceUnavailable, WriteRefused
 from gateway.domain.model import ByteOrder, DataType, EngineeringRange, ModbusTable, WordOrder
-from tests.drivers.conftest import Fault, ModbusServer, eventually, modbus_settings, mtag, reference_registers
+from tests.drivers.conftest import (
+    SHORT_TIMEOUT_S,
+    Fault,
+    ModbusServer,
+    eventually,
+    modbus_settings,
+    mtag,
+    reference_registers,
+)
 
 HR, IR, CO = ModbusTable.HOLDING_REGISTER, ModbusTable.INPUT_REGISTER, ModbusTable.COIL
 WORD_VALUES = {
@@ -119,8 +127,11 @@ async def test_a_write_the_device_refuses_is_returned_unconfirmed(modbus_server:
 
 
 async def test_a_write_whose_answer_is_lost_is_not_repeated_but_read_back(modbus_server: ModbusServer) -> None:
-    modbus_server.faults.append(Fault(HR, 5, 5, delay_s=0.4, function_codes=frozenset({6})))  # applied, answered late
-    settings = modbus_settings(modbus_server, timeout_s=0.2, write_confirm_timeout_s=2.0)
+    # Applied, and answered long after the write's deadline; the PLC answers in order, so the read-backs queued
+    # behind it time out too until then, and the first one after it confirms (well within the confirm deadline).
+    late = Fault(HR, 5, 5, delay_s=4 * SHORT_TIMEOUT_S, function_codes=frozenset({6}))
+    modbus_server.faults.append(late)
+    settings = modbus_settings(modbus_server, timeout_s=SHORT_TIMEOUT_S)
     async with ModbusDevice(settings=settings, tags=[mtag("SP", HR, 5, writable=True)], clock=SystemClock()) as device:
         result = await device.write("SP", 450)
     assert len(modbus_server.writes()) == 1  # sent once, never again

@@ -22,7 +22,7 @@ from gateway.clock import SystemClock
 from gateway.config.pointmap import load_point_map
 from gateway.domain.model import Quality, QualityReason, Reading
 from gateway.metrics import REGISTRY
-from tests.drivers.conftest import FastClock, ServerThread, eventually
+from tests.drivers.conftest import FastClock, ServerThread, eventually, no_task_left
 from tests.drivers.station import POINT_MAP_FILE, Station, station_settings
 
 POINTS = load_point_map(POINT_MAP_FILE)
@@ -140,13 +140,12 @@ async def test_a_server_restart_is_followed_by_a_reconnect_without_leaking_tasks
         after = by_name(await device.poll())["HB-PLC"]
         tasks = {t.get_name() for t in asyncio.all_tasks() - before}
         health = device.health
-    await asyncio.sleep(0.05)
+    await no_task_left(before)  # nothing left behind by the reconnect or the teardown
     assert (held.quality, held.reason, held.value) == (Quality.UNCERTAIN, QualityReason.LAST_USABLE, up_before.value)
     assert after.value == up_before.value + 13
     assert (health.connected, health.state) == (True, "ok")
     expected = {"opcua[tank-rtu]", "opcua-sub[tank-rtu]"} if read_mode == "subscribe" else {"opcua[tank-rtu]"}
     assert expected <= tasks
-    assert asyncio.all_tasks() == before  # nothing left behind by the reconnect or the teardown
 
 
 async def test_a_setpoint_written_over_opc_ua_is_confirmed_and_the_plc_serves_it_on_modbus(
@@ -187,7 +186,7 @@ async def test_the_pollers_of_the_default_configuration_deliver_every_tag(plant:
     devices = build_devices(settings, clock=clock)
     async with devices[0], devices[1], asyncio.TaskGroup() as group:
         tasks = [p.start(group) for p in build_pollers(settings, devices, clock=clock, sink=sink)]
-        async with asyncio.timeout(20):
+        async with asyncio.timeout(60):  # only against a hang
             await done.wait()
         for task in tasks:
             task.cancel()
