@@ -86,13 +86,19 @@ async def test_read_only_file_makes_the_store_unhealthy_then_it_recovers(
         await store.record_readings("plc", make_readings(10))
     _make_read_only(db_path)
     changes: list[StoreHealth] = []
+    went_unhealthy = asyncio.Event()
+
+    def listener(health: StoreHealth) -> None:
+        changes.append(health)
+        if not health.healthy:
+            went_unhealthy.set()
+
     try:
         async with open_store(queue_max_rows=1000, flush_interval_s=0.001) as store:
-            store.add_health_listener(changes.append)
+            store.add_health_listener(listener)
             assert await store.record_readings("plc", make_readings(600, start=2e9), timeout_s=0)
-            while store.health().healthy:
-                await store.record_readings("plc", [], timeout_s=0)
-                await _tick()
+            async with asyncio.timeout(60):  # told by the store itself when its commit fails; only against a hang
+                await went_unhealthy.wait()
             unhealthy = store.health()
             # The queue holds the rows it could not commit; past its bound, producers are told at once.
             assert await store.record_readings("plc", make_readings(600, start=3e9), timeout_s=0) is False
@@ -115,10 +121,6 @@ def _release(path: Path) -> None:
     """Never leave an immutable file behind (pytest could not delete its temporary directory)."""
     if os.geteuid() == 0:
         subprocess.run(["chattr", "-i", str(path)], check=False)
-
-
-async def _tick() -> None:
-    await asyncio.sleep(0.01)
 
 
 async def test_the_fake_reports_failures_the_same_way() -> None:

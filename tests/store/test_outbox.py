@@ -206,7 +206,11 @@ async def test_a_waiting_publisher_is_woken_by_the_commit_of_a_message(open_stor
         newest = await store.last_row_id()
         assert await store.wait_for_messages(newest, 0.05) is False  # nothing new: the wait times out
         waiter = asyncio.create_task(store.wait_for_messages(newest, 30.0))
-        await asyncio.sleep(0.05)
+        # Not woken by a commit without an outbox message: the writer's commit and its hand-back to this loop are
+        # the progress to wait for before saying "nothing happened" (a sleep would only hope it had come).
+        await store.record_asset_state(AssetState("P-101", 10.0, 3, "auto", 1.0))
+        await store.flush()
+        assert await store.last_row_id() == newest
         assert not waiter.done()
         await store.record_decision(_decision())
         assert await asyncio.wait_for(waiter, 10.0) is True  # woken by the commit, long before its timeout
