@@ -67,14 +67,17 @@ def request(request_id: str, **fields: Any) -> bytes:
     return json.dumps(doc).encode()
 
 
-BAD_REQUESTS = [
-    (b"{not json", None, "malformed_json"),
-    (request("bad-type", type="reboot"), "bad-type", "unknown_type"),
-    (request("bad-range", type="set_setpoint", name="prv_setpoint", value=80.0), "bad-range", "out_of_range"),
-    (request("bad-old", type="set_mode", mode="auto", issued_at=time.time() - 600), "bad-old", "expired"),
-    (request("bad-raw", type="write_register", register=40001, value=1), "bad-raw", "raw_write_forbidden"),
-    (request("bad-tag", type="set_setpoint", tag="XC-101", value=1), "bad-tag", "raw_write_forbidden"),
-]
+def bad_requests() -> list[tuple[bytes, str | None, str]]:
+    """Stamped when sent, not when the module is imported: a request stamped at collection time would be minutes
+    old by the time a long run reaches this test, and only one of these is meant to be too old."""
+    return [
+        (b"{not json", None, "malformed_json"),
+        (request("bad-type", type="reboot"), "bad-type", "unknown_type"),
+        (request("bad-range", type="set_setpoint", name="prv_setpoint", value=80.0), "bad-range", "out_of_range"),
+        (request("bad-old", type="set_mode", mode="auto", issued_at=time.time() - 600), "bad-old", "expired"),
+        (request("bad-raw", type="write_register", register=40001, value=1), "bad-raw", "raw_write_forbidden"),
+        (request("bad-tag", type="set_setpoint", tag="XC-101", value=1), "bad-tag", "raw_write_forbidden"),
+    ]
 
 
 async def test_bad_commands_are_rejected_audited_and_never_reach_the_handler(
@@ -88,7 +91,8 @@ async def test_bad_commands_are_rejected_audited_and_never_reach_the_handler(
             await asyncio.to_thread(publish_raw, broker.port, f"{BASE}/cmd", [good])
             await eventually(lambda: len(consumer.snapshot()) == 2, what="accepted and done")
             replay = request("good-1", type="set_mode", mode="auto")  # same id again, otherwise fine
-            payloads = [raw for raw, _, _ in BAD_REQUESTS] + [replay]
+            bad = bad_requests()
+            payloads = [raw for raw, _, _ in bad] + [replay]
             await asyncio.to_thread(publish_raw, broker.port, f"{BASE}/cmd", payloads)
             await eventually(lambda: len(consumer.snapshot()) == 2 + len(payloads), what="every answer")
         answers = [m.doc for m in consumer.snapshot()]
@@ -97,7 +101,7 @@ async def test_bad_commands_are_rejected_audited_and_never_reach_the_handler(
     bodies = [a["data"] for a in answers]
     assert [(b["request_id"], b["status"]) for b in bodies[:2]] == [("good-1", "accepted"), ("good-1", "done")]
     rejected = {(b["request_id"], b["code"]) for b in bodies[2:]}
-    expected = {(rid, code) for _, rid, code in BAD_REQUESTS} | {("good-1", "replayed")}
+    expected = {(rid, code) for _, rid, code in bad} | {("good-1", "replayed")}
     assert rejected == expected
     assert all(b["status"] == "rejected" and b["reason"] for b in bodies[2:])
     assert [r.id for r in handler.requests] == ["good-1"]  # nothing bad reached the loop
