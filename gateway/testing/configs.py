@@ -24,11 +24,14 @@ def booster_station_config(
     gateway_id: str,
     modbus_port: int,
     opcua_endpoint: str,
-    metrics_port: int,
+    metrics_port: int = 0,
     mqtt: str = "enabled = false",
 ) -> Path:
     """Write ``tmp/gateway.toml``: the PLC (Modbus) and the RTU (OPC UA) of the simulated station polled every 0.5 s,
-    a fast loop, the database in ``tmp``; ``mqtt`` is the body of the ``[mqtt]`` table."""
+    a fast loop, the database in ``tmp``; ``mqtt`` is the body of the ``[mqtt]`` table.
+
+    ``metrics_port`` 0 (the default): the gateway binds a free port itself, logs it (``http.listening``) and
+    exposes it (``Gateway.http.port``). A port picked beforehand may be taken by another process before it binds."""
     points = bundled_config_dir() / "booster_station.points.toml"
     text = f"""
 [gateway]
