@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from uplink_fakes import Consumer, eventually
+from uplink_fakes import Consumer, eventually, held
 from uplink_store import SqliteStore, make_readings
 
 from gateway.testing.mosquitto import Mosquitto
@@ -18,14 +18,15 @@ CHILD = Path(__file__).with_name("uplink_child.py")
 MESSAGES = 12_000
 
 
-def _start_child(db: Path, port: int, *, mark_delay_s: float = 0.0) -> subprocess.Popen[bytes]:
+def _start_child(db: Path, port: int, *, mark_delay_s: float = 0.0, hold_after: int = 0) -> subprocess.Popen[str]:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     args = ["--db", str(db), "--port", str(port), "--window", "16", "--mark-delay", str(mark_delay_s)]
     return subprocess.Popen(
-        [sys.executable, str(CHILD), *args],
+        [sys.executable, str(CHILD), *args, "--hold-after", str(hold_after)],
         env=env,
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
+        text=True,
     )
 
 
@@ -37,10 +38,13 @@ async def test_sigkill_mid_drain_then_restart_loses_nothing(broker: Mosquitto, t
     committed = {mid: (stream, seq) for stream, seq, mid in seed.all_messages()}
     seed.close()
     with Consumer(broker.port, topic="water/bs01/edge-1/readings/#") as consumer:
-        # The first process's store lags in marking rows sent, so the kill catches acknowledged rows not yet marked.
-        child = _start_child(db, broker.port, mark_delay_s=0.2)
+        # The first process's store lags in marking rows sent, and its drain stops a tenth of the way (the rows
+        # acknowledged after that are never marked): the kill catches it mid-drain with acknowledged rows not yet
+        # marked, however slow this process is to send it.
+        child = _start_child(db, broker.port, mark_delay_s=0.2, hold_after=MESSAGES // 10)
         try:
-            await eventually(lambda: len(consumer.snapshot()) >= MESSAGES // 10, what="drain under way")
+            handed = await held(child)
+            await eventually(lambda: len({m.doc["id"] for m in consumer.snapshot()}) == handed, what="drain held")
             child.send_signal(signal.SIGKILL)
             child.wait(10)
         finally:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from conftest import mqtt_settings, running_uplink
-from uplink_fakes import Consumer, Received, eventually
+from uplink_fakes import Consumer, Received, eventually, held
 from uplink_store import make_readings
 
 from gateway.adapters.sqlite import SqliteKnowledgeStore
@@ -110,9 +110,10 @@ async def test_outage_with_real_store_every_reading_once_in_order(tmp_path: Path
         assert any(d["historical"] for d in mine)  # what waited in the outage came back marked as replayed
 
 
-def _start_child(db: Path, port: int) -> subprocess.Popen[str]:
+def _start_child(db: Path, port: int, *, hold_after: int = 0) -> subprocess.Popen[str]:
+    args = ["--db", str(db), "--port", str(port), "--window", "8", "--hold-after", str(hold_after)]
     return subprocess.Popen(
-        [sys.executable, str(CHILD), "--db", str(db), "--port", str(port), "--window", "8"],
+        [sys.executable, str(CHILD), *args],
         env=dict(os.environ, PYTHONUNBUFFERED="1"),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -133,9 +134,12 @@ async def test_sigkill_mid_drain_with_real_store_loses_nothing(broker: Mosquitto
     assert len(committed) >= 3000
 
     with Consumer(broker.port, topic="water/bs01/edge-1/readings/#") as consumer:
-        child = _start_child(db, broker.port)
+        # Its drain stops a tenth of the way (rows acknowledged after that are never marked sent), so the kill
+        # lands mid-drain however slow this process is to send it.
+        child = _start_child(db, broker.port, hold_after=len(committed) // 10)
         try:
-            await eventually(lambda: len(consumer.snapshot()) >= len(committed) // 10, what="drain under way")
+            handed = await held(child)
+            await eventually(lambda: len({m.doc["id"] for m in consumer.snapshot()}) == handed, what="drain held")
             child.send_signal(signal.SIGKILL)
             child.wait(10)
         finally:

@@ -11,7 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from conftest import IDENTITY, PUMPS, mqtt_settings
-from uplink_fakes import FakeHandler
+from uplink_fakes import FakeHandler, HeldOutbox
 from uplink_store import SqliteStore
 
 from gateway.adapters.mqtt import Uplink, request_policy
@@ -30,14 +30,14 @@ class SlowMarkStore(SqliteStore):
         await super().mark_sent(row_ids)
 
 
-async def main(db: Path, port: int, window: int, mark_delay_s: float) -> None:
+async def main(db: Path, port: int, window: int, mark_delay_s: float, hold_after: int) -> None:
     store = SlowMarkStore(db, mark_delay_s=mark_delay_s)
     settings = mqtt_settings(port, inflight_window=window)
     policy = request_policy(settings.commands, pumps=PUMPS)
     uplink = Uplink(
         settings=settings,
         identity=IDENTITY,
-        outbox=store,
+        outbox=HeldOutbox(store, hold_after=hold_after) if hold_after else store,
         request_log=store,
         handler=FakeHandler(),
         policy=policy,
@@ -53,5 +53,6 @@ if __name__ == "__main__":
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--window", type=int, default=16)
     parser.add_argument("--mark-delay", type=float, default=0.0)
+    parser.add_argument("--hold-after", type=int, default=0, help="stop draining after this many rows (0: never)")
     args = parser.parse_args()
-    asyncio.run(main(args.db, args.port, args.window, args.mark_delay))
+    asyncio.run(main(args.db, args.port, args.window, args.mark_delay, args.hold_after))

@@ -10,7 +10,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from conftest import IDENTITY, PUMPS, mqtt_settings
-from uplink_fakes import FakeHandler
+from uplink_fakes import FakeHandler, HeldOutbox
 
 from gateway.adapters.mqtt import Uplink, request_policy
 from gateway.adapters.sqlite import SqliteKnowledgeStore
@@ -18,14 +18,14 @@ from gateway.clock import SystemClock
 from gateway.config.store import StoreSettings
 
 
-async def main(db: Path, port: int, window: int) -> None:
+async def main(db: Path, port: int, window: int, hold_after: int) -> None:
     clock = SystemClock()
     settings = mqtt_settings(port, inflight_window=window)
     async with SqliteKnowledgeStore(settings=StoreSettings(path=db), clock=clock, retention_task=False) as store:
         uplink = Uplink(
             settings=settings,
             identity=IDENTITY,
-            outbox=store,
+            outbox=HeldOutbox(store, hold_after=hold_after) if hold_after else store,
             request_log=store,
             handler=FakeHandler(),
             policy=request_policy(settings.commands, pumps=PUMPS),
@@ -41,5 +41,6 @@ if __name__ == "__main__":
     parser.add_argument("--db", type=Path, required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--window", type=int, default=16)
+    parser.add_argument("--hold-after", type=int, default=0, help="stop draining after this many rows (0: never)")
     args = parser.parse_args()
-    asyncio.run(main(args.db, args.port, args.window))
+    asyncio.run(main(args.db, args.port, args.window, args.hold_after))

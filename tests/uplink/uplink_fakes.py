@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import subprocess
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,6 +99,52 @@ class Consumer:
 
     def docs(self, suffix: str) -> list[Any]:
         return [m.doc for m in self.snapshot(suffix)]
+
+
+class HeldOutbox:
+    """An outbox (any: the attributes it does not define are the wrapped one's) that stops handing out rows, and
+    marking rows sent, once it has handed out ``hold_after``; then prints ``held N`` (N rows handed out) on stdout.
+
+    For the tests that kill a draining gateway: the drain stops half-way however fast it runs, so the kill lands in
+    the middle of it (not after it, if the machine is slow to react), with the last rows delivered and never marked
+    sent - deterministically, where a kill timed against a running drain is a race.
+    """
+
+    def __init__(self, outbox: Any, *, hold_after: int) -> None:
+        self._outbox = outbox
+        self._hold_after = hold_after
+        self._handed: set[int] = set()
+        self._held = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._outbox, name)
+
+    async def fetch_unsent(self, **kwargs: Any) -> Any:
+        if self._held.is_set():
+            await asyncio.Event().wait()  # until killed
+        rows = await self._outbox.fetch_unsent(**kwargs)
+        if self._held.is_set():  # held while this fetch ran (another lane's): these rows are never handed out
+            await asyncio.Event().wait()
+        self._handed.update(m.row_id for m in rows)
+        if len(self._handed) >= self._hold_after:
+            self._held.set()
+            print(f"held {len(self._handed)}", flush=True)
+        return rows
+
+    async def mark_sent(self, row_ids: Sequence[int]) -> None:
+        if self._held.is_set():  # the rows of the last batch, acknowledged after the hold, stay unmarked
+            await asyncio.Event().wait()
+        await self._outbox.mark_sent(row_ids)
+
+
+async def held(child: subprocess.Popen[str], *, timeout_s: float = 120.0) -> int:
+    """Wait for a child gateway's ``HeldOutbox`` to stop its drain; returns how many rows it handed out."""
+    assert child.stdout is not None
+    async with asyncio.timeout(timeout_s):  # only against a hang (the child is killed on the way out)
+        while line := await asyncio.to_thread(child.stdout.readline):
+            if line.startswith("held "):
+                return int(line.split()[1])
+    raise AssertionError(f"the child exited ({child.poll()}) before its drain was held")
 
 
 async def eventually(
