@@ -77,7 +77,7 @@ class Consumer:
     def __enter__(self) -> Consumer:
         self.client.connect("127.0.0.1", self.port, keepalive=30)
         self.client.loop_start()
-        if not self._subscribed.wait(10):
+        if not self._subscribed.wait(60):  # only against a hang: a loaded machine can be ten times slower
             raise RuntimeError("consumer did not subscribe")
         return self
 
@@ -176,7 +176,7 @@ def publish_raw(
     try:
         infos = [client.publish(topic, p, qos=qos) for p in payloads]
         for info in infos:
-            info.wait_for_publish(10)
+            info.wait_for_publish(60)  # only against a hang
     finally:
         client.disconnect()
         client.loop_stop()
