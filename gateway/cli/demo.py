@@ -14,10 +14,12 @@ import contextlib
 import dataclasses
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import Any, TextIO
 
 from gateway.cli.common import add_config_option, load_or_report
+from gateway.cli.export import parse_time
 from gateway.config import LoadedConfig
 from gateway.config.devices import ModbusDeviceSettings, OpcUaDeviceSettings
 from gateway.lifecycle import run_until_shutdown
@@ -40,7 +42,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--seed", type=int, default=42, help="seed of the simulated demand and noise")
     p.add_argument("--db", type=Path, default=Path("var/gateway-demo.db"), help="SQLite file (default: %(default)s)")
     p.add_argument("--keep-db", action="store_true", help="keep the database of an earlier demo run")
-    p.add_argument("--duration", type=float, default=None, help="stop after this many real seconds")
+    p.add_argument(
+        "--duration", type=float, default=None, help="stop after this many real seconds, counted once the gateway is up"
+    )
+    p.add_argument(
+        "--start",
+        default=None,
+        metavar="TIME",
+        help="simulated start time (ISO 8601, e.g. 2026-06-15T10:00:00Z; default now): the plant's hour of day, "
+        "its demand and tariff follow it",
+    )
     p.add_argument("--no-view", action="store_true", help="log only, no live view")
     p.set_defaults(handler=_run)
 
@@ -48,6 +59,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _run(args: argparse.Namespace) -> int:
     if args.speed <= 0:
         print("--speed must be positive", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        args.start_epoch = None if args.start is None else parse_time(args.start, now=time.time())
+    except ValueError as exc:
+        print(f"--start: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     loaded = load_or_report(args.config)
     if loaded is None:
@@ -70,17 +86,17 @@ async def demo(loaded: LoadedConfig, stop: asyncio.Event, *, args: argparse.Name
     from gateway.clock import ScaledClock
     from simulators.harness import PlantSimulator
 
-    clock = ScaledClock(speed=args.speed)
+    clock = ScaledClock(speed=args.speed, start=args.start_epoch)
     started: asyncio.Future[Gateway] = asyncio.get_running_loop().create_future()
     async with PlantSimulator(clock=clock, seed=args.seed) as sim:
         demo_cfg = _demo_config(loaded, sim.modbus_port, sim.opcua_endpoint, db=args.db.resolve(), speed=args.speed)
         broker = _broker_answers(demo_cfg.settings.mqtt.host, demo_cfg.settings.mqtt.port)
         print(_banner(demo_cfg, sim.modbus_port, sim.opcua_endpoint, args.speed, broker), flush=True)
-        if args.duration is not None:
-            asyncio.get_running_loop().call_later(args.duration, stop.set)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(run_gateway(demo_cfg, stop, clock=clock, on_started=started.set_result), name="gateway")
             gw = await started
+            if args.duration is not None:  # counted from here: a slow start does not shorten the demo
+                asyncio.get_running_loop().call_later(args.duration, stop.set)
             tg.create_task(_live_view(gw, stop, sys.stdout, compact=not view), name="view")
     return 0
 
@@ -105,7 +121,9 @@ def _demo_config(
             update |= {"endpoint": opcua_endpoint}
         devices.append(dev.model_copy(update=update))
     slowest = max((d.poll_interval_s for d in devices), default=floor)
-    symptoms = s.loop.symptoms.model_copy(update={"comm_loss_s": max(s.loop.symptoms.comm_loss_s, 3 * slowest)})
+    # Three slowed polls, and never under two real seconds: a busy laptop must not flap COMM_LOSS at --speed 60.
+    comm_loss_s = max(s.loop.symptoms.comm_loss_s, 3 * slowest, 2.0 * speed)
+    symptoms = s.loop.symptoms.model_copy(update={"comm_loss_s": comm_loss_s})
     loop = s.loop.model_copy(update={"cycle_s": max(s.loop.cycle_s, floor), "symptoms": symptoms})
     metrics = s.metrics.model_copy(update={"port": s.metrics.port if _port_free(s.metrics.host, s.metrics.port) else 0})
     store = s.store.model_copy(update={"path": db})

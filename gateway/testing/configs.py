@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from gateway.clock import ScaledClock
@@ -18,6 +19,16 @@ def day_clock() -> ScaledClock:
     return ScaledClock(speed=1.0, start=DAY_START)
 
 
+def day_offset_h(now: float | None = None) -> float:
+    """The UTC offset that makes the plant's local time 10:xx at ``now`` (default: the wall clock).
+
+    For a gateway that must run on the real clock (a ``gateway run`` process): its clock cannot be pinned, but the
+    loop's notion of local time (``loop.tariff.utc_offset_h``, which the night rules and the tariff follow) and the
+    simulator's (``simulation.utc_offset_h``) can."""
+    hour = int((time.time() if now is None else now) % 86_400 // 3_600)
+    return float((10 - hour + 12) % 24 - 12)
+
+
 def booster_station_config(
     tmp: Path,
     *,
@@ -26,6 +37,7 @@ def booster_station_config(
     opcua_endpoint: str,
     metrics_port: int = 0,
     mqtt: str = "enabled = false",
+    utc_offset_h: float = 0.0,
 ) -> Path:
     """Write ``tmp/gateway.toml``: the PLC (Modbus) and the RTU (OPC UA) of the simulated station polled every 0.5 s,
     a fast loop, the database in ``tmp``; ``mqtt`` is the body of the ``[mqtt]`` table.
@@ -62,6 +74,9 @@ areas = ["Tank", "Zone"]
 [loop]
 cycle_s = 0.5
 recover_s = 1.0
+
+[loop.tariff]
+utc_offset_h = {utc_offset_h}
 
 [store]
 path = "{tmp / "gw.db"}"

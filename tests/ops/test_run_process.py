@@ -21,13 +21,19 @@ from pathlib import Path
 import pytest
 
 from gateway.clock import SystemClock
-from gateway.testing.configs import booster_station_config
+from gateway.testing.configs import booster_station_config, day_offset_h
+from simulators.config import PlantConfig
 from simulators.harness import PlantSimulator
+
+#: ``gateway run`` runs on the wall clock; the plant's local time (the simulator's and the loop's) is what the test
+#: pins, at 10:xx, so that the night rules and the tariff bands do not depend on the hour the test runs at.
+OFFSET_H = day_offset_h()
 
 
 @pytest.fixture
 async def plant() -> AsyncIterator[PlantSimulator]:
-    async with PlantSimulator(clock=SystemClock(), seed=7) as sim:
+    config = PlantConfig().with_overrides(simulation={"utc_offset_h": OFFSET_H})
+    async with PlantSimulator(config, clock=SystemClock(), seed=7) as sim:
         yield sim
 
 
@@ -72,6 +78,7 @@ async def test_run_notifies_systemd_serves_health_and_stops_cleanly(plant: Plant
         modbus_port=plant.modbus_port,
         opcua_endpoint=plant.opcua_endpoint,
         metrics_port=0,  # the gateway binds a free port and logs it: no port picked here that another could take
+        utc_offset_h=OFFSET_H,
     )
     log = tmp_path / "gateway.log"
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -165,6 +172,8 @@ def test_demo_runs_and_stops_by_itself(tmp_path: Path) -> None:
                 "6",
                 "--speed",
                 "60",
+                "--start",
+                "2026-06-15T10:00:00Z",  # a weekday morning, whatever the hour the test runs at
                 "--no-view",
                 "--db",
                 str(tmp_path / "demo.db"),

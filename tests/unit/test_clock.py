@@ -8,6 +8,7 @@ import pytest
 
 from gateway.clock import ScaledClock, SteppedClock, SystemClock
 from gateway.domain.ports import Clock
+from gateway.testing.configs import DAY_START, day_offset_h
 
 
 def test_clocks_implement_the_port() -> None:
@@ -45,3 +46,11 @@ async def test_scaled_clock_runs_faster() -> None:
     t0 = clock.monotonic()
     await clock.sleep(2.0)  # 20 ms of real time
     assert clock.monotonic() - t0 >= 1.9
+
+
+def test_the_day_offset_puts_the_plants_local_time_at_ten_whatever_the_hour() -> None:
+    for hour in range(24):
+        now = DAY_START - 10 * 3600 + hour * 3600 + 1234.5  # that day at hour:20:34.5 UTC
+        offset = day_offset_h(now)
+        assert -14 <= offset <= 14  # what the configuration accepts
+        assert int((now + offset * 3600) % 86_400 // 3600) == 10
