@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 from gateway.domain.model import Quality, QualityReason, Reading
@@ -19,12 +20,23 @@ from gateway.metrics import DEVICE_ERRORS, POLL_SLOTS_MISSED
 
 log = get_logger("gateway.adapters.polling")
 
-#: Where each poll's readings go: ``await sink(device_name, readings)``. It may wait (backpressure from the store).
+#: Where each poll's readings go: ``await sink(device_name, readings)``. Its wait delays this device's next poll (and
+#: only this device's): a sink must bound it (the Monitor gives the store half a poll interval).
 ReadingSink = Callable[[str, list[Reading]], Awaitable[None]]
 
 
+#: Poll start times kept per device (for a look at the last minutes of a 1 Hz device; tests read them).
+_STARTS_KEPT = 512
+
+
 class PollScheduler:
-    """Polls one device every ``interval_s`` and hands each poll's readings to ``sink``."""
+    """Polls one device every ``interval_s`` and hands each poll's readings to ``sink``.
+
+    It keeps a record of its own regularity on the clock: ``starts`` (the latest poll start times) and ``max_gap_s``
+    (the longest time between two poll starts since ``reset_max_gap()``). A device whose polls are never held up by
+    anything else shows ``max_gap_s`` of one interval (plus the event loop's latency); a gap beyond that is a poll
+    that overran its slot, or something that kept the scheduler from running.
+    """
 
     def __init__(self, *, device: FieldDevice, interval_s: float, clock: Clock, sink: ReadingSink) -> None:
         if interval_s <= 0:
@@ -37,6 +49,8 @@ class PollScheduler:
         self._sink_failing = False
         self.polls = 0
         self.missed_slots = 0
+        self.starts: deque[float] = deque(maxlen=_STARTS_KEPT)
+        self.max_gap_s = 0.0
         self._missed_metric = POLL_SLOTS_MISSED.labels(device.name)
         self._error_metric = DEVICE_ERRORS.labels(device.name, "unexpected")
 
@@ -52,11 +66,23 @@ class PollScheduler:
         """Poll until cancelled."""
         slot = self._clock.monotonic()
         while True:
+            self._started()
             readings = await self._poll()
             self.polls += 1
             await self._deliver(readings)
             slot = self._next_slot(slot)
             await self._clock.sleep(slot - self._clock.monotonic())
+
+    def reset_max_gap(self) -> float:
+        """The longest gap between two poll starts so far; the count starts again from the latest poll."""
+        gap, self.max_gap_s = self.max_gap_s, 0.0
+        return gap
+
+    def _started(self) -> None:
+        now = self._clock.monotonic()
+        if self.starts:
+            self.max_gap_s = max(self.max_gap_s, now - self.starts[-1])
+        self.starts.append(now)
 
     def _next_slot(self, slot: float) -> float:
         """The next slot still ahead; the ones an overrun poll swallowed are counted as missed."""

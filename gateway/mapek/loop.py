@@ -4,6 +4,11 @@
 directly after ``poll()``); ``run(stop)`` polls every device at its own interval in named tasks and cycles after each
 poll (so a level crossing is acted on at once) and at least every ``cycle_s``. The loop runs entirely locally: the
 uplink only reads what the store holds, so a cloud outage changes nothing here.
+
+Outages stay local: a poll only wakes the cycle task (``loop.cycle``), it never runs or waits for a cycle, so a cycle
+held up by a write to a dead device cannot delay another device's poll; and under ``run`` the heartbeat is a task of
+its own that the cycle does not wait for (one at a time: while a heartbeat to a dead PLC is still waiting for its
+deadline, the cycles go on without starting another).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.adapters.tasks import cancel_and_wait
 from gateway.config.loop import LoopSettings
 from gateway.domain.envelope import EnvelopeLimits, Mode, PlantView, SafetyEnvelope, SetpointLimit
 from gateway.domain.model import (
@@ -121,11 +127,12 @@ class ControlLoop:
         self._setpoint_tags = {"prv": settings.zone.prv_setpoint_tag, "wtp": settings.treatment.setpoint_tag}
         self._wake: asyncio.Event | None = None
         self._act_lock = asyncio.Lock()  # a remote request and a cycle never judge and write interleaved
-        self._cycle_lock = asyncio.Lock()  # one cycle at a time, whichever task starts it
         loop_tags = set(_loop_tags(settings))
         self._control_devices = {name for name, d in self._devices.items() if any(t.name in loop_tags for t in d.tags)}
         self._last_replan_at: float | None = None
-        self._offload = False  # run() computes schedules in a thread; cycle() alone computes them in line
+        # run() computes schedules in a thread and leaves the heartbeat to its own task; cycle() alone does both in line
+        self._offload = False
+        self._beat: asyncio.Task[bool] | None = None
         self._stale = dict(stale_after_s or {})
         self._run_started = 0.0
         self._polls_seen = True  # cycle() called directly (stepped tests) never waits; run() resets it
@@ -173,6 +180,9 @@ class ControlLoop:
                     spawn(task, functools.partial(body, stop), policy=Policy.FAIL, stopping=stop, group=tg)
         finally:
             self._offload = False
+            if self._beat is not None:
+                await cancel_and_wait(self._beat)  # a heartbeat at stop helps nobody: the PLC times out on its own
+                self._beat = None
             if self._replan_task is not None:
                 await asyncio.wait({self._replan_task})  # a thread cannot be cancelled; it ends within a second
                 self._replan_task = None
@@ -399,13 +409,14 @@ class ControlLoop:
         self, state: PlantState, analysis: Analysis, proposals: list[Proposal], view: PlantView
     ) -> list[Decision]:
         """The plans' commands, and the heartbeat beside them: commands first in the device's queue, but the
-        heartbeat never waits for a slow command to finish."""
+        heartbeat never waits for a slow command to finish, and under ``run`` the cycle never waits for the heartbeat
+        (a stepped ``cycle()`` does, so that it returns with its writes done)."""
         work = asyncio.create_task(self._carry_out_all(state, analysis, proposals, view), name="loop.execute")
         beat = self._start_heartbeat()
         try:
             return await work
         finally:
-            if beat is not None:
+            if beat is not None and not self._offload:
                 await beat
 
     async def _carry_out_all(
@@ -422,8 +433,12 @@ class ControlLoop:
         ctl, tag = self.knowledge.control, self.settings.heartbeat_tag
         if not ctl.intent or self.mode != "auto" or tag is None:
             return None
+        if self._beat is not None and not self._beat.done():
+            log.debug("loop.heartbeat_pending", value=ctl.heartbeat)  # the last one still waits for its deadline
+            return None
         ctl.heartbeat = (ctl.heartbeat + 1) % 65536
-        return asyncio.create_task(self.executor.heartbeat(tag, ctl.heartbeat), name="loop.heartbeat")
+        self._beat = asyncio.create_task(self.executor.heartbeat(tag, ctl.heartbeat), name="loop.heartbeat")
+        return self._beat
 
     async def _carry_out(
         self, state: PlantState, analysis: Analysis, proposal: Proposal, view: PlantView
@@ -552,15 +567,12 @@ class ControlLoop:
 
     # -- running ------------------------------------------------------------------------------------------------
 
-    async def _polled(self, device: str) -> None:
-        """After a poll of a device the loop reads (while ``run``): cycle now, in the poller's task."""
-        if self._wake is None or device not in self._control_devices or not self._first_polls_done():
-            return
-        if self._cycle_lock.locked():
-            self._wake.set()  # the running cycle may have missed this poll: the cycle task runs another after it
-            return
-        async with self._cycle_lock:
-            await self._guarded_cycle()
+    def _polled(self, device: str) -> None:
+        """After a poll of a device the loop reads (while ``run``): wake the cycle task, and nothing more. A cycle
+        run here, in the poller's task, would hold this device's polling up for as long as the cycle's writes to
+        another device take (a dead PLC: the write's deadline and its read-back's)."""
+        if self._wake is not None and device in self._control_devices:
+            self._wake.set()  # a cycle running now may have missed this poll: the cycle task runs another after it
 
     def _first_polls_done(self) -> bool:
         """No cycle before every device the loop reads has been polled once (or its stale limit has passed): a
@@ -579,7 +591,8 @@ class ControlLoop:
             log.exception("loop.cycle_failed")
 
     async def _cycles(self, stop: asyncio.Event) -> None:
-        """A cycle after a poll that came mid-cycle, and at least one every ``cycle_s`` while devices are silent."""
+        """A cycle after each poll of a device the loop reads (polls that came during a cycle: one more after it),
+        and at least one every ``cycle_s`` while devices are silent."""
         wake = self._wake
         assert wake is not None  # set by run()
         while not stop.is_set():
@@ -592,8 +605,7 @@ class ControlLoop:
             last = self.knowledge.last_cycle_at
             if not woken and last is not None and self._clock.now() - last < self.settings.cycle_s:
                 continue
-            async with self._cycle_lock:
-                await self._guarded_cycle()
+            await self._guarded_cycle()
 
     async def _wait(self, wake: asyncio.Event, timeout_s: float) -> bool:
         """True when woken by the event, False on the timeout."""

@@ -6,13 +6,18 @@ time a value last changed at all (Analyze turns a flat line that the twin contra
 how far off each device's clock is while the driver finds its source timestamps implausible (CLOCK_SKEW). Tags
 without such checks cost one dict lookup and one dict store per reading; readings are handed to the store one batch
 per poll, never one await per reading.
+
+Each device is polled in a task of its own, and nothing outside that device holds it up: the loop is only told that
+a poll arrived (it cycles in a task of its own), and the store gets at most half a poll interval to find room for the
+readings before they are dropped and counted (they are in the snapshot already; the store's queue is full only while
+the disk fails).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from gateway.adapters.polling import PollScheduler
@@ -23,6 +28,10 @@ from gateway.domain.ports import Clock, FieldDevice, KnowledgeStore
 from gateway.logging import get_logger
 
 log = get_logger("gateway.mapek.monitor")
+
+#: How much of a device's poll interval its poll task waits for room in the store's queue before the readings are
+#: dropped (and counted by the store): a store that cannot keep up must not stretch the polling.
+_STORE_WAIT_FRACTION = 0.5
 
 
 class _TagCheck:
@@ -74,8 +83,9 @@ class DeviceState:
 class Monitor:
     """Polls devices into a snapshot of judged readings (``tag → Reading``) and the knowledge store.
 
-    ``on_polled(device)`` is awaited after each poll's readings are in the snapshot and before they are stored: the
-    control loop cycles there, in the poller's own task, so a reading is acted on without waiting for a task switch.
+    ``on_polled(device)`` is called after each poll's readings are in the snapshot and before they are stored. It is
+    a plain call, not awaited: the control loop wakes its cycle task there, and a cycle that waits for a write to a
+    dead device can never hold up this device's next poll.
     """
 
     def __init__(
@@ -86,7 +96,7 @@ class Monitor:
         clock: Clock,
         validation: ValidationSettings,
         stale_after_s: Mapping[str, float] | None = None,
-        on_polled: Callable[[str], Awaitable[None]] | None = None,
+        on_polled: Callable[[str], None] | None = None,
     ) -> None:
         self._devices = dict(devices)
         self._store = store
@@ -94,6 +104,8 @@ class Monitor:
         self._on_polled = on_polled
         self.snapshot: dict[str, Reading] = {}
         self.devices = {name: DeviceState(name) for name in self._devices}
+        self.schedulers: dict[str, PollScheduler] = {}  # the running pollers (run_device), with their poll record
+        self._store_wait_s: dict[str, float] = {}
         self._device_of = {t.name: name for name, d in self._devices.items() for t in d.tags}
         stale = stale_after_s or {}
         self._stale_of = {tag: stale.get(dev, 3.0) for tag, dev in self._device_of.items()}
@@ -115,13 +127,14 @@ class Monitor:
             readings = []
         return await self.accept(name, readings)
 
-    async def accept(self, name: str, readings: list[Reading]) -> list[Reading]:
-        """One poll's readings (the poll scheduler's sink): judge and keep them, let the loop act, then store them."""
+    async def accept(self, name: str, readings: list[Reading], *, store_wait_s: float | None = None) -> list[Reading]:
+        """One poll's readings: judge and keep them, tell the loop, then store them, waiting at most ``store_wait_s``
+        for room in the store's queue (``None``: as long as it takes)."""
         readings = self.ingest(name, readings, self._clock.now())
         if self._on_polled is not None:
-            await self._on_polled(name)  # act on what was just seen before anything else (sense-to-actuate)
+            self._on_polled(name)  # the loop acts on what was just seen before it is stored (sense-to-actuate)
         if readings:
-            await self._store.record_readings(name, readings)
+            await self._store.record_readings(name, readings, timeout_s=store_wait_s)
         return readings
 
     def ingest(self, name: str, readings: list[Reading], now: float) -> list[Reading]:
@@ -191,10 +204,13 @@ class Monitor:
 
     async def run_device(self, name: str, interval_s: float, stop: asyncio.Event) -> None:
         """Poll ``name`` every ``interval_s`` on the clock until ``stop``, through the drivers' poll scheduler: fixed
-        slots, overruns skip (and count) slots instead of bunching, a failing poll never ends the polling."""
+        slots, overruns skip (and count) slots instead of bunching, a failing poll never ends the polling. The
+        scheduler stays in ``schedulers[name]`` with its record of poll start times."""
         scheduler = PollScheduler(
             device=self._devices[name], interval_s=interval_s, clock=self._clock, sink=self._deliver
         )
+        self._store_wait_s[name] = interval_s * _STORE_WAIT_FRACTION
+        self.schedulers[name] = scheduler
         task = asyncio.create_task(scheduler.run(), name=scheduler.task_name)
         try:
             await stop.wait()
@@ -204,7 +220,7 @@ class Monitor:
                 await task
 
     async def _deliver(self, name: str, readings: list[Reading]) -> None:
-        await self.accept(name, readings)
+        await self.accept(name, readings, store_wait_s=self._store_wait_s.get(name))
 
     def polled_once(self, name: str) -> bool:
         """Whether ``name`` has been polled at least once (answered or not)."""
