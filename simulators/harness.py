@@ -11,6 +11,7 @@
         await sim.advance(3600)                                        # one simulated hour, servers updated
         ...poll over TCP; compare with sim.state().tank_level_m...
         fid = await sim.inject({"kind": "burst", "flow_lps": 8})     # or a spec from simulators.faults
+        await sim.stop_opcua(); ...; await sim.start_opcua()         # an OPC UA server restart, on the same port
         await sim.inject({"kind": "modbus_exception", "code": 2, "table": "input_register", "start": 0, "end": 9})
         await sim.clear(fid)
         print(sim.scorecard().format())
@@ -439,8 +440,21 @@ class PlantSimulator:
 
     async def _opcua_up(self) -> None:
         if self.opcua is not None and not self.sim.restarting("opcua_restart"):
-            await self.opcua.come_up()
-            await self._publish(force=True)
+            await self.start_opcua()
+
+    async def stop_opcua(self) -> None:
+        """The OPC UA server goes down as in a restart: the listener closes, every connection and session is dropped,
+        until ``start_opcua``. (The ``opcua_restart`` fault does the same on the simulated clock.)"""
+        if self.opcua is None:
+            raise RuntimeError("the OPC UA server is not enabled")
+        await self.opcua.go_down()
+
+    async def start_opcua(self) -> None:
+        """The OPC UA server back on the same endpoint, serving the plant as it is now."""
+        if self.opcua is None:
+            raise RuntimeError("the OPC UA server is not enabled")
+        await self.opcua.come_up()
+        await self._publish(force=True)
 
     async def _apply_status_faults(self) -> None:
         if self.opcua is None:

@@ -193,8 +193,16 @@ class OpcUaDeviceSettings(_DeviceCommon):
     timeout_s: PositiveSeconds = 1.0
     read_mode: Literal["poll", "subscribe"] = "poll"
     publishing_interval_s: PositiveSeconds = Field(default=0.5, description="Subscription publishing interval.")
-    reconnect_min_s: PositiveSeconds = 0.5
-    reconnect_max_s: PositiveSeconds = 30.0
+    reconnect_min_s: PositiveSeconds = Field(
+        default=0.2, description="First wait after a failed reconnect (the first attempt after a loss is at once)."
+    )
+    reconnect_max_s: PositiveSeconds = Field(
+        default=2.0,
+        description=(
+            "Longest wait between reconnect attempts (the back-off doubles up to it, with jitter): a server back "
+            "from a restart is found within it. Lower means more connection attempts while a server is down."
+        ),
+    )
     max_nodes_per_read: int = Field(
         default=0, ge=0, description="Nodes per Read service call; 0 = as many as the server's limit allows."
     )
@@ -211,6 +219,14 @@ class OpcUaDeviceSettings(_DeviceCommon):
     )
     security: OpcUaSecurity = Field(default_factory=OpcUaSecurity)
     tags: list[OpcUaTagSettings] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _backoff_ordered(self) -> OpcUaDeviceSettings:
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError(
+                f"reconnect_min_s {self.reconnect_min_s} must not exceed reconnect_max_s {self.reconnect_max_s}"
+            )
+        return self
 
     @property
     def clock_skew_limits_s(self) -> tuple[float, float]:

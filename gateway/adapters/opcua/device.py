@@ -1,8 +1,9 @@
 """The OPC UA adapter: a ``FieldDevice`` over asyncua, read by batched Read calls or by a subscription.
 
 One supervisor task per device (``opcua[<device>]``) owns the connection: it connects, and after a loss (the server
-restarted, the network went away, reads keep failing) it throws the whole asyncua client away and connects a new one
-with jittered exponential backoff between ``reconnect_min_s`` and ``reconnect_max_s``, re-creating the subscription.
+restarted, the network went away, reads keep failing) it throws the whole asyncua client away and connects a new one:
+at once, then with jittered exponential backoff from ``reconnect_min_s`` capped at ``reconnect_max_s`` (the cap
+bounds how long a server that is back goes unnoticed), re-creating the subscription.
 A fresh client per connection means no state of the dead one leaks into the next, and closing it ends every task
 asyncua started for it. asyncua's own auto-reconnect is not used: its backoff has no jitter and ignores the
 configuration.
@@ -351,17 +352,31 @@ class OpcUaDevice:
     # -- the connection --------------------------------------------------------------------------------------------
 
     async def _supervise(self) -> None:
-        delay = self._settings.reconnect_min_s
+        """Keep a session: connect, wait for its loss, close it, connect again. Each session is a fresh client, so
+        a subscription (or the batched reads' plan) is built anew with it and the old one's tasks end with it."""
         while True:
             if self._session is None:
-                if not await self._connect_once():
-                    await self._clock.sleep(delay * (0.5 + self._rng.random()))
-                    delay = min(delay * 2, self._settings.reconnect_max_s)
-                    continue
-                delay = self._settings.reconnect_min_s
+                await self._reconnect()
             await self._lost.wait()
             log.debug("opcua.connection_lost", device=self.name)
             await self._close_session()
+
+    async def _reconnect(self) -> None:
+        """Try at once (a server that only dropped the connection is back straight away), then after each failure
+        wait ``backoff_s(attempt)``: a bounded back-off, so that a server back from a restart is found within
+        ``reconnect_max_s`` (plus a connect) however long it was away."""
+        attempt = 0
+        while not await self._connect_once():
+            await self._clock.sleep(self.backoff_s(attempt))
+            attempt += 1
+
+    def backoff_s(self, attempt: int) -> float:
+        """The wait after failed attempt ``attempt`` (0-based): ``reconnect_min_s`` doubled per attempt up to
+        ``reconnect_max_s``, times a jitter of 0.5-1.0 (so the cap is the longest wait, and gateways that lost the
+        same server do not come back in step)."""
+        s = self._settings
+        ceiling = min(s.reconnect_max_s, s.reconnect_min_s * 2.0 ** min(attempt, 32))
+        return ceiling * (0.5 + 0.5 * self._rng.random())
 
     async def _connect_once(self) -> bool:
         # Cleared before connecting, not after: a loss reported while the session is being set up must not be lost
