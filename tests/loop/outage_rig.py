@@ -26,6 +26,7 @@ from simulators.harness import PlantSimulator
 PLC, RTU = "pump-plc", "tank-rtu"
 #: The booster station configuration polls both devices every 0.5 s (``booster_station_config``).
 POLL_INTERVAL_S = 0.5
+WRITE_CONFIRM_S = 10.0
 
 
 @dataclass
@@ -102,6 +103,12 @@ async def outage_rig(tmp: Path, *, seed: int = 3) -> AsyncIterator[Rig]:
             modbus_port=plc.port,
             opcua_endpoint=f"opc.tcp://127.0.0.1:{rtu.port}{sim.opcua.path}",
         )
+        # A long read-back deadline for the PLC's writes: were a poll ever to wait for a write to the dead PLC
+        # again, the other device's gap would be this long, far beyond anything a loaded machine adds.
+        text = cfg.read_text().replace(
+            "timeout_s = 0.3\n", f"timeout_s = 0.3\nwrite_confirm_timeout_s = {WRITE_CONFIRM_S}\n", 1
+        )
+        cfg.write_text(text)
         stop = asyncio.Event()
         started: asyncio.Future[Gateway] = asyncio.get_running_loop().create_future()
         task = asyncio.create_task(
