@@ -1,8 +1,9 @@
 """A circuit breaker for coroutines, on the injected clock.
 
-pybreaker's ``@breaker`` decorator never trips on an ``async def`` (it sees a coroutine object returned, not the
-failure), so the gateway keeps its own: a few lines of state, driven explicitly by the caller. It counts failed
-*operations* (a poll, a write), not requests, and sits outside the retries.
+Our own, not pybreaker's (``docs/drivers.md``, "Breaker and retry"): pybreaker times its reset against
+``datetime.now()`` inside the library, books an excluded error or a cancelled trial as a success, and lets every
+caller through in half-open. This one is a few lines of state on the injected clock, driven explicitly by the caller.
+It counts failed *operations* (a poll, a write), not requests, and sits outside the retries.
 
 closed --fail_max failures in a row--> open --reset_timeout_s--> half-open --trial succeeds--> closed
                                         ^                            |

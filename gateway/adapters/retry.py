@@ -1,4 +1,9 @@
-"""Retries of transient failures only, capped by attempts and by total time, with jittered exponential backoff."""
+"""Retries of transient failures only, capped by attempts and by total time, with jittered exponential backoff.
+
+A loop of our own rather than tenacity's ``AsyncRetrying`` (``docs/drivers.md``, "Breaker and retry"): the time cap
+(on the injected clock, one attempt ahead) and the jitter (from the adapter's seeded ``rng``) would be custom
+callables there too, and tenacity's machinery costs tens of microseconds on every request that succeeds at once.
+"""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
-"""The circuit breaker and the retry loop on an injected clock; and why pybreaker's decorator is not used."""
+"""The circuit breaker and the retry loop on an injected clock (why ours: docs/drivers.md, "Breaker and retry")."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import random
 
-import pybreaker
 import pytest
 
 from gateway.adapters.breaker import BreakerState, CircuitBreaker
@@ -81,18 +81,22 @@ async def test_answers_that_are_refusals_and_cancellations_do_not_count() -> Non
     assert (b.state, b.failures) == (BreakerState.CLOSED, 0)
 
 
-async def test_pybreaker_as_a_decorator_never_trips_on_a_coroutine() -> None:
-    """Why the gateway has its own breaker: the decorator sees a coroutine object returned, never the failure."""
-    pb = pybreaker.CircuitBreaker(fail_max=1, reset_timeout=60)
-
-    @pb
-    async def failing() -> None:
-        raise DeviceUnavailable("plc", "no answer")
-
+async def test_a_cancelled_trial_leaves_the_breaker_half_open_for_the_next_one() -> None:
+    """Where pybreaker books a cancelled (excluded) trial as a success and closes: nothing was learnt."""
+    clock = FastClock()
+    b = breaker(clock)
     for _ in range(3):
-        with pytest.raises(DeviceUnavailable):
-            await failing()
-    assert pb.current_state == "closed"
+        b.record_failure()
+    clock.advance(10.0)
+
+    async def cancelled() -> None:
+        raise asyncio.CancelledError
+
+    with pytest.raises(asyncio.CancelledError):
+        await guarded(b, cancelled)
+    assert (b.state, b.failures) == (BreakerState.HALF_OPEN, 3)
+    assert await guarded(b, up) == "ok"  # the next trial is let through
+    assert b.state is BreakerState.CLOSED
 
 
 async def test_retries_only_transient_errors_within_attempts() -> None:
