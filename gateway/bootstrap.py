@@ -2,15 +2,22 @@
 
 Order of start (and the reverse on stop, through one ``AsyncExitStack``):
 
-1. the knowledge store (SQLite) — the configuration version is recorded;
-2. the field devices (Modbus, OPC UA) — a device that does not answer does not stop the start: it is polled and
+1. the knowledge store (SQLite) — its lock first: a second gateway on the same database stops here, before it has
+   touched anything; then the configuration version is recorded;
+2. the metrics and health listener — bound before any connection, so that a port in use also stops the start
+   before a device or the broker (whose session a second gateway would take over) has been touched;
+3. the field devices (Modbus, OPC UA) — a device that does not answer does not stop the start: it is polled and
    picked up when it comes back;
-3. the control loop (Monitor/Analyze/Plan/Execute) and the uplink (MQTT), which hands remote requests to the loop;
-4. the metrics and health listener.
+4. the control loop (Monitor/Analyze/Plan/Execute) and the uplink (MQTT), which hands remote requests to the loop.
 
-Readiness (``READY=1`` to systemd, ``/readyz``) is reported once every device has been polled at least once and the
-store commits; the systemd watchdog is pinged only from the control loop's own progress, and only while every
-supervised task is up.
+Readiness (``READY=1`` to systemd, ``/readyz``) is reported once every device gives usable readings
+(``gateway.readiness``: connected, breaker not open, not all readings bad, not stale) and the store commits;
+``/readyz`` keeps telling the truth afterwards, naming each part that is not ready and why. The systemd watchdog is
+pinged only from the control loop's own progress, and only while every supervised task is up.
+
+A stop keeps to ``STOP_BUDGET_S`` from the request to the end of ``run_gateway``: the store's drain gets a share of
+it, the uplink's goodbye what the later steps do not need, and the store's close the end of it; rows the store could
+not commit by then are counted for the next start (``gateway.adapters.sqlite.unstored``).
 
 Every long-running task is supervised (``gateway.supervision``, activated here before anything is built): a task
 that ends unexpectedly turns ``/healthz`` 503, holds the watchdog back, is logged and recorded as a ``task_failed``
@@ -38,6 +45,7 @@ from gateway.adapters.sqlite.last_words import record_event_directly
 from gateway.adapters.systemd import Notifier, Watchdog
 from gateway.clock import SystemClock
 from gateway.config import LoadedConfig
+from gateway.config.observability import MetricsSettings
 from gateway.config.store import StoreSettings
 from gateway.domain.errors import StoreError
 from gateway.domain.messages import NewMessage
@@ -45,12 +53,41 @@ from gateway.domain.ports import Clock, FieldDevice
 from gateway.logging import get_logger
 from gateway.mapek.loop import ControlLoop
 from gateway.metrics import REGISTRY
+from gateway.readiness import DeviceReadiness, judge_device
 from gateway.supervision import EXIT_TASK_FAILED, Policy, Supervisor, spawn
 
 log = get_logger("gateway.bootstrap")
 
-#: How long a stop may take to drain (flush the store, say goodbye to the broker) before tasks are cancelled.
-DRAIN_TIMEOUT_S = 15.0
+#: The stop budget (docs/store.md): from the stop request to the end of ``run_gateway``, whatever the disk and the
+#: broker do. systemd's ``TimeoutStopSec`` (systemd/gateway.service) is three times as long.
+STOP_BUDGET_S = 10.0
+#: The store's drain (commit what is queued) may take this much of the budget, and never eat into ``_AFTER_DRAIN_S``.
+STORE_DRAIN_S = 4.0
+#: The end of the budget, kept for closing the store (the last step): a last try to commit, then what is left counted.
+STORE_CLOSE_S = 2.0
+#: Kept after the drain for the uplink's goodbye, the devices' close (each bounded by its own deadline) and the store.
+_AFTER_DRAIN_S = 6.0
+#: ``gateway run`` cancels whatever still runs ``DRAIN_TIMEOUT_S + 5`` s after the signal: a last resort, past the
+#: budget and well inside ``TimeoutStopSec``.
+DRAIN_TIMEOUT_S = STOP_BUDGET_S
+
+
+@dataclass
+class StopBudget:
+    """The stop budget's clock (real time, as systemd's): started when the gateway begins to stop."""
+
+    total_s: float = STOP_BUDGET_S
+    started: float | None = None
+
+    def start(self) -> None:
+        if self.started is None:
+            self.started = time.monotonic()
+
+    def left(self, *, keep_s: float = 0.0) -> float:
+        """What is left of the budget once ``keep_s`` is kept for the steps after this one (at least 0.1 s: every
+        step gets its try)."""
+        elapsed = 0.0 if self.started is None else time.monotonic() - self.started
+        return max(0.1, self.total_s - elapsed - keep_s)
 
 
 @dataclass
@@ -67,6 +104,7 @@ class Gateway:
     http: HealthServer | None = None
     started_at: float = field(default_factory=time.time)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    stop_budget: StopBudget = field(default_factory=StopBudget)
 
     def healthz(self) -> HealthStatus:
         """Alive: the process runs, every supervised task is up, and the control loop cycles (or, with the loop
@@ -92,21 +130,34 @@ class Gateway:
         return True
 
     def readyz(self) -> HealthStatus:
-        """Ready: every device answers and the store commits."""
+        """Ready: every device gives usable readings (``gateway.readiness``) and the store commits. ``not_ready``
+        names each part that is not, with the reason."""
         checks: dict[str, Any] = {}
-        ok = True
-        for name, dev in self.devices.items():
-            h = dev.health
-            checks[name] = {"connected": h.connected, "state": h.state, "last_error": h.last_error or None}
-            ok &= h.ready
+        not_ready: dict[str, str] = {}
+        for name in self.devices:
+            device = self.device_readiness(name)
+            checks[name] = device.as_check()
+            if not device.ready:
+                not_ready[name] = device.reason
         store = self.store.health()
         checks["store"] = {"healthy": store.healthy, "reason": store.reason or None, "queued_rows": store.queued_rows}
-        ok &= store.healthy
+        if not store.healthy:
+            not_ready["store"] = store.reason or "not committing"
         if self.uplink is not None:
             checks["uplink"] = {"connected": self.uplink.connected.is_set()}  # informative: the cloud is optional
         loop = self.loop.health()
         checks["loop"] = {"in_control": loop.in_control, "failsafe_reason": loop.failsafe_reason or None}
-        return HealthStatus(ok, checks)
+        if not_ready:
+            checks["not_ready"] = not_ready
+        return HealthStatus(not not_ready, checks)
+
+    def device_readiness(self, name: str) -> DeviceReadiness:
+        """Whether ``name`` gives usable readings now, and if not, why."""
+        device, monitor = self.devices[name], self.loop.monitor
+        stale = next((d.stale_limit_s for d in self.loaded.settings.devices if d.name == name), 3.0)
+        last = [r for t in device.tags if (r := monitor.snapshot.get(t.name)) is not None]
+        state = monitor.devices.get(name)
+        return judge_device(device.health, state, now=self.clock.now(), stale_after_s=stale, last_readings=last)
 
 
 async def run_gateway(
@@ -166,6 +217,7 @@ async def _supervise(
 ) -> None:
     """``halt`` once ``stop`` is set, or once a FAIL task ended (its event recorded, systemd told, ``on_failure``)."""
     failed = await gw.supervisor.watch(stop)
+    gw.stop_budget.start()
     if failed:
         notifier.status(f"stopping: task failed: {', '.join(t.name for t in failed)}")
         if on_failure is not None:
@@ -177,13 +229,18 @@ async def _build(
     loaded: LoadedConfig, stack: AsyncExitStack, *, clock: Clock, notifier: Notifier, supervisor: Supervisor
 ) -> Gateway:
     settings = loaded.settings
-    store = await stack.enter_async_context(
-        SqliteKnowledgeStore(
-            settings=settings.store, clock=clock, batching=settings.mqtt.batching, uplink_enabled=settings.mqtt.enabled
-        )
+    budget = StopBudget()
+    store = SqliteKnowledgeStore(
+        settings=settings.store, clock=clock, batching=settings.mqtt.batching, uplink_enabled=settings.mqtt.enabled
     )
+    await store.__aenter__()  # takes the store's lock: a second gateway on this database stops here
+    stack.push_async_callback(_close_store, store, budget)
     supervisor.record_events_with(functools.partial(_record_event, store, supervisor, settings.store, clock))
     await store.record_config(loaded.config_hash, loaded.path.read_text(encoding="utf-8"), at=clock.now())
+    probes = _Probes()
+    http = None
+    if settings.metrics.enabled:
+        http = await stack.enter_async_context(_health_server(settings.metrics, probes))
     devices: dict[str, FieldDevice] = {}
     for device in build_devices(settings, clock=clock):
         devices[device.name] = await stack.enter_async_context(device)
@@ -197,25 +254,25 @@ async def _build(
         stale_after_s={d.name: d.stale_limit_s for d in settings.devices if d.enabled},
         on_progress=lambda _: watchdog.loop_progressed(time.monotonic()),
     )
-    gw = Gateway(loaded=loaded, clock=clock, store=store, devices=devices, loop=loop, supervisor=supervisor)
+    gw = Gateway(
+        loaded=loaded,
+        clock=clock,
+        store=store,
+        devices=devices,
+        loop=loop,
+        supervisor=supervisor,
+        http=http,
+        stop_budget=budget,
+    )
+    probes.gateway = gw
     if settings.mqtt.enabled:
         from gateway.adapters.mqtt import build_uplink
 
         uplink = build_uplink(
             settings, outbox=store, request_log=store, handler=loop, clock=clock, config_hash=loaded.config_hash
         )
-        gw.uplink = await stack.enter_async_context(uplink)
-    if settings.metrics.enabled:
-        gw.http = await stack.enter_async_context(
-            HealthServer(
-                host=settings.metrics.host,
-                port=settings.metrics.port,
-                registry=REGISTRY,
-                healthz=gw.healthz,
-                readyz=gw.readyz,
-            )
-        )
-    stack.push_async_callback(_drain_store, store)
+        gw.uplink = await _enter_within_budget(stack, uplink, budget, keep_s=STORE_CLOSE_S + 2.5)
+    stack.push_async_callback(_drain_store, store, budget)
     # Everything long-lived exists now: keep it out of the cyclic collector's full passes, which otherwise stall
     # polls for 70-90 ms at high tag counts (measured in bench/poll.py and bench/loop_latency.py).
     gc.freeze()
@@ -252,21 +309,13 @@ async def _announce_ready(gw: Gateway, notifier: Notifier, stop: asyncio.Event) 
             notifier.ready(f"{len(gw.devices)} devices up, store healthy")
             log.info("gateway.ready", devices=sorted(gw.devices))
             return
-        missing = ", ".join(k for k, v in status.checks.items() if isinstance(v, dict) and _not_ok(k, v))
+        missing = ", ".join(f"{k} ({why})" for k, why in status.checks.get("not_ready", {}).items())
         if missing != said:
             notifier.status(f"waiting for: {missing}")
             said = missing
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(0.5):
                 await stop.wait()
-
-
-def _not_ok(name: str, check: dict[str, Any]) -> bool:
-    if name == "store":
-        return not check.get("healthy", False)
-    if name in ("uplink", "loop"):
-        return False
-    return not check.get("connected", False)
 
 
 async def _record_event(
@@ -282,7 +331,59 @@ async def _record_event(
         await record_event_directly(settings.path, message, at=clock.now(), busy_timeout_s=settings.busy_timeout_s)
 
 
-async def _drain_store(store: SqliteKnowledgeStore) -> None:
-    with contextlib.suppress(TimeoutError, StoreError):  # StoreError: the writer failed, and said so
-        async with asyncio.timeout(DRAIN_TIMEOUT_S):
-            await store.flush()
+async def _drain_store(store: SqliteKnowledgeStore, budget: StopBudget) -> None:
+    """Commit what is queued, within the drain's share of the stop budget; then nobody waits any more for a store
+    that cannot write (the uplink's last acknowledgements): what is still queued is counted when it closes."""
+    try:
+        with contextlib.suppress(TimeoutError, StoreError):  # StoreError: the writer failed, and said so
+            async with asyncio.timeout(min(STORE_DRAIN_S, budget.left(keep_s=_AFTER_DRAIN_S))):
+                await store.flush()
+    finally:
+        store.stop_waiting()
+
+
+async def _close_store(store: SqliteKnowledgeStore, budget: StopBudget) -> None:
+    await store.close(timeout_s=min(STORE_CLOSE_S, budget.left(keep_s=0.5)))
+
+
+async def _enter_within_budget(stack: AsyncExitStack, cm: Any, budget: StopBudget, *, keep_s: float) -> Any:
+    """Enter ``cm``; on stop, give its exit what is left of the budget once ``keep_s`` is kept for the later steps."""
+    entered = await cm.__aenter__()
+    stack.push_async_callback(_exit_within_budget, cm, budget, keep_s)
+    return entered
+
+
+async def _exit_within_budget(cm: Any, budget: StopBudget, keep_s: float) -> None:
+    limit = budget.left(keep_s=keep_s)
+    try:
+        async with asyncio.timeout(limit):
+            await cm.__aexit__(None, None, None)
+    except TimeoutError:
+        log.warning("gateway.stop_step_cut_short", step=type(cm).__name__, limit_s=round(limit, 1))
+
+
+def _health_server(metrics: MetricsSettings, probes: _Probes) -> HealthServer:
+    return HealthServer(
+        host=metrics.host,
+        port=metrics.port,
+        registry=REGISTRY,
+        healthz=probes.healthz,
+        readyz=probes.readyz,
+    )
+
+
+class _Probes:
+    """``/healthz`` and ``/readyz`` of a listener bound before the gateway is built (a port in use must stop the start
+    before any device or the broker is touched): 503 ``starting`` until the gateway exists."""
+
+    def __init__(self) -> None:
+        self.gateway: Gateway | None = None
+
+    def healthz(self) -> HealthStatus:
+        return self.gateway.healthz() if self.gateway is not None else _STARTING
+
+    def readyz(self) -> HealthStatus:
+        return self.gateway.readyz() if self.gateway is not None else _STARTING
+
+
+_STARTING = HealthStatus(False, {"starting": "the gateway is being built"})

@@ -16,6 +16,7 @@ from typing import Any, Self
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from gateway.adapters.tasks import cancel_and_wait
+from gateway.domain.errors import GatewayError
 from gateway.logging import get_logger
 from gateway.supervision import Policy, spawn
 
@@ -23,6 +24,10 @@ log = get_logger("gateway.http")
 
 _MAX_REQUEST_BYTES = 8192
 _REQUEST_TIMEOUT_S = 5.0
+
+
+class ListenerUnavailable(GatewayError):
+    """The metrics and health listener cannot bind its address (the port is in use, or not ours to take)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +84,13 @@ class HealthServer:
             self._server = None
 
     async def _listen(self) -> None:
-        self._server = await asyncio.start_server(self._handle, self._host, self._port, limit=_MAX_REQUEST_BYTES)
+        try:
+            self._server = await asyncio.start_server(self._handle, self._host, self._port, limit=_MAX_REQUEST_BYTES)
+        except OSError as exc:  # most often: the port is taken, by another gateway or anything else
+            raise ListenerUnavailable(
+                f"metrics listener: cannot listen on {self._host}:{self._port}: {exc.strerror or exc} "
+                "(another gateway running? see metrics.port)"
+            ) from exc
         self._port = self.port  # opened again after a failure, it takes the same port (also when configured as 0)
         log.info("http.listening", host=self._host, port=self._port, paths=sorted(self._routes))
 

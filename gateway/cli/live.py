@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from gateway.cli.status import device_line
 from gateway.domain.model import Quality, Reading
 
 _BAR = 24
@@ -49,11 +50,14 @@ async def render_view(gw: Any, *, compact: bool = False) -> str:
     when = dt.datetime.fromtimestamp(now, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
     tank, cw = get(settings.tank.level_tag), get(settings.clearwell.level_tag)
     running = [p.name for p in settings.pumps if (r := get(p.running_tag)) is not None and r.value is True]
+    devices = _device_checks(gw)
     if compact:
+        not_ready = [name for name, d in devices.items() if not d["ready"]]
         return (
             f"{when} tank {_fmt(tank, 'm')} clearwell {_fmt(cw, 'm')} running {','.join(running) or 'none'} "
             f"control {'gateway' if status['in_control'] else 'PLC'} symptoms {len(status['open_symptoms'])} "
-            f"decisions {len(status['decisions'])} uplink {uplink}"
+            f"decisions {len(status['decisions'])} "
+            f"devices {'NOT READY ' + ','.join(not_ready) if not_ready else 'ready'} uplink {uplink}"
         )
     lines = [
         f"BS-01 booster station  {when} UTC  tariff {band.name or band.start_hour} {band.price_per_kwh:.2f}/kWh",
@@ -76,6 +80,7 @@ async def render_view(gw: Any, *, compact: bool = False) -> str:
             "auto/remote" if auto is not None and auto.value is True else "not in auto/remote"
         )
         lines.append(f"{p.name}  {state}  {_fmt(power, 'kW', 1):>10}  {_fmt(hours, 'h', 1):>10}  {flags}")
+    lines += ["", "devices:", *(device_line(name, check) for name, check in devices.items())]
     lines += ["", "symptoms:"]
     lines += [f"  {key}: {detail}" for key, detail in sorted(status["open_symptoms"].items())] or ["  none"]
     lines += ["", "last decisions:"]
@@ -86,6 +91,11 @@ async def render_view(gw: Any, *, compact: bool = False) -> str:
         lines.append("  none yet")
     lines += ["", f"uplink: {uplink}"]
     return "\n".join(lines)
+
+
+def _device_checks(gw: Any) -> dict[str, dict[str, Any]]:
+    """Each device's readiness as ``/readyz`` reports it: ready, or why not."""
+    return {name: gw.device_readiness(name).as_check() for name in gw.devices}
 
 
 def _uplink_text(gw: Any, stats: Any) -> str:

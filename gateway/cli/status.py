@@ -2,8 +2,9 @@
 
 Prints the last value and quality of each tag, open symptoms, the last decisions with their reasons and commands,
 the outbox backlog (pending messages, age of the oldest, messages dropped so far) and the last ``task_failed``
-events; then, from the running gateway's ``/healthz`` (when its metrics listener is enabled), the state of every
-supervised task.
+events; then, from the running gateway (when its metrics listener is enabled), whether each device gives usable
+readings (``/readyz``: not connected, breaker open, all readings bad, stale — with the reason) and the state of every
+supervised task (``/healthz``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 import time
 from contextlib import closing
 from datetime import UTC, datetime
+from typing import Any
 
 from gateway.cli.common import add_config_option, load_or_report
 from gateway.config.observability import MetricsSettings
@@ -37,7 +39,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="print latest values, open symptoms, recent decisions and the outbox backlog from the database",
         description="Read the knowledge store (read-only; safe while the gateway runs) and print the last value "
         "and quality of each tag, open symptoms, the last decisions with their reasons, the outbox backlog and the "
-        "last task failures; then the supervised tasks of the running gateway, from its /healthz. "
+        "last task failures; then, from the running gateway, whether each device gives usable readings (its "
+        "/readyz, with the reason when not) and its supervised tasks (its /healthz). "
         "Never creates the database.",
     )
     add_config_option(p)
@@ -58,7 +61,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     print()
-    print("\n".join(_live_tasks(loaded.settings.metrics)))
+    print("\n".join(_live(loaded.settings.metrics)))
     return 0
 
 
@@ -66,6 +69,26 @@ def render_status(conn: sqlite3.Connection, *, now: float, decisions: int = 10) 
     """The status report as text."""
     sections = [_tags(conn, now), _symptoms(conn, now), _decisions(conn, decisions), _outbox(conn, now)]
     return "\n\n".join("\n".join(lines) for lines in [*sections, _task_failures(conn)])
+
+
+def render_devices(where: str, ready: dict[str, object] | None) -> list[str]:
+    """Each device's readiness as the running gateway's ``/readyz`` reports it (``ready`` None: no answer)."""
+    if ready is None:
+        return [f"devices: no answer from {where} (the gateway is not running, or not there)"]
+    checks = ready.get("checks")
+    checks = checks if isinstance(checks, dict) else {}
+    devices = {k: v for k, v in checks.items() if isinstance(v, dict) and "ready" in v}
+    down = [name for name, d in devices.items() if not d["ready"]]
+    head = f"devices ({len(devices)}, from {where}): " + (f"NOT READY: {', '.join(down)}" if down else "all ready")
+    return [head, *(device_line(name, d) for name, d in devices.items())]
+
+
+def device_line(name: str, check: dict[str, Any]) -> str:
+    """One device of ``/readyz`` (or ``Gateway.readyz``) as a line: ready, or not ready and why."""
+    if check.get("ready"):
+        age = check.get("last_good_age_s")
+        return f"  {name:<16} ready" + (f"      last usable reading {age:.1f} s ago" if age is not None else "")
+    return f"  {name:<16} NOT READY  {check.get('reason') or 'not ready'}"
 
 
 def render_tasks(where: str, health: dict[str, object] | None) -> list[str]:
@@ -151,18 +174,24 @@ def _task_failures(conn: sqlite3.Connection, limit: int = 5) -> list[str]:
     return lines
 
 
-def _live_tasks(metrics: MetricsSettings) -> list[str]:
+def _live(metrics: MetricsSettings) -> list[str]:
     if not metrics.enabled or metrics.port == 0:
-        return ["supervised tasks: see the running gateway's /healthz (its listener is disabled, or on a picked port)"]
+        return [
+            "devices and supervised tasks: see the running gateway's /readyz and /healthz (its listener is disabled, "
+            "or on a picked port)"
+        ]
     host = "127.0.0.1" if metrics.host in ("0.0.0.0", "::", "") else metrics.host  # noqa: S104 - compared, not bound
-    return render_tasks(f"http://{host}:{metrics.port}/healthz", _get_health(host, metrics.port))
+    base = f"http://{host}:{metrics.port}"
+    devices = render_devices(f"{base}/readyz", _get_health(host, metrics.port, "/readyz"))
+    return [*devices, "", *render_tasks(f"{base}/healthz", _get_health(host, metrics.port))]
 
 
-def _get_health(host: str, port: int) -> dict[str, object] | None:
-    """``/healthz`` of the running gateway (200 and 503 both carry the checks); None when nothing answers."""
+def _get_health(host: str, port: int, path: str = "/healthz") -> dict[str, object] | None:
+    """``/healthz`` (or ``/readyz``) of the running gateway (200 and 503 both carry the checks); None when nothing
+    answers."""
     conn = http.client.HTTPConnection(host, port, timeout=_HEALTH_TIMEOUT_S)
     try:
-        conn.request("GET", "/healthz")
+        conn.request("GET", path)
         health = json.loads(conn.getresponse().read())
     except (OSError, http.client.HTTPException, ValueError):
         return None

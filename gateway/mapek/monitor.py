@@ -16,16 +16,17 @@ the disk fails).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from gateway.adapters.polling import PollScheduler
+from gateway.adapters.tasks import cancel_and_wait
 from gateway.config.loop import ValidationSettings
 from gateway.domain.errors import GatewayError
 from gateway.domain.model import Quality, QualityReason, Reading
 from gateway.domain.ports import Clock, FieldDevice, KnowledgeStore
 from gateway.logging import get_logger
+from gateway.supervision import TaskEnded
 
 log = get_logger("gateway.mapek.monitor")
 
@@ -211,13 +212,16 @@ class Monitor:
         )
         self._store_wait_s[name] = interval_s * _STORE_WAIT_FRACTION
         self.schedulers[name] = scheduler
-        task = asyncio.create_task(scheduler.run(), name=scheduler.task_name)
+        poller = asyncio.create_task(scheduler.run(), name=scheduler.task_name)
+        stopped = asyncio.create_task(stop.wait(), name=f"{scheduler.task_name}.stop")
         try:
-            await stop.wait()
+            # The poller never ends by itself: if it does, this task ends with it, and its supervisor sees why.
+            await asyncio.wait({poller, stopped}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            stopped.cancel()
+            await cancel_and_wait(poller)  # raises what ended the poller, if it ended by itself
+        if not stop.is_set():  # it ended without an error: a cancellation that nobody asked for leaked out of it
+            raise TaskEnded(f"{scheduler.task_name} ended by itself")
 
     async def _deliver(self, name: str, readings: list[Reading]) -> None:
         await self.accept(name, readings, store_wait_s=self._store_wait_s.get(name))

@@ -11,6 +11,9 @@ Durability (``store.durability``):
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import sqlite3
 from pathlib import Path
 from typing import Literal
@@ -20,6 +23,11 @@ from gateway.adapters.sqlite.schema import SCHEMA_VERSION, check_version, migrat
 from gateway.domain.errors import StoreError
 
 Durability = Literal["normal", "full"]
+
+
+class StoreInUse(StoreError):
+    """Another process holds the database's lock: a second gateway on the same store."""
+
 
 _SYNCHRONOUS: dict[str, str] = {"normal": "NORMAL", "full": "FULL"}
 #: After a checkpoint the WAL is truncated to this size, so one burst does not leave a huge file behind.
@@ -74,6 +82,54 @@ def checkpoint(conn: sqlite3.Connection) -> tuple[int, int, int]:
     return int(busy), int(log_pages), int(done)
 
 
+class StoreLock:
+    """One gateway per database: an exclusive ``flock`` on ``<database>.lock``, held while the store is open.
+
+    The kernel releases it when the process ends, however it ends, so a crash never leaves a stale lock. The file
+    holds the owner's pid (for the message a second gateway gives) and is never deleted: deleting a lock file
+    races with a process about to lock it.
+    """
+
+    def __init__(self, db: Path) -> None:
+        self.db = db
+        self.path = Path(f"{db}.lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock, or raise ``StoreInUse`` at once (never waits)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot open the store's lock file: {exc.strerror or exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = _holder(fd)
+            os.close(fd)
+            if not isinstance(exc, BlockingIOError):  # e.g. a file system without locks
+                raise StoreError(f"{self.path}: cannot lock the store: {exc.strerror or exc}") from exc
+            raise StoreInUse(
+                f"{self.db} is in use by another gateway{f' (pid {holder})' if holder else ''}, which holds "
+                f"{self.path}: one gateway per database (stop it, or give this one its own store.path)"
+            ) from exc
+        with contextlib.suppress(OSError):  # the pid is for people; a full disk must not stop the start here
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the only descriptor releases the flock
+            self._fd = None
+
+
+def _holder(fd: int) -> str:
+    with contextlib.suppress(OSError, ValueError):
+        return str(int(os.pread(fd, 32, 0).decode().strip()))
+    return ""
+
+
 def readonly_uri(path: Path) -> str:
     """A ``file:`` URI that opens the database read-only and never creates it."""
     return f"file:{quote(str(path.resolve()))}?mode=ro"
@@ -106,6 +162,8 @@ def open_readonly(path: Path, *, busy_timeout_s: float = 5.0) -> sqlite3.Connect
 __all__ = [
     "SCHEMA_VERSION",
     "Durability",
+    "StoreInUse",
+    "StoreLock",
     "checkpoint",
     "open_checkpointer",
     "open_readonly",

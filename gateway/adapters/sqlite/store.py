@@ -4,6 +4,14 @@ Writes go through one writer (see ``writer``); reads use a separate read-only ai
 run while the writer commits. Retention runs in the background every ``retention.check_interval_s`` of the
 injected clock, in small steps between the writer's batches.
 
+One gateway per database: opening the store takes an exclusive lock on ``<database>.lock`` (``StoreLock``) before
+anything else, so a second gateway on the same file stops at once with ``StoreInUse``, before it has touched the
+database or connected to anything.
+
+Closing is bounded (``close(timeout_s=...)``): rows that could not be committed by then — the disk full or the file
+read-only — are counted in ``<database>.unstored`` and reported by the next start that can write, as a
+``data_dropped`` event (``unstored``).
+
 Typical use, from the composition root::
 
     async with SqliteKnowledgeStore(settings=cfg.store, clock=clock, batching=cfg.mqtt.batching,
@@ -25,7 +33,7 @@ from typing import Self
 import aiosqlite
 
 from gateway.adapters.sqlite import queries
-from gateway.adapters.sqlite.connection import readonly_uri
+from gateway.adapters.sqlite.connection import StoreLock, readonly_uri
 from gateway.adapters.sqlite.ops import (
     AssetOp,
     AuditOp,
@@ -111,6 +119,8 @@ class SqliteKnowledgeStore(KnowledgeStore):
             decisions_days=r.decisions_days,
             sent_outbox_hours=r.sent_outbox_hours,
         )
+        self._lock = StoreLock(settings.path)
+        self._closed = False
         self._reader: aiosqlite.Connection | None = None
         self._retention: asyncio.Task[None] | None = None
         # Ids of audit entries submitted lately: covers the moment between queueing and commit.
@@ -123,13 +133,19 @@ class SqliteKnowledgeStore(KnowledgeStore):
     # -- lifecycle -----------------------------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        await self._writer.start()
+        self._lock.acquire()  # first: a second gateway on this file stops here, having touched nothing
+        try:
+            await self._writer.start()
+        except BaseException:
+            self._lock.release()
+            raise
         try:
             self._reader = await aiosqlite.connect(
                 readonly_uri(self._settings.path), uri=True, timeout=self._settings.busy_timeout_s
             )
         except BaseException:
             await self._writer.stop(timeout_s=CLOSE_TIMEOUT_S)
+            self._lock.release()
             raise
         OUTBOX_DEPTH.set_function(lambda: float(self._writer.state.pending))
         OUTBOX_OLDEST_AGE.set_function(self._oldest_age)
@@ -141,15 +157,34 @@ class SqliteKnowledgeStore(KnowledgeStore):
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._retention is not None:
-            self._retention.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._retention
-        await self._writer.stop(timeout_s=CLOSE_TIMEOUT_S)
-        if self._reader is not None:
-            await self._reader.close()
-            self._reader = None
+        await self.close()
+
+    async def close(self, *, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        """Commit what is queued within ``timeout_s``; what could not be is counted in ``<database>.unstored`` for
+        the next start to report. Then close the connections and release the lock. Closing again does nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._retention is not None:
+                self._retention.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._retention
+                self._retention = None
+            await self._writer.stop(timeout_s=timeout_s)
+        finally:
+            # Also when the stop is cancelled half-way: the reader's thread, left open, would keep the process from
+            # ever exiting (it is not a daemon thread).
+            if self._reader is not None:
+                await self._reader.close()
+                self._reader = None
+            self._lock.release()
         log.info("store.closed", path=self.path)
+
+    def stop_waiting(self) -> None:
+        """The gateway is stopping: from now on, while the store cannot write, nobody waits for a commit (``flush``
+        and ``mark_sent`` raise ``StoreError`` at once); what stays queued is counted when the store closes."""
+        self._writer.stop_waiting()
 
     # -- writes (queued) -----------------------------------------------------------------------------------------
 

@@ -11,6 +11,12 @@ retries with capped, jittered backoff, reopening its connection each time. Meanw
 it is bounded, so producers wait or — with a timeout — drop, and every drop is counted and later reported as a
 ``data_dropped`` event. A batch that fails because of one bad op (a constraint, an unsupported value) is retried op
 by op so that the bad op alone is rejected (logged, counted), never the batch and never in a loop.
+
+Stopping is bounded (``stop(timeout_s=...)``). Once the gateway stops, nobody waits for a store that cannot write
+(``stop_waiting``). What is still queued when the time is up is counted per table in ``<database>.unstored``
+(``unstored``), and the next start reports it as a ``data_dropped`` event (reason ``unstored_at_stop``) with its
+first commit. When the writer task ends — stopped or crashed — every caller still waiting for a commit, a
+configuration version or a maintenance step gets ``StoreError`` instead of waiting forever.
 """
 
 from __future__ import annotations
@@ -27,8 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gateway.adapters.sqlite import unstored
 from gateway.adapters.sqlite.connection import Durability, checkpoint, open_checkpointer, open_writer
-from gateway.adapters.sqlite.ops import ConfigOp, DataOp, EventOp, MaintenanceOp, Op, ReadingsOp
+from gateway.adapters.sqlite.ops import ConfigOp, DataOp, EventOp, MaintenanceOp, MarkSentOp, Op, ReadingsOp
 from gateway.adapters.sqlite.unit_of_work import (
     BatchLimits,
     BatchReport,
@@ -106,12 +113,17 @@ class Writer:
         self._first_queued_at = 0.0
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._stopped = False
         self._health = StoreHealth(healthy=True, since=clock.now())
         self._listeners: list[HealthListener] = []
         self._failures = 0
         self._dropped_rows = 0
         self._unreported: dict[str, int] = collections.defaultdict(int)
         self._unreported_since: float | None = None
+        self._in_flight: list[tuple[int, Op]] = []  # taken from the queue, being committed
+        self._impatient = False  # stopping: nobody waits for a commit while the store cannot write
+        self._carried: dict[str, Any] | None = None  # what the last stop could not store, until reported
+        self._carried_ticket: int | None = None  # the queued data_dropped event that reports it
         self.durations: collections.deque[float] = collections.deque(maxlen=_DURATIONS_KEPT)
 
     # -- lifecycle -----------------------------------------------------------------------------------------------
@@ -119,23 +131,29 @@ class Writer:
     async def start(self) -> None:
         """Open and migrate the database on the writer's thread, then start the writer task."""
         await self._in_thread(self._open)
+        self._carried = _valid_report(await self._in_thread(unstored.take_over, self._cfg.path))
         STORE_HEALTHY.set(1)
         # FAIL: after a crash the queue and the writer's state cannot be trusted; a restarted process reloads both.
         self._task = spawn("store-writer", self._run, policy=Policy.FAIL, stopping=lambda: self._closing)
         self._task.add_done_callback(self._on_task_done)
 
     async def stop(self, *, timeout_s: float) -> None:
-        """Commit what is queued (within ``timeout_s``), then stop the task and close the connection."""
-        self._closing = True
+        """Commit what is queued (within ``timeout_s``), then stop the task and close the connection. What could not
+        be committed is counted in ``<database>.unstored`` (also when this call is cancelled half-way)."""
+        if self._stopped:
+            return
+        self._stopped = self._closing = True
         self._urgent.set()
         self._has_data.set()
-        if self._task is not None:
-            done, _ = await asyncio.wait({self._task}, timeout=timeout_s)
-            if not done:
-                log.error("store.close_timeout", timeout_s=timeout_s, rows_lost=self._queued_rows)
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
+        try:
+            if self._task is not None:
+                done, _ = await asyncio.wait({self._task}, timeout=timeout_s)
+                if not done:
+                    self._task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await self._task
+        finally:
+            self._keep_unstored(timeout_s)
         await self._in_thread(self._close)
         self._executor.shutdown(wait=True)
         self._checkpoint_executor.submit(self._close_checkpointer).result()
@@ -243,6 +261,8 @@ class Writer:
         if self._committed >= ticket:
             return
         self._check_running()
+        if self._impatient and not self._health.healthy:
+            raise StoreError(f"the store cannot write ({self._health.reason}) and the gateway is stopping")
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((ticket, fut))
         self._urgent.set()
@@ -259,6 +279,19 @@ class Writer:
         self._enqueue(MaintenanceOp(fn=fn, result=fut, name=name), urgent=True)
         return await fut
 
+    def stop_waiting(self) -> None:
+        """From now on, while the store cannot write, callers of ``flush``/``wait_committed`` get ``StoreError`` at
+        once instead of waiting for a disk that may never come back (the gateway is stopping)."""
+        self._impatient = True
+        if not self._health.healthy:
+            self._fail_waiters(f"the store cannot write ({self._health.reason}) and the gateway is stopping")
+
+    def _fail_waiters(self, reason: str) -> None:
+        for _, fut in self._waiters:
+            if not fut.done():
+                fut.set_exception(StoreError(reason))
+        self._waiters = []
+
     def _check_accepting(self) -> None:
         """Refuse ops nobody would ever commit, rather than queue them silently."""
         if self._closing:
@@ -270,7 +303,7 @@ class Writer:
             raise StoreError("the store writer is not running")
 
     def _count_drop(self, op: DataOp) -> None:
-        table = "readings" if isinstance(op, ReadingsOp) else type(op).__name__.removesuffix("Op").lower()
+        table = _table_of(op)
         STORE_ROWS_DROPPED.labels(table=table).inc(op.rows)
         self._dropped_rows += op.rows
         if not self._unreported:
@@ -314,12 +347,13 @@ class Writer:
                 await self._has_data.wait()
                 continue
             await self._linger()
-            entries = self._take()
+            entries = self._in_flight = self._take()
             ticket, op = entries[0]
             if isinstance(op, MaintenanceOp):
                 await self._maintain(ticket, op)
             else:
                 await self._commit(entries)
+            self._in_flight = []
             if not self._queue:
                 self._urgent.clear()
 
@@ -407,6 +441,7 @@ class Writer:
         if not self._health.healthy:
             self._set_health(True)
         self._report_drops()
+        self._forget_carried()
         self._start_checkpoint()
 
     def _release(self, entries: list[tuple[int, Op]]) -> None:
@@ -423,20 +458,47 @@ class Writer:
         self._waiters = still
 
     def _report_drops(self) -> None:
-        """Tell upstream (and the file) how many rows could not be queued, once they can be written again."""
+        """Tell upstream (and the file) how many rows could not be queued, once they can be written again; and, at
+        the first commit after a start, what the last stop could not store."""
+        if self._carried is not None and self._carried_ticket is None:
+            c = self._carried
+            self._carried_ticket = self._enqueue(
+                _dropped_event(self._clock.now(), "unstored_at_stop", c["rows"], c.get("since"), c.get("stopped_at"))
+            )
         if not self._unreported:
             return
-        body = event_body(
-            "data_dropped",
-            at=self._clock.now(),
-            severity="warning",
-            reason="store_queue_full",
-            rows=dict(self._unreported),
-            since=self._unreported_since,
-            store_healthy=self._health.healthy,
-        )
-        self._unreported = collections.defaultdict(int)
-        self._enqueue(EventOp(NewMessage(STREAM_EVENTS, MessageKind.EVENT, Priority.EVENT, body)))
+        rows, self._unreported = dict(self._unreported), collections.defaultdict(int)
+        self._enqueue(_dropped_event(self._clock.now(), "store_queue_full", rows, self._unreported_since))
+
+    def _forget_carried(self) -> None:
+        """The last stop's report is committed: blank the sidecar (on the writer's thread, after this commit)."""
+        if self._carried_ticket is not None and self._committed >= self._carried_ticket:
+            self._carried = self._carried_ticket = None
+            self._executor.submit(_clear_quietly, self._cfg.path)
+
+    def _keep_unstored(self, timeout_s: float) -> None:
+        """At the stop: count what is still queued (and what was dropped but not reported yet, and what the last
+        stop left unreported) into the sidecar, for the next start to report."""
+        rows: dict[str, int] = collections.defaultdict(int, self._unreported)
+        pending = dict([*self._in_flight, *self._queue])  # by ticket: a failed batch is back in the queue already
+        for ticket, op in pending.items():
+            if ticket != self._carried_ticket and not isinstance(op, MarkSentOp | MaintenanceOp):
+                rows[_table_of(op)] += op.rows
+        since = self._unreported_since if self._unreported else None
+        if self._carried is not None:
+            for table, n in self._carried["rows"].items():
+                rows[table] += n
+            since = self._carried.get("since") if since is None else since
+        if not rows:
+            return
+        since = since if since is not None else self._health.since
+        report = {"count": sum(rows.values()), "rows": dict(rows), "since": since, "stopped_at": self._clock.now()}
+        try:
+            unstored.save(self._cfg.path, report)
+        except (OSError, ValueError) as exc:  # the last resort: the count, in the log
+            log.error("store.unstored_lost", reason=self._health.reason, error=repr(exc), **report)  # noqa: TRY400
+            return
+        log.error("store.unstored_at_stop", reason=self._health.reason, timeout_s=timeout_s, **report)
 
     async def _failed(self, exc: BaseException) -> None:
         self._failures += 1
@@ -446,6 +508,8 @@ class Writer:
         else:
             self._health = StoreHealth(False, reason, self._health.since)
             log.debug("store.write_failed", reason=reason, attempt=self._failures)
+        if self._impatient:
+            self._fail_waiters(f"the store cannot write ({reason}) and the gateway is stopping")
         delay = min(_RETRY_MAX_S, _RETRY_MIN_S * 2 ** min(self._failures, 16)) * random.uniform(0.5, 1.0)
         if self._closing:
             delay = min(delay, 0.5)
@@ -475,17 +539,51 @@ class Writer:
         return op.fn(self._conn)
 
     def _on_task_done(self, task: asyncio.Task[None]) -> None:
+        """Nobody waits forever on a writer that is gone: commits, configuration versions, maintenance steps."""
         error = None if task.cancelled() else task.exception()
         if error is not None:
             log.error("store.writer_crashed", error=repr(error))
-        for _, fut in self._waiters:
-            if not fut.done():
-                fut.set_exception(StoreError("the store writer stopped"))
-        self._waiters = []
+        self._fail_waiters("the store writer stopped")
+        for _, op in [*self._in_flight, *self._queue]:
+            result = op.result if isinstance(op, MaintenanceOp | ConfigOp) else None
+            if result is not None and not result.done():
+                result.set_exception(StoreError("the store writer stopped"))
 
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, fn, *args)
+
+
+def _table_of(op: DataOp) -> str:
+    return "readings" if isinstance(op, ReadingsOp) else type(op).__name__.removesuffix("Op").lower()
+
+
+def _dropped_event(
+    at: float, reason: str, rows: dict[str, int], since: float | None, stopped_at: float | None = None
+) -> EventOp:
+    """A ``data_dropped`` event for rows that never reached the file (see config/schemas/event.schema.json)."""
+    fields: dict[str, Any] = {"count": sum(rows.values()), "rows": rows, "since": since}
+    if stopped_at is not None:
+        fields["stopped_at"] = stopped_at
+    body = event_body("data_dropped", at=at, severity="warning", reason=reason, **fields)
+    return EventOp(NewMessage(STREAM_EVENTS, MessageKind.EVENT, Priority.EVENT, body))
+
+
+def _valid_report(report: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A sidecar report with counts to report, or None (a blank, damaged or empty one is not reported)."""
+    rows = None if report is None else report.get("rows")
+    if not isinstance(rows, dict) or not rows:
+        return None
+    if not all(isinstance(k, str) and isinstance(v, int) and v > 0 for k, v in rows.items()):
+        return None
+    return report
+
+
+def _clear_quietly(path: Path) -> None:
+    try:
+        unstored.clear(path)
+    except OSError as exc:  # it would be reported twice: say so, it is not worth stopping for
+        log.warning("store.unstored_not_cleared", path=str(path), error=repr(exc))
 
 
 def _deliver_config_results(entries: list[tuple[int, Op]], report: BatchReport) -> None:
