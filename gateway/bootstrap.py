@@ -144,7 +144,7 @@ class Gateway:
         if not store.healthy:
             not_ready["store"] = store.reason or "not committing"
         if self.uplink is not None:
-            checks["uplink"] = {"connected": self.uplink.connected.is_set()}  # informative: the cloud is optional
+            checks["uplink"] = self.uplink.status().as_check()  # informative: the cloud is optional
         loop = self.loop.health()
         checks["loop"] = {"in_control": loop.in_control, "failsafe_reason": loop.failsafe_reason or None}
         if not_ready:
@@ -267,10 +267,20 @@ async def _build(
     probes.gateway = gw
     if settings.mqtt.enabled:
         from gateway.adapters.mqtt import build_uplink
+        from gateway.problems import gateway_problems
 
         uplink = build_uplink(
-            settings, outbox=store, request_log=store, handler=loop, clock=clock, config_hash=loaded.config_hash
+            settings,
+            outbox=store,
+            request_log=store,
+            handler=loop,
+            clock=clock,
+            config_hash=loaded.config_hash,
+            # The health lane: what is wrong goes on the retained state topic directly, never through the store.
+            health=functools.partial(gateway_problems, store=store, devices=devices, loop=loop, supervisor=supervisor),
+            events=functools.partial(_record_event, store, supervisor, settings.store, clock),
         )
+        store.add_health_listener(uplink.health_changed)
         gw.uplink = await _enter_within_budget(stack, uplink, budget, keep_s=STORE_CLOSE_S + 2.5)
     stack.push_async_callback(_drain_store, store, budget)
     # Everything long-lived exists now: keep it out of the cyclic collector's full passes, which otherwise stall

@@ -126,7 +126,28 @@ OUTBOX_OLDEST_AGE = Gauge(
 )
 
 # Uplink
-UPLINK_CONNECTED = Gauge("gateway_uplink_connected", "1 while connected to the MQTT broker.", registry=REGISTRY)
+UPLINK_CONNECTED = Gauge(
+    "gateway_uplink_connected",
+    "1 while connected to the MQTT broker; 0 as soon as the connection is lost or declared dead (nothing heard "
+    "while an answer was owed for ack_timeout_s).",
+    registry=REGISTRY,
+)
+UPLINK_UNACKED_OLDEST = Gauge(
+    "gateway_uplink_unacked_oldest_seconds",
+    "Age of the oldest publish on the current connection still waiting for its PUBACK (0 when none).",
+    registry=REGISTRY,
+)
+UPLINK_DISCONNECTS = Counter(
+    "gateway_uplink_disconnects_total",
+    "MQTT connections ended, by cause: silent, taken_over, dropped, closed_by_broker, keepalive, local.",
+    ["cause"],
+    registry=REGISTRY,
+)
+UPLINK_SESSION_TAKEOVERS = Counter(
+    "gateway_uplink_session_takeovers_total",
+    "Sessions taken over by another client with this gateway's client id (another gateway with the same gateway_id).",
+    registry=REGISTRY,
+)
 MESSAGES_PUBLISHED = Counter(
     "gateway_messages_published_total",
     "Messages acknowledged by the broker, by kind.",

@@ -104,6 +104,13 @@ def _uplink_text(gw: Any, stats: Any) -> str:
         backlog += f", oldest {max(0.0, gw.clock.now() - stats.oldest_created_at):.0f} s"
     if gw.uplink is None:
         return "disabled"
-    if gw.uplink.connected.is_set():
-        return f"connected; {backlog}"
+    status = gw.uplink.status()
+    if status.taken_over:
+        state = "another gateway with the same gateway_id takes the session over: reconnecting once a minute"
+        return f"{'connected, but ' if status.connected else ''}{state} ({backlog})"
+    if status.connected:
+        owed = status.unacked_oldest_s
+        return f"connected; {backlog}" + (f"; oldest PUBACK owed for {owed:.0f} s" if owed >= 2 else "")
+    if status.last_loss_cause == "silent":
+        return f"broker went silent, connection declared dead: reconnecting — buffering ({backlog})"
     return f"broker not answering — buffering ({backlog})"

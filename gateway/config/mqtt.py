@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, model_validator
 from gateway.config.common import ExistingFile, Port, PositiveSeconds, StrictModel, TagRef, read_secret
 
 RemoteRequestKind = Literal["set_mode", "set_setpoint", "rotate_pumps", "ack_alarm"]
+MqttProtocol = Literal["3.1.1", "5"]
 
 
 class TlsSettings(StrictModel):
@@ -127,13 +128,44 @@ class MqttSettings(StrictModel):
     )
     batching: BatchSettings = Field(default_factory=BatchSettings)
     reconnect_min_s: PositiveSeconds = 0.5
-    reconnect_max_s: PositiveSeconds = 30.0
+    reconnect_max_s: PositiveSeconds = Field(
+        default=4.0,
+        description="Cap of the jittered back-off between attempts: a broker that answers again is reached within "
+        "about this long (docs/uplink.md, Reconnecting).",
+    )
+    protocol_version: MqttProtocol = Field(
+        default="3.1.1",
+        description="MQTT version. With 5 the broker names a session taken over by another client (reason 0x8E); "
+        "with 3.1.1 the uplink infers it from connections closed right after they opened.",
+    )
+    ack_timeout_s: PositiveSeconds = Field(
+        default=8.0,
+        description="A PUBACK, SUBACK or PINGRESP owed this long with nothing heard from the broker meanwhile "
+        "declares the connection dead; an idle connection is probed (PINGREQ) every quarter of it.",
+    )
+    takeover_backoff_s: PositiveSeconds = Field(
+        default=60.0,
+        description="Wait before each reconnect while another client with our client id keeps taking the session "
+        "over (at most one attempt per this long).",
+    )
+    takeover_window_s: PositiveSeconds = Field(
+        default=10.0,
+        description="MQTT 3.1.1: a connection the broker closes this soon after it opened counts as a quick "
+        "disconnect; takeover_after of them in a row are taken for a session takeover.",
+    )
+    takeover_after: int = Field(default=3, ge=2, le=100, description="Quick disconnects in a row (MQTT 3.1.1).")
     commands: CommandSettings = Field(default_factory=CommandSettings)
 
     @model_validator(mode="after")
     def _backoff_ordered(self) -> MqttSettings:
         if self.reconnect_min_s > self.reconnect_max_s:
             raise ValueError(f"reconnect_min_s {self.reconnect_min_s} must not exceed reconnect_max_s")
+        return self
+
+    @model_validator(mode="after")
+    def _ack_timeout_bounded(self) -> MqttSettings:
+        if self.ack_timeout_s < 1.0:
+            raise ValueError(f"ack_timeout_s {self.ack_timeout_s} is below 1 s: a busy link would be declared dead")
         return self
 
     def secret(self) -> str | None:

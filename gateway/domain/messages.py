@@ -276,21 +276,101 @@ def state_body(
     config_hash: str,
     at: float | None,
     reason: str = "",
+    health: Mapping[str, Any] | None = None,
 ) -> bytes:
     """The retained ``state`` message: ``online`` on connect; ``offline`` as the last will (``at`` null: the broker
-    sends it, not us) or on a clean shutdown."""
-    return _dumps(
-        {
-            "state": state,
-            "site": site,
-            "gateway": gateway,
-            "version": version,
-            "started_at": started_at,
-            "config_hash": config_hash,
-            "at": at,
-            "reason": reason,
-        }
+    sends it, not us) or on a clean shutdown. ``health`` (``health_item``), when the gateway reports it, rides on
+    ``online`` and is published again, directly, each time it changes."""
+    doc: dict[str, Any] = {
+        "state": state,
+        "site": site,
+        "gateway": gateway,
+        "version": version,
+        "started_at": started_at,
+        "config_hash": config_hash,
+        "at": at,
+        "reason": reason,
+    }
+    if health is not None:
+        doc["health"] = health
+    return _dumps(doc)
+
+
+# Health: what the centre must see at once, on the retained state topic, without waiting on the store -----------
+
+
+class HealthKind(StrEnum):
+    STORE_UNHEALTHY = "store_unhealthy"  # subject "store": the store does not commit (disk full, read-only)
+    DEVICE_LOST = "device_lost"  # subject the device: its last operation failed
+    LOOP_FAILSAFE = "loop_failsafe"  # subject "loop": control handed back to the PLC
+    TASK_FAILED = "task_failed"  # subject the task: failed, or waiting to be restarted
+    SESSION_TAKEN_OVER = "session_taken_over"  # subject the client id: another client holds our MQTT session
+
+
+@dataclass(frozen=True, slots=True)
+class HealthProblem:
+    """One thing wrong with the gateway now. Two problems are the same while ``kind`` and ``subject`` are."""
+
+    kind: HealthKind
+    subject: str
+    detail: str = ""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.kind.value, self.subject)
+
+
+def health_item(
+    problems: Sequence[HealthProblem], *, at: float, since: Mapping[tuple[str, str], float]
+) -> dict[str, Any]:
+    """``{"ok", "at", "problems": [{"kind", "subject", "detail", "since"}]}``, problems in a stable order; ``since``
+    is when each was first seen (``at`` when unknown)."""
+    items = [
+        {"kind": p.kind.value, "subject": p.subject, "detail": p.detail, "since": since.get(p.key, at)}
+        for p in sorted(problems, key=lambda p: p.key)
+    ]
+    return {"ok": not items, "at": at, "problems": items}
+
+
+def health_changed_message(
+    problems: Sequence[HealthProblem], *, raised: Sequence[HealthProblem], cleared: Sequence[HealthProblem], at: float
+) -> NewMessage:
+    """The ``health_changed`` event: the durable record, through the store, of what the state topic said at ``at``
+    (``problems``: all of them then; ``raised``/``cleared``: the change)."""
+    body = event_body(
+        "health_changed",
+        at=at,
+        severity="info" if not problems else "warning",
+        ok=not problems,
+        problems=[_problem_item(p) for p in sorted(problems, key=lambda p: p.key)],
+        raised=[_problem_item(p) for p in raised],
+        cleared=[_problem_item(p) for p in cleared],
     )
+    return NewMessage(STREAM_EVENTS, MessageKind.EVENT, Priority.EVENT, body)
+
+
+def _problem_item(p: HealthProblem) -> dict[str, str]:
+    return {"kind": p.kind.value, "subject": p.subject, "detail": p.detail}
+
+
+def session_taken_over_message(
+    *, client_id: str, gateway: str, detected_by: str, disconnects: int, retry_in_s: float, hint: str, at: float
+) -> NewMessage:
+    """The ``session_taken_over`` event: another MQTT client with our client id took the session over.
+    ``detected_by`` is ``reason_code`` (MQTT 5: DISCONNECT 0x8E) or ``quick_disconnects`` (MQTT 3.1.1: the broker
+    closed ``disconnects`` connections in a row right after they opened); each reconnect waits ``retry_in_s``."""
+    body = event_body(
+        "session_taken_over",
+        at=at,
+        severity="critical",
+        client_id=client_id,
+        gateway=gateway,
+        detected_by=detected_by,
+        disconnects=disconnects,
+        retry_in_s=retry_in_s,
+        hint=hint,
+    )
+    return NewMessage(STREAM_EVENTS, MessageKind.EVENT, Priority.EVENT, body)
 
 
 def envelope(msg: OutboxMessage, *, site: str, gateway: str, historical: bool) -> bytes:

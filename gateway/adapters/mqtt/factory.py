@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from gateway.adapters.mqtt.health import HealthSource
 from gateway.adapters.mqtt.publisher import UplinkOutbox
-from gateway.adapters.mqtt.uplink import Uplink, UplinkIdentity
+from gateway.adapters.mqtt.uplink import EventSink, Uplink, UplinkIdentity
 from gateway.config.mqtt import CommandSettings
 from gateway.config.root import GatewaySettings
 from gateway.domain.ports import Clock, RemoteRequestHandler, RemoteRequestLog
@@ -37,8 +38,11 @@ def build_uplink(
     handler: RemoteRequestHandler | None,
     clock: Clock,
     config_hash: str,
+    health: HealthSource | None = None,
+    events: EventSink | None = None,
 ) -> Uplink:
-    """The uplink for ``settings``; ``handler`` is the control loop (None refuses every remote request)."""
+    """The uplink for ``settings``; ``handler`` is the control loop (None refuses every remote request); ``health``
+    what is wrong with the gateway now (reported on the state topic), ``events`` where the uplink's events go."""
     identity = UplinkIdentity(
         site=settings.gateway.site,
         gateway=settings.gateway.gateway_id,
@@ -54,4 +58,6 @@ def build_uplink(
         handler=handler if settings.loop.enabled else None,
         policy=request_policy(settings.mqtt.commands, pumps=pumps),
         clock=clock,
+        health=health,
+        events=events,
     )

@@ -1,39 +1,62 @@
 """The MQTT uplink: store-and-forward from the outbox, the retained state topic, and remote-command intake.
 
-``async with Uplink(...) as uplink:`` starts it; it connects, reconnects with jittered backoff for as long as it
-runs, and on exit drains the PUBACKs in flight, publishes the retained ``offline`` state and disconnects, within
-``shutdown_timeout_s``. Polling, control and storing never wait for it: they write to the store, and the uplink
-reads the store's outbox.
+``async with Uplink(...) as uplink:`` starts it; it connects, reconnects with jittered backoff (on the injected
+clock) for as long as it runs, and on exit drains the PUBACKs in flight, publishes the retained ``offline`` state and
+disconnects, within ``shutdown_timeout_s``. Polling, control and storing never wait for it: they write to the
+store, and the uplink reads the store's outbox.
+
+Three failures are seen fast: a broker gone silent (``Link.tick``: nothing heard while an answer is owed), a session
+taken over by another gateway with our client id (``TakeoverWatch``: one ERROR, one event, and then at most one
+reconnect per ``takeover_backoff_s``), and the gateway's own health, which goes on the retained state topic directly,
+never through the store (``HealthLane``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from gateway import __version__
-from gateway.adapters.mqtt.errors import TlsVerifyFailed
+from gateway.adapters.mqtt.errors import LinkLost, TlsVerifyFailed
+from gateway.adapters.mqtt.health import HealthLane, HealthSource, store_unhealthy
 from gateway.adapters.mqtt.intake import CommandIntake
-from gateway.adapters.mqtt.link import Link, LinkOptions
+from gateway.adapters.mqtt.link import Link, LinkOptions, LossKind
 from gateway.adapters.mqtt.publisher import AckBook, Publisher, UplinkOutbox
+from gateway.adapters.mqtt.takeover import DetectedBy, Takeover, TakeoverWatch
 from gateway.adapters.mqtt.tls import client_context
 from gateway.adapters.mqtt.topics import Topics
 from gateway.config.mqtt import MqttSettings
 from gateway.domain.errors import GatewayError, UplinkError
-from gateway.domain.messages import state_body
+from gateway.domain.messages import HealthKind, HealthProblem, NewMessage, session_taken_over_message, state_body
 from gateway.domain.ports import Clock, RemoteRequestHandler, RemoteRequestLog
 from gateway.domain.remote import RequestPolicy
 from gateway.logging import get_logger
-from gateway.metrics import OUTBOX_DEPTH, OUTBOX_OLDEST_AGE, UPLINK_CONNECTED
+from gateway.metrics import (
+    OUTBOX_DEPTH,
+    OUTBOX_OLDEST_AGE,
+    UPLINK_CONNECTED,
+    UPLINK_DISCONNECTS,
+    UPLINK_SESSION_TAKEOVERS,
+    UPLINK_UNACKED_OLDEST,
+)
 from gateway.supervision import Policy, spawn
 
 log = get_logger("gateway.uplink")
 
 _STATS_INTERVAL_S = 1.0
+#: How often a session's watcher runs the link's housekeeping and looks at the gateway's health (when not woken).
+_TICK_S = 1.0
+#: Longest recording an event in the store may take before it is given up (retried, or logged).
+_EVENT_TIMEOUT_S = 5.0
+
+#: Where the uplink's own events go (the knowledge store's ``record_event``).
+EventSink = Callable[[NewMessage], Awaitable[object]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +68,28 @@ class UplinkIdentity:
     client_id: str
     config_hash: str
     version: str = __version__
+
+
+@dataclass(frozen=True, slots=True)
+class UplinkStatus:
+    """The uplink as ``/readyz`` and the live view show it."""
+
+    connected: bool
+    unacked_oldest_s: float  # the oldest publish on this connection still waiting for its PUBACK
+    last_loss: str | None  # why the last connection ended
+    last_loss_cause: str | None  # its ``LossKind``
+    taken_over: bool  # another client with our client id keeps taking the session over
+    health_published: bool  # the broker holds the gateway's current health
+
+    def as_check(self) -> dict[str, Any]:
+        return {
+            "connected": self.connected,
+            "unacked_oldest_s": round(self.unacked_oldest_s, 1),
+            "last_loss": self.last_loss,
+            "last_loss_cause": self.last_loss_cause,
+            "session_taken_over": self.taken_over,
+            "health_published": self.health_published,
+        }
 
 
 def backoff_delay(attempt: int, *, min_s: float, max_s: float, rng: random.Random) -> float:
@@ -67,7 +112,11 @@ class Uplink:
         policy: RequestPolicy,
         clock: Clock,
         rng: random.Random | None = None,
+        health: HealthSource | None = None,
+        events: EventSink | None = None,
     ) -> None:
+        """``health``: what is wrong with the gateway now, reported on the state topic (none: not reported).
+        ``events``: where ``session_taken_over`` and ``health_changed`` events go (none: logged only)."""
         self._cfg = settings
         self._id = identity
         self._outbox = outbox
@@ -93,6 +142,17 @@ class Uplink:
         self._lost_at: float | None = None
         self._last_failure = ""
         self._dropped_total: int | None = None
+        self._events = events
+        self._health = HealthLane(source=health, own=self._own_problems, clock=clock)
+        self._health_wake = asyncio.Event()
+        self._health_published: frozenset[tuple[str, str]] | None = None
+        self._health_in_flight = False
+        self._takeover = TakeoverWatch(
+            window_s=settings.takeover_window_s,
+            after=settings.takeover_after,
+            clear_after_s=2 * settings.takeover_backoff_s,
+        )
+        self._last_loss: tuple[str, LossKind] | None = None
 
     async def __aenter__(self) -> Self:
         # Each is restarted on its own: the connection, the acknowledgements and the intake keep their state in
@@ -137,6 +197,22 @@ class Uplink:
         """Return once connected (tests, readiness probes)."""
         await self.connected.wait()
 
+    def health_changed(self, *_: object) -> None:
+        """Look at the gateway's health now (a store health listener; call on the loop's thread)."""
+        self._health_wake.set()
+
+    def status(self) -> UplinkStatus:
+        link = self.link
+        connected = self.connected.is_set() and link is not None
+        return UplinkStatus(
+            connected=connected,
+            unacked_oldest_s=link.unacked_oldest_s() if connected and link is not None else 0.0,
+            last_loss=None if self._last_loss is None else self._last_loss[0],
+            last_loss_cause=None if self._last_loss is None else self._last_loss[1].value,
+            taken_over=self._takeover.active,
+            health_published=connected and self._health_published is not None,
+        )
+
     # Connection supervision ----------------------------------------------------------------------------------
 
     def _link_options(self) -> LinkOptions:
@@ -151,12 +227,14 @@ class Uplink:
             qos=cfg.qos,
             will_topic=self.topics.state,
             will_payload=self._state("offline", at=None, reason="connection lost"),
+            ack_timeout_s=cfg.ack_timeout_s,
+            mqtt5=cfg.protocol_version == "5",
             username=cfg.username,
             password=cfg.secret(),
             ssl_context=self._ssl,
         )
 
-    def _state(self, state: str, *, at: float | None, reason: str = "") -> bytes:
+    def _state(self, state: str, *, at: float | None, reason: str = "", health: dict[str, Any] | None = None) -> bytes:
         return state_body(
             state,
             site=self._id.site,
@@ -166,6 +244,7 @@ class Uplink:
             config_hash=self._id.config_hash,
             at=at,
             reason=reason,
+            health=health,
         )
 
     async def _supervise(self) -> None:
@@ -176,6 +255,7 @@ class Uplink:
                 await link.open()
             except UplinkError as exc:
                 self._connect_failed(exc)
+                self._takeover.connect_failed()
                 await self._pause(
                     backoff_delay(
                         attempt, min_s=self._cfg.reconnect_min_s, max_s=self._cfg.reconnect_max_s, rng=self._rng
@@ -184,34 +264,63 @@ class Uplink:
                 attempt += 1
                 continue
             attempt = 0
-            await self._serve_guarded(link)
-            if not self._stop.is_set():
-                await self._pause(self._cfg.reconnect_min_s * self._rng.uniform(0.5, 1.0))
+            opened = self._clock.monotonic()
+            takeover = await self._serve_guarded(link, opened)
+            if self._stop.is_set():
+                break
+            if takeover is not None:
+                await self._taken_over(takeover)
+            await self._pause(self._reconnect_delay())
 
-    async def _serve_guarded(self, link: Link) -> None:
+    def _reconnect_delay(self) -> float:
+        """After a session: at once (jittered), or — while another client keeps taking it over — one back-off on."""
+        if self._takeover.active:
+            return self._cfg.takeover_backoff_s * self._rng.uniform(1.0, 1.25)
+        return self._cfg.reconnect_min_s * self._rng.uniform(0.5, 1.0)
+
+    async def _serve_guarded(self, link: Link, opened: float) -> Takeover | None:
         self.link = link
         try:
-            await self._serve(link)
+            await self._serve(link, opened)
         except Exception as exc:
             # The uplink must outlive a failing store and its own bugs: log, drop the connection, reconnect.
-            if _only_gateway_errors(exc):
-                log.exception("mqtt.session_failed", error=repr(exc))
-            else:
+            if not _only_gateway_errors(exc):
                 log.exception("mqtt.session_crashed")
+            elif link.is_lost:  # it ended under us (taken over, dropped): mqtt.connection_lost says so below
+                log.debug("mqtt.session_cut_short", error=repr(exc))
+            else:
+                log.exception("mqtt.session_failed", error=repr(exc))
         finally:
             reason = link.lost.result() if link.lost.done() else "closed"
             link.abort("session ended")
-            self._disconnected(reason)
+            kind = link.loss_kind or LossKind.LOCAL
+            takeover = self._session_ended(kind, lasted_s=self._clock.monotonic() - opened)
+            self._disconnected(reason, kind)
+        return takeover
 
-    async def _serve(self, link: Link) -> None:
+    def _session_ended(self, kind: LossKind, *, lasted_s: float) -> Takeover | None:
+        if self._stop.is_set():
+            return None
+        UPLINK_DISCONNECTS.labels(kind.value).inc()
+        takeover = self._takeover.session_ended(kind, lasted_s=lasted_s)
+        if takeover is not None:
+            UPLINK_SESSION_TAKEOVERS.inc()
+        return takeover
+
+    async def _serve(self, link: Link, opened: float) -> None:
         live_start = await self._outbox.last_row_id()
+        self._health_published = None
+        self._health_in_flight = False
+        problems = self._health.current()
+        health = self._health.document(problems) if self._health.enabled else None
         if not await link.publish_confirmed(
             self.topics.state,
-            self._state("online", at=self._clock.now()),
+            self._state("online", at=self._clock.now(), health=health),
             retain=True,
             timeout_s=self._cfg.connect_timeout_s,
         ):
             raise UplinkError("no PUBACK for the online state")
+        self._health_published = frozenset(p.key for p in problems)
         if self._cfg.commands.enabled:
             await link.subscribe(self.topics.cmd, timeout_s=self._cfg.connect_timeout_s)
         await self._acks.flush()
@@ -233,7 +342,8 @@ class Uplink:
         # ESCALATE: an unexpected end of either ends the session, and the connection task opens a new one.
         async with asyncio.TaskGroup() as tg:
             pump = spawn("uplink.publish", publisher.run, policy=Policy.ESCALATE, stopping=ended, group=tg)
-            keepalive = spawn("uplink.keepalive", link.keepalive, policy=Policy.ESCALATE, stopping=ended, group=tg)
+            watch = functools.partial(self._watch_session, link, opened)
+            keepalive = spawn("uplink.keepalive", watch, policy=Policy.ESCALATE, stopping=ended, group=tg)
             await self._until_lost_or_stopped(link)
             if self._stop.is_set() and not link.is_lost:
                 await self._goodbye(link, publisher)
@@ -260,9 +370,112 @@ class Uplink:
         log.info("mqtt.closed", drained=drained, offline_confirmed=said, unacknowledged=publisher.in_flight)
 
     async def _pause(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await self._stop.wait()
+        """Wait ``seconds`` on the uplink's clock, or until the uplink stops."""
+        waits = {asyncio.ensure_future(self._clock.sleep(seconds)), asyncio.ensure_future(self._stop.wait())}
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waits:
+                waiter.cancel()
+            await asyncio.wait(waits)
+
+    # The session's watcher: the link's housekeeping, the takeover episode, the health lane --------------------
+
+    async def _watch_session(self, link: Link, opened: float) -> None:
+        """About once a second, and at once when the gateway's health may have changed; ends with the link."""
+        while not link.is_lost:
+            self._health_wake.clear()
+            link.tick()
+            UPLINK_UNACKED_OLDEST.set(link.unacked_oldest_s())
+            if self._takeover.held(self._clock.monotonic() - opened):
+                log.info("mqtt.session_takeover_ended", client_id=self._id.client_id)
+            self._publish_health(link)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_TICK_S):
+                    await self._health_wake.wait()
+
+    def _publish_health(self, link: Link) -> None:
+        """The state document again, directly on the connection, when the set of problems changed; one at a time."""
+        if not self._health.enabled or self._health_in_flight or self._stop.is_set() or link.is_lost:
+            return
+        problems = self._health.current()
+        keys = frozenset(p.key for p in problems)
+        if keys == self._health_published:
+            return
+        payload = self._state("online", at=self._clock.now(), health=self._health.document(problems))
+        try:
+            acked = link.publish_tracked(self.topics.state, payload, retain=True)
+        except LinkLost:
+            return  # the session is ending; the next one starts with the health of then
+        self._health_in_flight = True
+        acked.add_done_callback(functools.partial(self._health_acked, link, keys))
+        log.info("uplink.health_changed", ok=not problems, problems=[f"{k}:{s}" for k, s in sorted(keys)])
+
+    def _health_acked(self, link: Link, keys: frozenset[tuple[str, str]], acked: asyncio.Future[bool]) -> None:
+        if link is not self.link:
+            return  # a session that has ended; the next one starts afresh
+        self._health_in_flight = False
+        if not acked.cancelled() and acked.result():
+            self._health_published = keys
+            self._health_wake.set()  # it may have changed again meanwhile
+
+    def _own_problems(self) -> list[HealthProblem]:
+        if not self._takeover.active:
+            return []
+        return [HealthProblem(HealthKind.SESSION_TAKEN_OVER, self._id.client_id, self._takeover_hint())]
+
+    # Session takeover ---------------------------------------------------------------------------------------------
+
+    def _takeover_hint(self) -> str:
+        return (
+            f"another gateway with gateway_id {self._id.gateway} is connected to the broker; check for a second "
+            "`gateway run` or a cloned config"
+        )
+
+    async def _taken_over(self, takeover: Takeover) -> None:
+        """One ERROR and one event per episode; DEBUG for every takeover after the first."""
+        retry = self._cfg.takeover_backoff_s
+        if not takeover.first:
+            log.debug("mqtt.session_taken_over_again", client_id=self._id.client_id, takeovers=self._takeover.takeovers)
+            return
+        hint = self._takeover_hint()
+        if takeover.detected_by is DetectedBy.QUICK_DISCONNECTS:
+            window = self._cfg.takeover_window_s
+            hint = (
+                f"the broker closed {takeover.disconnects} connections in a row within {window:g} s of opening them: "
+                f"most likely {hint}"
+            )
+        log.error(
+            "mqtt.session_taken_over",
+            client_id=self._id.client_id,
+            gateway_id=self._id.gateway,
+            detected_by=takeover.detected_by.value,
+            retry_every_s=retry,
+            hint=hint,
+        )
+        self._health_wake.set()
+        message = session_taken_over_message(
+            client_id=self._id.client_id,
+            gateway=self._id.gateway,
+            detected_by=takeover.detected_by.value,
+            disconnects=takeover.disconnects,
+            retry_in_s=retry,
+            hint=hint,
+            at=self._clock.now(),
+        )
+        await self._record(message)
+
+    async def _record(self, message: NewMessage) -> bool:
+        """Record an event through the store, within ``_EVENT_TIMEOUT_S``; False (logged) when it could not be."""
+        if self._events is None:
+            return False
+        try:
+            async with asyncio.timeout(_EVENT_TIMEOUT_S):
+                await self._events(message)
+        except (TimeoutError, GatewayError) as exc:
+            log.warning("uplink.event_not_recorded", error=repr(exc))
+            return False
+        return True
 
     def _dispatch_ack(self, mid: int, ok: bool) -> None:
         if self.publisher is not None:
@@ -302,19 +515,25 @@ class Uplink:
             tls=self._ssl is not None,
         )
 
-    def _disconnected(self, reason: str) -> None:
+    def _disconnected(self, reason: str, kind: LossKind) -> None:
         self.connected.clear()
         UPLINK_CONNECTED.set(0)
+        UPLINK_UNACKED_OLDEST.set(0)
         self.publisher = None
         self.link = None
         if self._stop.is_set():
             return
         self._lost_at = self._clock.monotonic()
-        log.error("mqtt.connection_lost", host=self._cfg.host, port=self._cfg.port, reason=reason)
+        self._last_loss = (reason, kind)
+        # While another client keeps taking the session over, its one ERROR (mqtt.session_taken_over) says it all.
+        emit = log.debug if self._takeover.active else log.error
+        emit("mqtt.connection_lost", host=self._cfg.host, port=self._cfg.port, reason=reason, cause=kind.value)
 
     async def _watch_outbox(self) -> None:
-        """Keep the outbox gauges current and log when the store starts thinning the outbox."""
+        """Keep the outbox gauges current, log when the store starts thinning the outbox, and record the health
+        changes in the store (once it commits)."""
         while True:
+            await self._record_health()
             try:
                 stats = await self._outbox.stats()
             except GatewayError as exc:
@@ -332,6 +551,18 @@ class Uplink:
                     )
                 self._dropped_total = stats.dropped_total
             await asyncio.sleep(_STATS_INTERVAL_S)
+
+    async def _record_health(self) -> None:
+        if self._events is None or not self._health.enabled:
+            return
+        problems = self._health.current()
+        self._health.note(problems)
+        if store_unhealthy(problems):
+            return  # kept until the store commits again
+        for message in self._health.pending_records():
+            if not await self._record(message):
+                return
+            self._health.recorded(message)
 
 
 def _only_gateway_errors(exc: BaseException) -> bool:
