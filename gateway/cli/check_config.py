@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import json
+from typing import Any
 
 from gateway.cli.common import add_config_option, load_or_report
 from gateway.config import LoadedConfig
 from gateway.config.devices import ModbusDeviceSettings, OpcUaDeviceSettings
+from gateway.config.loader import ConfigReport, inspect_config
 from gateway.config.root import GatewaySettings
 from gateway.domain.model import ModbusAddress, Tag
+from gateway.paths import default_config_path
 
 EXIT_CONFIG = 2
 
@@ -18,19 +22,80 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "check-config",
         help="validate a configuration and print a summary",
         description="Load a configuration, run every validation and print a summary. Exits 2 on a bad file, "
-        "listing each problem with the dotted path of its field. Touches no device, broker or database.",
+        "listing every problem at once with the dotted path of its field (problems that only follow from another "
+        "are left out). Warns, on stderr, about GATEWAY_ environment variables that set nothing and tags_from "
+        "entries that match nothing. Touches no device, broker or database.",
     )
     add_config_option(p)
     p.add_argument("-v", "--verbose", action="store_true", help="also list every tag and the Modbus read plan")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object instead (valid, problems, warnings, summary; for scripts); exit status as without",
+    )
     p.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.json:
+        report = inspect_config(args.config or default_config_path())
+        print(json.dumps(as_json(report, verbose=args.verbose), indent=2))
+        return 0 if report.loaded is not None else EXIT_CONFIG
     loaded = load_or_report(args.config)
     if loaded is None:
         return EXIT_CONFIG
     print(summary(loaded, verbose=args.verbose))
     return 0
+
+
+def as_json(report: ConfigReport, *, verbose: bool = False) -> dict[str, Any]:
+    """The report for scripts: ``valid``, ``problems`` and ``warnings`` (each ``{"path", "message"}``) and, when
+    valid, the summary ``check-config`` prints (with every tag when ``verbose``)."""
+    doc: dict[str, Any] = {
+        "path": str(report.path),
+        "valid": report.loaded is not None,
+        "problems": [{"path": p, "message": m} for p, m in report.problems],
+        "warnings": [{"path": p, "message": m} for p, m in report.warnings],
+    }
+    if report.loaded is not None:
+        doc |= _json_summary(report.loaded, verbose=verbose)
+    return doc
+
+
+def _json_summary(loaded: LoadedConfig, *, verbose: bool) -> dict[str, Any]:
+    s = loaded.settings
+    return {
+        "config_hash": loaded.config_hash,
+        "site": s.gateway.site,
+        "gateway_id": s.gateway.gateway_id,
+        "devices": [_json_device(s, dev, verbose=verbose) for dev in s.devices],
+        "loop": {"enabled": s.loop.enabled, "mode": s.loop.mode, "cycle_s": s.loop.cycle_s},
+        "store": {"path": str(s.store.path), "durability": s.store.durability},
+        "uplink": None if not s.mqtt.enabled else _uplink_line(s).removeprefix("uplink: "),
+        "metrics": f"{s.metrics.host}:{s.metrics.port}" if s.metrics.enabled else None,
+    }
+
+
+def _json_device(
+    s: GatewaySettings, dev: ModbusDeviceSettings | OpcUaDeviceSettings, *, verbose: bool
+) -> dict[str, Any]:
+    tags = s.tags_of(dev.name)
+    doc: dict[str, Any] = {
+        "name": dev.name,
+        "protocol": dev.protocol,
+        "enabled": dev.enabled,
+        "tags": len(tags),
+        "poll_interval_s": dev.poll_interval_s,
+        "timeout_s": dev.timeout_s,
+        "stale_after_s": dev.stale_limit_s,
+    }
+    if verbose:
+        doc["tag_list"] = [
+            {"name": t.name, "address": _address(t).strip(), "data_type": t.data_type.value, "unit": t.unit}
+            for t in tags
+        ]
+        doc["read_plan"] = _plan_lines(dev, tags)
+    return doc
 
 
 def summary(loaded: LoadedConfig, *, verbose: bool = False) -> str:

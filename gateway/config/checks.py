@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from gateway.config.devices import ModbusDeviceSettings, ModbusTagSettings, OpcUaTagSettings
 from gateway.config.loop import WRITTEN_TAG_FIELDS
 from gateway.config.root import GatewaySettings
-from gateway.domain.model import DataType, ModbusTable
+from gateway.domain.model import DataType, ModbusTable, Tag
 
 Problem = tuple[str, str]
 
@@ -43,6 +43,16 @@ def _tag_entries(settings: GatewaySettings) -> Iterator[_Entry]:
             yield _Entry(f"devices[{i}].tags[{j}]", dev.name, tag)
     for k, tag in enumerate(settings.tags):
         yield _Entry(f"tags[{k}]", tag.device, tag)
+
+
+def _configured_tags(settings: GatewaySettings) -> dict[str, Tag]:
+    """Every configured tag by name: each device's own (by position, so that a second device with the same name,
+    reported once as a duplicate, does not hide its tags behind the first's) and the top-level tags that name a
+    configured device."""
+    tags = {t.name: t.to_domain(dev.name) for dev in settings.devices for t in dev.tags}
+    names = {dev.name for dev in settings.devices}
+    tags |= {t.name: t.to_domain(t.device) for t in settings.tags if t.device is not None and t.device in names}
+    return tags
 
 
 def _check_devices(settings: GatewaySettings) -> Iterator[Problem]:
@@ -87,12 +97,15 @@ def _check_duplicate_tags(entries: list[_Entry]) -> Iterator[Problem]:
 
 
 def _check_modbus_tags(settings: GatewaySettings) -> Iterator[Problem]:
+    first: dict[str, int] = {}
     for i, dev in enumerate(settings.devices):
+        first.setdefault(dev.name, i)
         if not isinstance(dev, ModbusDeviceSettings):
             continue
         owned: list[tuple[str, ModbusTagSettings | OpcUaTagSettings]]
         owned = [(f"devices[{i}].tags[{j}]", t) for j, t in enumerate(dev.tags)]
-        owned += [(f"tags[{k}]", t) for k, t in enumerate(settings.tags) if t.device == dev.name]
+        if first[dev.name] == i:  # top-level tags belong to the first device of their name (a duplicate: reported)
+            owned += [(f"tags[{k}]", t) for k, t in enumerate(settings.tags) if t.device == dev.name]
         modbus: list[tuple[str, ModbusTagSettings]] = [(p, t) for p, t in owned if isinstance(t, ModbusTagSettings)]
         for path, tag in modbus:
             yield from _check_modbus_tag(path, tag)
@@ -151,7 +164,7 @@ def _collide(a: tuple[int, int, int | None, str, object], b: tuple[int, int, int
 def _check_loop_refs(settings: GatewaySettings) -> Iterator[Problem]:
     if not settings.loop.enabled:
         return
-    tags = {t.name: t for dev in settings.devices for t in settings.tags_of(dev.name)}
+    tags = _configured_tags(settings)
     for path, field, ref in _walk_tag_refs(settings.loop, "loop"):
         if ref not in tags:
             yield path, f"unknown tag {ref!r}"
@@ -196,12 +209,12 @@ def _check_remote_setpoints(settings: GatewaySettings) -> Iterator[Problem]:
     commands = settings.mqtt.commands
     if not (settings.mqtt.enabled and commands.enabled and settings.loop.enabled):
         return
-    tags = {t.name: t for dev in settings.devices for t in settings.tags_of(dev.name)}
+    tags = _configured_tags(settings)
     seen: dict[str, int] = {}
     for i, sp in enumerate(commands.setpoints):
         path = f"mqtt.commands.setpoints[{i}]"
         if sp.name in seen:
-            yield f"{path}.name", f"duplicate setpoint name {sp.name!r} (also setpoints[{seen[sp.name]}])"
+            yield f"{path}.name", f"duplicate setpoint name {sp.name!r} (also mqtt.commands.setpoints[{seen[sp.name]}])"
         seen.setdefault(sp.name, i)
         if sp.tag is None:
             continue

@@ -160,7 +160,9 @@ class OperatingRules(StrictModel):
     substitute_max_s: float = Field(
         default=43200.0, ge=0, description="Longest the twin may stand in for a suspect tank level (0 = never)."
     )
-    setpoint_min_interval_s: float = Field(default=60.0, ge=0, description="At most one change per setpoint per.")
+    setpoint_min_interval_s: float = Field(
+        default=60.0, ge=0, description="Shortest time between two changes of one setpoint."
+    )
 
 
 class TariffBand(StrictModel):
@@ -258,7 +260,7 @@ class SymptomSettings(StrictModel):
     burst_pressure_drop_m: float = Field(
         default=0.0, ge=0, description="Pressure drop a burst must also show; 0: the flow step alone (a PRV hides it)."
     )
-    burst_short_s: float = Field(default=300.0, gt=0, description="Mean of the recent zone flow.")
+    burst_short_s: float = Field(default=300.0, gt=0, description="Window of the recent zone flow's mean.")
     burst_reference_s: float = Field(default=1800.0, gt=0, description="Reference window before the recent one.")
     burst_on_delay_s: float = Field(default=300.0, ge=0)
     night_start_hour: int = Field(default=2, ge=0, le=23)
@@ -287,7 +289,9 @@ class ValidationSettings(StrictModel):
         default_factory=lambda: {"LIT-201": 600.0, "LIT-101": 1800.0},
         description="A value that does not move at all for this long while its neighbours do is suspect.",
     )
-    twin_residual_m: float = Field(default=0.3, gt=0, description="Level disagreeing with the tank model by more.")
+    twin_residual_m: float = Field(
+        default=0.3, gt=0, description="A tank level off the tank model by more than this is suspect (SENSOR_SUSPECT)."
+    )
     spike_confirm: int = Field(default=3, ge=1, description="Consecutive agreeing readings that confirm a real jump.")
 
 

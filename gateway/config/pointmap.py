@@ -6,6 +6,7 @@ The bundled simulators serve exactly this file and the gateway's default configu
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import tomllib
 from pathlib import Path
@@ -99,8 +100,47 @@ class PointMap(StrictModel):
 
         return [p for p in self.points if wanted(p)]
 
+    def unmatched(
+        self, *, areas: list[str], include: list[str], exclude: list[str], protocol: str
+    ) -> list[tuple[str, str]]:
+        """The entries of a selection that match nothing, each with its place in the selection (``areas[1]``) and
+        a sentence naming the nearest valid value: a misspelt area or pattern must not pass in silence."""
+        known = sorted({p.area for p in self.points})
+        problems = [
+            (f"areas[{i}]", f"{area!r} is no area{_nearest(area, known)}; the areas are {', '.join(known)}")
+            for i, area in enumerate(areas)
+            if area not in known
+        ]
+        in_areas = [p for p in self.points if not areas or p.area in areas]
+        for i, pattern in enumerate(include):
+            problem = _unmatched_include(pattern, in_areas, protocol, in_areas_only=bool(areas))
+            if problem:
+                problems.append((f"include[{i}]", problem))
+        taken = [p for p in in_areas if any(fnmatch.fnmatchcase(p.name, pat) for pat in include)]
+        problems += [
+            (f"exclude[{i}]", f"{pattern!r} leaves nothing out: it matches none of the points selected")
+            for i, pattern in enumerate(exclude)
+            if not any(fnmatch.fnmatchcase(p.name, pattern) for p in taken)
+        ]
+        return problems
+
     def by_name(self) -> dict[str, Point]:
         return {p.name: p for p in self.points}
+
+
+def _unmatched_include(pattern: str, points: list[Point], protocol: str, *, in_areas_only: bool) -> str | None:
+    matched = [p for p in points if fnmatch.fnmatchcase(p.name, pattern)]
+    if not matched:
+        where = " of the areas selected" if in_areas_only else ""
+        return f"{pattern!r} matches no point{where}{_nearest(pattern, [p.name for p in points])}"
+    if protocol and all(p.as_tag_config(protocol) is None for p in matched):
+        return f"{pattern!r} matches only points without a {protocol} address"
+    return None
+
+
+def _nearest(text: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(text, choices, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def format_loc(loc: tuple[int | str, ...]) -> str:

@@ -96,6 +96,12 @@ def _sub_models(annotation: Any) -> list[type[BaseModel]]:
     return out
 
 
+def _first_paragraph(doc: str) -> str:
+    """The docstring's first paragraph on one line (a sentence may wrap in the source)."""
+    paragraph = doc.strip().split("\n\n", 1)[0]
+    return " ".join(line.strip() for line in paragraph.splitlines())
+
+
 def render() -> str:
     """Markdown: one table per section, every option with its type, default and description."""
     lines: list[str] = []
@@ -108,7 +114,7 @@ def render() -> str:
         if not rows:
             continue
         title = f"`[{path}]`" if path else "top level"
-        doc = (model.__doc__ or "").strip().splitlines()[0] if model.__doc__ else ""
+        doc = _first_paragraph(model.__doc__ or "")
         lines += [f"#### {title}", ""]
         if doc and not doc.startswith("Usage docs"):
             lines += [doc, ""]

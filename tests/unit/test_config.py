@@ -280,7 +280,7 @@ def test_tariff_must_cover_the_day(tmp_path: Path) -> None:
         "[loop]\nenabled = false\n[loop.tariff]\nbands = [{start_hour = 0, end_hour = 20, price_per_kwh = 0.1}]",
     )
     problems = problems_of(write(tmp_path, text))
-    assert problems[0] == ("loop.tariff", "Value error, tariff bands must cover each hour of the day exactly once")
+    assert problems[0] == ("loop.tariff", "tariff bands must cover each hour of the day exactly once")
 
 
 def test_point_map_import_and_its_errors_name_the_file(tmp_path: Path) -> None:
