@@ -476,7 +476,7 @@ def print_report(report: Report, args: argparse.Namespace) -> None:
 
 
 def print_targets(report: Report) -> None:
-    print("\nissue 4 targets:")
+    print("\ntargets (read planner and batched reads: requests, tags/s, CPU, sustained values/s):")
     at_1000 = [(a.row(), b.row()) for tags, a, b in report.modbus if tags == 1000]
     if at_1000:
         ra, rb = at_1000[0]

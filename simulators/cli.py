@@ -57,7 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenario", type=Path, default=None, metavar="FILE", help="scenario file of timed faults")
     p.add_argument("--record", type=Path, default=None, metavar="CSV", help="record the true plant state here")
     p.add_argument("--ready-file", type=Path, default=None, metavar="PATH", help="write the ports as JSON here")
-    p.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S simulated seconds")
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        metavar="S",
+        help="stop after S simulated seconds: at --speed 60, --duration 3600 is a real minute (gateway demo's "
+        "--duration counts real seconds)",
+    )
     p.add_argument("--check-config", action="store_true", help="validate the plant file (and scenario) and exit")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", default="auto", choices=["auto", "json", "console"])

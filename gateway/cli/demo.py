@@ -4,6 +4,10 @@ Needs no hardware and no cloud: the simulated booster station serves Modbus TCP 
 127.0.0.1, the gateway polls and controls it, stores into a local SQLite file, and forwards to the MQTT broker of
 the configuration if one answers (otherwise it buffers, and says so). ``--speed 60`` runs a simulated hour per
 minute; Ctrl-C stops everything cleanly.
+
+The demo marks itself: its gateway id is ``demo`` (``DEMO_GATEWAY_ID``), so that whatever it publishes — topics
+``{prefix}/{site}/demo/...``, the ``gateway`` field of every message and of the ``state`` document — cannot be taken
+for a real gateway's, and it never takes over the MQTT session of the configured gateway.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import shlex
 import socket
 import sys
 import time
@@ -27,6 +32,8 @@ from gateway.logging import configure_logging
 
 EXIT_CONFIG = 2
 EXIT_FAILURE = 1
+#: The demo's gateway id, in place of the configuration's: on every topic and message it publishes.
+DEMO_GATEWAY_ID = "demo"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -35,15 +42,26 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="run the bundled simulators, the gateway and a live view (no hardware, no cloud)",
         description="Start the simulated booster station (Modbus TCP and OPC UA on free ports of 127.0.0.1), the "
         "gateway with the default configuration pointed at it and a local SQLite file, and a live view refreshed "
-        "every second. Uses the MQTT broker of the configuration if one answers, otherwise buffers. Ctrl-C stops.",
+        f"every second. The gateway id is {DEMO_GATEWAY_ID!r} (its topics and messages say so). Uses the MQTT "
+        "broker of the configuration if one answers, otherwise buffers. Ctrl-C stops.",
     )
     add_config_option(p)
     p.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second (60: a day in 24 min)")
     p.add_argument("--seed", type=int, default=42, help="seed of the simulated demand and noise")
-    p.add_argument("--db", type=Path, default=Path("var/gateway-demo.db"), help="SQLite file (default: %(default)s)")
+    p.add_argument(
+        "--db",
+        type=Path,
+        default=Path("var/gateway-demo.db"),
+        help="SQLite file, relative to the working directory (default: %(default)s)",
+    )
     p.add_argument("--keep-db", action="store_true", help="keep the database of an earlier demo run")
     p.add_argument(
-        "--duration", type=float, default=None, help="stop after this many real seconds, counted once the gateway is up"
+        "--duration",
+        type=float,
+        default=None,
+        metavar="S",
+        help="stop after S real (wall-clock) seconds, counted once the gateway is up: at --speed 60, "
+        "--duration 60 is a simulated hour (gateway-sim's --duration counts simulated seconds)",
     )
     p.add_argument(
         "--start",
@@ -97,7 +115,10 @@ async def demo(loaded: LoadedConfig, stop: asyncio.Event, *, args: argparse.Name
             gw = await started
             if args.duration is not None:  # counted from here: a slow start does not shorten the demo
                 asyncio.get_running_loop().call_later(args.duration, stop.set)
-            tg.create_task(_live_view(gw, stop, sys.stdout, compact=not view), name="view")
+            hint = _up_line(gw, loaded, config=args.config)
+            if not (view and sys.stdout.isatty()):
+                print(hint, flush=True)
+            tg.create_task(_live_view(gw, stop, sys.stdout, compact=not view, footer=hint), name="view")
     return 0
 
 
@@ -127,8 +148,11 @@ def _demo_config(
     loop = s.loop.model_copy(update={"cycle_s": max(s.loop.cycle_s, floor), "symptoms": symptoms})
     metrics = s.metrics.model_copy(update={"port": s.metrics.port if _port_free(s.metrics.host, s.metrics.port) else 0})
     store = s.store.model_copy(update={"path": db})
-    settings = s.model_copy(update={"devices": devices, "loop": loop, "store": store, "metrics": metrics})
-    return dataclasses.replace(loaded, settings=settings)
+    # Its own gateway id (and so its own client id): marked as a demo, and never the configured gateway's session.
+    identity = s.gateway.model_copy(update={"gateway_id": DEMO_GATEWAY_ID})
+    mqtt = s.mqtt.model_copy(update={"client_id": None})
+    update = {"gateway": identity, "devices": devices, "loop": loop, "store": store, "metrics": metrics, "mqtt": mqtt}
+    return dataclasses.replace(loaded, settings=s.model_copy(update=update))
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -151,11 +175,10 @@ def _broker_answers(host: str, port: int) -> bool:
 def _banner(cfg: LoadedConfig, modbus_port: int, opcua: str, speed: float, broker: bool) -> str:
     s = cfg.settings
     mqtt = f"{s.mqtt.host}:{s.mqtt.port}"
-    uplink = (
-        f"MQTT broker {mqtt} answers: publishing to {s.mqtt.topic_prefix}/{s.gateway.site}/{s.gateway.gateway_id}/#"
-    )
+    topics = f"{s.mqtt.topic_prefix}/{s.gateway.site}/{s.gateway.gateway_id}/#"
+    uplink = f"MQTT broker {mqtt} answers: publishing to {topics}"
     if not broker:
-        uplink = f"no MQTT broker answers at {mqtt}: buffering in the store until one does"
+        uplink = f"no MQTT broker answers at {mqtt}: buffering in the store until one does (then {topics})"
     return "\n".join(
         [
             "water edge gateway demo — simulated booster station BS-01 (no hardware, no cloud needed)",
@@ -168,7 +191,29 @@ def _banner(cfg: LoadedConfig, modbus_port: int, opcua: str, speed: float, broke
     )
 
 
-async def _live_view(gw: Any, stop: asyncio.Event, out: TextIO, *, compact: bool) -> None:
+def status_command(db: Path, *, config: Path | None, metrics_port: int | None) -> str:
+    """The ``gateway status`` command line that reads the demo's database (and asks its metrics listener), to paste
+    into another terminal: the demo's ``--db`` is relative to the working directory, the store path of a
+    configuration file to the file's directory, so the path is given whole."""
+    words = [f"GATEWAY_STORE__PATH={shlex.quote(str(db))}"]
+    if metrics_port is not None:
+        words.append(f"GATEWAY_METRICS__PORT={metrics_port}")
+    words += ["gateway", "status"]
+    if config is not None:
+        words += ["-c", shlex.quote(str(config.resolve()))]
+    return " ".join(words)
+
+
+def _up_line(gw: Any, loaded: LoadedConfig, *, config: Path | None) -> str:
+    configured = loaded.settings.metrics
+    port = gw.http.port if gw.http is not None else None
+    differs = port is not None and port != configured.port
+    command = status_command(gw.loaded.settings.store.path, config=config, metrics_port=port if differs else None)
+    metrics = f"metrics http://{configured.host}:{port}/metrics; " if port is not None else ""
+    return f"  gateway up ({DEMO_GATEWAY_ID}): {metrics}in another terminal: {command}"
+
+
+async def _live_view(gw: Any, stop: asyncio.Event, out: TextIO, *, compact: bool, footer: str = "") -> None:
     from gateway.cli.live import render_view
 
     tty = out.isatty() and not compact
@@ -177,5 +222,5 @@ async def _live_view(gw: Any, stop: asyncio.Event, out: TextIO, *, compact: bool
             async with asyncio.timeout(1.0):
                 await stop.wait()
         text = await render_view(gw, compact=not tty)
-        out.write(("\033[H\033[2J" + text + "\n") if tty else text + "\n")
+        out.write(("\033[H\033[2J" + text + "\n" + footer + "\n") if tty else text + "\n")
         out.flush()

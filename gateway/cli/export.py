@@ -88,6 +88,8 @@ def _run(args: argparse.Namespace) -> int:
 
         with closing(open_readonly(loaded.settings.store.path)) as conn, _open_output(args.output) as out:
             count = export(conn, out, since=since, until=until, tags=tags, fmt=args.format)
+    except BrokenPipeError:
+        raise  # the reader stopped early (| head): not a failure; the command line ends quietly
     except (StoreError, sqlite3.Error, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
