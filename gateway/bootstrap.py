@@ -58,6 +58,9 @@ from gateway.supervision import EXIT_TASK_FAILED, Policy, Supervisor, spawn
 
 log = get_logger("gateway.bootstrap")
 
+#: The longest a start waits for every device before it tells systemd it is up anyway (under ``TimeoutStartSec``).
+READY_GRACE_S = 60.0
+
 #: The stop budget (docs/store.md): from the stop request to the end of ``run_gateway``, whatever the disk and the
 #: broker do. systemd's ``TimeoutStopSec`` (systemd/gateway.service) is three times as long.
 STOP_BUDGET_S = 10.0
@@ -310,16 +313,25 @@ async def _run_loop(gw: Gateway, stop: asyncio.Event) -> None:
 
 
 async def _announce_ready(gw: Gateway, notifier: Notifier, stop: asyncio.Event) -> None:
-    """READY=1 once every device answered and the store commits; until then STATUS says what is missing."""
+    """READY=1 once every device answered and the store commits; until then STATUS says what is missing.
+
+    A device that is down at start must not get the gateway restarted by systemd (``TimeoutStartSec``) over and over:
+    after ``READY_GRACE_S`` the start is over all the same — READY=1 with STATUS saying what is not ready, one
+    warning, and ``/readyz`` goes on telling the truth."""
     said = ""
+    began = gw.clock.monotonic()
     while not stop.is_set():
         status = gw.readyz()
-        if status.ok:
-            gw.ready.set()
-            notifier.ready(f"{len(gw.devices)} devices up, store healthy")
-            log.info("gateway.ready", devices=sorted(gw.devices))
-            return
         missing = ", ".join(f"{k} ({why})" for k, why in status.checks.get("not_ready", {}).items())
+        if status.ok or gw.clock.monotonic() - began >= READY_GRACE_S:
+            gw.ready.set()
+            if status.ok:
+                notifier.ready(f"{len(gw.devices)} devices up, store healthy")
+                log.info("gateway.ready", devices=sorted(gw.devices))
+            else:
+                notifier.ready(f"degraded, not ready: {missing}")
+                log.warning("gateway.ready_degraded", not_ready=status.checks.get("not_ready", {}))
+            return
         if missing != said:
             notifier.status(f"waiting for: {missing}")
             said = missing

@@ -1,0 +1,57 @@
+"""A device that is down at start does not keep the gateway from telling systemd it is up: after the grace,
+READY=1 says what is not ready (and /readyz still does), so that systemd does not restart the gateway at every
+``TimeoutStartSec`` while a PLC is off."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+from structlog.testing import capture_logs
+from supervision_kit import RecordingNotifier
+
+from gateway.bootstrap import READY_GRACE_S, Gateway, run_gateway
+from gateway.clock import ScaledClock
+from gateway.config import load_config
+from gateway.testing.configs import DAY_START, booster_station_config
+
+GUARD_S = 120.0  # against a hang, not a timing assertion
+
+
+async def test_a_device_down_at_start_gives_ready_after_the_grace_with_what_is_not_ready(tmp_path: Path) -> None:
+    with socket.socket() as dead_plc, socket.socket() as dead_rtu:  # bound, never listening: connections refused
+        dead_plc.bind(("127.0.0.1", 0))
+        dead_rtu.bind(("127.0.0.1", 0))
+        cfg = booster_station_config(
+            tmp_path,
+            gateway_id="edge-grace",
+            modbus_port=dead_plc.getsockname()[1],
+            opcua_endpoint=f"opc.tcp://127.0.0.1:{dead_rtu.getsockname()[1]}/bs01",
+        )
+        clock = ScaledClock(speed=60.0, start=DAY_START)  # the grace's minute passes in a second
+        notifier = RecordingNotifier()
+        stop = asyncio.Event()
+        started: asyncio.Future[Gateway] = asyncio.get_running_loop().create_future()
+        with capture_logs() as logs:
+            run = asyncio.create_task(
+                run_gateway(load_config(cfg), stop, clock=clock, notifier=notifier, on_started=started.set_result)
+            )
+            try:
+                async with asyncio.timeout(GUARD_S):
+                    gw = await started
+                    await gw.ready.wait()
+                ready_at = clock.monotonic()
+                readyz = gw.readyz()
+            finally:
+                stop.set()
+                async with asyncio.timeout(GUARD_S):
+                    await run
+    [ready] = [m for m in notifier.sent if m.startswith("READY=1")]
+    assert "degraded, not ready:" in ready
+    assert "pump-plc" in ready
+    assert "tank-rtu" in ready
+    assert ready_at >= READY_GRACE_S
+    assert not readyz.ok  # the probe still tells the truth
+    assert set(readyz.checks["not_ready"]) >= {"pump-plc", "tank-rtu"}
+    assert [e["event"] for e in logs if e["event"].startswith("gateway.ready")] == ["gateway.ready_degraded"]
