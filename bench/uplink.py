@@ -6,8 +6,10 @@ Prints, in one run:
   * live latency (p50/p99, commit to arrival at a subscriber) of live readings during a large drain;
   * during an outage: process RSS and paho's queue while the producer keeps storing (both must stay flat).
 
-Usage:  python bench/uplink.py [--quick]
-The outbox is the tests' small SQLite outbox on a file (the real store is built separately).
+Usage:  python bench/uplink.py [--quick | --smoke]
+The outbox is the contract-tested in-memory knowledge store (``gateway.testing.fakes``, held to the SQLite store by
+``tests/store/test_contract.py``), filled with one pre-formed body per kind of message: what is measured is the uplink,
+not the store's writer (``bench/store.py`` measures that).
 """
 
 from __future__ import annotations
@@ -16,25 +18,23 @@ import argparse
 import asyncio
 import json
 import statistics
-import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "uplink"))
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
-import paho.mqtt.client as mqtt  # noqa: E402
-from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
-from uplink_store import SqliteStore, make_readings  # noqa: E402
-
-from gateway.adapters.mqtt import Uplink, UplinkIdentity, request_policy  # noqa: E402
-from gateway.clock import SystemClock  # noqa: E402
-from gateway.config.mqtt import MqttSettings  # noqa: E402
-from gateway.domain.messages import MessageKind, NewMessage, Priority, chunk_readings, readings_stream  # noqa: E402
-from gateway.logging import configure_logging  # noqa: E402
-from gateway.testing.mosquitto import Mosquitto  # noqa: E402
+from gateway.adapters.mqtt import Uplink, UplinkIdentity, request_policy
+from gateway.clock import SystemClock
+from gateway.config.mqtt import MqttSettings
+from gateway.domain.messages import MessageKind, NewMessage, Priority, chunk_readings, readings_stream
+from gateway.domain.model import Quality, Reading
+from gateway.logging import configure_logging
+from gateway.testing.fakes import InMemoryKnowledgeStore
+from gateway.testing.mosquitto import Mosquitto
 
 IDENTITY = UplinkIdentity(site="bench", gateway="gw", client_id="bench-gw", config_hash="bench")
 
@@ -43,7 +43,16 @@ def settings(port: int) -> MqttSettings:
     return MqttSettings(port=port, reconnect_min_s=0.05, reconnect_max_s=0.2)
 
 
-def uplink_for(store: SqliteStore, port: int) -> Uplink:
+def new_store() -> InMemoryKnowledgeStore:
+    return InMemoryKnowledgeStore(clock=SystemClock(), outbox_max_rows=10_000_000)
+
+
+def make_readings(n: int) -> list[Reading]:
+    start = 1_767_225_600.0
+    return [Reading(f"T-{i % 50}", float(i), Quality.GOOD, start + i * 0.001, start + i * 0.001, "m") for i in range(n)]
+
+
+def uplink_for(store: InMemoryKnowledgeStore, port: int) -> Uplink:
     cfg = settings(port)
     return Uplink(
         settings=cfg,
@@ -56,8 +65,8 @@ def uplink_for(store: SqliteStore, port: int) -> Uplink:
     )
 
 
-async def drained(store: SqliteStore) -> None:
-    """Until every row is acknowledged (the test outbox has no notification to wait on)."""
+async def drained(store: InMemoryKnowledgeStore) -> None:
+    """Until every row is acknowledged (the store has no notification for it: polled)."""
     while store.pending:
         await asyncio.sleep(0.005)
 
@@ -67,19 +76,22 @@ def bodies(device: str, per_message: int) -> list[tuple[bytes, int]]:
     return chunk_readings(device, make_readings(per_message), max_readings=per_message, max_bytes=1 << 22)
 
 
-def fill(store: SqliteStore, device: str, *, readings: int, per_message: int) -> None:
+async def add(store: InMemoryKnowledgeStore, msg: NewMessage, count: int) -> None:
+    """``count`` copies of one pre-formed message, each with its own row id, seq and message id."""
+    for _ in range(count):
+        await store.record_event(msg)
+
+
+async def fill(store: InMemoryKnowledgeStore, device: str, *, readings: int, per_message: int) -> None:
     body, n = bodies(device, per_message)[0]
     msg = NewMessage(readings_stream(device), MessageKind.READINGS, Priority.TELEMETRY, body)
-    total = readings // n
-    for start in range(0, total, 2000):
-        count = min(2000, total - start)
-        store.add([msg] * count, readings=[n] * count)
+    await add(store, msg, readings // n)
 
 
 async def drain_rate(workdir: Path, port: int, *, readings: int, per_message: int) -> tuple[float, int]:
     """Readings/s from connect until every row is acknowledged, and the most messages paho held at once."""
-    store = SqliteStore(workdir / f"drain-{per_message}.db")
-    fill(store, "plc", readings=readings, per_message=per_message)
+    store = new_store()
+    await fill(store, "plc", readings=readings, per_message=per_message)
     held = 0
     t0 = time.perf_counter()
     async with uplink_for(store, port) as uplink:
@@ -88,12 +100,11 @@ async def drain_rate(workdir: Path, port: int, *, readings: int, per_message: in
                 held = max(held, uplink.link.in_flight)
             await asyncio.sleep(0.005)
         elapsed = time.perf_counter() - t0
-    store.close()
     return readings / elapsed, held
 
 
 async def live_rate(workdir: Path, port: int, *, seconds: float) -> float:
-    store = SqliteStore(workdir / "live.db")
+    store = new_store()
     body, n = bodies("plc", 500)[0]
     msg = NewMessage(readings_stream("plc"), MessageKind.READINGS, Priority.TELEMETRY, body)
     async with uplink_for(store, port) as uplink:
@@ -101,12 +112,11 @@ async def live_rate(workdir: Path, port: int, *, seconds: float) -> float:
         t0 = time.perf_counter()
         produced = 0
         while time.perf_counter() - t0 < seconds:
-            store.add([msg] * 20, readings=[n] * 20)  # the writer commits in batches
+            await add(store, msg, 20)  # the writer commits in batches
             produced += 20
             await asyncio.sleep(0)
         await drained(store)
         elapsed = time.perf_counter() - t0
-    store.close()
     return produced * n / elapsed
 
 
@@ -136,22 +146,21 @@ class LatencyProbe:
 async def live_latency_during_drain(
     workdir: Path, port: int, *, backlog: int, per_message: int
 ) -> tuple[float, float, int, float]:
-    store = SqliteStore(workdir / f"latency-{per_message}.db")
-    fill(store, "plc", readings=backlog, per_message=per_message)
-    body, n = bodies("live", 10)[0]
+    store = new_store()
+    await fill(store, "plc", readings=backlog, per_message=per_message)
+    body, _ = bodies("live", 10)[0]
     live = NewMessage(readings_stream("live"), MessageKind.READINGS, Priority.TELEMETRY, body)
     probe = LatencyProbe(port, f"water/{IDENTITY.site}/{IDENTITY.gateway}/readings/live")
     t0 = time.perf_counter()
     async with uplink_for(store, port) as uplink:
         await uplink.wait_connected()
         while uplink.publisher is not None and not uplink.publisher.backlog_done:
-            store.add([live], readings=[n])
+            await store.record_event(live)
             await asyncio.sleep(0.02)
         drain_s = time.perf_counter() - t0
         await drained(store)
         await asyncio.sleep(0.2)
     probe.close()
-    store.close()
     lat = sorted(probe.latencies)
     p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
     return statistics.median(lat), p99, len(lat), backlog / drain_s
@@ -166,8 +175,8 @@ def rss_mb() -> float:
 
 async def outage_memory(workdir: Path, broker: Mosquitto, *, seconds: float) -> list[tuple[float, int, float, int]]:
     """(elapsed s, pending messages, RSS MB, messages held by paho) samples while the broker is down."""
-    store = SqliteStore(workdir / "outage.db")
-    body, n = bodies("plc", 500)[0]
+    store = new_store()
+    body, _ = bodies("plc", 500)[0]
     msg = NewMessage(readings_stream("plc"), MessageKind.READINGS, Priority.TELEMETRY, body)
     samples = []
     async with uplink_for(store, broker.port) as uplink:
@@ -176,7 +185,7 @@ async def outage_memory(workdir: Path, broker: Mosquitto, *, seconds: float) -> 
         t0 = time.perf_counter()
         next_sample = 0.0
         while (elapsed := time.perf_counter() - t0) < seconds:
-            store.add([msg] * 10, readings=[n] * 10)  # 5 000 readings per commit
+            await add(store, msg, 10)  # 5 000 readings per commit
             if elapsed >= next_sample:
                 held = uplink.link.in_flight if uplink.link is not None else 0
                 samples.append((elapsed, store.pending, rss_mb(), held))
@@ -188,13 +197,11 @@ async def outage_memory(workdir: Path, broker: Mosquitto, *, seconds: float) -> 
         await drained(store)
         samples.append((time.perf_counter() - t0, store.pending, rss_mb(), 0))
         print(f"  after the outage: {samples[-2][1] * 500:,} readings drained in {time.perf_counter() - t1:.1f} s")
-    store.close()
     return samples
 
 
-async def main(quick: bool) -> None:
+async def run(scale: float) -> None:
     configure_logging("warning", "console")
-    scale = 0.25 if quick else 1.0
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         broker = Mosquitto(workdir / "broker")
@@ -224,7 +231,14 @@ async def main(quick: bool) -> None:
             broker.stop()
 
 
-if __name__ == "__main__":
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="a quarter of the volumes (a smoke run)")
-    asyncio.run(main(parser.parse_args().quick))
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="a quarter of the volumes")
+    size.add_argument("--smoke", action="store_true", help="a hundredth of the volumes: seconds, figures meaningless")
+    args = parser.parse_args(argv)
+    asyncio.run(run(0.01 if args.smoke else 0.25 if args.quick else 1.0))
+
+
+if __name__ == "__main__":
+    main()

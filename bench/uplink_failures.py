@@ -7,11 +7,11 @@
     python bench/uplink_failures.py all         # everything (disk-full only as root)
 
 ``silent`` and ``reconnect`` put ``gateway.testing.fault_proxy.FaultProxy`` between the uplink (default settings,
-the tests' SQLite outbox, a producer committing a message every 20 ms) and the broker. ``takeover`` runs two uplinks
-with one client id in real time for ``--minutes`` after they saw the takeover (MQTT 3.1.1 and 5). ``disk-full``
-re-runs itself in a private mount namespace (``unshare -m``) with a 16 MiB tmpfs for the database, starts the
-bundled simulators and ``gateway run`` (a real process) with the uplink on, fills the tmpfs until ENOSPC and times
-the retained state document with ``store_unhealthy`` at a subscriber; then frees the disk and times the
+the contract-tested in-memory store, a producer committing a message every 20 ms) and the broker. ``takeover``
+runs two uplinks with one client id in real time for ``--minutes`` after they saw the takeover (MQTT 3.1.1 and 5).
+``disk-full`` re-runs itself in a private mount namespace (``unshare -m``) with a 16 MiB tmpfs for the database,
+starts the bundled simulators and ``gateway run`` (a real process) with the uplink on, fills the tmpfs until ENOSPC
+and times the retained state document with ``store_unhealthy`` at a subscriber; then frees the disk and times the
 ``STORE_UNHEALTHY`` symptom event, which goes through the store's outbox.
 """
 
@@ -33,16 +33,17 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "uplink")]
+sys.path[:0] = [str(ROOT)]
 
 import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
-from uplink_store import SqliteStore, make_readings  # noqa: E402
 
 from gateway.adapters.mqtt import Uplink, UplinkIdentity, request_policy  # noqa: E402
 from gateway.clock import SystemClock  # noqa: E402
 from gateway.config.mqtt import MqttSettings  # noqa: E402
+from gateway.domain.model import Quality, Reading  # noqa: E402
 from gateway.logging import configure_logging  # noqa: E402
+from gateway.testing.fakes import InMemoryKnowledgeStore  # noqa: E402
 from gateway.testing.fault_proxy import FaultProxy  # noqa: E402
 from gateway.testing.mosquitto import Mosquitto  # noqa: E402
 
@@ -50,7 +51,17 @@ IDENTITY = UplinkIdentity(site="bench", gateway="gw", client_id="bench-gw", conf
 _INSIDE = "--inside"
 
 
-def _uplink(store: SqliteStore, settings: MqttSettings) -> Uplink:
+def _store() -> InMemoryKnowledgeStore:
+    """The contract-tested in-memory knowledge store (tests/store/test_contract.py holds it to the SQLite one)."""
+    return InMemoryKnowledgeStore(clock=SystemClock())
+
+
+def _readings(n: int) -> list[Reading]:
+    now = time.time()
+    return [Reading(f"T-{i}", float(i), Quality.GOOD, now, now, "m") for i in range(n)]
+
+
+def _uplink(store: InMemoryKnowledgeStore, settings: MqttSettings) -> Uplink:
     return Uplink(
         settings=settings,
         identity=IDENTITY,
@@ -63,9 +74,9 @@ def _uplink(store: SqliteStore, settings: MqttSettings) -> Uplink:
     )
 
 
-async def _produce(store: SqliteStore) -> None:
+async def _produce(store: InMemoryKnowledgeStore) -> None:
     while True:
-        store.add_readings("pump-plc", make_readings(2))
+        await store.record_readings("pump-plc", _readings(2))
         await asyncio.sleep(0.02)
 
 
@@ -97,7 +108,7 @@ async def silent(runs: int) -> None:
 
 
 async def _one_silent(broker: Mosquitto, *, idle: bool) -> float:
-    store = SqliteStore()
+    store = _store()
     async with (
         FaultProxy(target_port=broker.port) as proxy,
         _uplink(store, MqttSettings(port=proxy.port)) as uplink,
@@ -109,7 +120,6 @@ async def _one_silent(broker: Mosquitto, *, idle: bool) -> float:
         took = await _until(lambda: not uplink.connected.is_set())
         if producer is not None:
             producer.cancel()
-    store.close()
     return took
 
 
@@ -128,7 +138,7 @@ async def reconnect(runs: int) -> None:
 
 
 async def _one_reconnect(broker: Mosquitto, how: str) -> float:
-    store = SqliteStore()
+    store = _store()
     async with (
         FaultProxy(target_port=broker.port) as proxy,
         _uplink(store, MqttSettings(port=proxy.port)) as uplink,
@@ -148,7 +158,6 @@ async def _one_reconnect(broker: Mosquitto, how: str) -> float:
             proxy.resume()
         took = await _until(lambda: uplink.connections > connections)
         producer.cancel()
-    store.close()
     return took
 
 
@@ -168,7 +177,7 @@ async def takeover(minutes: float) -> None:
 
 async def _one_takeover(broker: Mosquitto, version: str, minutes: float) -> dict[str, Any]:
     settings = MqttSettings(port=broker.port, protocol_version=version)  # type: ignore[arg-type]
-    stores = [SqliteStore(), SqliteStore()]
+    stores = [_store(), _store()]
     async with contextlib.AsyncExitStack() as stack:
         uplinks = [await stack.enter_async_context(_uplink(s, settings)) for s in stores]
         producers = [asyncio.create_task(_produce(s)) for s in stores]
@@ -180,8 +189,6 @@ async def _one_takeover(broker: Mosquitto, version: str, minutes: float) -> dict
         seen = [u.status().taken_over for u in uplinks]
         for p in producers:
             p.cancel()
-    for s in stores:
-        s.close()
     return {
         "what": "reconnects_per_minute_under_takeover",
         "protocol_version": version,

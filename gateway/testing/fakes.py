@@ -1,14 +1,18 @@
 """``InMemoryKnowledgeStore``: the knowledge store port in memory, with the same outbox semantics as SQLite.
 
 Writes are applied at once (there is no queue, so ``flush`` has nothing to wait for); messages get row ids, per
-stream sequence numbers and bodies exactly as the SQLite store forms them, so the loop and the uplink can be tested
-against it. ``fail_writes(reason)`` makes the store unhealthy (listeners are told, writes are refused and counted)
-until ``heal()``: the loop's reaction to a broken disk can be tested without one.
+stream sequence numbers and bodies exactly as the SQLite store forms them, the outbox limit thins them by the same
+policy, and ``wait_for_messages`` wakes on a new message as the SQLite store's does, so the loop and the uplink can be
+tested against it (``tests/store/test_contract.py`` holds the two to the same answers). Appending and marking sent
+cost O(1) per message and a fetch walks the unsent rows in order, so benchmarks of the uplink can use it too.
+``fail_writes(reason)`` makes the store unhealthy (listeners are told, writes are refused and counted) until
+``heal()``: the loop's reaction to a broken disk can be tested without one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -46,7 +50,8 @@ class _Stored:
 
 
 class InMemoryKnowledgeStore(KnowledgeStore):
-    """The ``KnowledgeStore`` port in memory. Inspect ``readings``, ``decisions``, ``audit`` and ``messages()``."""
+    """The ``KnowledgeStore`` port in memory. Inspect ``readings``, ``decisions``, ``audit``, ``messages()``,
+    ``pending`` and ``dropped_total``."""
 
     def __init__(
         self,
@@ -71,6 +76,8 @@ class InMemoryKnowledgeStore(KnowledgeStore):
         self.assets: dict[str, AssetState] = {}
         self.configs: list[tuple[str, str, float]] = []
         self._outbox: dict[int, _Stored] = {}
+        self._unsent: dict[int, OutboxMessage] = {}  # in row id order: the backlog as the uplink drains it
+        self._appended: asyncio.Event | None = None  # while someone waits for a new message
         self._next_row = 1
         self._seqs: dict[str, int] = {}
         self._dropped = 0
@@ -88,7 +95,19 @@ class InMemoryKnowledgeStore(KnowledgeStore):
         self._set_health(StoreHealth(True, "", self._clock.now()))
 
     def messages(self, *, unsent_only: bool = False) -> list[OutboxMessage]:
-        return [s.message for s in self._outbox.values() if not unsent_only or s.sent_at is None]
+        if unsent_only:
+            return list(self._unsent.values())
+        return [s.message for s in self._outbox.values()]
+
+    @property
+    def pending(self) -> int:
+        """Messages not yet marked sent (``stats().pending`` without awaiting)."""
+        return len(self._unsent)
+
+    @property
+    def dropped_total(self) -> int:
+        """Messages the outbox limit has dropped so far (``stats().dropped_total`` without awaiting)."""
+        return self._dropped
 
     def _set_health(self, health: StoreHealth) -> None:
         self._health = health
@@ -158,9 +177,12 @@ class InMemoryKnowledgeStore(KnowledgeStore):
         return self._next_row - 1
 
     async def wait_for_messages(self, after_row_id: int, timeout_s: float) -> bool:
-        if self._next_row - 1 > after_row_id:
-            return True
-        await asyncio.sleep(min(timeout_s, 0.01))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                while self._next_row - 1 <= after_row_id:
+                    if self._appended is None:
+                        self._appended = asyncio.Event()
+                    await self._appended.wait()
         return self._next_row - 1 > after_row_id
 
     async def record_event(self, message: NewMessage) -> None:
@@ -201,19 +223,23 @@ class InMemoryKnowledgeStore(KnowledgeStore):
         self._seqs[stream] = seq
         msg = OutboxMessage(self._next_row, stream, seq, uuid.uuid4().hex, kind, priority, self._clock.now(), body)
         self._outbox[self._next_row] = _Stored(msg)
+        self._unsent[self._next_row] = msg
         self._next_row += 1
+        if self._appended is not None:
+            self._appended.set()
+            self._appended = None
 
     def _enforce_limit(self) -> None:
         """The SQLite store's policy: past the limit, thin to 95 %, telemetry first, oldest first, and say so."""
-        unsent = [s.message for s in self._outbox.values() if s.sent_at is None]
-        if len(unsent) <= self._outbox_max:
+        if len(self._unsent) <= self._outbox_max:
             return
-        excess = len(unsent) - (self._outbox_max - max(1, self._outbox_max // 20))
-        victims = sorted(unsent, key=lambda m: (-m.priority, m.row_id))[:excess]
+        excess = len(self._unsent) - (self._outbox_max - max(1, self._outbox_max // 20))
+        victims = sorted(self._unsent.values(), key=lambda m: (-m.priority, m.row_id))[:excess]
         streams: dict[str, list[list[int]]] = {}
         kinds: dict[str, int] = {}
         for m in sorted(victims, key=lambda m: (m.stream, m.seq)):
             del self._outbox[m.row_id]
+            del self._unsent[m.row_id]
             kinds[m.kind.value] = kinds.get(m.kind.value, 0) + 1
             ranges = streams.setdefault(m.stream, [])
             if ranges and ranges[-1][1] == m.seq - 1:
@@ -235,26 +261,23 @@ class InMemoryKnowledgeStore(KnowledgeStore):
     async def fetch_unsent(
         self, *, limit: int, after_row_id: int = 0, max_priority: int | None = None
     ) -> list[OutboxMessage]:
-        out = [
-            s.message
-            for row_id, s in sorted(self._outbox.items())
-            if s.sent_at is None
-            and row_id > after_row_id
-            and (max_priority is None or s.message.priority <= max_priority)
-        ]
-        return out[:limit]
+        out: list[OutboxMessage] = []
+        for row_id, m in self._unsent.items():  # the rows at or before the cursor are few: those in flight
+            if len(out) >= limit:
+                break
+            if row_id > after_row_id and (max_priority is None or m.priority <= max_priority):
+                out.append(m)
+        return out
 
     async def mark_sent(self, row_ids: Sequence[int]) -> None:
         now = self._clock.now()
         for row_id in row_ids:
-            stored = self._outbox.get(row_id)
-            if stored is not None and stored.sent_at is None:
-                stored.sent_at = now
+            if self._unsent.pop(row_id, None) is not None:
+                self._outbox[row_id].sent_at = now
 
     async def stats(self) -> OutboxStats:
-        unsent = [s.message for s in self._outbox.values() if s.sent_at is None]
-        oldest = min((m.created_at for m in unsent), default=None)
-        return OutboxStats(pending=len(unsent), oldest_created_at=oldest, dropped_total=self._dropped)
+        oldest = next(iter(self._unsent.values())).created_at if self._unsent else None  # the lowest row id
+        return OutboxStats(pending=len(self._unsent), oldest_created_at=oldest, dropped_total=self._dropped)
 
     # -- reads ---------------------------------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@ if the loop's and the uplink's tests can trust it)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -11,7 +12,15 @@ import pytest
 
 from gateway.clock import SteppedClock
 from gateway.config.mqtt import BatchSettings
-from gateway.domain.model import Severity, Symptom, SymptomCode
+from gateway.domain.messages import (
+    STREAM_COMMAND_RESPONSES,
+    STREAM_EVENTS,
+    MessageKind,
+    NewMessage,
+    Priority,
+    event_body,
+)
+from gateway.domain.model import AuditEntry, AuditVerdict, Severity, Symptom, SymptomCode
 from gateway.domain.ports import KnowledgeStore
 from gateway.testing.fakes import InMemoryKnowledgeStore
 from tests.store.conftest import StoreFactory, make_readings
@@ -84,3 +93,49 @@ async def test_same_outbox_limit_policy(any_store: Opener) -> None:
     ]
     assert notices[0]["streams"] == {"readings/plc": [[1, 6]]}
     assert notices[2]["streams"] == {"readings/plc": [[18, 28]]}
+
+
+async def test_same_row_ids_and_wake_up_on_a_new_message(any_store: Opener) -> None:
+    """What the uplink's publisher relies on: ``wait_for_messages`` answers at once when there is one, wakes when
+    one arrives, and says False after its timeout; row ids only grow."""
+    event = NewMessage(STREAM_EVENTS, MessageKind.EVENT, Priority.EVENT, event_body("alarm", at=1.0))
+    async with any_store() as store:
+        assert await store.last_row_id() == 0
+        assert not await store.wait_for_messages(0, 0.05)  # nothing there: False once the timeout has passed
+        waiter = asyncio.create_task(store.wait_for_messages(0, 60.0))
+        await asyncio.sleep(0)  # the waiter is waiting
+        await store.record_event(event)
+        async with asyncio.timeout(30):  # only against a hang: it wakes on the commit, long before its 60 s
+            assert await waiter
+        await store.record_event(event)
+        await store.flush()
+        assert await store.last_row_id() == 2
+        assert await store.wait_for_messages(1, 0.05)  # there is a newer one: True at once
+        assert not await store.wait_for_messages(2, 0.05)
+        rows = await store.fetch_unsent(limit=10)
+        await store.mark_sent([rows[0].row_id])
+        assert await store.last_row_id() == 2  # marking sent frees no id
+    assert [(m.row_id, m.stream, m.seq) for m in rows] == [(1, "events", 1), (2, "events", 2)]
+
+
+async def test_same_audit_replay_protection_and_responses(any_store: Opener) -> None:
+    """What the uplink's command intake relies on: a request id is seen as soon as it is audited (even while the
+    entry is queued), and a response recorded with its audit entry is in the outbox."""
+    response = NewMessage(
+        STREAM_COMMAND_RESPONSES, MessageKind.COMMAND_RESPONSE, Priority.COMMAND_RESPONSE, b'{"request_id":"req-1"}'
+    )
+    accepted = AuditEntry(1.0, "req-1", "cmd", "set_mode", AuditVerdict.ACCEPTED, "", "{}")
+    malformed = AuditEntry(2.0, None, "cmd", None, AuditVerdict.REJECTED, "malformed_json", "{not json")
+    async with any_store() as store:
+        assert not await store.seen_request("req-1")
+        await store.record_audit(accepted, response)
+        assert await store.seen_request("req-1")  # before any flush
+        await store.record_audit(malformed)
+        await store.flush()
+        assert not await store.seen_request("req-2")
+        messages = await store.fetch_unsent(limit=10)
+        stats = await store.stats()
+    assert [(m.stream, m.seq, m.kind, m.priority, m.body) for m in messages] == [
+        ("cmd/response", 1, MessageKind.COMMAND_RESPONSE, Priority.COMMAND_RESPONSE, response.body)
+    ]
+    assert stats.pending == 1

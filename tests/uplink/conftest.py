@@ -1,4 +1,5 @@
-"""Fixtures of the uplink tests: a private Mosquitto per test, the SQLite test store, settings and a builder."""
+"""Fixtures of the uplink tests: a private Mosquitto per test, the in-memory knowledge store (held to the SQLite one
+by tests/store/test_contract.py), settings, a builder and readings."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ from typing import Any
 
 import pytest
 from uplink_fakes import FakeHandler
-from uplink_store import SqliteStore
 
 from gateway.adapters.mqtt import Uplink, UplinkIdentity, request_policy
 from gateway.clock import SystemClock
 from gateway.config.mqtt import MqttSettings
-from gateway.domain.ports import Clock, RemoteRequestHandler
+from gateway.domain.model import Quality, Reading
+from gateway.domain.ports import Clock, KnowledgeStore, RemoteRequestHandler
+from gateway.testing.fakes import InMemoryKnowledgeStore
 from gateway.testing.mosquitto import Mosquitto
 
 PUMPS = ["P-101", "P-102", "P-103"]
@@ -29,10 +31,21 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
 
 
 @pytest.fixture
-def store() -> Iterator[SqliteStore]:
-    s = SqliteStore()
-    yield s
-    s.close()
+def store() -> InMemoryKnowledgeStore:
+    return memory_store()
+
+
+def memory_store(**options: Any) -> InMemoryKnowledgeStore:
+    """The contract-tested in-memory store on the system clock; ``options`` as ``InMemoryKnowledgeStore`` takes them."""
+    return InMemoryKnowledgeStore(clock=SystemClock(), **options)
+
+
+def make_readings(n: int, *, start: float = 1_767_225_600.0, prefix: str = "T") -> list[Reading]:
+    """``n`` good readings with distinct source timestamps over 50 tags; value i for the i-th."""
+    return [
+        Reading(f"{prefix}-{i % 50}", float(i), Quality.GOOD, start + i * 0.001, start + i * 0.001, "m")
+        for i in range(n)
+    ]
 
 
 def mqtt_settings(port: int, **overrides: Any) -> MqttSettings:
@@ -56,7 +69,7 @@ IDENTITY = UplinkIdentity(site="bs01", gateway="edge-1", client_id="gw-bs01-edge
 @asynccontextmanager
 async def running_uplink(
     settings: MqttSettings,
-    store: SqliteStore,
+    store: KnowledgeStore,
     *,
     handler: RemoteRequestHandler | None = None,
     clock: Clock | None = None,

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 import structlog
-from conftest import mqtt_settings, running_uplink
+from conftest import make_readings, memory_store, mqtt_settings, running_uplink
 from uplink_fakes import Consumer, FakeHandler, eventually, publish_raw
-from uplink_store import SqliteStore, make_readings
 
 from gateway.testing.mosquitto import Mosquitto
 
@@ -65,8 +64,8 @@ def acl_broker(tmp_path: Path) -> Iterator[Mosquitto]:
 async def test_password_from_a_file_logs_in_and_delivers(broker: Mosquitto, tmp_path: Path) -> None:
     secret = tmp_path / "mqtt-password"
     secret.write_text(USERS["edge-1"] + "\n")  # as systemd's LoadCredential leaves it, with a newline
-    store = SqliteStore()
-    store.add_readings("pump-plc", make_readings(10))
+    store = memory_store()
+    await store.record_readings("pump-plc", make_readings(10))
     settings = mqtt_settings(broker.port, username="edge-1", password_file=str(secret))
     with Consumer(broker.port, topic="water/#", login=("central", USERS["central"])) as consumer:
         async with running_uplink(settings, store) as uplink:
@@ -78,8 +77,8 @@ async def test_password_from_a_file_logs_in_and_delivers(broker: Mosquitto, tmp_
 
 
 async def test_wrong_password_is_refused_clearly_and_nothing_is_lost(broker: Mosquitto) -> None:
-    store = SqliteStore()
-    store.add_readings("pump-plc", make_readings(10))
+    store = memory_store()
+    await store.record_readings("pump-plc", make_readings(10))
     settings = mqtt_settings(broker.port, username="edge-1", password="not-the-password")
     with (
         Consumer(broker.port, topic="#", login=("central", USERS["central"])) as consumer,
@@ -99,8 +98,8 @@ async def test_wrong_password_is_refused_clearly_and_nothing_is_lost(broker: Mos
 
 
 async def test_with_the_readme_acl_only_the_central_system_can_send_requests(acl_broker: Mosquitto) -> None:
-    store = SqliteStore()
-    store.add_readings("pump-plc", make_readings(3))
+    store = memory_store()
+    await store.record_readings("pump-plc", make_readings(3))
     handler = FakeHandler()
     settings = mqtt_settings(acl_broker.port, username="edge-1", password=USERS["edge-1"])
     central = ("central", USERS["central"])
@@ -119,7 +118,7 @@ async def test_with_the_readme_acl_only_the_central_system_can_send_requests(acl
         answers = [m.doc["data"] for m in consumer.snapshot("/cmd/response")]
     assert [(a["request_id"], a["status"]) for a in answers] == [("from-central", "accepted"), ("from-central", "done")]
     assert [r.id for r in handler.requests] == ["from-central"]  # the intruder's request never arrived
-    assert {a["request_id"] for a in store.audit_rows()} == {"from-central"}
+    assert {a.request_id for a in store.audit} == {"from-central"}
 
 
 def _request(request_id: str) -> bytes:

@@ -11,22 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-from conftest import IDENTITY, mqtt_settings, running_uplink
+from conftest import IDENTITY, make_readings, memory_store, mqtt_settings, running_uplink
 from referencing import Registry, Resource
 from uplink_fakes import Consumer, FakeHandler, eventually, publish_raw
-from uplink_store import SqliteStore, make_readings
 
 from gateway.adapters.mqtt import Uplink, request_policy
 from gateway.clock import SystemClock
-from gateway.domain.messages import (
-    STREAM_DECISIONS,
-    STREAM_EVENTS,
-    MessageKind,
-    NewMessage,
-    Priority,
-    decision_body,
-    symptom_event_body,
-)
 from gateway.domain.model import (
     Command,
     CommandKind,
@@ -42,6 +32,7 @@ from gateway.domain.model import (
     SymptomCode,
 )
 from gateway.domain.remote import RemoteOutcome, RemoteStatus, SetSetpoint
+from gateway.testing.fakes import InMemoryKnowledgeStore
 from gateway.testing.mosquitto import Mosquitto
 
 BASE = "water/bs01/edge-1"
@@ -81,7 +72,7 @@ def bad_requests() -> list[tuple[bytes, str | None, str]]:
 
 
 async def test_bad_commands_are_rejected_audited_and_never_reach_the_handler(
-    broker: Mosquitto, store: SqliteStore
+    broker: Mosquitto, store: InMemoryKnowledgeStore
 ) -> None:
     handler = FakeHandler()
     with Consumer(broker.port, topic=f"{BASE}/cmd/response") as consumer:
@@ -105,16 +96,16 @@ async def test_bad_commands_are_rejected_audited_and_never_reach_the_handler(
     assert rejected == expected
     assert all(b["status"] == "rejected" and b["reason"] for b in bodies[2:])
     assert [r.id for r in handler.requests] == ["good-1"]  # nothing bad reached the loop
-    audit = store.audit_rows()
+    audit = store.audit
     assert len(audit) == 2 + len(payloads)  # accepted + done, and one row per bad request
-    assert sorted(str(a["verdict"]) for a in audit) == ["accepted", "done"] + ["rejected"] * len(payloads)
-    malformed = next(a for a in audit if a["request_id"] is None)
-    assert malformed["raw"] == "{not json"
-    assert str(malformed["reason"]).startswith("malformed_json:")
+    assert sorted(a.verdict.value for a in audit) == ["accepted", "done"] + ["rejected"] * len(payloads)
+    malformed = next(a for a in audit if a.request_id is None)
+    assert malformed.raw == "{not json"
+    assert malformed.reason.startswith("malformed_json:")
 
 
 async def test_accepted_request_reaches_the_handler_and_its_outcome_is_answered(
-    broker: Mosquitto, store: SqliteStore
+    broker: Mosquitto, store: InMemoryKnowledgeStore
 ) -> None:
     refused = RemoteOutcome(RemoteStatus.REJECTED, "max_step: PRV setpoint change 7.0 m exceeds 2.0 m")
     handler = FakeHandler(refused)
@@ -130,10 +121,10 @@ async def test_accepted_request_reaches_the_handler_and_its_outcome_is_answered(
     (req,) = handler.requests
     assert req.params == SetSetpoint("prv_setpoint", 52.0, "PCV-301.SP", 35.0, 55.0, 2.0, "m")
     assert req.requested_by == "op-7"
-    assert [a["verdict"] for a in store.audit_rows()] == ["accepted", "rejected"]
+    assert [a.verdict.value for a in store.audit] == ["accepted", "rejected"]
 
 
-async def test_commands_are_refused_without_a_handler(broker: Mosquitto, store: SqliteStore) -> None:
+async def test_commands_are_refused_without_a_handler(broker: Mosquitto, store: InMemoryKnowledgeStore) -> None:
     settings = mqtt_settings(broker.port)
     with Consumer(broker.port, topic=f"{BASE}/cmd/response") as consumer:
         async with Uplink(
@@ -153,12 +144,13 @@ async def test_commands_are_refused_without_a_handler(broker: Mosquitto, store: 
     assert consumer.docs("/cmd/response")[0]["data"]["code"] == "not_allowed"
 
 
-async def test_every_published_payload_validates_against_its_schema(broker: Mosquitto, store: SqliteStore) -> None:
-    store.add_readings("pump-plc", [*make_readings(3), Reading("LIT-201", float("nan"), Quality.BAD, 1.0, 1.0, "m")])
-    symptom = Symptom(SymptomCode.LVL_LOW, "ET-01", Severity.WARNING, 1.0, "below start", {"level_m": 3.9})
-    store.add(
-        [NewMessage(STREAM_EVENTS, MessageKind.EVENT, Priority.EVENT, symptom_event_body(symptom, raised=True, at=1.0))]
+async def test_every_published_payload_validates_against_its_schema(broker: Mosquitto) -> None:
+    store = memory_store(outbox_max_rows=4)
+    await store.record_readings(
+        "pump-plc", [*make_readings(3), Reading("LIT-201", float("nan"), Quality.BAD, 1.0, 1.0, "m")]
     )
+    symptom = Symptom(SymptomCode.LVL_LOW, "ET-01", Severity.WARNING, 1.0, "below start", {"level_m": 3.9})
+    await store.record_symptom(symptom, raised=True, at=1.0)
     command = Command(CommandKind.START_PUMP, "P-101", "XC-101", True)
     decision = Decision(
         id="d-1",
@@ -169,9 +161,9 @@ async def test_every_published_payload_validates_against_its_schema(broker: Mosq
         knowledge={"lead": "P-101"},
         outcomes=(CommandOutcome(command, CommandStatus.CONFIRMED, 2.0, 2.5, read_back=True),),
     )
-    store.add([NewMessage(STREAM_DECISIONS, MessageKind.DECISION, Priority.DECISION, decision_body(decision))])
-    store.max_rows = 1
-    store.add_readings("pump-plc", make_readings(1))  # over the limit: a data_dropped event
+    await store.record_decision(decision)
+    await store.record_readings("pump-plc", make_readings(1))  # the fourth message: at the limit
+    await store.record_readings("pump-plc", make_readings(2))  # over it: two readings dropped, a data_dropped event
     with Consumer(broker.port, topic=f"{BASE}/#") as consumer:
         async with running_uplink(mqtt_settings(broker.port), store) as uplink:
             await uplink.wait_connected()
@@ -184,4 +176,4 @@ async def test_every_published_payload_validates_against_its_schema(broker: Mosq
             continue
         validate_envelope(m.doc)
         kinds.add(m.doc["data"].get("type", m.doc["kind"]))
-    assert kinds >= {"decision", "symptom_raised", "data_dropped"}
+    assert kinds >= {"readings", "decision", "symptom_raised", "data_dropped"}

@@ -9,20 +9,20 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-from conftest import mqtt_settings, running_uplink
+from conftest import make_readings, memory_store, mqtt_settings, running_uplink
 from uplink_fakes import Consumer, Received, eventually
-from uplink_store import SqliteStore, make_readings
 
+from gateway.testing.fakes import InMemoryKnowledgeStore
 from gateway.testing.mosquitto import Mosquitto
 
 DEVICES = ("pump-plc", "tank-rtu")
 
 
-async def _poll_forever(store: SqliteStore, produced: dict[str, int]) -> None:
-    """Stands in for the poll loop: every 5 ms each device yields 4 readings, committed with their message."""
+async def _poll_forever(store: InMemoryKnowledgeStore, produced: dict[str, int]) -> None:
+    """Stands in for the poll loop: every 5 ms each device yields 4 readings, stored with their message."""
     while True:
         for device in DEVICES:
-            store.add_readings(device, make_readings(4, prefix=device))
+            assert await store.record_readings(device, make_readings(4, prefix=device))
             produced[device] += 1
         await asyncio.sleep(0.005)
 
@@ -41,7 +41,7 @@ def first_occurrences(messages: list[Received]) -> list[dict[str, Any]]:
 async def test_broker_outage_loses_nothing_and_duplicates_nothing_after_dedup(tmp_path: Path) -> None:
     broker = Mosquitto(tmp_path / "broker", persistence=True)  # the consumer's session must survive the restart
     broker.start()
-    store = SqliteStore()
+    store = memory_store()
     produced = dict.fromkeys(DEVICES, 0)
     try:
         with Consumer(broker.port, topic="water/bs01/edge-1/readings/#", persistent=True) as consumer:
@@ -65,7 +65,6 @@ async def test_broker_outage_loses_nothing_and_duplicates_nothing_after_dedup(tm
             messages = consumer.snapshot()
     finally:
         broker.stop()
-        store.close()
 
     docs = first_occurrences(messages)
     assert len(docs) == total  # exactly once after de-duplication

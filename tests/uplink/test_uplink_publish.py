@@ -3,9 +3,8 @@ during a backlog drain, the retained state and the last will."""
 
 from __future__ import annotations
 
-from conftest import mqtt_settings, running_uplink
+from conftest import make_readings, mqtt_settings, running_uplink
 from uplink_fakes import Consumer, eventually
-from uplink_store import SqliteStore, make_readings
 
 from gateway.domain.messages import (
     STREAM_COMMAND_RESPONSES,
@@ -17,15 +16,16 @@ from gateway.domain.messages import (
     command_response_body,
     event_body,
 )
+from gateway.testing.fakes import InMemoryKnowledgeStore
 from gateway.testing.mosquitto import Mosquitto
 
 BASE = "water/bs01/edge-1"
 
 
 async def test_readings_reach_the_broker_and_rows_are_marked_sent_on_puback(
-    broker: Mosquitto, store: SqliteStore
+    broker: Mosquitto, store: InMemoryKnowledgeStore
 ) -> None:
-    store.add_readings("pump-plc", make_readings(1200))
+    await store.record_readings("pump-plc", make_readings(1200))
     with Consumer(broker.port) as consumer:
         async with running_uplink(mqtt_settings(broker.port), store) as uplink:
             await uplink.wait_connected()
@@ -48,13 +48,19 @@ async def test_readings_reach_the_broker_and_rows_are_marked_sent_on_puback(
         assert all(d["site"] == "bs01" and d["gateway"] == "edge-1" and d["kind"] == "readings" for d in docs)
 
 
-async def test_decisions_events_and_responses_go_before_telemetry(broker: Mosquitto, store: SqliteStore) -> None:
+async def test_decisions_events_and_responses_go_before_telemetry(
+    broker: Mosquitto, store: InMemoryKnowledgeStore
+) -> None:
     for _ in range(40):
-        store.add_readings("pump-plc", make_readings(10))
-    store.add([NewMessage(STREAM_EVENTS, MessageKind.EVENT, Priority.EVENT, event_body("alarm", at=1.0))])
-    store.add([NewMessage(STREAM_DECISIONS, MessageKind.DECISION, Priority.DECISION, b'{"decision_id":"d1"}')])
+        await store.record_readings("pump-plc", make_readings(10))
+    await store.record_event(NewMessage(STREAM_EVENTS, MessageKind.EVENT, Priority.EVENT, event_body("alarm", at=1.0)))
+    await store.record_event(
+        NewMessage(STREAM_DECISIONS, MessageKind.DECISION, Priority.DECISION, b'{"decision_id":"d1"}')
+    )
     body = command_response_body("r1", "accepted", at=1.0)
-    store.add([NewMessage(STREAM_COMMAND_RESPONSES, MessageKind.COMMAND_RESPONSE, Priority.COMMAND_RESPONSE, body)])
+    await store.record_event(
+        NewMessage(STREAM_COMMAND_RESPONSES, MessageKind.COMMAND_RESPONSE, Priority.COMMAND_RESPONSE, body)
+    )
     with Consumer(broker.port, topic=f"{BASE}/#") as consumer:
         async with running_uplink(mqtt_settings(broker.port, inflight_window=4), store):
             await eventually(lambda: store.pending == 0, what="outbox drained")
@@ -64,14 +70,14 @@ async def test_decisions_events_and_responses_go_before_telemetry(broker: Mosqui
     assert order[3:] == ["readings/pump-plc"] * 40
 
 
-async def test_live_data_overtakes_the_backlog(broker: Mosquitto, store: SqliteStore) -> None:
+async def test_live_data_overtakes_the_backlog(broker: Mosquitto, store: InMemoryKnowledgeStore) -> None:
     for _ in range(3000):
-        store.add_readings("pump-plc", make_readings(2))
+        await store.record_readings("pump-plc", make_readings(2))
     with Consumer(broker.port, topic=f"{BASE}/readings/#") as consumer:
         async with running_uplink(mqtt_settings(broker.port, inflight_window=8), store) as uplink:
             await uplink.wait_connected()
             await eventually(lambda: len(consumer.snapshot()) >= 100, what="backlog drain under way")
-            store.add_readings("tank-rtu", make_readings(3))
+            await store.record_readings("tank-rtu", make_readings(3))
             await eventually(lambda: store.pending == 0, timeout_s=60, what="outbox drained")
             await eventually(lambda: len(consumer.snapshot()) == 3001, what="every message")
         arrivals = [m.doc for m in consumer.snapshot()]
@@ -83,7 +89,9 @@ async def test_live_data_overtakes_the_backlog(broker: Mosquitto, store: SqliteS
     assert [d["seq"] for d in backlog] == list(range(1, 3001))  # the backlog still drains in order
 
 
-async def test_state_is_retained_online_then_offline_on_clean_shutdown(broker: Mosquitto, store: SqliteStore) -> None:
+async def test_state_is_retained_online_then_offline_on_clean_shutdown(
+    broker: Mosquitto, store: InMemoryKnowledgeStore
+) -> None:
     async with running_uplink(mqtt_settings(broker.port), store) as uplink:
         await uplink.wait_connected()
         with Consumer(broker.port, topic=f"{BASE}/state", name="late-subscriber") as consumer:
@@ -106,7 +114,9 @@ async def test_state_is_retained_online_then_offline_on_clean_shutdown(broker: M
     assert (offline["state"], offline["reason"]) == ("offline", "shutdown")
 
 
-async def test_last_will_says_offline_when_the_connection_dies(broker: Mosquitto, store: SqliteStore) -> None:
+async def test_last_will_says_offline_when_the_connection_dies(
+    broker: Mosquitto, store: InMemoryKnowledgeStore
+) -> None:
     with Consumer(broker.port, topic=f"{BASE}/state") as consumer:
         async with running_uplink(mqtt_settings(broker.port, keepalive_s=5), store) as uplink:
             await uplink.wait_connected()

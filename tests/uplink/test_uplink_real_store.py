@@ -2,7 +2,8 @@
 
 - the broker stopped while readings keep being stored, then restarted: every reading stored during the outage
   arrives exactly once after de-duplication by message id, in order per device;
-- the gateway killed with SIGKILL mid-drain and restarted: nothing committed is lost, duplicates carry the same id.
+- the gateway killed with SIGKILL mid-drain and restarted: nothing committed is lost, rows delivered but not yet
+  marked sent are sent again under the same id, stream and seq.
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from conftest import mqtt_settings, running_uplink
+from conftest import make_readings, mqtt_settings, running_uplink
 from uplink_fakes import Consumer, Received, eventually, held
-from uplink_store import make_readings
 
 from gateway.adapters.sqlite import SqliteKnowledgeStore
 from gateway.clock import SystemClock
@@ -110,6 +110,12 @@ async def test_outage_with_real_store_every_reading_once_in_order(tmp_path: Path
         assert any(d["historical"] for d in mine)  # what waited in the outage came back marked as replayed
 
 
+def _unsent(db: Path) -> int:
+    """Rows not yet marked sent, read as another process would while the child gateway writes."""
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return int(conn.execute("SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetchone()[0])
+
+
 def _start_child(db: Path, port: int, *, hold_after: int = 0) -> subprocess.Popen[str]:
     args = ["--db", str(db), "--port", str(port), "--window", "8", "--hold-after", str(hold_after)]
     return subprocess.Popen(
@@ -146,6 +152,7 @@ async def test_sigkill_mid_drain_with_real_store_loses_nothing(broker: Mosquitto
             child.kill()
         before = len({m.doc["id"] for m in consumer.snapshot()})
         assert before < len(committed)  # killed mid-drain
+        assert _unsent(db) > len(committed) - before  # some delivered rows were not yet marked sent
         child = _start_child(db, broker.port)
         try:
             await eventually(
@@ -153,6 +160,7 @@ async def test_sigkill_mid_drain_with_real_store_loses_nothing(broker: Mosquitto
                 timeout_s=180,
                 what="drain after restart",
             )
+            await eventually(lambda: _unsent(db) == 0, what="every row marked sent")
         finally:
             child.terminate()
             child.wait(60)  # a clean stop says goodbye to the broker: slow on a loaded machine
@@ -160,6 +168,8 @@ async def test_sigkill_mid_drain_with_real_store_loses_nothing(broker: Mosquitto
     assert {d["id"] for d in received} == set(committed)  # nothing committed is lost
     for d in received:
         assert committed[d["id"]] == (d["stream"], d["seq"])  # a resend has the same id, stream and seq
+    assert len(received) > len(committed)  # delivered before the kill, not yet marked sent: sent again
+    assert all(d["historical"] for d in received)  # everything here was stored before either process connected
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 

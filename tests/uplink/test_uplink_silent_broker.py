@@ -11,12 +11,12 @@ import contextlib
 from types import SimpleNamespace
 from typing import Any
 
-from conftest import mqtt_settings, running_uplink
+from conftest import make_readings, memory_store, mqtt_settings, running_uplink
 from uplink_fakes import Consumer, eventually
-from uplink_store import SqliteStore, make_readings
 
 from gateway.cli.live import _uplink_text
 from gateway.metrics import REGISTRY
+from gateway.testing.fakes import InMemoryKnowledgeStore
 from gateway.testing.fault_proxy import FaultProxy
 from gateway.testing.mosquitto import Mosquitto
 
@@ -29,65 +29,62 @@ def _metric(name: str, labels: dict[str, str] | None = None) -> float:
     return REGISTRY.get_sample_value(name, labels or {}) or 0.0
 
 
-async def _produce(store: SqliteStore) -> None:
+async def _produce(store: InMemoryKnowledgeStore) -> None:
     """Stands in for the poll loop: a message every 20 ms."""
     while True:
-        store.add_readings("pump-plc", make_readings(2))
+        await store.record_readings("pump-plc", make_readings(2))
         await asyncio.sleep(0.02)
 
 
-def _view(uplink: Any, store: SqliteStore) -> str:
+def _view(uplink: Any, store: InMemoryKnowledgeStore) -> str:
     gw = SimpleNamespace(uplink=uplink, clock=SimpleNamespace(now=lambda: 0.0))
     return _uplink_text(gw, SimpleNamespace(pending=store.pending, oldest_created_at=None))
 
 
 async def test_a_silent_broker_is_declared_dead_by_the_owed_puback_and_reconnected_after(broker: Mosquitto) -> None:
-    store = SqliteStore()
+    store = memory_store()
     silent_before = _metric("gateway_uplink_disconnects_total", {"cause": "silent"})
-    try:
-        async with FaultProxy(target_port=broker.port) as proxy:
-            settings = mqtt_settings(proxy.port, keepalive_s=SLOW_KEEPALIVE_S, ack_timeout_s=3.0, reconnect_max_s=1.0)
-            with Consumer(broker.port, topic=f"{BASE}/readings/#") as consumer:
-                async with running_uplink(settings, store) as uplink:
-                    producer = asyncio.create_task(_produce(store), name="test-producer")
-                    await uplink.wait_connected()
-                    await eventually(lambda: len(consumer.snapshot()) >= 10, what="live data")
-                    assert _metric("gateway_uplink_connected") == 1
+    async with FaultProxy(target_port=broker.port) as proxy:
+        settings = mqtt_settings(proxy.port, keepalive_s=SLOW_KEEPALIVE_S, ack_timeout_s=3.0, reconnect_max_s=1.0)
+        with Consumer(broker.port, topic=f"{BASE}/readings/#") as consumer:
+            async with running_uplink(settings, store) as uplink:
+                producer = asyncio.create_task(_produce(store), name="test-producer")
+                await uplink.wait_connected()
+                await eventually(lambda: len(consumer.snapshot()) >= 10, what="live data")
+                assert _metric("gateway_uplink_connected") == 1
 
-                    proxy.black_hole()
-                    owed: list[float] = []
+                proxy.black_hole()
+                owed: list[float] = []
 
-                    def declared_dead() -> bool:
-                        owed.append(_metric("gateway_uplink_unacked_oldest_seconds"))
-                        return not uplink.connected.is_set()
+                def declared_dead() -> bool:
+                    owed.append(_metric("gateway_uplink_unacked_oldest_seconds"))
+                    return not uplink.connected.is_set()
 
-                    await eventually(declared_dead, what="the silent broker declared dead")
-                    status = uplink.status()
-                    assert status.last_loss_cause == "silent"
-                    assert "nothing heard from the broker" in (status.last_loss or "")
-                    assert _metric("gateway_uplink_connected") == 0
-                    assert _metric("gateway_uplink_disconnects_total", {"cause": "silent"}) == silent_before + 1
-                    assert max(owed) >= 1.0  # the gauge showed the PUBACK owed growing before the verdict
-                    assert status.as_check()["connected"] is False  # what /readyz shows
-                    assert "declared dead" in _view(uplink, store)  # ... and the live view
-                    pending = store.pending
-                    await eventually(lambda: store.pending > pending + 20, what="buffering while dead")
+                await eventually(declared_dead, what="the silent broker declared dead")
+                status = uplink.status()
+                assert status.last_loss_cause == "silent"
+                assert "nothing heard from the broker" in (status.last_loss or "")
+                assert _metric("gateway_uplink_connected") == 0
+                assert _metric("gateway_uplink_disconnects_total", {"cause": "silent"}) == silent_before + 1
+                assert max(owed) >= 1.0  # the gauge showed the PUBACK owed growing before the verdict
+                assert status.as_check()["connected"] is False  # what /readyz shows
+                assert "declared dead" in _view(uplink, store)  # ... and the live view
+                pending = store.pending
+                await eventually(lambda: store.pending > pending + 20, what="buffering while dead")
 
-                    proxy.resume()
-                    await eventually(lambda: uplink.connections >= 2, what="reconnect once the broker answers")
-                    assert "connected" in _view(uplink, store)
-                    producer.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await producer
-                    await eventually(lambda: store.pending == 0, what="backlog drained")
-                stored = {message_id for _, _, message_id in store.all_messages()}
-                await eventually(lambda: {m.doc["id"] for m in consumer.snapshot()} >= stored, what="every message")
-    finally:
-        store.close()
+                proxy.resume()
+                await eventually(lambda: uplink.connections >= 2, what="reconnect once the broker answers")
+                assert "connected" in _view(uplink, store)
+                producer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await producer
+                await eventually(lambda: store.pending == 0, what="backlog drained")
+            stored = {m.message_id for m in store.messages()}
+            await eventually(lambda: {m.doc["id"] for m in consumer.snapshot()} >= stored, what="every message")
 
 
 async def test_an_idle_connection_is_probed_and_declared_dead_when_the_probe_goes_unanswered(
-    broker: Mosquitto, store: SqliteStore
+    broker: Mosquitto, store: InMemoryKnowledgeStore
 ) -> None:
     async with FaultProxy(target_port=broker.port) as proxy:
         settings = mqtt_settings(proxy.port, keepalive_s=SLOW_KEEPALIVE_S, ack_timeout_s=2.0, reconnect_max_s=1.0)

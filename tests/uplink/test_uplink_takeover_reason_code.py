@@ -11,10 +11,9 @@ import json
 from types import TracebackType
 from typing import Any, Self
 
-from conftest import IDENTITY, PUMPS, mqtt_settings
+from conftest import IDENTITY, PUMPS, memory_store, mqtt_settings
 from structlog.testing import capture_logs
 from uplink_fakes import FakeHandler, eventually
-from uplink_store import SqliteStore
 
 from gateway.adapters.mqtt import Uplink, request_policy
 from gateway.clock import ScaledClock
@@ -111,37 +110,34 @@ async def _packet(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 
 async def test_the_first_disconnect_0x8e_is_a_takeover_and_the_uplink_backs_off() -> None:
     clock = ScaledClock(speed=60.0)  # a simulated minute of back-off is a real second
-    store = SqliteStore()
+    store = memory_store()
     recorded: list[dict[str, Any]] = []
 
     async def record(message: NewMessage) -> None:
         recorded.append(json.loads(message.body))
 
-    try:
-        async with TinyMqtt5Broker() as broker:
-            settings = mqtt_settings(broker.port, protocol_version="5", commands={"enabled": False})
-            uplink = Uplink(
-                settings=settings,
-                identity=IDENTITY,
-                outbox=store,
-                request_log=store,
-                handler=FakeHandler(),
-                policy=request_policy(settings.commands, pumps=PUMPS),
-                clock=clock,
-                events=record,
-            )
-            with capture_logs() as logs:
-                async with uplink:
-                    await uplink.wait_connected()
-                    broker.take_over()
-                    await eventually(lambda: uplink.status().taken_over, what="the takeover recognised")
-                    assert uplink.status().last_loss_cause == "taken_over"
-                    assert broker.connects == 1  # recognised at once, not after a run of quick disconnects
-                    waited_from = clock.monotonic()
-                    await eventually(lambda: uplink.connections == 2, what="the reconnect after the back-off")
-                    assert clock.monotonic() - waited_from >= settings.takeover_backoff_s
-    finally:
-        store.close()
+    async with TinyMqtt5Broker() as broker:
+        settings = mqtt_settings(broker.port, protocol_version="5", commands={"enabled": False})
+        uplink = Uplink(
+            settings=settings,
+            identity=IDENTITY,
+            outbox=store,
+            request_log=store,
+            handler=FakeHandler(),
+            policy=request_policy(settings.commands, pumps=PUMPS),
+            clock=clock,
+            events=record,
+        )
+        with capture_logs() as logs:
+            async with uplink:
+                await uplink.wait_connected()
+                broker.take_over()
+                await eventually(lambda: uplink.status().taken_over, what="the takeover recognised")
+                assert uplink.status().last_loss_cause == "taken_over"
+                assert broker.connects == 1  # recognised at once, not after a run of quick disconnects
+                waited_from = clock.monotonic()
+                await eventually(lambda: uplink.connections == 2, what="the reconnect after the back-off")
+                assert clock.monotonic() - waited_from >= settings.takeover_backoff_s
     [error] = [e for e in logs if e["event"] == "mqtt.session_taken_over"]
     assert (error["log_level"], error["detected_by"], error["client_id"]) == ("error", "reason_code", "gw-bs01-edge-1")
     [event] = [d for d in recorded if d["type"] == "session_taken_over"]

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 import structlog
-from conftest import mqtt_settings, running_uplink
+from conftest import make_readings, memory_store, mqtt_settings, running_uplink
 from uplink_certs import Pki, make_pki
 from uplink_fakes import Consumer, eventually
-from uplink_store import SqliteStore, make_readings
 
 from gateway.testing.mosquitto import Mosquitto, TlsListener
 
@@ -42,8 +41,8 @@ def _tls_settings(broker: Mosquitto, pki: Pki, *, ca: Path, server_hostname: str
 
 
 async def test_tls_with_ca_name_and_client_certificate_delivers(tls_broker: Mosquitto, pki: Pki) -> None:
-    store = SqliteStore()
-    store.add_readings("pump-plc", make_readings(10))
+    store = memory_store()
+    await store.record_readings("pump-plc", make_readings(10))
     settings = _tls_settings(tls_broker, pki, ca=pki.ca_file, server_hostname="broker.test")
     with Consumer(tls_broker.port, topic="water/#") as consumer:
         async with running_uplink(settings, store) as uplink:  # type: ignore[arg-type]
@@ -63,8 +62,8 @@ async def test_tls_with_ca_name_and_client_certificate_delivers(tls_broker: Mosq
 async def test_unverified_certificate_never_connects_and_never_falls_back(
     tls_broker: Mosquitto, pki: Pki, which_ca: str, server_hostname: str | None, reason: str
 ) -> None:
-    store = SqliteStore()
-    store.add_readings("pump-plc", make_readings(10))
+    store = memory_store()
+    await store.record_readings("pump-plc", make_readings(10))
     ca = pki.other_ca_file if which_ca == "other" else pki.ca_file
     settings = _tls_settings(tls_broker, pki, ca=ca, server_hostname=server_hostname)
     with Consumer(tls_broker.port, topic="#") as consumer, structlog.testing.capture_logs() as logs:
