@@ -573,6 +573,9 @@ class ControlLoop:
         another device take (a dead PLC: the write's deadline and its read-back's)."""
         if self._wake is not None and device in self._control_devices:
             self._wake.set()  # a cycle running now may have missed this poll: the cycle task runs another after it
+        elif self._wake is None and self._on_progress is not None:
+            # Data only (no cycles): a finished poll is the progress systemd's watchdog is fed from.
+            self._on_progress(self._clock.monotonic())
 
     def _first_polls_done(self) -> bool:
         """No cycle before every device the loop reads has been polled once (or its stale limit has passed): a

@@ -14,7 +14,8 @@ from supervision_kit import RecordingNotifier
 from gateway.bootstrap import READY_GRACE_S, Gateway, run_gateway
 from gateway.clock import ScaledClock
 from gateway.config import load_config
-from gateway.testing.configs import DAY_START, booster_station_config
+from gateway.testing.configs import DAY_START, booster_station_config, day_clock
+from simulators.harness import PlantSimulator
 
 GUARD_S = 120.0  # against a hang, not a timing assertion
 
@@ -55,3 +56,31 @@ async def test_a_device_down_at_start_gives_ready_after_the_grace_with_what_is_n
     assert not readyz.ok  # the probe still tells the truth
     assert set(readyz.checks["not_ready"]) >= {"pump-plc", "tank-rtu"}
     assert [e["event"] for e in logs if e["event"].startswith("gateway.ready")] == ["gateway.ready_degraded"]
+
+
+async def test_a_data_only_gateway_feeds_the_watchdog_from_its_polls(tmp_path: Path) -> None:
+    """With the loop disabled there are no cycles: finished polls are the progress the watchdog is fed from (it
+    used to be fed from cycles only, so systemd would have killed a data-only gateway at every WatchdogSec)."""
+    clock = day_clock()
+    async with PlantSimulator(clock=clock, seed=3) as sim:
+        cfg = booster_station_config(
+            tmp_path, gateway_id="edge-data", modbus_port=sim.modbus_port, opcua_endpoint=sim.opcua_endpoint
+        )
+        cfg.write_text(cfg.read_text().replace("[loop]\n", "[loop]\nenabled = false\n", 1))
+        notifier = RecordingNotifier()
+        stop = asyncio.Event()
+        started: asyncio.Future[Gateway] = asyncio.get_running_loop().create_future()
+        run = asyncio.create_task(
+            run_gateway(load_config(cfg), stop, clock=clock, notifier=notifier, on_started=started.set_result)
+        )
+        try:
+            async with asyncio.timeout(GUARD_S):
+                gw = await started
+                await gw.ready.wait()
+                notifier.pinged.clear()
+                await notifier.pinged.wait()  # a ping after READY=1: polls go on feeding it
+            assert gw.loop.health().cycles == 0  # no cycle fed it
+        finally:
+            stop.set()
+            async with asyncio.timeout(GUARD_S):
+                await run
