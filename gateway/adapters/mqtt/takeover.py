@@ -34,7 +34,8 @@ class Takeover:
 
 
 class TakeoverWatch:
-    """Fed with how each session ended and how long it lasted (on the uplink's clock)."""
+    """Fed with how each session ended and how long it lasted (real time), and how long the current one has held
+    (on the uplink's clock, like the takeover back-off it is measured against)."""
 
     def __init__(self, *, window_s: float, after: int, clear_after_s: float) -> None:
         self._window_s = window_s

@@ -1,9 +1,13 @@
 """The MQTT uplink: store-and-forward from the outbox, the retained state topic, and remote-command intake.
 
-``async with Uplink(...) as uplink:`` starts it; it connects, reconnects with jittered backoff (on the injected
-clock) for as long as it runs, and on exit drains the PUBACKs in flight, publishes the retained ``offline`` state and
-disconnects, within ``shutdown_timeout_s``. Polling, control and storing never wait for it: they write to the
-store, and the uplink reads the store's outbox.
+``async with Uplink(...) as uplink:`` starts it; it connects, reconnects with jittered backoff for as long as it
+runs, and on exit drains the PUBACKs in flight, publishes the retained ``offline`` state and disconnects, within
+``shutdown_timeout_s``. Polling, control and storing never wait for it: they write to the store, and the uplink
+reads the store's outbox.
+
+Time: what paces the network (reconnect back-off, how long a session lasted, the link's deadlines) is real time; the
+takeover back-off of a minute and the end of a takeover episode are on the injected clock, as the supervisor's
+back-offs are (a test compresses them with a fast clock; ``gateway demo --speed`` with them).
 
 Three failures are seen fast: a broker gone silent (``Link.tick``: nothing heard while an answer is owed), a session
 taken over by another gateway with our client id (``TakeoverWatch``: one ERROR, one event, and then at most one
@@ -17,6 +21,7 @@ import asyncio
 import contextlib
 import functools
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -264,21 +269,17 @@ class Uplink:
                 attempt += 1
                 continue
             attempt = 0
-            opened = self._clock.monotonic()
-            takeover = await self._serve_guarded(link, opened)
+            takeover = await self._serve_guarded(link, _Opened(time.monotonic(), self._clock.monotonic()))
             if self._stop.is_set():
                 break
             if takeover is not None:
                 await self._taken_over(takeover)
-            await self._pause(self._reconnect_delay())
+            if self._takeover.active:  # one back-off on the clock while another client keeps taking the session
+                await self._pause(self._cfg.takeover_backoff_s * self._rng.uniform(1.0, 1.25), on_clock=True)
+            else:
+                await self._pause(self._cfg.reconnect_min_s * self._rng.uniform(0.5, 1.0))
 
-    def _reconnect_delay(self) -> float:
-        """After a session: at once (jittered), or — while another client keeps taking it over — one back-off on."""
-        if self._takeover.active:
-            return self._cfg.takeover_backoff_s * self._rng.uniform(1.0, 1.25)
-        return self._cfg.reconnect_min_s * self._rng.uniform(0.5, 1.0)
-
-    async def _serve_guarded(self, link: Link, opened: float) -> Takeover | None:
+    async def _serve_guarded(self, link: Link, opened: _Opened) -> Takeover | None:
         self.link = link
         try:
             await self._serve(link, opened)
@@ -294,7 +295,7 @@ class Uplink:
             reason = link.lost.result() if link.lost.done() else "closed"
             link.abort("session ended")
             kind = link.loss_kind or LossKind.LOCAL
-            takeover = self._session_ended(kind, lasted_s=self._clock.monotonic() - opened)
+            takeover = self._session_ended(kind, lasted_s=time.monotonic() - opened.real)
             self._disconnected(reason, kind)
         return takeover
 
@@ -307,7 +308,7 @@ class Uplink:
             UPLINK_SESSION_TAKEOVERS.inc()
         return takeover
 
-    async def _serve(self, link: Link, opened: float) -> None:
+    async def _serve(self, link: Link, opened: _Opened) -> None:
         live_start = await self._outbox.last_row_id()
         self._health_published = None
         self._health_in_flight = False
@@ -369,9 +370,10 @@ class Uplink:
         await link.close(timeout_s=timeout)
         log.info("mqtt.closed", drained=drained, offline_confirmed=said, unacknowledged=publisher.in_flight)
 
-    async def _pause(self, seconds: float) -> None:
-        """Wait ``seconds`` on the uplink's clock, or until the uplink stops."""
-        waits = {asyncio.ensure_future(self._clock.sleep(seconds)), asyncio.ensure_future(self._stop.wait())}
+    async def _pause(self, seconds: float, *, on_clock: bool = False) -> None:
+        """Wait ``seconds`` (real time, or on the uplink's clock), or until the uplink stops."""
+        sleep = self._clock.sleep(seconds) if on_clock else asyncio.sleep(seconds)
+        waits = {asyncio.ensure_future(sleep), asyncio.ensure_future(self._stop.wait())}
         try:
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -381,13 +383,13 @@ class Uplink:
 
     # The session's watcher: the link's housekeeping, the takeover episode, the health lane --------------------
 
-    async def _watch_session(self, link: Link, opened: float) -> None:
+    async def _watch_session(self, link: Link, opened: _Opened) -> None:
         """About once a second, and at once when the gateway's health may have changed; ends with the link."""
         while not link.is_lost:
             self._health_wake.clear()
             link.tick()
             UPLINK_UNACKED_OLDEST.set(link.unacked_oldest_s())
-            if self._takeover.held(self._clock.monotonic() - opened):
+            if self._takeover.held(self._clock.monotonic() - opened.on_clock):
                 log.info("mqtt.session_takeover_ended", client_id=self._id.client_id)
             self._publish_health(link)
             with contextlib.suppress(TimeoutError):
@@ -563,6 +565,14 @@ class Uplink:
             if not await self._record(message):
                 return
             self._health.recorded(message)
+
+
+@dataclass(frozen=True, slots=True)
+class _Opened:
+    """When a session opened: in real time (how long it lasted) and on the clock (how long it held, for the episode)."""
+
+    real: float
+    on_clock: float
 
 
 def _only_gateway_errors(exc: BaseException) -> bool:
