@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from gateway.cli.clock_info import ClockInfo, write_clock_file
 from gateway.cli.common import add_config_option, load_or_report
 from gateway.cli.export import parse_time
 from gateway.config import LoadedConfig
@@ -91,7 +92,7 @@ def _run(args: argparse.Namespace) -> int:
     level = "warning" if view and sys.stdout.isatty() else loaded.settings.log.level
     configure_logging(level, loaded.settings.log.format)
     if not args.keep_db:
-        for suffix in ("", "-wal", "-shm"):
+        for suffix in ("", "-wal", "-shm", ".clock.json"):
             Path(f"{args.db}{suffix}").unlink(missing_ok=True)
     args.db.parent.mkdir(parents=True, exist_ok=True)
     result = asyncio.run(run_until_shutdown(lambda stop: demo(loaded, stop, args=args, view=view), drain_timeout_s=30))
@@ -105,6 +106,9 @@ async def demo(loaded: LoadedConfig, stop: asyncio.Event, *, args: argparse.Name
     from simulators.harness import PlantSimulator
 
     clock = ScaledClock(speed=args.speed, start=args.start_epoch)
+    # Readers of the database (gateway status) must know its times are simulated: see gateway.cli.clock_info.
+    info = ClockInfo("simulated", speed=args.speed, simulated_start=clock.now(), real_start=time.time())
+    write_clock_file(args.db.resolve(), info)
     started: asyncio.Future[Gateway] = asyncio.get_running_loop().create_future()
     async with PlantSimulator(clock=clock, seed=args.seed) as sim:
         demo_cfg = _demo_config(loaded, sim.modbus_port, sim.opcua_endpoint, db=args.db.resolve(), speed=args.speed)

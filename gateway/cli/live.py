@@ -10,7 +10,8 @@ import datetime as dt
 from typing import Any
 
 from gateway.cli.status import device_line
-from gateway.domain.model import Quality, Reading
+from gateway.domain.explain import split_detail
+from gateway.domain.model import CommandOutcome, Quality, Reading
 
 _BAR = 24
 
@@ -60,7 +61,8 @@ async def render_view(gw: Any, *, compact: bool = False) -> str:
             f"devices {'NOT READY ' + ','.join(not_ready) if not_ready else 'ready'} uplink {uplink}"
         )
     lines = [
-        f"BS-01 booster station  {when} UTC  tariff {band.name or band.start_hour} {band.price_per_kwh:.2f}/kWh",
+        f"BS-01 booster station  {when} UTC {_clock_text(gw.clock)}  "
+        f"tariff {band.name or band.start_hour} {band.price_per_kwh:.2f}/kWh",
         f"mode {status['mode']}; control: {'gateway' if status['in_control'] else 'PLC local'}"
         + (f" (failsafe: {status['failsafe_reason']})" if status["failsafe_reason"] else ""),
         "",
@@ -84,13 +86,39 @@ async def render_view(gw: Any, *, compact: bool = False) -> str:
     lines += ["", "symptoms:"]
     lines += [f"  {key}: {detail}" for key, detail in sorted(status["open_symptoms"].items())] or ["  none"]
     lines += ["", "last decisions:"]
-    for at, code, reason in status["decisions"][-5:]:
-        stamp = dt.datetime.fromtimestamp(at, tz=dt.UTC).strftime("%H:%M:%S")
-        lines.append(f"  {stamp} {code}: {reason}")
-    if not status["decisions"]:
+    recent = list(loop.knowledge.decisions)[-5:]
+    for d in recent:
+        stamp = dt.datetime.fromtimestamp(d.at, tz=dt.UTC).strftime("%H:%M:%S")
+        lines.append(f"  {stamp} {d.plan.code.value}: {d.plan.reason}")
+        lines += [f"      {line}" for o in d.outcomes for line in _outcome_lines(o)]
+    if not recent:
         lines.append("  none yet")
     lines += ["", f"uplink: {uplink}"]
     return "\n".join(lines)
+
+
+def _clock_text(clock: Any) -> str:
+    """Whose time the view shows: the demo's ScaledClock says it is simulated and how fast it runs."""
+    speed = getattr(clock, "speed", None)
+    if speed is None:
+        return "(wall clock)"
+    return f"(simulated clock, x{speed:g}: {_duration(speed)} per real second)"
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("h", 3600.0), ("min", 60.0)):
+        if seconds >= size:
+            return f"{seconds / size:g} {unit}"
+    return f"{seconds:g} s"
+
+
+def _outcome_lines(o: CommandOutcome) -> list[str]:
+    """A command of a decision; one that was not carried out with its rule and the operator's sentence."""
+    head = f"{o.command.kind.value} {o.command.target}: {o.status.value}"
+    explained = split_detail(o.detail)
+    if explained.rule is None:
+        return [head]
+    return [f"{head} ({explained.rule})", f"    {explained.sentence}"]
 
 
 def _device_checks(gw: Any) -> dict[str, dict[str, Any]]:

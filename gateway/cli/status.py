@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import math
 import sqlite3
 import sys
 import time
@@ -19,9 +20,11 @@ from contextlib import closing
 from datetime import UTC, datetime
 from typing import Any
 
+from gateway.cli.clock_info import ClockInfo, read_clock_info
 from gateway.cli.common import add_config_option, load_or_report
 from gateway.config.observability import MetricsSettings
 from gateway.domain.errors import StoreError
+from gateway.domain.explain import split_detail
 
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
@@ -45,6 +48,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     add_config_option(p)
     p.add_argument("-n", "--decisions", type=int, default=10, metavar="N", help="decisions to show (default 10)")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object for scripts: clock, tags, open_symptoms, decisions (commands with rule and "
+        "explanation), outbox, task_failures, and devices/tasks from the running gateway (null when none answers)",
+    )
     p.set_defaults(handler=_run)
 
 
@@ -55,20 +64,56 @@ def _run(args: argparse.Namespace) -> int:
     try:
         from gateway.adapters.sqlite.connection import open_readonly  # the store stays off --help's path
 
-        with closing(open_readonly(loaded.settings.store.path)) as conn:
-            print(render_status(conn, now=time.time(), decisions=args.decisions))
+        path = loaded.settings.store.path
+        with closing(open_readonly(path)) as conn:
+            doc = status_document(conn, now=time.time(), decisions=args.decisions, clock=read_clock_info(path))
     except (StoreError, sqlite3.Error) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    if args.json:
+        doc |= _live_json(loaded.settings.metrics)
+        print(json.dumps(doc, indent=2))
+        return 0
+    print(render_document(doc))
     print()
     print("\n".join(_live(loaded.settings.metrics)))
     return 0
 
 
-def render_status(conn: sqlite3.Connection, *, now: float, decisions: int = 10) -> str:
+def render_status(conn: sqlite3.Connection, *, now: float, decisions: int = 10, clock: ClockInfo | None = None) -> str:
     """The status report as text."""
-    sections = [_tags(conn, now), _symptoms(conn, now), _decisions(conn, decisions), _outbox(conn, now)]
-    return "\n\n".join("\n".join(lines) for lines in [*sections, _task_failures(conn)])
+    return render_document(status_document(conn, now=now, decisions=decisions, clock=clock))
+
+
+def status_document(
+    conn: sqlite3.Connection, *, now: float, decisions: int = 10, clock: ClockInfo | None = None
+) -> dict[str, Any]:
+    """What the database knows, as JSON-ready data (``gateway status --json``). Times are POSIX seconds and UTC ISO;
+    ages (``*_age_s``) only when the data's clock is the wall clock (``clock.kind == "wall"``)."""
+    clock = clock or ClockInfo()
+    aged = now if clock.kind == "wall" else None
+    return {
+        "at": now,
+        "clock": clock.as_dict(),
+        "tags": _tags(conn, aged),
+        "open_symptoms": _symptoms(conn, aged),
+        "decisions": _decisions(conn, decisions),
+        "outbox": _outbox(conn, aged),
+        "task_failures": _task_failures(conn),
+    }
+
+
+def render_document(doc: dict[str, Any]) -> str:
+    """``status_document`` as the text report."""
+    sections = [
+        _clock_lines(doc["clock"]),
+        _tag_lines(doc["tags"]),
+        _symptom_lines(doc["open_symptoms"]),
+        _decision_lines(doc["decisions"]),
+        _outbox_lines(doc["outbox"]),
+        _task_failure_lines(doc["task_failures"]),
+    ]
+    return "\n\n".join("\n".join(lines) for lines in sections)
 
 
 def render_devices(where: str, ready: dict[str, object] | None) -> list[str]:
@@ -112,66 +157,167 @@ def iso(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _age(now: float, ts: float | None) -> str:
-    if ts is None:
+def _age(now: float | None, ts: float | None) -> float | None:
+    return None if now is None or ts is None else now - ts
+
+
+def age_text(seconds: float | None) -> str:
+    """An age for people ("3.2 min"); a time ahead of the reader's clock says so rather than "0.0 s"."""
+    if seconds is None:
         return "-"
-    seconds = max(0.0, now - ts)
+    ahead = seconds < -1.0
+    seconds = abs(seconds)
     for unit, size in (("d", 86400.0), ("h", 3600.0), ("min", 60.0)):
         if seconds >= size:
-            return f"{seconds / size:.1f} {unit}"
-    return f"{seconds:.1f} s"
+            text = f"{seconds / size:.1f} {unit}"
+            break
+    else:
+        text = f"{seconds:.1f} s"
+    return f"{text} ahead" if ahead else f"{text} ago"
 
 
-def _tags(conn: sqlite3.Connection, now: float) -> list[str]:
+def _when(ts: float | None, age: float | None) -> str:
+    """A time as UTC ISO, with its age when there is one."""
+    return iso(ts) + (f" ({age_text(age)})" if age is not None else "")
+
+
+def _value_json(value: object) -> object:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def _tags(conn: sqlite3.Connection, now: float | None) -> list[dict[str, Any]]:
     from gateway.adapters.sqlite import queries
 
-    rows = conn.execute(queries.LATEST).fetchall()
-    lines = [f"tags ({len(rows)}):"]
-    for row in rows:
+    out = []
+    for row in conn.execute(queries.LATEST).fetchall():
         r = queries.reading_of(row)
-        value = "-" if r.value is None else f"{r.value:.6g}" if isinstance(r.value, float) else str(r.value)
-        quality = r.quality.value + (f" ({r.reason.value})" if r.reason else "")
+        out.append(
+            {
+                "tag": r.tag,
+                "device": row[1],
+                "value": _value_json(r.value),
+                "unit": r.unit,
+                "quality": r.quality.value,
+                "reason": r.reason.value if r.reason else "",
+                "source_ts": r.source_ts,
+                "time": iso(r.source_ts),
+                "age_s": _age(now, r.source_ts),
+            }
+        )
+    return out
+
+
+def _tag_lines(tags: list[dict[str, Any]]) -> list[str]:
+    lines = [f"tags ({len(tags)}):"]
+    for t in tags:
+        v = t["value"]
+        value = "-" if v is None else f"{v:.6g}" if isinstance(v, float) else str(v)
+        quality = t["quality"] + (f" ({t['reason']})" if t["reason"] else "")
         lines.append(
-            f"  {r.tag:<20} {row[1]:<12} {value:>12} {r.unit:<5} {quality:<24} {iso(r.source_ts)}"
-            f"  ({_age(now, r.source_ts)} ago)"
+            f"  {t['tag']:<20} {t['device']:<12} {value:>12} {t['unit']:<5} {quality:<24} "
+            f"{_when(t['source_ts'], t['age_s'])}".rstrip()
         )
     return lines
 
 
-def _symptoms(conn: sqlite3.Connection, now: float) -> list[str]:
+def _symptoms(conn: sqlite3.Connection, now: float | None) -> list[dict[str, Any]]:
     from gateway.adapters.sqlite import queries
 
-    rows = conn.execute(queries.OPEN_SYMPTOMS).fetchall()
-    lines = [f"open symptoms ({len(rows)}):"]
-    for row in rows:
-        s = queries.symptom_of(row)
-        lines.append(
-            f"  {s.key:<28} {s.severity.value:<8} since {iso(s.raised_at)} ({_age(now, s.raised_at)})  {s.detail}"
+    out = []
+    for row in conn.execute(queries.OPEN_SYMPTOMS).fetchall():
+        sym = queries.symptom_of(row)
+        out.append(
+            {
+                "key": sym.key,
+                "severity": sym.severity.value,
+                "raised_at": sym.raised_at,
+                "time": iso(sym.raised_at),
+                "age_s": _age(now, sym.raised_at),
+                "detail": sym.detail,
+            }
         )
+    return out
+
+
+def _symptom_lines(symptoms: list[dict[str, Any]]) -> list[str]:
+    lines = [f"open symptoms ({len(symptoms)}):"]
+    lines += [
+        f"  {y['key']:<28} {y['severity']:<8} since {_when(y['raised_at'], y['age_s'])}  {y['detail']}"
+        for y in symptoms
+    ]
     return lines
 
 
-def _decisions(conn: sqlite3.Connection, limit: int) -> list[str]:
+#: A decision's commands with what became of them (``queries.COMMANDS_OF`` lacks the detail).
+_COMMANDS_OF = "SELECT kind, target, tag, status, detail FROM commands WHERE decision_id = ? ORDER BY rowid"
+
+
+def _decisions(conn: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
     from gateway.adapters.sqlite import queries
 
-    rows = conn.execute(queries.RECENT_DECISIONS, (limit,)).fetchall()
-    lines = [f"last decisions ({len(rows)}):"]
-    for row in rows:
-        d = queries.decision_of(row, conn.execute(queries.COMMANDS_OF, (row[0],)).fetchall())
-        symptoms = ", ".join(d.symptoms) or "-"
-        lines.append(f"  {iso(d.at)}  {d.plan:<16} ({d.origin}) because: {d.reason}  [symptoms: {symptoms}]")
-        lines += [f"      command {what}: {status}" for _, what, status in d.commands]
+    out = []
+    for row in conn.execute(queries.RECENT_DECISIONS, (limit,)).fetchall():
+        d = queries.decision_of(row, ())
+        commands = [_command(*c) for c in conn.execute(_COMMANDS_OF, (d.id,)).fetchall()]
+        out.append(
+            {
+                "decision_id": d.id,
+                "at": d.at,
+                "time": iso(d.at),
+                "origin": d.origin,
+                "plan": d.plan,
+                "reason": d.reason,
+                "symptoms": list(d.symptoms),
+                "commands": commands,
+            }
+        )
+    return out
+
+
+def _command(kind: str, target: str, tag: str, status: str, detail: str) -> dict[str, Any]:
+    explained = split_detail(detail or "")
+    return {
+        "kind": kind,
+        "target": target,
+        "tag": tag,
+        "status": status,
+        "rule": explained.rule,
+        "explanation": explained.sentence,
+        "detail": explained.technical,
+    }
+
+
+def command_text(c: dict[str, Any]) -> list[str]:
+    """A command and what became of it; when it was not carried out, its rule and the operator's sentence."""
+    head = f"command {c['kind']} {c['target']}: {c['status']}"
+    if not c["rule"]:
+        return [head]
+    return [f"{head} ({c['rule']})", f"    {c['explanation']} — {c['detail']}"]
+
+
+def _decision_lines(decisions: list[dict[str, Any]]) -> list[str]:
+    lines = [f"last decisions ({len(decisions)}):"]
+    for d in decisions:
+        symptoms = ", ".join(d["symptoms"]) or "-"
+        lines.append(f"  {d['time']}  {d['plan']:<16} ({d['origin']}) because: {d['reason']}  [symptoms: {symptoms}]")
+        lines += [f"      {line}" for c in d["commands"] for line in command_text(c)]
     return lines
 
 
-def _task_failures(conn: sqlite3.Connection, limit: int = 5) -> list[str]:
+def _task_failures(conn: sqlite3.Connection, limit: int = 5) -> list[dict[str, Any]]:
     events = [json.loads(body) for (body,) in conn.execute(_TASK_FAILURES, (limit,)).fetchall()]
-    events = [e for e in events if e.get("type") == "task_failed"]
+    return [e for e in events if e.get("type") == "task_failed"]
+
+
+def _task_failure_lines(events: list[dict[str, Any]]) -> list[str]:
     lines = [f"last task failures ({len(events)}):"]
-    for e in events:
-        then = {"restart": "restarted", "fail": "the process exited", "escalate": "restarted by its owner"}
-        lines.append(f"  {iso(e['at'])}  {e['task']:<24} {then.get(e['policy'], e['policy'])}: {e['error']}")
+    then = {"restart": "restarted", "fail": "the process exited", "escalate": "restarted by its owner"}
+    lines += [f"  {iso(e['at'])}  {e['task']:<24} {then.get(e['policy'], e['policy'])}: {e['error']}" for e in events]
     return lines
+
+
+def _clock_lines(clock: dict[str, Any]) -> list[str]:
+    return [f"clock: {clock['description']}"]
 
 
 def _live(metrics: MetricsSettings) -> list[str]:
@@ -184,6 +330,14 @@ def _live(metrics: MetricsSettings) -> list[str]:
     base = f"http://{host}:{metrics.port}"
     devices = render_devices(f"{base}/readyz", _get_health(host, metrics.port, "/readyz"))
     return [*devices, "", *render_tasks(f"{base}/healthz", _get_health(host, metrics.port))]
+
+
+def _live_json(metrics: MetricsSettings) -> dict[str, Any]:
+    """``/readyz`` and ``/healthz`` of the running gateway, or null each when it does not answer."""
+    if not metrics.enabled or metrics.port == 0:
+        return {"readyz": None, "healthz": None}
+    host = "127.0.0.1" if metrics.host in ("0.0.0.0", "::", "") else metrics.host  # noqa: S104 - compared, not bound
+    return {"readyz": _get_health(host, metrics.port, "/readyz"), "healthz": _get_health(host, metrics.port)}
 
 
 def _get_health(host: str, port: int, path: str = "/healthz") -> dict[str, object] | None:
@@ -200,9 +354,20 @@ def _get_health(host: str, port: int, path: str = "/healthz") -> dict[str, objec
     return health if isinstance(health, dict) else None
 
 
-def _outbox(conn: sqlite3.Connection, now: float) -> list[str]:
+def _outbox(conn: sqlite3.Connection, now: float | None) -> dict[str, Any]:
     from gateway.adapters.sqlite import queries
 
     pending, oldest, dropped = conn.execute(queries.OUTBOX_SUMMARY).fetchone()
-    age = f", oldest {iso(oldest)} ({_age(now, oldest)} old)" if oldest is not None else ""
-    return [f"outbox: {pending} pending{age}; {dropped} dropped by the outbox limit so far"]
+    return {
+        "pending": pending,
+        "oldest_created_at": oldest,
+        "oldest_time": iso(oldest) if oldest is not None else None,
+        "oldest_age_s": _age(now, oldest),
+        "dropped": dropped,
+    }
+
+
+def _outbox_lines(outbox: dict[str, Any]) -> list[str]:
+    oldest = outbox["oldest_created_at"]
+    age = f", oldest {_when(oldest, outbox['oldest_age_s'])}" if oldest is not None else ""
+    return [f"outbox: {outbox['pending']} pending{age}; {outbox['dropped']} dropped by the outbox limit so far"]

@@ -27,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from gateway.domain.explain import split_detail
 from gateway.domain.model import CommandOutcome, Decision, Reading, Symptom
 from gateway.domain.remote import RemoteOutcome
 
@@ -189,9 +190,16 @@ def decision_body(d: Decision) -> bytes:
             "symptoms": [s.key for s in d.symptoms],
             "inputs": {name: reading_item(r) for name, r in d.inputs.items()},
             "knowledge": {k: _json_value(v) for k, v in d.knowledge.items()},
-            "outcomes": [outcome_item(o) for o in d.outcomes],
+            "outcomes": [_decision_outcome_item(o) for o in d.outcomes],
         }
     )
+
+
+def _decision_outcome_item(o: CommandOutcome) -> dict[str, Any]:
+    """An outcome in a decision: with the rule (or failure cause) and the operator's sentence when it was not
+    carried out (``rule`` null and ``explanation`` empty when it was)."""
+    explained = split_detail(o.detail)
+    return {**outcome_item(o), "rule": explained.rule, "explanation": explained.sentence}
 
 
 def command_response_body(

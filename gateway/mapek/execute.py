@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
 from gateway.domain.envelope import PlantView, SafetyEnvelope
-from gateway.domain.errors import GatewayError
+from gateway.domain.errors import DeviceRejected, DeviceUnavailable, GatewayError
+from gateway.domain.explain import WriteFailure, blocked_detail, failed_detail
 from gateway.domain.model import Command, CommandKind, CommandOutcome, CommandStatus, Plan, Value
 from gateway.domain.ports import Clock, FieldDevice, WriteResult
 from gateway.logging import get_logger
@@ -52,7 +54,9 @@ class Executor:
                 rule = verdict.rule.value if verdict.rule is not None else "unknown"
                 INTERLOCK_BLOCKS.labels(rule=rule).inc()
                 COMMANDS.labels(status=CommandStatus.BLOCKED.value).inc()
-                detail = f"blocked by {rule}: {verdict.detail}"
+                detail = (
+                    verdict.detail if verdict.rule is None else blocked_detail(command, verdict.rule, verdict.detail)
+                )
                 outcomes.append(CommandOutcome(command, CommandStatus.BLOCKED, now, now, detail))
                 log.info("execute.blocked", command=command.kind.value, target=command.target, rule=rule)
                 continue
@@ -76,11 +80,14 @@ class Executor:
         COMMANDS.labels(status="sent").inc()
         result = await self._write(command.tag, command.value)
         finished = self._clock.now()
-        if isinstance(result, str):
-            status, detail, read_back = CommandStatus.FAILED, result, None
+        if isinstance(result, _Failed):
+            status, read_back = CommandStatus.FAILED, None
+            detail = failed_detail(command, result.cause, result.detail)
         else:
             status = CommandStatus.CONFIRMED if result.confirmed else CommandStatus.FAILED
             detail, read_back = result.detail, result.read_back
+            if not result.confirmed:
+                detail = failed_detail(command, WriteFailure.NOT_CONFIRMED, result.detail)
         COMMANDS.labels(status=status.value).inc()
         if status is CommandStatus.FAILED:
             log.warning("execute.failed", tag=command.tag, value=command.value, detail=detail)
@@ -89,20 +96,35 @@ class Executor:
     async def heartbeat(self, tag: str, value: int) -> bool:
         """Write the gateway heartbeat; failures are counted, not raised (the PLC times out on its own)."""
         result = await self._write(tag, value)
-        ok = not isinstance(result, str) and result.confirmed
+        ok = not isinstance(result, _Failed) and result.confirmed
         if not ok:
             self.heartbeat_failures += 1
         return ok
 
-    async def _write(self, tag: str, value: Value) -> WriteResult | str:
+    async def _write(self, tag: str, value: Value) -> WriteResult | _Failed:
         name = self._device_of(tag)
         device = self._devices.get(name) if name is not None else None
         if device is None:
-            return f"no device serves {tag}"
+            return _Failed(WriteFailure.NO_DEVICE, f"no device serves {tag}")
         try:
             async with asyncio.timeout(self._timeout_s):
                 return await device.write(tag, value)
         except TimeoutError:
-            return f"no confirmation within {self._timeout_s} s"
+            return _Failed(WriteFailure.TIMEOUT, f"no confirmation within {self._timeout_s} s")
         except GatewayError as exc:
-            return f"{type(exc).__name__}: {exc}"
+            return _Failed(_cause(exc), f"{type(exc).__name__}: {exc}")
+
+
+class _Failed(NamedTuple):
+    """A write that raised or found no device: the cause for the operator, the detail for the engineer."""
+
+    cause: WriteFailure
+    detail: str
+
+
+def _cause(exc: GatewayError) -> WriteFailure:
+    if isinstance(exc, DeviceUnavailable):
+        return WriteFailure.DEVICE_UNAVAILABLE
+    if isinstance(exc, DeviceRejected):
+        return WriteFailure.DEVICE_REJECTED
+    return WriteFailure.WRITE_ERROR
