@@ -4,6 +4,7 @@ gateway. Every row must show 0 good readings from bad input, 1 final answer and 
 
     python -m bench.faults            # about a minute
     python -m bench.faults --quick    # a few seconds per scenario
+    python -m bench.faults --smoke    # 2 polls and 3 requests per scenario: it runs, figures meaningless
 
 Modbus ("sent": answers the server gave; "good taken": good readings the device returned): the real ``ModbusDevice``
 polls ``gateway.testing.broken_modbus.BrokenModbusServer`` in each of its ways of
@@ -257,8 +258,8 @@ def print_table(rows: Sequence[Row]) -> None:
     )
 
 
-async def main(quick: bool) -> None:
-    polls, requests = (10, 20) if quick else (60, 200)
+async def main(quick: bool, smoke: bool = False) -> None:
+    polls, requests = (2, 3) if smoke else (10, 20) if quick else (60, 200)
     rows = [await modbus_scenario(mode, polls) for mode in (*MIX_MODES, Mode.MIX)]
     rows += [await request_scenario(name, payload, requests) for name, payload in HOSTILE.items()]
     print_table(rows)
@@ -266,12 +267,14 @@ async def main(quick: bool) -> None:
 
 def cli(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer polls and requests per scenario")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="fewer polls and requests per scenario")
+    size.add_argument("--smoke", action="store_true", help="2 polls and 3 requests per scenario")
     args = parser.parse_args(argv)
     with open(os.devnull, "w") as quiet:  # the gateway's own log lines about this input are expected here
         configure_logging(level="error", fmt="json", stream=quiet)
         logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
-        asyncio.run(main(args.quick))
+        asyncio.run(main(args.quick, args.smoke))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Sense-to-actuate against the simulators, in real time, while 10 000 more tags are polled, stored and published.
 
     python -m bench.loop_latency [--trials 100] [--load-tags 10000] [--no-load]
+    python -m bench.loop_latency --smoke     # 2 trials, 200 load tags: seconds, figures meaningless
 
 The whole gateway path runs as in production (``ControlLoop.run``: one monitor task per device at 1 Hz, a cycle
 after each poll): the booster station's PLC over Modbus and its RTU over OPC UA, plus two load devices (a synthetic
@@ -25,12 +26,12 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests" / "uplink"))
 
 from gateway.adapters.factory import build_devices  # noqa: E402
 from gateway.adapters.modbus import ModbusDevice  # noqa: E402
@@ -38,9 +39,11 @@ from gateway.adapters.mqtt import build_uplink  # noqa: E402
 from gateway.adapters.sqlite.store import SqliteKnowledgeStore  # noqa: E402
 from gateway.clock import SystemClock  # noqa: E402
 from gateway.config import load_config  # noqa: E402
-from gateway.config.devices import ModbusDeviceSettings, ModbusTagSettings  # noqa: E402
+from gateway.config.devices import ModbusDeviceSettings, ModbusTagSettings, OpcUaDeviceSettings  # noqa: E402
+from gateway.config.pointmap import PointMap  # noqa: E402
 from gateway.config.root import GatewaySettings  # noqa: E402
 from gateway.domain.model import CommandKind, CommandStatus, Decision  # noqa: E402
+from gateway.domain.ports import FieldDevice  # noqa: E402
 from gateway.logging import configure_logging  # noqa: E402
 from gateway.mapek.loop import ControlLoop  # noqa: E402
 from gateway.paths import bundled_config_dir  # noqa: E402
@@ -56,7 +59,7 @@ def _pct(values: list[float], q: float) -> float:
 
 def _settings(sim: PlantSimulator, tmp: Path, mqtt_port: int | None) -> GatewaySettings:
     base = load_config(bundled_config_dir() / "gateway.toml").settings
-    devices = []
+    devices: list[ModbusDeviceSettings | OpcUaDeviceSettings] = []
     for dev in base.devices:
         if dev.protocol == "modbus":
             devices.append(dev.model_copy(update={"port": sim.modbus_ports[0]}))
@@ -73,17 +76,14 @@ def _settings(sim: PlantSimulator, tmp: Path, mqtt_port: int | None) -> GatewayS
     return base.model_copy(update={"devices": devices, "loop": loop, "mqtt": mqtt, "store": store})
 
 
-def _load_devices(sim: PlantSimulator, maps: list[object], clock: SystemClock) -> list[ModbusDevice]:
-    out = []
+def _load_devices(sim: PlantSimulator, maps: Sequence[PointMap], clock: SystemClock) -> list[FieldDevice]:
+    out: list[FieldDevice] = []
     for unit, pmap in enumerate(maps, start=1):
         cfg = ModbusDeviceSettings(
             name=f"load-{unit}", protocol="modbus", host="127.0.0.1", port=sim.modbus_ports[1], unit_id=unit,
             poll_interval_s=1.0, timeout_s=0.8,
         )  # fmt: skip
-        tags = [
-            ModbusTagSettings.model_validate(p.as_tag_config("modbus")).to_domain(cfg.name)  # type: ignore[attr-defined]
-            for p in pmap.points  # type: ignore[attr-defined]
-        ]
+        tags = [ModbusTagSettings.model_validate(p.as_tag_config("modbus")).to_domain(cfg.name) for p in pmap.points]
         out.append(ModbusDevice(settings=cfg, tags=tags, clock=clock))
     return out
 
@@ -180,15 +180,17 @@ async def _trials(sim: PlantSimulator, control: ControlLoop, trials: int) -> Non
         print(f"  {name:34} {statistics.median(ms):7.2f}  {_pct(ms, 0.99):7.2f}  {max(ms):7.2f}")
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--load-tags", type=int, default=10_000)
     parser.add_argument("--no-load", action="store_true")
     parser.add_argument("--gc-freeze", action="store_true", help="gc.freeze() once everything is built")
-    args = parser.parse_args()
+    parser.add_argument("--smoke", action="store_true", help="2 trials with 200 load tags (seconds)")
+    args = parser.parse_args(argv)
     configure_logging(level="error", fmt="console")
-    asyncio.run(sense_to_actuate(args.trials, args.load_tags, load=not args.no_load, gc_freeze=args.gc_freeze))
+    trials, load_tags = (2, 200) if args.smoke else (args.trials, args.load_tags)
+    asyncio.run(sense_to_actuate(trials, load_tags, load=not args.no_load, gc_freeze=args.gc_freeze))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Outages stay local: while one device is out, how regularly is the other one polled, and whom does the loop blame?
 
     python -m bench.outage [--outage-s 6] [--rounds 1]
+    python -m bench.outage --smoke       # one outage of 1 s (the RTU's connections closed): it runs, nothing more
 
 The whole gateway (``run_gateway``: drivers, control loop, SQLite store; no uplink) runs against the simulated
 booster station with a fault proxy in front of each device (``gateway.testing.fault_proxy``), both devices polled
@@ -63,15 +64,20 @@ def _gap(rig: Rig, device: str, since: float) -> float | None:
         return None
 
 
+def _outages(args: argparse.Namespace) -> list[tuple[str, str]]:
+    if args.smoke:
+        return [(RTU, "closed")]
+    kinds = ("closed", "black_hole", "bad_status")
+    return [(device, kind) for _ in range(args.rounds) for device in (PLC, RTU) for kind in kinds]
+
+
 async def main(args: argparse.Namespace) -> None:
     configure_logging(level="ERROR")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         async with outage_rig(Path(tmp)) as rig:
-            for _ in range(args.rounds):
-                for device in (PLC, RTU):
-                    for kind in ("closed", "black_hole", "bad_status"):
-                        rows.append(await _one(rig, device, kind, args.outage_s))
+            for device, kind in _outages(args):
+                rows.append(await _one(rig, device, kind, args.outage_s))
     print(f"\nload average {os.getloadavg()[0]:.2f}; poll interval {POLL_INTERVAL_S} s; outages {args.outage_s} s")
     print(f"{'device out':<10} {'outage':<11} {'other: largest gap (record / stored)':<40} first FAILSAFE_LOCAL blamed")
     for r in rows:
@@ -87,4 +93,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--outage-s", type=float, default=6.0)
     parser.add_argument("--rounds", type=int, default=1)
-    asyncio.run(main(parser.parse_args()))
+    parser.add_argument("--smoke", action="store_true", help="one outage of 1 s (seconds)")
+    args = parser.parse_args()
+    if args.smoke:
+        args.outage_s = 1.0
+    asyncio.run(main(args))

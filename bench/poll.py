@@ -4,6 +4,7 @@ cost, and the sustained capacity before polls miss their slot.
 
     python -m bench.poll            # about 4 minutes
     python -m bench.poll --quick    # about 1.5 minutes, fewer samples
+    python -m bench.poll --smoke    # 100 tags and 100 nodes, windows of a second or two: it runs, figures meaningless
 
 The simulator (``bench/sim_server.py``: ``PlantSimulator`` with synthetic point maps, real time) runs as a
 subprocess and announces its ports in a ready file, so the CPU measured here — ``time.process_time()`` of this
@@ -290,7 +291,7 @@ async def scheduled(
     devices: Sequence[ModbusDevice | OpcUaDevice], interval_s: float, seconds: float, *, freeze: bool = False
 ) -> dict[str, float]:
     """Every device under its own ``PollScheduler`` at ``interval_s`` for ``seconds``: CPU, values, missed slots."""
-    sink, durations = _Sink(), []
+    sink, durations = _Sink(), list[float]()
     pollers = [
         PollScheduler(device=_Timed(d, durations), interval_s=interval_s, clock=CLOCK, sink=sink)  # type: ignore[arg-type]
         for d in devices
@@ -519,9 +520,25 @@ def _sizes(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x]
 
 
+def _durations(args: argparse.Namespace) -> None:
+    if args.smoke:
+        args.sizes, args.opcua_sizes = [100], [100]
+        args.blocks, args.block_s, args.one_hertz_s, args.opcua_1hz_s = 1, 0.3, 2.0, 1.0
+        args.capacity_s, args.bisect = 0.3, 0
+        return
+    args.blocks = 2 if args.quick else 4
+    args.block_s = 1.0 if args.quick else 2.0
+    args.one_hertz_s = 10.0 if args.quick else 30.0
+    args.capacity_s = 3.0 if args.quick else 6.0
+    args.bisect = 1 if args.quick else 3
+    args.opcua_1hz_s = 4.0 if args.quick else 10.0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog="See the module docstring.")
-    parser.add_argument("--quick", action="store_true", help="shorter blocks and windows (about 1.5 min)")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="shorter blocks and windows (about 1.5 min)")
+    size.add_argument("--smoke", action="store_true", help="100 tags and 100 nodes, the shortest windows (seconds)")
     parser.add_argument("--sizes", type=_sizes, default=[100, 1000, 10_000], help="Modbus tag counts (100,1000,10000)")
     parser.add_argument("--opcua-sizes", type=_sizes, default=[100, 1000], help="OPC UA node counts (100,1000)")
     parser.add_argument("--devices", type=int, default=4, help="Modbus devices the tags are spread over (4)")
@@ -533,12 +550,7 @@ def main() -> None:
         help="leave out the gc.freeze() the gateway does once started (gateway/bootstrap.py)",
     )
     args = parser.parse_args()
-    args.blocks = 2 if args.quick else 4
-    args.block_s = 1.0 if args.quick else 2.0
-    args.one_hertz_s = 10.0 if args.quick else 30.0
-    args.capacity_s = 3.0 if args.quick else 6.0
-    args.bisect = 1 if args.quick else 3
-    args.opcua_1hz_s = 4.0 if args.quick else 10.0
+    _durations(args)
     configure_logging("error")
     logging.getLogger("asyncua").setLevel(logging.CRITICAL)
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)

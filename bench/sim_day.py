@@ -2,6 +2,7 @@
 
     python bench/sim_day.py            # all three
     python bench/sim_day.py --quick    # fewer samples
+    python bench/sim_day.py --smoke    # a simulated hour, 50 reads, 1 000 points: it runs, figures meaningless
 
 Prints figures; asserts nothing. CPU time is printed next to wall time because the machine may be shared.
 """
@@ -27,27 +28,31 @@ from simulators.pointgen import split, synthetic_point_map
 from simulators.simulation import Simulation
 
 
-def day_core() -> None:
+def day_core(seconds: int = 86400) -> None:
     sim = Simulation()
     Judge(sim)
     wall, cpu = time.perf_counter(), time.process_time()
-    steps = sim.run(86400)
+    steps = sim.run(seconds)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     print(
-        f"simulated day, core only (plant + PLC + judge, {steps} steps of 1 s): {wall:.2f} s wall, {cpu:.2f} s CPU "
-        f"({cpu / steps * 1e6:.1f} µs CPU per step)"
+        f"simulated {_span(seconds)}, core only (plant + PLC + judge, {steps} steps of 1 s): {wall:.2f} s wall, "
+        f"{cpu:.2f} s CPU ({cpu / steps * 1e6:.1f} µs CPU per step)"
     )
 
 
-async def day_with_servers() -> None:
+async def day_with_servers(seconds: int = 86400) -> None:
     async with PlantSimulator(clock=SteppedClock()) as sim:
         wall, cpu = time.perf_counter(), time.process_time()
-        await sim.advance(86400)
+        await sim.advance(seconds)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     print(
-        f"simulated day through the harness, Modbus + OPC UA up (await sim.advance(86400)): {wall:.2f} s wall, "
-        f"{cpu:.2f} s CPU"
+        f"simulated {_span(seconds)} through the harness, Modbus + OPC UA up (await sim.advance({seconds})): "
+        f"{wall:.2f} s wall, {cpu:.2f} s CPU"
     )
+
+
+def _span(seconds: int) -> str:
+    return "day" if seconds == 86400 else f"{seconds / 3600:g} h"
 
 
 def _raw_reads(port: int, n: int, count: int, out: list[float]) -> None:
@@ -115,16 +120,25 @@ async def many_points(total: int, servers: int, units: int, steps: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer samples")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="fewer samples")
+    size.add_argument("--smoke", action="store_true", help="a simulated hour, 50 reads, 1 000 points (seconds)")
     parser.add_argument("--client", nargs=3, type=int, metavar=("PORT", "N", "COUNT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:
+        port, n, count = args.client
         samples: list[float] = []
-        _raw_reads(*args.client, samples)
+        _raw_reads(port, n, count, samples)
         print(json.dumps(samples))
         return
     configure_logging("warning")
     logging.getLogger("asyncua.server.server").setLevel(logging.ERROR)  # "only the open endpoint": by design
+    if args.smoke:
+        day_core(3600)
+        asyncio.run(day_with_servers(3600))
+        asyncio.run(modbus_latency(50))
+        asyncio.run(many_points(1_000, servers=2, units=2, steps=5))
+        return
     day_core()
     asyncio.run(day_with_servers())
     asyncio.run(modbus_latency(500 if args.quick else 5000))

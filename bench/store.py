@@ -42,7 +42,7 @@ def _store(path: Path, durability: str, **settings: object) -> SqliteKnowledgeSt
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
     os.sync()  # start each run with no write-back of the previous one pending (it would stall this run's writes)
-    cfg = StoreSettings(path=path, durability=durability, **settings)  # type: ignore[arg-type]
+    cfg = StoreSettings(path=path, durability=durability, **settings)
     return SqliteKnowledgeStore(settings=cfg, clock=SystemClock(), retention_task=False)
 
 
