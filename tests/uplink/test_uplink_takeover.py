@@ -18,11 +18,10 @@ from typing import Any
 
 import jsonschema
 import pytest
-from conftest import IDENTITY, PUMPS, mqtt_settings
+from conftest import IDENTITY, PUMPS, memory_store, mqtt_settings
 from referencing import Registry, Resource
 from structlog.testing import capture_logs
 from uplink_fakes import Consumer, FakeHandler, eventually
-from uplink_store import SqliteStore
 
 from gateway.adapters.mqtt import Uplink, request_policy
 from gateway.clock import ScaledClock
@@ -65,8 +64,7 @@ async def two_gateways_with_one_id(
     async with AsyncExitStack() as stack:
         pairs = []
         for _ in range(2):
-            store = SqliteStore()
-            stack.callback(store.close)
+            store = memory_store()
             events = Events()
             uplink = Uplink(
                 settings=settings,
