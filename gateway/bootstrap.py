@@ -268,6 +268,8 @@ async def _build(
         stop_budget=budget,
     )
     probes.gateway = gw
+    if http is not None:
+        _add_status_page(http, gw)
     if settings.mqtt.enabled:
         from gateway.adapters.mqtt import build_uplink
         from gateway.problems import gateway_problems
@@ -382,6 +384,15 @@ async def _exit_within_budget(cm: Any, budget: StopBudget, keep_s: float) -> Non
             await cm.__aexit__(None, None, None)
     except TimeoutError:
         log.warning("gateway.stop_step_cut_short", step=type(cm).__name__, limit_s=round(limit, 1))
+
+
+def _add_status_page(http: HealthServer, gw: Gateway) -> None:
+    from gateway.adapters.status_page import StatusPage
+
+    page = StatusPage(gateway=gw)
+    for path in ("/", "/status"):
+        http.add_page(path, page.html_response)
+    http.add_page("/status.json", page.json_response)
 
 
 def _health_server(metrics: MetricsSettings, probes: _Probes) -> HealthServer:

@@ -1,6 +1,7 @@
-"""The metrics and health listener: ``/metrics`` (Prometheus), ``/healthz`` and ``/readyz`` (JSON).
+"""The metrics and health listener: ``/metrics`` (Prometheus), ``/healthz`` and ``/readyz`` (JSON), and the pages
+added once the gateway exists (the status page: ``/`` and ``/status.json``, see ``status_page``).
 
-A deliberately small HTTP/1.1 server on asyncio: three read-only GET endpoints, bounded request size, a deadline on
+A deliberately small HTTP/1.1 server on asyncio: read-only GET endpoints, bounded request size, a deadline on
 every connection, bound to 127.0.0.1 by default. No web framework is worth its weight for this.
 """
 
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
@@ -39,6 +40,8 @@ class HealthStatus:
 
 
 HealthProbe = Callable[[], HealthStatus]
+#: An added page: (status, content type, body), built when asked for.
+Page = Callable[[], Awaitable[tuple[int, str, bytes]]]
 
 
 class HealthServer:
@@ -54,6 +57,7 @@ class HealthServer:
             "/healthz": lambda: self._health(healthz),
             "/readyz": lambda: self._health(readyz),
         }
+        self._pages: dict[str, Page] = {}
         self._server: asyncio.Server | None = None
         self._serving: asyncio.Task[None] | None = None
         self._closing = False
@@ -64,6 +68,10 @@ class HealthServer:
         if self._server is None or not self._server.sockets:
             return self._port
         return int(self._server.sockets[0].getsockname()[1])
+
+    def add_page(self, path: str, page: Page) -> None:
+        """Serve ``page`` at ``path`` from now on (GET and HEAD)."""
+        self._pages[path] = page
 
     async def __aenter__(self) -> Self:
         await self._listen()
@@ -122,13 +130,22 @@ class HealthServer:
         if len(parts) != 3:
             return 400, "text/plain", b"bad request\n"
         method, target = parts[0], parts[1].split("?", 1)[0]
-        route = self._routes.get(target)
-        if route is None:
+        route, page = self._routes.get(target), self._pages.get(target)
+        if route is None and page is None:
             return 404, "text/plain", b"not found\n"
         if method not in ("GET", "HEAD"):
             return 405, "text/plain", b"method not allowed\n"
-        status, ctype, body = route()
+        status, ctype, body = route() if route is not None else await self._page(page)
         return status, ctype, b"" if method == "HEAD" else body
+
+    @staticmethod
+    async def _page(page: Page | None) -> tuple[int, str, bytes]:
+        assert page is not None
+        try:
+            return await page()
+        except Exception as exc:  # a page that fails is a 500 for this request, never a crash of the listener
+            log.warning("http.page_failed", error=repr(exc))
+            return 500, "text/plain", b"internal error\n"
 
     def _metrics(self) -> tuple[int, str, bytes]:
         return 200, CONTENT_TYPE_LATEST, generate_latest(self._registry)
@@ -143,4 +160,11 @@ class HealthServer:
         return (200 if status.ok else 503), "application/json", body
 
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
