@@ -176,7 +176,7 @@ async def takeover(minutes: float) -> None:
 
 
 async def _one_takeover(broker: Mosquitto, version: str, minutes: float) -> dict[str, Any]:
-    settings = MqttSettings(port=broker.port, protocol_version=version)  # type: ignore[arg-type]
+    settings = MqttSettings(port=broker.port, protocol_version=version)
     stores = [_store(), _store()]
     async with contextlib.AsyncExitStack() as stack:
         uplinks = [await stack.enter_async_context(_uplink(s, settings)) for s in stores]

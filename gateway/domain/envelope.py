@@ -311,9 +311,9 @@ class SafetyEnvelope:
             return ALLOWED
         if pump.name in running and not _true(pump.running) and self.limits.min_run_s > 0:
             return Verdict(False, Rule.MIN_RUN, f"{pump.name} is started in this batch: a stop would chatter it")
-        if not _true(pump.running):
-            return ALLOWED
         mem = self._memory(pump.name)
+        if not _true(pump.running) and not self._start_pending(mem, now):
+            return ALLOWED
         if mem.last_start is not None and now - mem.last_start < self.limits.min_run_s:
             return Verdict(False, Rule.MIN_RUN, f"{pump.name} started {now - mem.last_start:.0f} s ago")
         if not self._level_usable(view.tank_level, now):
@@ -324,6 +324,11 @@ class SafetyEnvelope:
                 False, Rule.FIRE_RESERVE, f"tank {tank:.2f} m below {self.limits.low_m:.2f} m: last running pump"
             )
         return ALLOWED
+
+    def _start_pending(self, mem: _PumpMemory, now: float) -> bool:
+        """A start we commanded that the running bit does not show yet (it reads back a poll later, or more): the
+        motor may be starting, so a stop now is judged as the stop of a running pump."""
+        return bool(mem.unmatched) and now - mem.unmatched[-1] <= self._match_window_s
 
     def _emergency(self, pump: PumpView, view: PlantView, now: float) -> bool:
         """A stop that protects the plant waives minimum run and the fire reserve."""

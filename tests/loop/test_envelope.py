@@ -350,3 +350,15 @@ def test_a_plant_start_after_our_start_and_stop_is_another_start() -> None:
     env.observe(w.view(), w.now)
     assert env.starts_last_hour("P-101", w.now) == 2
     assert env.last_stop("P-101") == w.now
+
+
+def test_a_stop_before_our_start_reads_back_is_refused_by_minimum_run() -> None:
+    """Started in one cycle, asked to stop in the next, before a poll has shown the pump running: the stop would
+    chatter the contactor just as a stop in the same batch would."""
+    env, w = SafetyEnvelope(limits=LIMITS), World()
+    env.observe(w.view(), w.now)
+    env.committed(start("P-101"), w.view(), w.now)
+    w.now += 0.5  # the next cycle: the running bit has not read back yet
+    assert judge(env, w, stop("P-101")) == [Rule.MIN_RUN]
+    w.now += 200  # the start never showed: after the match window the pump is taken as not started
+    assert judge(env, w, stop("P-101")) == [None]
