@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,6 @@ from gateway.adapters.opcua import OpcUaDevice
 from gateway.clock import SystemClock
 from gateway.config.devices import OpcUaDeviceSettings
 from gateway.domain.model import Quality, Reading
-from gateway.testing.mosquitto import free_port
 from tests.drivers.conftest import ServerThread, eventually
 from tests.drivers.station import Station, station_settings
 
@@ -49,9 +49,16 @@ class RecordingClock:
         await asyncio.sleep(0)
 
 
+#: A port held bound and never listening for the whole module: connections to it are refused at once, and no other
+#: process can start listening on it meanwhile (a port merely picked could be, and each connect would then wait).
+_DEAD = socket.socket()
+_DEAD.bind(("127.0.0.1", 0))
+
+
 def _unreachable(**options: float) -> OpcUaDeviceSettings:
+    port = _DEAD.getsockname()[1]
     return OpcUaDeviceSettings(
-        name="tank-rtu", protocol="opcua", endpoint=f"opc.tcp://127.0.0.1:{free_port()}/bs01", **options
+        name="tank-rtu", protocol="opcua", endpoint=f"opc.tcp://127.0.0.1:{port}/bs01", **options
     )
 
 

@@ -19,7 +19,7 @@ from gateway.bootstrap import Gateway, run_gateway
 from gateway.clock import ScaledClock
 from gateway.config import load_config
 from gateway.testing.configs import booster_station_config, day_clock
-from gateway.testing.mosquitto import Mosquitto, free_port
+from gateway.testing.mosquitto import Mosquitto
 from simulators.harness import PlantSimulator
 
 BASE = "water/bs01/edge-it"
@@ -40,7 +40,6 @@ async def gateway(tmp_path: Path) -> AsyncIterator[tuple[Gateway, PlantSimulator
                 gateway_id="edge-it",
                 modbus_port=sim.modbus_port,
                 opcua_endpoint=sim.opcua_endpoint,
-                metrics_port=free_port(),
                 mqtt=f"port = {broker.port}\nreconnect_min_s = 0.1",
             )
             loaded = load_config(cfg)
