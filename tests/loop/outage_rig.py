@@ -27,6 +27,7 @@ PLC, RTU = "pump-plc", "tank-rtu"
 #: The booster station configuration polls both devices every 0.5 s (``booster_station_config``).
 POLL_INTERVAL_S = 0.5
 WRITE_CONFIRM_S = 10.0
+STALE_S = 5.0
 
 
 @dataclass
@@ -108,7 +109,9 @@ async def outage_rig(tmp: Path, *, seed: int = 3) -> AsyncIterator[Rig]:
         text = cfg.read_text().replace(
             "timeout_s = 0.3\n", f"timeout_s = 0.3\nwrite_confirm_timeout_s = {WRITE_CONFIRM_S}\n", 1
         )
-        cfg.write_text(text)
+        # The healthy device's readings must not go stale on a stall of a loaded machine (3 polls, 1.5 s, by
+        # default): the failsafe would then name them for the machine's sake, not the outage's.
+        cfg.write_text(text.replace("poll_interval_s = 0.5\n", f"poll_interval_s = 0.5\nstale_after_s = {STALE_S}\n"))
         stop = asyncio.Event()
         started: asyncio.Future[Gateway] = asyncio.get_running_loop().create_future()
         task = asyncio.create_task(
