@@ -95,6 +95,9 @@ def _poll_problems(
         problems.append("no usable reading yet")
     elif age > stale_after_s:
         problems.append(f"stale: no usable reading for {age:.1f} s (limit {stale_after_s:g} s)")
+    if state.clock_skew_s is not None:  # its readings are uncertain (clock_skew): the loop will not control on them
+        side = "ahead" if state.clock_skew_s > 0 else "behind"
+        problems.append(f"clock skew: source timestamps {abs(state.clock_skew_s):.0f} s {side} of the gateway's clock")
     return problems
 
 

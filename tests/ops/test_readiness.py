@@ -84,6 +84,17 @@ def test_a_device_turns_stale_when_its_last_usable_reading_gets_old() -> None:
     assert late.reason == "stale: no usable reading for 1.6 s (limit 1.5 s)"
 
 
+def test_a_device_whose_clock_is_off_is_not_ready() -> None:
+    """Its readings answer (uncertain, clock_skew) but the loop will not control on them: not ready, and why."""
+    state = _polled(good_at=NOW - 0.4)
+    state.clock_skew_s = 3600.0
+    r = judge_device(_health(), state, now=NOW, stale_after_s=1.5)
+    assert not r.ready
+    assert r.reason == "clock skew: source timestamps 3600 s ahead of the gateway's clock"
+    state.clock_skew_s = None
+    assert judge_device(_health(), state, now=NOW, stale_after_s=1.5).ready
+
+
 def test_a_device_not_polled_or_never_usable_is_not_ready() -> None:
     assert judge_device(_health(), None, now=NOW, stale_after_s=1.5).reason == "not polled yet"
     down = _health(connected=False, last_error="refused")
