@@ -70,6 +70,8 @@ STORE_DRAIN_S = 4.0
 STORE_CLOSE_S = 2.0
 #: Kept after the drain for the uplink's goodbye, the devices' close (each bounded by its own deadline) and the store.
 _AFTER_DRAIN_S = 6.0
+#: Of the uplink's share of the stop, kept for ending its tasks and answering its queued requests after the goodbye.
+_UPLINK_CLEAN_UP_S = 0.5
 #: ``gateway run`` cancels whatever still runs ``DRAIN_TIMEOUT_S + 5`` s after the signal: a last resort, past the
 #: budget and well inside ``TimeoutStopSec``.
 DRAIN_TIMEOUT_S = STOP_BUDGET_S
@@ -286,7 +288,8 @@ async def _build(
             events=functools.partial(_record_event, store, supervisor, settings.store, clock),
         )
         store.add_health_listener(uplink.health_changed)
-        gw.uplink = await _enter_within_budget(stack, uplink, budget, keep_s=STORE_CLOSE_S + 2.5)
+        gw.uplink = await uplink.__aenter__()
+        stack.push_async_callback(_close_uplink, uplink, budget)
     stack.push_async_callback(_drain_store, store, budget)
     # Everything long-lived exists now: keep it out of the cyclic collector's full passes, which otherwise stall
     # polls for 70-90 ms at high tag counts (measured in bench/poll.py and bench/loop_latency.py).
@@ -370,20 +373,16 @@ async def _close_store(store: SqliteKnowledgeStore, budget: StopBudget) -> None:
     await store.close(timeout_s=min(STORE_CLOSE_S, budget.left(keep_s=0.5)))
 
 
-async def _enter_within_budget(stack: AsyncExitStack, cm: Any, budget: StopBudget, *, keep_s: float) -> Any:
-    """Enter ``cm``; on stop, give its exit what is left of the budget once ``keep_s`` is kept for the later steps."""
-    entered = await cm.__aenter__()
-    stack.push_async_callback(_exit_within_budget, cm, budget, keep_s)
-    return entered
-
-
-async def _exit_within_budget(cm: Any, budget: StopBudget, keep_s: float) -> None:
-    limit = budget.left(keep_s=keep_s)
+async def _close_uplink(uplink: Any, budget: StopBudget) -> None:
+    """The uplink's goodbye gets what is left once the later steps' share is kept, less a moment for its clean-up
+    (its tasks end and its queued requests are answered whatever the goodbye does: ``Uplink.close``); the step as a
+    whole keeps to the same bound as the others, against a store that takes no more writes."""
+    limit = budget.left(keep_s=STORE_CLOSE_S + 2.5)
     try:
         async with asyncio.timeout(limit):
-            await cm.__aexit__(None, None, None)
+            await uplink.close(timeout_s=max(0.1, limit - _UPLINK_CLEAN_UP_S))
     except TimeoutError:
-        log.warning("gateway.stop_step_cut_short", step=type(cm).__name__, limit_s=round(limit, 1))
+        log.warning("gateway.stop_step_cut_short", step=type(uplink).__name__, limit_s=round(limit, 1))
 
 
 def _add_status_page(http: HealthServer, gw: Gateway) -> None:

@@ -16,7 +16,6 @@ the audit needs it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -230,13 +229,17 @@ class CommandIntake:
         await self._store.record_audit(entry, message)
 
     async def fail_queued(self, reason: str) -> int:
-        """At shutdown: answer every request still waiting as failed; returns how many there were."""
+        """At shutdown: answer every request still waiting as failed; returns how many there were.
+
+        A request whose answer cannot be recorded is logged, and the next one is answered all the same."""
         count = 0
         while not self._queue.empty():
             request = self._queue.get_nowait()
-            with contextlib.suppress(GatewayError):
-                await self._record_outcome(request, RemoteOutcome(RemoteStatus.FAILED, reason))
             count += 1
+            try:
+                await self._record_outcome(request, RemoteOutcome(RemoteStatus.FAILED, reason))
+            except Exception as exc:
+                log.exception("uplink.cmd_audit_failed", request_id=request.id, error=repr(exc))
         return count
 
 

@@ -14,7 +14,8 @@ notices only after one and a half keepalive periods or more. ``tick`` therefore 
 when a PUBACK, SUBACK or PINGRESP has been owed for ``ack_timeout_s`` and nothing at all has been heard from the
 broker since, the connection is declared dead (``LossKind.SILENT``). An idle connection owes nothing, so it is probed
 with a PINGREQ every quarter of ``ack_timeout_s``. These are network deadlines in real time, like
-``connect_timeout_s``; the uplink's back-offs run on its injected clock.
+``connect_timeout_s`` and the uplink's reconnect back-off; only the uplink's takeover back-off (and the end of a
+takeover episode) runs on its injected clock.
 
 How a connection ended is kept as a ``LossKind``: the uplink tells a session taken over by another client with our
 client id (MQTT 5: DISCONNECT 0x8E; MQTT 3.1.1: the broker just closes, ``DROPPED``) from a silent broker.

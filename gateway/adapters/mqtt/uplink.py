@@ -179,19 +179,34 @@ class Uplink:
     ) -> None:
         await self.close()
 
-    async def close(self) -> None:
-        """Drain in-flight messages, say ``offline``, disconnect; then stop every task. Bounded in time."""
+    async def close(self, timeout_s: float | None = None) -> None:
+        """Drain in-flight messages, say ``offline``, disconnect; then stop every task. Bounded in time.
+
+        The goodbye gets at most ``timeout_s`` (what is left of the caller's stop budget; none: the uplink's own
+        bound of twice ``shutdown_timeout_s``). Whatever happens to it — cut short by that bound, or ``close`` itself
+        cancelled by its caller — every uplink task is then cancelled and awaited, so that none outlives the uplink
+        (nor hands a request to the control loop after the loop stopped), and every request still queued is answered
+        ``failed``."""
         self._stop.set()
+        limit = self._cfg.shutdown_timeout_s * 2 + 1
+        if timeout_s is not None:
+            limit = min(limit, timeout_s)
         supervisor = self._tasks[0] if self._tasks else None
-        if supervisor is not None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._cfg.shutdown_timeout_s * 2 + 1):
-                    await asyncio.shield(supervisor)
+        try:
+            if supervisor is not None and not supervisor.done():
+                # Waits without cancelling it, and without raising what it ended with.
+                ended, _ = await asyncio.wait({supervisor}, timeout=limit)
+                if not ended:
+                    log.warning("mqtt.goodbye_cut_short", limit_s=round(limit, 1))
+        finally:
+            await self._end_tasks()
+
+    async def _end_tasks(self) -> None:
+        """Cancel and await every uplink task; answer the queued requests; record the last acknowledgements."""
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            await asyncio.wait(self._tasks)  # unlike awaiting each, never swallows a cancel of close itself
         with contextlib.suppress(GatewayError):
             await self.intake.fail_queued("the gateway stopped before applying it")
         with contextlib.suppress(GatewayError):
