@@ -122,10 +122,12 @@ def _assert_ended_cleanly(store: InMemoryKnowledgeStore, handler: BlockingHandle
     # The worker was stopped in the loop's handler, and never called it again.
     assert handler.calls == [("stop-1", False)]
     assert handler.cancelled == ["stop-1"]
-    # The queued request got its final answer: an audit row and a response in the outbox.
-    assert _verdicts(store, "stop-2") == [(AuditVerdict.ACCEPTED, "accepted"), (AuditVerdict.FAILED, REASON)]
+    # The request being applied (its outcome never came) and the queued one got their final answers: an audit row
+    # and a response in the outbox each.
     answers = [json.loads(m.body) for m in store.messages() if m.stream == STREAM_COMMAND_RESPONSES]
-    assert [a["status"] for a in answers if a["request_id"] == "stop-2"] == ["accepted", "failed"]
+    for request_id in ("stop-1", "stop-2"):
+        assert _verdicts(store, request_id) == [(AuditVerdict.ACCEPTED, "accepted"), (AuditVerdict.FAILED, REASON)]
+        assert [a["status"] for a in answers if a["request_id"] == request_id] == ["accepted", "failed"]
 
 
 async def test_a_close_bounded_by_the_budget_ends_every_task_and_fails_the_queued_requests(broker: Mosquitto) -> None:

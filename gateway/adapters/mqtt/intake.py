@@ -85,6 +85,7 @@ class CommandIntake:
         self._queue: asyncio.Queue[RemoteRequest] = asyncio.Queue(_QUEUE_SIZE)
         self._seen: OrderedDict[str, None] = OrderedDict()
         self.handled = 0
+        self._applying: RemoteRequest | None = None
 
     def submit(self, topic: str, payload: bytes) -> None:
         """A message arrived on the command topic (called on the loop's thread, never blocks)."""
@@ -194,7 +195,9 @@ class CommandIntake:
         self._queue.put_nowait(request)
 
     async def _apply(self, request: RemoteRequest) -> None:
+        self._applying = request  # cancelled before its outcome (a stop): fail_queued answers it
         outcome = await self._outcome(request)
+        self._applying = None
         self.handled += 1
         await self._record_outcome(request, outcome)
 
@@ -229,12 +232,16 @@ class CommandIntake:
         await self._store.record_audit(entry, message)
 
     async def fail_queued(self, reason: str) -> int:
-        """At shutdown: answer every request still waiting as failed; returns how many there were.
+        """At shutdown (the worker cancelled): answer as failed the request it was applying, if its outcome was not
+        known yet, and every request still waiting; returns how many there were.
 
         A request whose answer cannot be recorded is logged, and the next one is answered all the same."""
         count = 0
+        interrupted, self._applying = self._applying, None
+        pending = [interrupted] if interrupted is not None else []
         while not self._queue.empty():
-            request = self._queue.get_nowait()
+            pending.append(self._queue.get_nowait())
+        for request in pending:
             count += 1
             try:
                 await self._record_outcome(request, RemoteOutcome(RemoteStatus.FAILED, reason))
