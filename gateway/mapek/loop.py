@@ -8,7 +8,8 @@ uplink only reads what the store holds, so a cloud outage changes nothing here.
 Outages stay local: a poll only wakes the cycle task (``loop.cycle``), it never runs or waits for a cycle, so a cycle
 held up by a write to a dead device cannot delay another device's poll; and under ``run`` the heartbeat is a task of
 its own that the cycle does not wait for (one at a time: while a heartbeat to a dead PLC is still waiting for its
-deadline, the cycles go on without starting another).
+deadline, the cycles go on without starting another). It is written only while the loop holds control: a release
+cancels one still under way before the release is written, and a stop cancels it.
 """
 
 from __future__ import annotations
@@ -180,12 +181,12 @@ class ControlLoop:
                     spawn(task, functools.partial(body, stop), policy=Policy.FAIL, stopping=stop, group=tg)
         finally:
             self._offload = False
-            if self._beat is not None:
-                await cancel_and_wait(self._beat)  # a heartbeat at stop helps nobody: the PLC times out on its own
-                self._beat = None
-            if self._replan_task is not None:
-                await asyncio.wait({self._replan_task})  # a thread cannot be cancelled; it ends within a second
-                self._replan_task = None
+            try:
+                await self._stop_heartbeat("stopping")  # a heartbeat at stop helps nobody: the PLC times out on its own
+            finally:  # even if that raised: the schedule's thread is waited for all the same
+                if self._replan_task is not None:
+                    await asyncio.wait({self._replan_task})  # a thread cannot be cancelled; it ends within a second
+                    self._replan_task = None
 
     def health(self) -> LoopHealth:
         ctl = self.knowledge.control
@@ -410,13 +411,22 @@ class ControlLoop:
     ) -> list[Decision]:
         """The plans' commands, and the heartbeat beside them: commands first in the device's queue, but the
         heartbeat never waits for a slow command to finish, and under ``run`` the cycle never waits for the heartbeat
-        (a stepped ``cycle()`` does, so that it returns with its writes done)."""
+        (a stepped ``cycle()`` does, so that it returns with its writes done).
+
+        A heartbeat is written only while the loop holds control: when this cycle's plan has dropped it (a release),
+        a heartbeat still under way from an earlier cycle is cancelled, and waited for, before the release is written
+        (landing after a release that failed, it would renew the PLC's trust for another heartbeat timeout); when the
+        cycle's outcome drops it (a takeover not confirmed), after the writes."""
+        if not self._holds_control():
+            await self._stop_heartbeat("control released")
         work = asyncio.create_task(self._carry_out_all(state, analysis, proposals, view), name="loop.execute")
         beat = self._start_heartbeat()
         try:
             return await work
         finally:
-            if beat is not None and not self._offload:
+            if not self._holds_control():
+                await self._stop_heartbeat("control not held")
+            elif beat is not None and not self._offload:
                 await beat
 
     async def _carry_out_all(
@@ -429,16 +439,42 @@ class ControlLoop:
                 decisions.append(decision)
         return decisions
 
+    def _holds_control(self) -> bool:
+        """The loop means to hold control (HS-CTRL = 1 confirmed, not released since) in ``auto``: the only time a
+        heartbeat is written."""
+        return self.knowledge.control.intent and self.mode == "auto"
+
     def _start_heartbeat(self) -> asyncio.Task[bool] | None:
         ctl, tag = self.knowledge.control, self.settings.heartbeat_tag
-        if not ctl.intent or self.mode != "auto" or tag is None:
+        if not self._holds_control() or tag is None:
             return None
         if self._beat is not None and not self._beat.done():
             log.debug("loop.heartbeat_pending", value=ctl.heartbeat)  # the last one still waits for its deadline
             return None
         ctl.heartbeat = (ctl.heartbeat + 1) % 65536
-        self._beat = asyncio.create_task(self.executor.heartbeat(tag, ctl.heartbeat), name="loop.heartbeat")
+        self._beat = asyncio.create_task(self._heartbeat(tag, ctl.heartbeat), name="loop.heartbeat")
         return self._beat
+
+    async def _heartbeat(self, tag: str, value: int) -> bool:
+        """The body of ``loop.heartbeat``. The executor counts a device's failures without raising them; anything
+        else it raises (a bug) is logged and counted here, once, so that the task never ends with an exception that
+        nobody retrieves, or that stopping it would raise again."""
+        try:
+            return await self.executor.heartbeat(tag, value)
+        except Exception:
+            self.executor.heartbeat_failures += 1
+            log.exception("loop.heartbeat_failed", tag=tag, value=value)
+            return False
+
+    async def _stop_heartbeat(self, why: str) -> None:
+        """Cancel a heartbeat still under way and wait until it has ended (a write already on the wire cannot be
+        taken back; a retry or a queued write can)."""
+        beat, self._beat = self._beat, None
+        if beat is None:
+            return
+        if not beat.done():
+            log.info("loop.heartbeat_cancelled", value=self.knowledge.control.heartbeat, why=why)
+        await cancel_and_wait(beat)
 
     async def _carry_out(
         self, state: PlantState, analysis: Analysis, proposal: Proposal, view: PlantView
