@@ -41,7 +41,9 @@ READINGS = Counter(
 )
 BREAKER_STATE = Gauge(
     "gateway_breaker_state",
-    "Circuit breaker of a device: 0 closed, 1 half-open, 2 open.",
+    "Circuit breaker of a Modbus device: 0 closed, 1 half-open, 2 open. An OPC UA device has none: after "
+    "breaker.fail_max failed reads in a row it drops its session and reconnects with back-off "
+    "(gateway_device_connected shows it).",
     ["device"],
     registry=REGISTRY,
 )

@@ -115,7 +115,8 @@ class TagFileRef(StrictModel):
 
 
 class BreakerSettings(StrictModel):
-    """Circuit breaker around each device: after ``fail_max`` failed polls, fail fast for ``reset_timeout_s``."""
+    """Modbus: a circuit breaker around the device — after ``fail_max`` failed polls, fail fast for
+    ``reset_timeout_s``. OPC UA: after ``fail_max`` failed reads in a row the session is dropped and reconnected."""
 
     fail_max: int = Field(default=3, ge=1)
     reset_timeout_s: PositiveSeconds = 5.0
