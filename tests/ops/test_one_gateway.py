@@ -24,10 +24,10 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from supervision_kit import get
 
-from gateway.bootstrap import Gateway, run_gateway
-from gateway.config import load_config
+from gateway.bootstrap import Gateway
 from gateway.testing.configs import booster_station_config, day_clock
 from gateway.testing.mosquitto import Mosquitto
+from gateway.testing.running import running_gateway
 from simulators.harness import PlantSimulator
 
 GUARD_S = 120  # a hang guard for a loaded 2-core machine, never a timing assertion
@@ -100,20 +100,12 @@ async def _first_gateway(tmp_path: Path, broker: Mosquitto) -> AsyncIterator[tup
             metrics_port=0,
             mqtt=f"port = {broker.port}\nreconnect_min_s = 0.1",
         )
-        stop = asyncio.Event()
-        started: asyncio.Future[Gateway] = asyncio.get_running_loop().create_future()
-        run = asyncio.create_task(run_gateway(load_config(cfg), stop, clock=clock, on_started=started.set_result))
-        try:
+        async with running_gateway(cfg, clock=clock, guard_s=GUARD_S, exit_status=0) as gw:
             async with asyncio.timeout(GUARD_S):
-                gw = await started
                 await gw.ready.wait()
                 assert gw.uplink is not None
                 await gw.uplink.wait_connected()
             yield gw, cfg, sim
-        finally:
-            stop.set()
-            async with asyncio.timeout(GUARD_S):
-                assert await run == 0
 
 
 def _second_gateway(cfg: Path) -> subprocess.CompletedProcess[str]:

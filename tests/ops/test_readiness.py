@@ -17,15 +17,15 @@ from typing import Any
 
 from supervision_kit import get
 
-from gateway.bootstrap import Gateway, run_gateway
+from gateway.bootstrap import Gateway
 from gateway.cli.live import render_view
 from gateway.cli.status import _get_health, render_devices
-from gateway.config import load_config
 from gateway.domain.model import Quality, QualityReason, Reading
 from gateway.domain.ports import DeviceHealth
 from gateway.mapek.monitor import DeviceState
 from gateway.readiness import judge_device
 from gateway.testing.configs import booster_station_config, day_clock
+from gateway.testing.running import running_gateway
 from simulators.harness import PlantSimulator
 
 GUARD_S = 120  # a hang guard for a loaded 2-core machine, never a timing assertion
@@ -116,18 +116,10 @@ async def _gateway(tmp_path: Path) -> AsyncIterator[tuple[Gateway, PlantSimulato
             opcua_endpoint=sim.opcua_endpoint,
             metrics_port=0,
         )
-        stop = asyncio.Event()
-        started: asyncio.Future[Gateway] = asyncio.get_running_loop().create_future()
-        run = asyncio.create_task(run_gateway(load_config(cfg), stop, clock=clock, on_started=started.set_result))
-        try:
+        async with running_gateway(cfg, clock=clock, guard_s=GUARD_S, exit_status=0) as gw:
             async with asyncio.timeout(GUARD_S):
-                gw = await started
                 await gw.ready.wait()
             yield gw, sim
-        finally:
-            stop.set()
-            async with asyncio.timeout(GUARD_S):
-                assert await run == 0
 
 
 async def _readyz_until(port: int, predicate: Any, what: str) -> tuple[int, dict[str, Any]]:

@@ -11,10 +11,10 @@ from pathlib import Path
 from structlog.testing import capture_logs
 from supervision_kit import RecordingNotifier
 
-from gateway.bootstrap import READY_GRACE_S, Gateway, run_gateway
+from gateway.bootstrap import READY_GRACE_S
 from gateway.clock import ScaledClock
-from gateway.config import load_config
 from gateway.testing.configs import DAY_START, booster_station_config, day_clock
+from gateway.testing.running import running_gateway
 from simulators.harness import PlantSimulator
 
 GUARD_S = 120.0  # against a hang, not a timing assertion
@@ -32,22 +32,12 @@ async def test_a_device_down_at_start_gives_ready_after_the_grace_with_what_is_n
         )
         clock = ScaledClock(speed=60.0, start=DAY_START)  # the grace's minute passes in a second
         notifier = RecordingNotifier()
-        stop = asyncio.Event()
-        started: asyncio.Future[Gateway] = asyncio.get_running_loop().create_future()
         with capture_logs() as logs:
-            run = asyncio.create_task(
-                run_gateway(load_config(cfg), stop, clock=clock, notifier=notifier, on_started=started.set_result)
-            )
-            try:
+            async with running_gateway(cfg, clock=clock, notifier=notifier, guard_s=GUARD_S) as gw:
                 async with asyncio.timeout(GUARD_S):
-                    gw = await started
                     await gw.ready.wait()
                 ready_at = clock.monotonic()
                 readyz = gw.readyz()
-            finally:
-                stop.set()
-                async with asyncio.timeout(GUARD_S):
-                    await run
     [ready] = [m for m in notifier.sent if m.startswith("READY=1")]
     assert "degraded, not ready:" in ready
     assert "pump-plc" in ready
@@ -68,19 +58,9 @@ async def test_a_data_only_gateway_feeds_the_watchdog_from_its_polls(tmp_path: P
         )
         cfg.write_text(cfg.read_text().replace("[loop]\n", "[loop]\nenabled = false\n", 1))
         notifier = RecordingNotifier()
-        stop = asyncio.Event()
-        started: asyncio.Future[Gateway] = asyncio.get_running_loop().create_future()
-        run = asyncio.create_task(
-            run_gateway(load_config(cfg), stop, clock=clock, notifier=notifier, on_started=started.set_result)
-        )
-        try:
+        async with running_gateway(cfg, clock=clock, notifier=notifier, guard_s=GUARD_S) as gw:
             async with asyncio.timeout(GUARD_S):
-                gw = await started
                 await gw.ready.wait()
                 notifier.pinged.clear()
                 await notifier.pinged.wait()  # a ping after READY=1: polls go on feeding it
             assert gw.loop.health().cycles == 0  # no cycle fed it
-        finally:
-            stop.set()
-            async with asyncio.timeout(GUARD_S):
-                await run

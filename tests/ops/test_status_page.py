@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from gateway.adapters.status_page import render_html
-from gateway.bootstrap import Gateway, run_gateway
-from gateway.config import load_config
+from gateway.bootstrap import Gateway
 from gateway.testing.configs import booster_station_config, day_clock
+from gateway.testing.running import running_gateway
 from simulators.harness import PlantSimulator
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -47,21 +47,14 @@ async def _trend_has_a_line(port: int) -> bool:
 
 @pytest.fixture
 async def station(tmp_path: Path) -> AsyncIterator[tuple[Gateway, PlantSimulator]]:
-    stop = asyncio.Event()
-    started: asyncio.Future[Gateway] = asyncio.get_running_loop().create_future()
     clock = day_clock()
     async with PlantSimulator(clock=clock, seed=3) as sim:
         cfg = booster_station_config(
             tmp_path, gateway_id="page-it", modbus_port=sim.modbus_port, opcua_endpoint=sim.opcua_endpoint
         )
-        task = asyncio.create_task(
-            run_gateway(load_config(cfg), stop, clock=clock, on_started=started.set_result), name="gateway"
-        )
-        gw = await asyncio.wait_for(started, 30)
-        await _eventually(lambda: bool(gw.loop.knowledge.decisions), timeout_s=60, what="a first decision")
-        yield gw, sim
-        stop.set()
-        await asyncio.wait_for(task, 30)
+        async with running_gateway(cfg, clock=clock, guard_s=30) as gw:
+            await _eventually(lambda: bool(gw.loop.knowledge.decisions), timeout_s=60, what="a first decision")
+            yield gw, sim
 
 
 def _get(port: int, path: str) -> tuple[int, str, bytes]:

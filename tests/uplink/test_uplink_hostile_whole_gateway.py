@@ -20,11 +20,11 @@ import pytest
 from referencing import Registry, Resource
 from uplink_fakes import Consumer, eventually, publish_raw
 
-from gateway.bootstrap import Gateway, run_gateway
+from gateway.bootstrap import Gateway
 from gateway.clock import ScaledClock
-from gateway.config import load_config
 from gateway.testing.configs import booster_station_config, day_clock
 from gateway.testing.mosquitto import Mosquitto
+from gateway.testing.running import in_control, running_gateway
 from simulators.harness import PlantSimulator
 
 BASE = "water/bs01/edge-hx"
@@ -40,8 +40,6 @@ REGISTRY = Registry().with_resources((s["$id"], Resource.from_contents(s)) for s
 async def gateway(tmp_path: Path) -> AsyncIterator[tuple[Gateway, PlantSimulator, Mosquitto]]:
     broker = Mosquitto(tmp_path / "broker")
     broker.start()
-    stop = asyncio.Event()
-    started: asyncio.Future[Gateway] = asyncio.get_running_loop().create_future()
     clock = day_clock()  # the loop's night rules would change PCV-301.SP at takeover between 00:00 and 05:00
     try:
         async with PlantSimulator(clock=clock, seed=3) as sim:
@@ -53,24 +51,12 @@ async def gateway(tmp_path: Path) -> AsyncIterator[tuple[Gateway, PlantSimulator
                 metrics_port=0,  # any free port, bound by the gateway itself: none picked here for another to take
                 mqtt=f"port = {broker.port}\nreconnect_min_s = 0.1",
             )
-            loaded = load_config(cfg)
-            task = asyncio.create_task(
-                run_gateway(loaded, stop, clock=clock, on_started=started.set_result), name="gateway"
-            )
-            gw = await asyncio.wait_for(started, 30)
-            await eventually(lambda: _in_control(gw, clock), timeout_s=60, what="the PLC confirmed the loop's control")
-            await gw.uplink.wait_connected()
-            yield gw, sim, broker
-            stop.set()
-            await asyncio.wait_for(task, 30)
+            async with running_gateway(cfg, clock=clock, guard_s=30) as gw:
+                await eventually(lambda: in_control(gw), timeout_s=60, what="the PLC confirmed the loop's control")
+                await gw.uplink.wait_connected()
+                yield gw, sim, broker
     finally:
         broker.stop()
-
-
-def _in_control(gw: Gateway, clock: ScaledClock) -> bool:
-    """The loop holds control and has read the PLC's YS-GWCTRL say so (see test_uplink_whole_gateway.py)."""
-    confirmed = gw.loop.monitor.reading("YS-GWCTRL", clock.now())
-    return gw.loop.health().in_control and confirmed is not None and confirmed.value is True
 
 
 def _request(clock: ScaledClock, request_id: object, **fields: Any) -> bytes:
