@@ -15,12 +15,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.bootstrap import Gateway, run_gateway
+from gateway.bootstrap import Gateway
 from gateway.clock import ScaledClock
-from gateway.config import load_config
 from gateway.domain.model import Decision, PlanCode
 from gateway.testing.configs import booster_station_config, day_clock
 from gateway.testing.fault_proxy import FaultProxy
+from gateway.testing.running import in_control, running_gateway
 from simulators.harness import PlantSimulator
 
 PLC, RTU = "pump-plc", "tank-rtu"
@@ -40,8 +40,7 @@ class Rig:
 
     def in_control(self) -> bool:
         """The loop holds control and has read the PLC's YS-GWCTRL say so."""
-        confirmed = self.gw.loop.monitor.reading("YS-GWCTRL", self.clock.now())
-        return self.gw.loop.health().in_control and confirmed is not None and confirmed.value is True
+        return in_control(self.gw)
 
     def poll_starts(self, device: str, since: float) -> list[float]:
         """When the device's polls started (the poll scheduler's record, on the clock's monotonic time)."""
@@ -112,20 +111,8 @@ async def outage_rig(tmp: Path, *, seed: int = 3) -> AsyncIterator[Rig]:
         # The healthy device's readings must not go stale on a stall of a loaded machine (3 polls, 1.5 s, by
         # default): the failsafe would then name them for the machine's sake, not the outage's.
         cfg.write_text(text.replace("poll_interval_s = 0.5\n", f"poll_interval_s = 0.5\nstale_after_s = {STALE_S}\n"))
-        stop = asyncio.Event()
-        started: asyncio.Future[Gateway] = asyncio.get_running_loop().create_future()
-        task = asyncio.create_task(
-            run_gateway(load_config(cfg), stop, clock=clock, on_started=started.set_result), name="gateway"
-        )
-        try:
-            await asyncio.wait({task, started}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
-            if task.done():
-                task.result()  # raises what stopped it
-                raise AssertionError("the gateway stopped before it started")
-            yield Rig(started.result(), sim, clock, {PLC: plc, RTU: rtu}, tmp / "gw.db")
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 60)
+        async with running_gateway(cfg, clock=clock, guard_s=60) as gw:
+            yield Rig(gw, sim, clock, {PLC: plc, RTU: rtu}, tmp / "gw.db")
 
 
 #: How to take a device away and bring it back: (start, end) for each outage kind.
