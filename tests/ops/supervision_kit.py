@@ -19,15 +19,20 @@ from gateway.supervision import Supervisor, TaskState
 EVENT_SCHEMA = json.loads((Path(__file__).parents[2] / "config" / "schemas" / "event.schema.json").read_text())
 
 
-async def get(port: int, path: str) -> tuple[int, Any]:
-    """GET ``path``; the body as JSON when it is JSON, else as text."""
+async def get_raw(port: int, path: str) -> tuple[int, bytes]:
+    """GET ``path`` on 127.0.0.1:``port``; the status and the body as it came."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     await writer.drain()
     raw = await reader.read()
     writer.close()
     head, _, body = raw.partition(b"\r\n\r\n")
-    status = int(head.split()[1])
+    return int(head.split()[1]), body
+
+
+async def get(port: int, path: str) -> tuple[int, Any]:
+    """GET ``path``; the body as JSON when it is JSON, else as text."""
+    status, body = await get_raw(port, path)
     try:
         return status, json.loads(body)
     except ValueError:

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from supervision_kit import get_raw
 
 from gateway.clock import SystemClock
 from gateway.testing.configs import booster_station_config, day_offset_h
@@ -61,16 +62,6 @@ def _listening_port(log: Path) -> int:
     raise AssertionError(f"no http.listening in the gateway's log: {log.read_text(encoding='utf-8')[-2000:]}")
 
 
-async def _http(port: int, path: str) -> tuple[int, bytes]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-    await writer.drain()
-    raw = await reader.read()
-    writer.close()
-    head, _, body = raw.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body
-
-
 async def test_run_notifies_systemd_serves_health_and_stops_cleanly(plant: PlantSimulator, tmp_path: Path) -> None:
     cfg = booster_station_config(
         tmp_path,
@@ -104,10 +95,10 @@ async def test_run_notifies_systemd_serves_health_and_stops_cleanly(plant: Plant
         metrics_port = _listening_port(log)  # logged before the gateway got as far as READY=1
         await _recv(notify, b"WATCHDOG=1", timeout_s=60)  # pinged from the loop's progress
 
-        status, body = await _http(metrics_port, "/healthz")
+        status, body = await get_raw(metrics_port, "/healthz")
         assert status == 200, body
         assert json.loads(body)["checks"]["loop"]["cycles"] > 0
-        status, body = await _http(metrics_port, "/readyz")
+        status, body = await get_raw(metrics_port, "/readyz")
         assert status == 200, body
         ready = json.loads(body)["checks"]
         assert ready["pump-plc"]["connected"] is True
@@ -115,10 +106,10 @@ async def test_run_notifies_systemd_serves_health_and_stops_cleanly(plant: Plant
         assert ready["store"]["healthy"] is True
         deadline = time.monotonic() + 120
         # The loop takes control once its inputs have been good for recover_s; polled over HTTP, as a probe would.
-        while not json.loads((await _http(metrics_port, "/readyz"))[1])["checks"]["loop"]["in_control"]:
+        while not json.loads((await get_raw(metrics_port, "/readyz"))[1])["checks"]["loop"]["in_control"]:
             assert time.monotonic() < deadline, "the gateway never took control"
             await asyncio.sleep(0.2)
-        status, body = await _http(metrics_port, "/metrics")
+        status, body = await get_raw(metrics_port, "/metrics")
         assert status == 200
         text = body.decode()
         assert 'gateway_poll_duration_seconds_count{device="pump-plc"}' in text
