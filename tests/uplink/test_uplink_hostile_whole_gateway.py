@@ -19,12 +19,11 @@ import jsonschema
 import pytest
 from referencing import Registry, Resource
 from uplink_fakes import Consumer, eventually, publish_raw
+from whole_gateway_rig import whole_gateway
 
 from gateway.bootstrap import Gateway
 from gateway.clock import ScaledClock
-from gateway.testing.configs import booster_station_config, day_clock
 from gateway.testing.mosquitto import Mosquitto
-from gateway.testing.running import in_control, running_gateway
 from simulators.harness import PlantSimulator
 
 BASE = "water/bs01/edge-hx"
@@ -38,25 +37,8 @@ REGISTRY = Registry().with_resources((s["$id"], Resource.from_contents(s)) for s
 
 @pytest.fixture
 async def gateway(tmp_path: Path) -> AsyncIterator[tuple[Gateway, PlantSimulator, Mosquitto]]:
-    broker = Mosquitto(tmp_path / "broker")
-    broker.start()
-    clock = day_clock()  # the loop's night rules would change PCV-301.SP at takeover between 00:00 and 05:00
-    try:
-        async with PlantSimulator(clock=clock, seed=3) as sim:
-            cfg = booster_station_config(
-                tmp_path,
-                gateway_id="edge-hx",
-                modbus_port=sim.modbus_port,
-                opcua_endpoint=sim.opcua_endpoint,
-                metrics_port=0,  # any free port, bound by the gateway itself: none picked here for another to take
-                mqtt=f"port = {broker.port}\nreconnect_min_s = 0.1",
-            )
-            async with running_gateway(cfg, clock=clock, guard_s=30) as gw:
-                await eventually(lambda: in_control(gw), timeout_s=60, what="the PLC confirmed the loop's control")
-                await gw.uplink.wait_connected()
-                yield gw, sim, broker
-    finally:
-        broker.stop()
+    async with whole_gateway(tmp_path, gateway_id="edge-hx") as running:
+        yield running
 
 
 def _request(clock: ScaledClock, request_id: object, **fields: Any) -> bytes:
