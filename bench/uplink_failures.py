@@ -28,7 +28,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,18 @@ async def _produce(store: InMemoryKnowledgeStore) -> None:
         await asyncio.sleep(0.02)
 
 
+@contextlib.contextmanager
+def _fresh_broker() -> Iterator[Mosquitto]:
+    """A broker of its own, in a temporary directory, for one run: stopped (and its directory removed) after it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        broker = Mosquitto(Path(tmp) / "broker")
+        broker.start()
+        try:
+            yield broker
+        finally:
+            broker.stop()
+
+
 async def _until(predicate: Callable[[], bool], timeout_s: float = 300.0) -> float:
     """Seconds until ``predicate`` holds, polled every 10 ms."""
     start = time.monotonic()
@@ -97,13 +109,8 @@ async def silent(runs: int) -> None:
     for idle in (False, True):
         times = []
         for _ in range(runs):
-            with tempfile.TemporaryDirectory() as tmp:
-                broker = Mosquitto(Path(tmp) / "broker")
-                broker.start()
-                try:
-                    times.append(await _one_silent(broker, idle=idle))
-                finally:
-                    broker.stop()
+            with _fresh_broker() as broker:
+                times.append(await _one_silent(broker, idle=idle))
         _report("silent_broker_detected_s", times, idle=idle, ack_timeout_s=MqttSettings().ack_timeout_s)
 
 
@@ -127,13 +134,8 @@ async def reconnect(runs: int) -> None:
     for how in ("broker_restart", "black_hole_lifted"):
         times = []
         for _ in range(runs):
-            with tempfile.TemporaryDirectory() as tmp:
-                broker = Mosquitto(Path(tmp) / "broker")
-                broker.start()
-                try:
-                    times.append(await _one_reconnect(broker, how))
-                finally:
-                    broker.stop()
+            with _fresh_broker() as broker:
+                times.append(await _one_reconnect(broker, how))
         _report("reconnect_after_broker_answers_s", times, how=how, reconnect_max_s=MqttSettings().reconnect_max_s)
 
 
@@ -166,13 +168,8 @@ async def _one_reconnect(broker: Mosquitto, how: str) -> float:
 
 async def takeover(minutes: float) -> None:
     for version in ("3.1.1", "5"):
-        with tempfile.TemporaryDirectory() as tmp:
-            broker = Mosquitto(Path(tmp) / "broker")
-            broker.start()
-            try:
-                print(json.dumps(await _one_takeover(broker, version, minutes)), flush=True)
-            finally:
-                broker.stop()
+        with _fresh_broker() as broker:
+            print(json.dumps(await _one_takeover(broker, version, minutes)), flush=True)
 
 
 async def _one_takeover(broker: Mosquitto, version: str, minutes: float) -> dict[str, Any]:
