@@ -110,7 +110,11 @@ async def outage_rig(tmp: Path, *, seed: int = 3) -> AsyncIterator[Rig]:
         )
         # The healthy device's readings must not go stale on a stall of a loaded machine (3 polls, 1.5 s, by
         # default): the failsafe would then name them for the machine's sake, not the outage's.
-        cfg.write_text(text.replace("poll_interval_s = 0.5\n", f"poll_interval_s = 0.5\nstale_after_s = {STALE_S}\n"))
+        text = text.replace("poll_interval_s = 0.5\n", f"poll_interval_s = 0.5\nstale_after_s = {STALE_S}\n")
+        # No second takeover while the first one's YS-GWCTRL has yet to read back (1 s can pass on a loaded
+        # machine): an outage starting under it would fail it, and a loop that never held control has nothing to
+        # fail safe from.
+        cfg.write_text(text.replace("recover_s = 1.0\n", "recover_s = 5.0\n"))
         async with running_gateway(cfg, clock=clock, guard_s=60) as gw:
             yield Rig(gw, sim, clock, {PLC: plc, RTU: rtu}, tmp / "gw.db")
 

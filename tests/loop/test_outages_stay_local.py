@@ -42,6 +42,8 @@ async def _outage_of(rig: Rig, device: str, kind: str) -> tuple[float, int, list
     other = RTU if device == PLC else PLC
     start, end = outages(rig, device)[kind]
     await eventually(rig.in_control, what=f"the loop in control before the {kind} outage of {device}")
+    cycles = rig.gw.loop.health().cycles  # and settled: the cycles that took control have ended, still in control
+    await eventually(lambda: rig.gw.loop.health().cycles >= cycles + 2 and rig.in_control(), what="two more cycles")
     scheduler = rig.gw.loop.monitor.schedulers[other]
     since_mono, since_ts, missed = rig.clock.monotonic(), rig.clock.now(), scheduler.missed_slots
     await start()
