@@ -197,22 +197,28 @@ class SafetyEnvelope:
         """Judge a batch in order; commands allowed earlier in the batch count (two stops may not empty the station)."""
         running = {name for name, p in view.pumps.items() if _is_running(p)}
         changed: set[str] = set()
+        stopped: set[str] = set()
         out = []
         for command in commands:
-            if command.kind is CommandKind.CHANGE_SETPOINT and command.tag in changed:
-                out.append(
-                    (command, Verdict(False, Rule.SETPOINT_INTERVAL, f"{command.tag} already changed in this batch"))
-                )
-                continue
-            verdict = self.judge(command, view, now, running=running)
+            verdict = self._within_batch(command, changed, stopped) or self.judge(command, view, now, running=running)
             if verdict.allowed and command.kind is CommandKind.CHANGE_SETPOINT:
                 changed.add(command.tag)
             if verdict.allowed and command.kind is CommandKind.START_PUMP:
                 running.add(command.target)
             elif verdict.allowed and command.kind is CommandKind.STOP_PUMP:
                 running.discard(command.target)
+                stopped.add(command.target)
             out.append((command, verdict))
         return out
+
+    def _within_batch(self, command: Command, changed: set[str], stopped: set[str]) -> Verdict | None:
+        """What an earlier command of the same batch forbids: a second change of one setpoint, or a start of a pump
+        just stopped (the stop and the restart would be two switchings of the motor at once)."""
+        if command.kind is CommandKind.CHANGE_SETPOINT and command.tag in changed:
+            return Verdict(False, Rule.SETPOINT_INTERVAL, f"{command.tag} already changed in this batch")
+        if command.kind is CommandKind.START_PUMP and command.target in stopped and self.limits.min_off_s > 0:
+            return Verdict(False, Rule.MIN_OFF, f"{command.target} is stopped in this batch: a start would chatter it")
+        return None
 
     def judge(  # noqa: PLR0911 - one guard per rule reads best as a list of early returns
         self, command: Command, view: PlantView, now: float, *, running: set[str] | None = None

@@ -362,3 +362,22 @@ def test_a_stop_before_our_start_reads_back_is_refused_by_minimum_run() -> None:
     assert judge(env, w, stop("P-101")) == [Rule.MIN_RUN]
     w.now += 200  # the start never showed: after the match window the pump is taken as not started
     assert judge(env, w, stop("P-101")) == [None]
+
+
+def test_a_stop_then_a_start_of_a_running_pump_in_one_batch_counts_or_is_refused() -> None:
+    """Found by the exploring profile (seed 17): P-101 started, then 600 s later a batch stops and starts it again.
+    The start was let through as the start of a running pump and not counted, while the motor was switched off and
+    on. A start of a pump stopped in the same batch is now refused by minimum off time."""
+    machine = EnvelopeMachine()
+    machine.setup()
+    machine.requests(commands=[start("P-101")])
+    machine.requests(commands=[start("P-101")])
+    machine.time_passes(dt=1.0)
+    machine.time_passes(dt=599.0)
+    machine.requests(commands=[stop("P-101"), start("P-101")])
+    machine.the_envelope_never_undercounts_starts()
+    machine.teardown()
+    env, w = SafetyEnvelope(limits=LIMITS), World()
+    w.running["P-101"] = True
+    env.observe(w.view(), w.now)
+    assert judge(env, w, stop("P-101"), start("P-101")) == [None, Rule.MIN_OFF]
