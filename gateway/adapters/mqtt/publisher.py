@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from gateway.adapters.memory import release_free_memory
 from gateway.adapters.mqtt.errors import LinkLost
 from gateway.adapters.mqtt.topics import Topics
 from gateway.domain.messages import OutboxMessage, Priority, envelope
@@ -157,6 +158,8 @@ class Publisher:
         ]
         self.published = 0
         self.acked = 0
+        #: A backlog was drained: once its last message is acknowledged, give the burst's memory back.
+        self._release_when_idle = False
 
     @property
     def in_flight(self) -> int:
@@ -181,6 +184,9 @@ class Publisher:
         if not self._inflight:
             self._idle.set()
             self._room.set()
+            if self._release_when_idle:
+                self._release_when_idle = False
+                release_free_memory("backlog drained")
         elif self._window - len(self._inflight) >= self._refill_at:
             self._room.set()
 
@@ -261,6 +267,7 @@ class Publisher:
                 break
         if lane.upto is not None and (not batch or lane.cursor >= lane.upto):
             lane.finished = True
+            self._release_when_idle = True
             log.info("uplink.backlog_drained", up_to_row=lane.upto)
         return len(batch)
 
