@@ -11,6 +11,8 @@ table and the Grafana dashboard are held to it), so the collector is registered 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import sys
 from collections.abc import Iterator
 
@@ -21,6 +23,16 @@ from gateway.cli import main
 from gateway.metrics import REGISTRY
 
 TASKS_METRIC = "bench_asyncio_tasks"
+PY_BLOCKS_METRIC = "bench_python_allocated_blocks"
+MALLOC_USED_METRIC = "bench_malloc_in_use_bytes"
+MALLOC_FREE_METRIC = "bench_malloc_free_bytes"
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks")
+    ] + [("keepcost", ctypes.c_size_t)]
 
 
 class TaskCount(Collector):
@@ -34,6 +46,29 @@ class TaskCount(Collector):
         yield GaugeMetricFamily(TASKS_METRIC, "Tasks alive in the gateway's event loop (bench/soak.py).", value=count)
 
 
+class HeapUse(Collector):
+    """Where the RSS is: Python's allocated blocks, and glibc malloc's bytes in use and held free (``mallinfo2``).
+
+    Blocks back at their level while malloc's free bytes stay up means memory freed but kept by the allocator, not
+    live objects; NaN where the C library has no ``mallinfo2`` (glibc before 2.33, musl).
+    """
+
+    def __init__(self) -> None:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        self._mallinfo2 = getattr(libc, "mallinfo2", None)
+        if self._mallinfo2 is not None:
+            self._mallinfo2.restype = _MallInfo2
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(PY_BLOCKS_METRIC, "sys.getallocatedblocks()", value=float(sys.getallocatedblocks()))
+        info = self._mallinfo2() if self._mallinfo2 is not None else None
+        used = float(info.uordblks + info.hblkhd) if info else float("nan")
+        free = float(info.fordblks) if info else float("nan")
+        yield GaugeMetricFamily(MALLOC_USED_METRIC, "malloc bytes in use (uordblks + hblkhd)", value=used)
+        yield GaugeMetricFamily(MALLOC_FREE_METRIC, "malloc bytes free but held (fordblks)", value=free)
+
+
 if __name__ == "__main__":
     REGISTRY.register(TaskCount())
+    REGISTRY.register(HeapUse())
     sys.exit(main(["run", *sys.argv[1:]]))

@@ -4,6 +4,7 @@ private Mosquitto, through a broker outage, a PLC outage and an OPC UA server re
     python -m bench.soak                      # 60 minutes, 10 000 tags
     python -m bench.soak --quick              # 6 minutes, 1 000 tags, faults at minutes 2, 3 and 4
     python -m bench.soak --minutes 8          # any length from 4 minutes; --tags to change the load
+    python -m bench.soak --minutes 10 --broker-down-s 120   # a short run with the hour's broker outage
 
 The set-up is bench/e2e.py's: its generated configuration and point maps, the booster station's PLC (Modbus) and
 RTU (OPC UA) in this process with four load devices on a second Modbus listener, and the trials that start and stop
@@ -16,8 +17,9 @@ Every minute it prints, for the gateway process: RSS (VmRSS), CPU over the minut
 open file descriptors, threads, asyncio tasks, outbox depth and the age of its oldest message, tag values read per
 second and the share of them good, pump commands confirmed, messages per second reaching an MQTT subscriber and
 how many of them were marked historical (backlog; the subscriber reconnects after the broker outage too, and what
-the broker passes on before it has subscribed again is lost to it), the database's size on disk, and what the fault
-schedule did.
+the broker passes on before it has subscribed again is lost to it), the database's size on disk, where the memory
+is (``kblk``: Python's allocated blocks in thousands; ``mall``/``mfree``: MB glibc malloc has in use and holds free,
+from ``mallinfo2``, main arena), and what the fault schedule did.
 
 Faults, at about a third of the run and then a sixth apart (minutes 20, 30 and 40 of an hour), each given until the
 next one (or the end) to recover:
@@ -57,7 +59,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bench._soak_gateway import TASKS_METRIC
+from bench._soak_gateway import MALLOC_FREE_METRIC, MALLOC_USED_METRIC, PY_BLOCKS_METRIC, TASKS_METRIC
 from bench.e2e import (
     LOAD_DEVICES,
     Level,
@@ -95,6 +97,7 @@ class Plan:
     minutes: int
     tags: int
     retention_s: float | None = None  # None: scaled with the run; 0: the gateway's defaults
+    broker_outage_s: float | None = None  # None: a thirtieth of the run
 
     @property
     def duration_s(self) -> float:
@@ -111,7 +114,7 @@ class Plan:
 
     @property
     def broker_down_s(self) -> float:
-        return max(20.0, self.duration_s / 30)
+        return self.broker_outage_s or max(20.0, self.duration_s / 30)
 
     @property
     def device_down_s(self) -> float:
@@ -162,6 +165,9 @@ class Row:
     rx_s: float
     hist: int
     db_mb: float
+    py_kblocks: float
+    malloc_used_mb: float
+    malloc_free_mb: float
     notes: str
 
 
@@ -360,6 +366,9 @@ class Soak:
             rx_s=(b.rx - a.rx) / dt,
             hist=b.rx_hist - a.rx_hist,
             db_mb=_db_mb(self.workdir),
+            py_kblocks=_value(b.m, PY_BLOCKS_METRIC) / 1000,
+            malloc_used_mb=_value(b.m, MALLOC_USED_METRIC) / 2**20,
+            malloc_free_mb=_value(b.m, MALLOC_FREE_METRIC) / 2**20,
             notes="; ".join(self.notes),
         )
         self.notes.clear()
@@ -509,7 +518,8 @@ def _recovery_note(what: str, seconds: float | None) -> str:
 
 HEADER = (
     f"{'min':>4} {'RSS MB':>7} {'CPU %':>6} {'fds':>4} {'thr':>4} {'tasks':>5} {'outbox':>7} {'oldest s':>8} "
-    f"{'values/s':>9} {'good %':>6} {'cmds':>5} {'rx msg/s':>8} {'(hist)':>6} {'db MB':>7}  events"
+    f"{'values/s':>9} {'good %':>6} {'cmds':>5} {'rx msg/s':>8} {'(hist)':>6} {'db MB':>7} {'kblk':>6} {'mall':>6} "
+    f"{'mfree':>6}  events"
 )
 
 
@@ -517,7 +527,8 @@ def _format_row(r: Row) -> str:
     return (
         f"{r.minute:>4.0f} {r.rss_mb:>7.1f} {r.cpu_pct:>6.1f} {r.fds:>4} {r.threads:>4} {r.tasks:>5.0f} "
         f"{r.outbox:>7.0f} {r.oldest_s:>8.1f} {r.values_s:>9,.0f} {r.good_pct:>6.1f} {r.confirmed:>5.0f} "
-        f"{r.rx_s:>8.1f} {r.hist:>6} {r.db_mb:>7.0f}  {r.notes}"
+        f"{r.rx_s:>8.1f} {r.hist:>6} {r.db_mb:>7.0f} {r.py_kblocks:>6.0f} {r.malloc_used_mb:>6.1f} "
+        f"{r.malloc_free_mb:>6.1f}  {r.notes}"
     )
 
 
@@ -692,11 +703,18 @@ async def main(plan: Plan, keep: bool) -> None:
 
 def _plan(args: argparse.Namespace) -> Plan:
     if args.quick:
-        return Plan(minutes=args.minutes or 6, tags=args.tags or 1_000, retention_s=args.retention_s)
+        return Plan(
+            minutes=args.minutes or 6,
+            tags=args.tags or 1_000,
+            retention_s=args.retention_s,
+            broker_outage_s=args.broker_down_s,
+        )
     minutes = args.minutes or 60
     if minutes < 4:
         raise SystemExit("--minutes: at least 4 (a warm-up, three faults and time to recover from them)")
-    return Plan(minutes=minutes, tags=args.tags or 10_000, retention_s=args.retention_s)
+    return Plan(
+        minutes=minutes, tags=args.tags or 10_000, retention_s=args.retention_s, broker_outage_s=args.broker_down_s
+    )
 
 
 if __name__ == "__main__":
@@ -707,6 +725,7 @@ if __name__ == "__main__":
     parser.add_argument(
         "--retention-s", type=float, help="raw readings and sent outbox rows kept (default: a sixth of the run)"
     )
+    parser.add_argument("--broker-down-s", type=float, help="length of the broker outage (default: a thirtieth)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (database, logs)")
     args = parser.parse_args()
     configure_logging(level="error", fmt="console")
