@@ -197,17 +197,19 @@ class MassBalance:
         self._buckets: deque[_Bucket] = deque(maxlen=max(2, int(settings.history_s / settings.bucket_s)))
         self._twin = 0.0
         self._last: tuple[float, float] | None = None  # time, net inflow L/s
-        self._last_level: tuple[float, float] | None = None
+        self._last_r: float | None = None
         self._confirm = 0
         self.drift: DriftEstimate | None = None
         self._candidate: _Fit | None = None
 
     def update(self, at: float, level: float | None, net_lps: float | None) -> None:
+        if net_lps is None:
+            return  # without the flows there is no residual; the gap is bridged when they return
         self._integrate(at, level, net_lps)
         if level is None:
             return
-        self._last_level = (at, level)
         r = level - self._twin
+        self._last_r = r
         start = at - at % self.s.bucket_s
         if self._buckets and self._buckets[-1].start != start:
             self._evaluate(at)
@@ -235,23 +237,17 @@ class MassBalance:
             return d.offset_m
         return last.r + d.rate_m_day / DAY_S * (at - last.t) - d.reference_m
 
-    def _integrate(self, at: float, level: float | None, net_lps: float | None) -> None:
-        last = self._last
-        if net_lps is None:
+    def _integrate(self, at: float, level: float | None, net_lps: float) -> None:
+        last, self._last = self._last, (at, net_lps)
+        if last is None or at <= last[0]:
             return
-        self._last = (at, net_lps)
-        if last is None:
+        if at - last[0] > self.s.max_gap_s:
+            # The flows were not seen: restart the twin where the transmitter is, keeping the residual it had, so
+            # the gap leaves no step (a drift during the gap is lost, not invented).
+            if level is not None and self._last_r is not None:
+                self._twin = level - self._last_r
             return
-        dt = at - last[0]
-        if dt <= 0:
-            return
-        if dt > self.s.max_gap_s:
-            # The flows were not seen: carry the twin over the gap on the transmitter's change, so the gap
-            # leaves no step in the residual.
-            if self._last_level is not None and level is not None:
-                self._twin += level - self._last_level[1]
-            return
-        self._twin += (last[1] + net_lps) / 2 / 1000.0 / self.s.tank_area_m2 * dt
+        self._twin += (last[1] + net_lps) / 2 / 1000.0 / self.s.tank_area_m2 * (at - last[0])
 
     def _evaluate(self, now: float) -> None:
         fit = _hinge(list(self._buckets), now, self.s.drift_min_after_s)
