@@ -6,7 +6,8 @@
 The PLC's own level control runs the pumps (no gateway); the detectors read the instruments as the gateway would
 (``Simulation.image()``) every step of ``--dt`` seconds. Printed: false alarms per detector over normal days; the
 time from a drift's start to ``SENSOR_DRIFT``, the rate found and the corrected level's error against the true
-level; the time from a leak's start to ``MNF_RISE`` and the extra flow found against the true one. Asserts nothing.
+level; the time from a leak's start to ``MNF_RISE`` and the extra flow found against the true one (the leak at 03:00
+of the night that raised it, the middle of the 01:00–05:00 window). Asserts nothing.
 """
 
 from __future__ import annotations
