@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 #: name -> (options of its smallest run, a heading it prints with its figures)
 SMOKE: dict[str, tuple[list[str], str]] = {
     "baseline": (["--hours", "0.5"], "PLC hysteresis baseline"),
+    "crosscheck": (["--smoke"], "cross-check bench:"),
     "e2e": (["--smoke"], "sustained/s"),
     "faults": (["--smoke"], "good readings from bad input:"),
     "loop": (["--smoke"], "Analyze+Plan per cycle"),
