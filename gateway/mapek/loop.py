@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.adapters.tasks import cancel_and_wait
+from gateway.tasks import cancel_and_wait
 from gateway.config.loop import LoopSettings
 from gateway.domain.envelope import EnvelopeLimits, Mode, PlantView, SafetyEnvelope, SetpointLimit
 from gateway.domain.model import (
