@@ -20,21 +20,7 @@ def read_snapshot(
 ) -> PlantSnapshot:
     """The loop's readings at ``at``; ``in_control`` as the caller knows it (``Planner.in_control``)."""
     s = settings
-    pumps = tuple(
-        PumpSnapshot(
-            name=p.name,
-            start_tag=p.start_tag,
-            running=lookup(p.running_tag),
-            fault=lookup(p.fault_tag),
-            auto_remote=lookup(p.auto_remote_tag),
-            starts_last_hour=lookup(p.starts_last_hour_tag),
-            request=lookup(p.start_tag),
-            run_hours=lookup(p.run_hours_tag),
-            power=lookup(p.power_tag),
-            starts=lookup(p.starts_tag),
-        )
-        for p in s.pumps
-    )
+    pumps = _pumps(s, lookup)
     prv, wtp = lookup(s.zone.prv_setpoint_tag), lookup(s.treatment.setpoint_tag)
     present = ((s.zone.prv_setpoint_tag, prv), (s.treatment.setpoint_tag, wtp))
     setpoints = {tag: r for tag, r in present if r is not None}
@@ -56,6 +42,24 @@ def read_snapshot(
         chlorine_plant=lookup(s.chlorine.plant_tag),
         chlorine_zone=lookup(s.chlorine.zone_tag),
         plc_in_control=lookup(s.in_control_tag),
+    )
+
+
+def _pumps(s: LoopSettings, lookup: Lookup) -> tuple[PumpSnapshot, ...]:
+    return tuple(
+        PumpSnapshot(
+            name=p.name,
+            start_tag=p.start_tag,
+            running=lookup(p.running_tag),
+            fault=lookup(p.fault_tag),
+            auto_remote=lookup(p.auto_remote_tag),
+            starts_last_hour=lookup(p.starts_last_hour_tag),
+            request=lookup(p.start_tag),
+            run_hours=lookup(p.run_hours_tag),
+            power=lookup(p.power_tag),
+            starts=lookup(p.starts_tag),
+        )
+        for p in s.pumps
     )
 
 
