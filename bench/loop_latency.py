@@ -45,6 +45,7 @@ from gateway.config.root import GatewaySettings  # noqa: E402
 from gateway.domain.model import CommandKind, CommandStatus, Decision  # noqa: E402
 from gateway.domain.ports import FieldDevice  # noqa: E402
 from gateway.logging import configure_logging  # noqa: E402
+from gateway.mapek.build import build_control_loop  # noqa: E402
 from gateway.mapek.loop import ControlLoop  # noqa: E402
 from gateway.paths import bundled_config_dir  # noqa: E402
 from simulators.harness import PlantSimulator  # noqa: E402
@@ -128,7 +129,7 @@ async def sense_to_actuate(
         store = await es.enter_async_context(
             SqliteKnowledgeStore(settings=settings.store, clock=clock, uplink_enabled=broker is not None)
         )
-        control = ControlLoop(
+        control = build_control_loop(
             settings=settings.loop, clock=clock, devices={d.name: d for d in devices}, store=store,
             poll_intervals_s=dict.fromkeys((d.name for d in devices), 1.0),
             stale_after_s=dict.fromkeys((d.name for d in devices), 3.0),

@@ -51,6 +51,7 @@ from gateway.domain.errors import StoreError
 from gateway.domain.messages import NewMessage
 from gateway.domain.ports import Clock, FieldDevice
 from gateway.logging import get_logger
+from gateway.mapek.build import build_control_loop
 from gateway.mapek.loop import ControlLoop
 from gateway.metrics import REGISTRY
 from gateway.readiness import DeviceReadiness, judge_device
@@ -250,7 +251,7 @@ async def _build(
     for device in build_devices(settings, clock=clock):
         devices[device.name] = await stack.enter_async_context(device)
     watchdog = Watchdog(notifier, healthy=supervisor.healthy)
-    loop = ControlLoop(
+    loop = build_control_loop(
         settings=settings.loop,
         clock=clock,
         devices=devices,

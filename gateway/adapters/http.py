@@ -16,10 +16,10 @@ from typing import Any, Self
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from gateway.adapters.tasks import cancel_and_wait
 from gateway.domain.errors import GatewayError
 from gateway.logging import get_logger
 from gateway.supervision import Policy, spawn
+from gateway.tasks import cancel_and_wait
 
 log = get_logger("gateway.http")
 

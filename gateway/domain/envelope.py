@@ -1,6 +1,6 @@
 """The safety envelope: the single gate every command passes before it may leave for the plant.
 
-Loop plans and remote requests alike are judged here against the plant as last seen (``PlantView``) and the
+Loop plans and remote requests alike are judged here against the plant as last seen (``PlantSnapshot``) and the
 envelope's own memory of starts, stops and setpoint changes. A refused command is never written; the verdict names
 the rule, for the decision record and the ``gateway_interlock_blocks_total{rule}`` metric.
 
@@ -26,11 +26,10 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Literal
 
 from gateway.domain.model import Command, CommandKind, Quality, QualityReason, Reading
+from gateway.domain.snapshot import PlantSnapshot, PumpSnapshot
 
-Mode = Literal["auto", "local", "maintenance"]
 HOUR_S = 3600.0
 _STEP_EPS = 1e-6
 
@@ -89,31 +88,6 @@ class EnvelopeLimits:
     substitute_max_s: float = 7200.0
 
 
-@dataclass(frozen=True, slots=True)
-class PumpView:
-    """A pump as last read: the three status bits the envelope needs and the PLC's own starts-last-hour count."""
-
-    name: str
-    start_tag: str
-    running: Reading | None
-    fault: Reading | None
-    auto_remote: Reading | None
-    starts_last_hour: Reading | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class PlantView:
-    """What the envelope judges against: mode, control state and the readings commands depend on."""
-
-    mode: Mode
-    in_control: bool
-    tank_level: Reading | None
-    clearwell_level: Reading | None
-    pumps: Mapping[str, PumpView]
-    high_float: Reading | None = None
-    setpoints: Mapping[str, Reading] = field(default_factory=dict)
-
-
 @dataclass(slots=True)
 class _PumpMemory:
     starts: deque[float] = field(default_factory=deque)
@@ -140,9 +114,9 @@ class SafetyEnvelope:
             mem = self._pumps[pump] = _PumpMemory()
         return mem
 
-    def observe(self, view: PlantView, now: float) -> None:
+    def observe(self, view: PlantSnapshot, now: float) -> None:
         """Learn starts and stops from the running bits (a start the PLC made counts like one we commanded)."""
-        for pump in view.pumps.values():
+        for pump in view.pumps:
             r = pump.running
             if r is None or r.quality is not Quality.GOOD or r.value is None:
                 continue
@@ -163,16 +137,16 @@ class SafetyEnvelope:
         mem.starts.append(now)
         mem.last_start = now
 
-    def committed(self, command: Command, view: PlantView, now: float) -> None:
+    def committed(self, command: Command, view: PlantSnapshot, now: float) -> None:
         """A command left for the plant (whatever its read-back said): remember it for later judgements."""
-        if command.kind is CommandKind.START_PUMP and not _is_running(view.pumps.get(command.target)):
+        if command.kind is CommandKind.START_PUMP and not _is_running(view.find_pump(command.target)):
             mem = self._memory(command.target)
             mem.starts.append(now)
             mem.unmatched.append(now)
             mem.last_start = now
         elif command.kind is CommandKind.STOP_PUMP:
             mem = self._memory(command.target)
-            if _is_running(view.pumps.get(command.target)) or mem.unmatched:
+            if _is_running(view.find_pump(command.target)) or mem.unmatched:
                 mem.last_stop = now
             # A start we commanded and have now stopped is settled: a rise seen after this is another start.
             mem.unmatched.clear()
@@ -193,9 +167,9 @@ class SafetyEnvelope:
 
     # -- judgement --------------------------------------------------------------------------------------------
 
-    def judge_all(self, commands: Iterable[Command], view: PlantView, now: float) -> list[tuple[Command, Verdict]]:
+    def judge_all(self, commands: Iterable[Command], view: PlantSnapshot, now: float) -> list[tuple[Command, Verdict]]:
         """Judge a batch in order; commands allowed earlier in the batch count (two stops may not empty the station)."""
-        running = {name for name, p in view.pumps.items() if _is_running(p)}
+        running = {p.name for p in view.pumps if _is_running(p)}
         changed: set[str] = set()
         stopped: set[str] = set()
         out = []
@@ -221,7 +195,7 @@ class SafetyEnvelope:
         return None
 
     def judge(  # noqa: PLR0911 - one guard per rule reads best as a list of early returns
-        self, command: Command, view: PlantView, now: float, *, running: set[str] | None = None
+        self, command: Command, view: PlantSnapshot, now: float, *, running: set[str] | None = None
     ) -> Verdict:
         """The verdict on one command against ``view`` at ``now``."""
         if command.kind is CommandKind.RELEASE_TO_LOCAL:
@@ -233,7 +207,7 @@ class SafetyEnvelope:
         if not view.in_control:
             return Verdict(False, Rule.NOT_IN_CONTROL, "the PLC is in local control")
         if running is None:
-            running = {name for name, p in view.pumps.items() if _is_running(p)}
+            running = {p.name for p in view.pumps if _is_running(p)}
         if command.kind is CommandKind.START_PUMP:
             return self._start(command, view, now)
         if command.kind is CommandKind.STOP_PUMP:
@@ -242,13 +216,13 @@ class SafetyEnvelope:
             return self._setpoint(command, view, now)
         return ALLOWED  # RESET_ALARM: harmless, in auto and in control only
 
-    def _take_control(self, command: Command, view: PlantView, now: float) -> Verdict:
-        pump = view.pumps.get(command.target)
+    def _take_control(self, command: Command, view: PlantSnapshot, now: float) -> Verdict:
+        pump = view.find_pump(command.target)
         if pump is None:
             return ALLOWED  # the control word itself
         return self._hoa(pump, now) or ALLOWED
 
-    def _hoa(self, pump: PumpView, now: float) -> Verdict | None:
+    def _hoa(self, pump: PumpSnapshot, now: float) -> Verdict | None:
         for name, r in (("auto/remote", pump.auto_remote), ("running", pump.running), ("fault", pump.fault)):
             if not self._good(r, now):
                 return Verdict(False, Rule.INPUT_NOT_GOOD, f"{pump.name} {name} {_describe(r)}")
@@ -256,8 +230,8 @@ class SafetyEnvelope:
             return Verdict(False, Rule.HAND_OFF_AUTO, f"{pump.name} is not in Auto with Remote")
         return None
 
-    def _start(self, command: Command, view: PlantView, now: float) -> Verdict:
-        pump = view.pumps.get(command.target)
+    def _start(self, command: Command, view: PlantSnapshot, now: float) -> Verdict:
+        pump = view.find_pump(command.target)
         if pump is None or command.tag != pump.start_tag:
             return Verdict(False, Rule.UNKNOWN_TARGET, f"{command.target}/{command.tag} is not a configured pump")
         blocked = self._hoa(pump, now) or self._start_inputs(view, now)
@@ -270,7 +244,7 @@ class SafetyEnvelope:
             return blocked or ALLOWED
         return self._start_timing(pump, now)
 
-    def _start_inputs(self, view: PlantView, now: float) -> Verdict | None:
+    def _start_inputs(self, view: PlantSnapshot, now: float) -> Verdict | None:
         if not self._good(view.clearwell_level, now):
             return Verdict(False, Rule.INPUT_NOT_GOOD, f"clearwell level {_describe(view.clearwell_level)}")
         if not self._level_usable(view.tank_level, now):
@@ -280,7 +254,7 @@ class SafetyEnvelope:
             return Verdict(False, Rule.INPUT_NOT_GOOD, f"high-high float {_describe(view.high_float)}")
         return None
 
-    def _levels_allow_start(self, view: PlantView) -> Verdict | None:
+    def _levels_allow_start(self, view: PlantSnapshot) -> Verdict | None:
         lim = self.limits
         cw = _num(view.clearwell_level)
         if cw < lim.dry_run_m + lim.dry_run_margin_m:
@@ -292,7 +266,7 @@ class SafetyEnvelope:
             return Verdict(False, Rule.HIGH_HIGH, f"tank {tank:.2f} m at or above high-high {lim.high_high_m:.2f} m")
         return None
 
-    def _start_timing(self, pump: PumpView, now: float) -> Verdict:
+    def _start_timing(self, pump: PumpSnapshot, now: float) -> Verdict:
         lim = self.limits
         mem = self._memory(pump.name)
         if mem.last_stop is not None and now - mem.last_stop < lim.min_off_s:
@@ -305,9 +279,9 @@ class SafetyEnvelope:
         return ALLOWED
 
     def _stop(  # noqa: PLR0911 - one guard per rule reads best as a list of early returns
-        self, command: Command, view: PlantView, now: float, running: set[str]
+        self, command: Command, view: PlantSnapshot, now: float, running: set[str]
     ) -> Verdict:
-        pump = view.pumps.get(command.target)
+        pump = view.find_pump(command.target)
         if pump is None or command.tag != pump.start_tag:
             return Verdict(False, Rule.UNKNOWN_TARGET, f"{command.target}/{command.tag} is not a configured pump")
         blocked = self._hoa(pump, now)
@@ -336,7 +310,7 @@ class SafetyEnvelope:
         motor may be starting, so a stop now is judged as the stop of a running pump."""
         return bool(mem.unmatched) and now - mem.unmatched[-1] <= self._match_window_s
 
-    def _emergency(self, pump: PumpView, view: PlantView, now: float) -> bool:
+    def _emergency(self, pump: PumpSnapshot, view: PlantSnapshot, now: float) -> bool:
         """A stop that protects the plant waives minimum run and the fire reserve."""
         if _true(pump.fault) or _true(view.high_float):
             return True
@@ -344,7 +318,7 @@ class SafetyEnvelope:
             return True
         return self._good(view.tank_level, now) and _num(view.tank_level) >= self.limits.high_high_m
 
-    def _setpoint(self, command: Command, view: PlantView, now: float) -> Verdict:
+    def _setpoint(self, command: Command, view: PlantSnapshot, now: float) -> Verdict:
         limit = self.limits.setpoints.get(command.tag)
         if limit is None:
             return Verdict(False, Rule.UNKNOWN_TARGET, f"{command.tag} is not a setpoint the loop may change")
@@ -387,9 +361,9 @@ class SafetyEnvelope:
         )
 
 
-def inputs_of(command: Command, view: PlantView) -> Sequence[Reading | None]:
+def inputs_of(command: Command, view: PlantSnapshot) -> Sequence[Reading | None]:
     """The readings a command depends on (for the decision record)."""
-    pump = view.pumps.get(command.target)
+    pump = view.find_pump(command.target)
     pump_inputs = [] if pump is None else [pump.running, pump.fault, pump.auto_remote]
     if command.kind is CommandKind.START_PUMP:
         return [*pump_inputs, view.tank_level, view.clearwell_level, view.high_float]
@@ -400,7 +374,7 @@ def inputs_of(command: Command, view: PlantView) -> Sequence[Reading | None]:
     return pump_inputs
 
 
-def _is_running(pump: PumpView | None) -> bool:
+def _is_running(pump: PumpSnapshot | None) -> bool:
     return pump is not None and _true(pump.running)
 
 

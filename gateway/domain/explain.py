@@ -16,21 +16,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 
 from gateway.domain.envelope import Rule
-from gateway.domain.model import Command, CommandKind, QualityReason
-
-
-class WriteFailure(StrEnum):
-    """Why a write the envelope allowed did not end confirmed (the ``rule`` of a failed command)."""
-
-    NO_DEVICE = "no_device"
-    TIMEOUT = "timeout"
-    NOT_CONFIRMED = "not_confirmed"
-    DEVICE_UNAVAILABLE = "device_unavailable"
-    DEVICE_REJECTED = "device_rejected"
-    WRITE_ERROR = "write_error"
+from gateway.domain.model import Command, CommandKind, QualityReason, WriteFailure
 
 
 @dataclass(frozen=True, slots=True)

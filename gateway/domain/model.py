@@ -365,6 +365,17 @@ class Command:
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
+class WriteFailure(StrEnum):
+    """Why a write the envelope allowed did not end confirmed (the ``rule`` of a failed command)."""
+
+    NO_DEVICE = "no_device"
+    TIMEOUT = "timeout"
+    NOT_CONFIRMED = "not_confirmed"
+    DEVICE_UNAVAILABLE = "device_unavailable"
+    DEVICE_REJECTED = "device_rejected"
+    WRITE_ERROR = "write_error"
+
+
 class CommandStatus(StrEnum):
     REQUESTED = "requested"
     BLOCKED = "blocked"  # refused by the safety envelope; never written
@@ -383,6 +394,7 @@ class CommandOutcome:
     finished_at: float
     detail: str = ""
     read_back: Value | None = None
+    failure: WriteFailure | None = None  # why a FAILED command failed
 
 
 @dataclass(frozen=True, slots=True)

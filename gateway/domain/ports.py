@@ -8,7 +8,7 @@ from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
 from gateway.domain.messages import NewMessage, OutboxMessage
-from gateway.domain.model import AuditEntry, CommandOutcome, Decision, Reading, Symptom, Tag, Value
+from gateway.domain.model import AuditEntry, CommandOutcome, Decision, Reading, Symptom, Tag, Value, WriteFailure
 from gateway.domain.remote import RemoteOutcome, RemoteRequest
 
 
@@ -35,6 +35,7 @@ class WriteResult:
     read_back: Value | None
     detail: str = ""
     duration_s: float = 0.0
+    failure: WriteFailure | None = None  # why it did not end confirmed, when the cause is known
 
 
 @dataclass(frozen=True, slots=True)

@@ -135,6 +135,7 @@ class RemoteOutcome:
     detail: str = ""
     commands: tuple[CommandOutcome, ...] = ()
     data: Mapping[str, Value | str | None] = field(default_factory=dict)
+    code: RejectCode | None = None  # why it was rejected (REJECTED only)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ forecast learns from the zone meter, and the predictions (net inflow, time to em
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gateway.config.loop import LoopSettings
@@ -18,22 +18,24 @@ from gateway.domain.conditions import Change, Debounce, Threshold
 from gateway.domain.envelope import SafetyEnvelope
 from gateway.domain.leaks import BurstDetector, NightFlowTracker
 from gateway.domain.model import Severity, Symptom, SymptomCode, Value
+from gateway.domain.snapshot import PlantSnapshot, PumpSnapshot, good, usable, value
 from gateway.domain.tariff import Tariff
 from gateway.mapek.knowledge import Knowledge
-from gateway.mapek.plant import PlantState, PumpState, good, usable, value
 
 Data = dict[str, Value | str | None]
 
 
 @dataclass(slots=True)
 class Analysis:
-    """One cycle's findings: open symptoms, what changed, and the twin's predictions."""
+    """One cycle's findings: the symptoms open after it, what it raised and cleared, the pumps whose expected start
+    now shows, and the twin's predictions. The knowledge is not changed: ``Knowledge.apply_analysis`` takes it."""
 
     at: float
-    open: Mapping[str, Symptom]
+    open: dict[str, Symptom]
     raised: list[Symptom] = field(default_factory=list)
     cleared: list[Symptom] = field(default_factory=list)
     predictions: Data = field(default_factory=dict)
+    seen_running: set[str] = field(default_factory=set)
 
     def has(self, code: SymptomCode, subject: str | None = None) -> bool:
         if subject is not None:
@@ -49,7 +51,7 @@ class _Efficiency:
     """A pump's energy per m³ while it runs alone, as a ratio to the twin's pump curve, averaged over time."""
 
     ratio: float | None = None  # time-weighted moving average, span ``eff_window_s``
-    judged_s: float = 0.0  # seconds of running alone that went into it
+    sampled_s: float = 0.0  # seconds of running alone that went into it
     alone_since: float | None = None
     kwh_per_m3: float = 0.0  # the last sample, for the symptom's detail
     expected: float = 0.0
@@ -75,9 +77,10 @@ class Analyzer:
     def __init__(
         self, *, settings: LoopSettings, tariff: Tariff, knowledge: Knowledge, envelope: SafetyEnvelope
     ) -> None:
-        self._s = settings
+        self._settings = settings
         self._tariff = tariff
-        self._k = knowledge
+        self._knowledge = knowledge
+        self._open: dict[str, Symptom] = {}  # the symptoms open as this analysis goes (a copy)
         self._envelope = envelope
         self._debounce: dict[str, Debounce] = {}
         self._last_at: float | None = None
@@ -106,11 +109,12 @@ class Analyzer:
 
     # -- entry point --------------------------------------------------------------------------------------------
 
-    def analyze(self, state: PlantState, facts: MonitorFacts) -> Analysis:
+    def analyze(self, state: PlantSnapshot, facts: MonitorFacts) -> Analysis:
         now = state.at
         dt = 0.0 if self._last_at is None else max(0.0, now - self._last_at)
         self._last_at = now
-        out = Analysis(at=now, open=self._k.open_symptoms)
+        out = Analysis(at=now, open=dict(self._knowledge.open_symptoms))
+        self._open = out.open
         self._update_twin(state, dt, out)
         self._levels(state, out)
         self._pumps(state, out)
@@ -143,18 +147,18 @@ class Analyzer:
         change = deb.update(raw, out.at)
         if change is Change.RAISED:
             symptom = Symptom(code, subject, severity, out.at, detail, data or {})
-            self._k.open_symptoms[key] = symptom
+            out.open[key] = symptom
             out.raised.append(symptom)
         elif change is Change.CLEARED:
-            gone = self._k.open_symptoms.pop(key, None)
+            gone = out.open.pop(key, None)
             if gone is not None:
                 out.cleared.append(gone)
 
     def _active(self, code: SymptomCode, subject: str) -> bool:
-        return f"{code}:{subject}" in self._k.open_symptoms
+        return f"{code}:{subject}" in self._open
 
     def _threshold(self, code: SymptomCode, subject: str, v: float, limit: float, *, above: bool) -> bool:
-        t = Threshold(limit=limit, hysteresis=self._s.symptoms.level_hysteresis_m, above=above)
+        t = Threshold(limit=limit, hysteresis=self._settings.symptoms.level_hysteresis_m, above=above)
         return _finite(v) and t.holds(v, active=self._active(code, subject))
 
     def raise_external(self, code: SymptomCode, subject: str, *, at: float, detail: str, severity: Severity) -> None:
@@ -163,22 +167,22 @@ class Analyzer:
 
     def clear_external(self, code: SymptomCode, subject: str) -> None:
         key = f"{code}:{subject}"
-        if key in self._k.open_symptoms:
-            self._external[key] = (False, self._k.open_symptoms[key])
+        if key in self._knowledge.open_symptoms:
+            self._external[key] = (False, self._knowledge.open_symptoms[key])
 
     def _apply_external(self, now: float, out: Analysis) -> None:
         for key, (raised, symptom) in self._external.items():
-            if raised and key not in self._k.open_symptoms:
-                self._k.open_symptoms[key] = symptom
+            if raised and key not in out.open:
+                out.open[key] = symptom
                 out.raised.append(symptom)
-            elif not raised and key in self._k.open_symptoms:
-                out.cleared.append(self._k.open_symptoms.pop(key))
+            elif not raised and key in out.open:
+                out.cleared.append(out.open.pop(key))
         self._external.clear()
 
     # -- twin ---------------------------------------------------------------------------------------------------
 
-    def _update_twin(self, state: PlantState, dt: float, out: Analysis) -> None:
-        twin, s = self._k.twin, self._s
+    def _update_twin(self, state: PlantSnapshot, dt: float, out: Analysis) -> None:
+        twin, s = self._knowledge.twin, self._settings
         leak = twin.model.leak(value(state.zone_pressure) if usable(state.zone_pressure) else None)
         q_station, q_zone = value(state.station_flow), value(state.zone_flow)
         flows_good = good(state.station_flow) and good(state.zone_flow)
@@ -194,8 +198,8 @@ class Analyzer:
             twin.demand.observe(self._tariff.local_seconds(state.at), q_zone, dt)
         self._predict(state, leak, out)
 
-    def _predict(self, state: PlantState, leak: float, out: Analysis) -> None:
-        twin, tank = self._k.twin, self._s.tank
+    def _predict(self, state: PlantSnapshot, leak: float, out: Analysis) -> None:
+        twin, tank = self._knowledge.twin, self._settings.tank
         level, cw = value(state.tank_level), value(state.clearwell_level)
         net = value(state.station_flow) - value(state.zone_flow) - leak
         p = out.predictions
@@ -206,7 +210,7 @@ class Analyzer:
             p["time_to_fire_reserve_s"] = None if tte is None else round(tte)
             p["time_to_high_high_s"] = None if ttf is None else round(ttf)
         if _finite(level) and _finite(cw):
-            for n in range(len(self._s.pumps) + 1):
+            for n in range(len(self._settings.pumps) + 1):
                 op = twin.model.station(n, level, cw)
                 p[f"station_{n}p_lps"] = round(op.flow_lps, 1)
                 p[f"station_{n}p_kw"] = round(op.power_kw, 1)
@@ -217,8 +221,8 @@ class Analyzer:
 
     # -- levels -------------------------------------------------------------------------------------------------
 
-    def _levels(self, state: PlantState, out: Analysis) -> None:
-        s, tank = self._s, self._s.tank
+    def _levels(self, state: PlantSnapshot, out: Analysis) -> None:
+        s, tank = self._settings, self._settings.tank
         level = value(state.tank_level)
         on = s.symptoms.level_on_delay_s
         hysteresis = s.strategy == "hysteresis"
@@ -244,8 +248,8 @@ class Analyzer:
 
     # -- pumps --------------------------------------------------------------------------------------------------
 
-    def _pumps(self, state: PlantState, out: Analysis) -> None:
-        rules = self._s.rules
+    def _pumps(self, state: PlantSnapshot, out: Analysis) -> None:
+        rules = self._settings.rules
         running = state.running
         flow = value(state.station_flow)
         no_flow = bool(running) and good(state.station_flow) and flow < rules.no_flow_fraction * rules.rated_flow_lps
@@ -276,11 +280,11 @@ class Analyzer:
             severity=Severity.INFO,
         )
 
-    def _pump_efficiency(self, state: PlantState, dt: float, out: Analysis) -> None:
+    def _pump_efficiency(self, state: PlantSnapshot, dt: float, out: Analysis) -> None:
         """EFF_DEGRADED: a pump that, running alone, takes more energy per m³ than the twin's pump curve gives for
-        the same levels — a worn impeller, a failing motor. Judged after ``eff_window_s`` of running alone; the
+        the same levels — a worn impeller, a failing motor. Sampled for ``eff_window_s`` of running alone; the
         symptom stays while the pump is idle and clears when it runs alone within the limit again."""
-        sym = self._s.symptoms
+        sym = self._settings.symptoms
         running = state.running
         alone = running[0] if len(running) == 1 else None
         limit = Threshold(limit=sym.eff_degraded_ratio, hysteresis=0.05, above=True)
@@ -294,55 +298,57 @@ class Analyzer:
                 self._efficiency_sample(e, p, state, dt)
             active = self._active(SymptomCode.EFF_DEGRADED, p.name)
             ratio = e.ratio
-            degraded = ratio is not None and e.judged_s >= sym.eff_window_s and limit.holds(ratio, active=active)
+            degraded = ratio is not None and e.sampled_s >= sym.eff_window_s and limit.holds(ratio, active=active)
             detail = ""
             if ratio is not None:
                 detail = (
                     f"{e.kwh_per_m3:.3f} kWh/m³ running alone, {(ratio - 1) * 100:+.0f} % against the pump curve's "
-                    f"{e.expected:.3f} over {e.judged_s / 60:.0f} min: inspection needed"
+                    f"{e.expected:.3f} over {e.sampled_s / 60:.0f} min: inspection needed"
                 )
             data: Data = {"ratio": None if ratio is None else round(ratio, 3), "kwh_per_m3": round(e.kwh_per_m3, 4)}
             self._cond(out, SymptomCode.EFF_DEGRADED, p.name, degraded, detail=detail, data=data)
 
     def efficiency_ratios(self) -> dict[str, float | None]:
-        """Each pump's energy per m³ running alone against the pump curve (None: not judged yet)."""
+        """Each pump's energy per m³ running alone against the pump curve (None: not sampled yet)."""
         return {name: e.ratio for name, e in self._efficiency.items()}
 
-    def _efficiency_sample(self, e: _Efficiency, pump: PumpState, state: PlantState, dt: float) -> None:
-        rules = self._s.rules
+    def _efficiency_sample(self, e: _Efficiency, pump: PumpSnapshot, state: PlantSnapshot, dt: float) -> None:
+        rules = self._settings.rules
         readings = (pump.power, state.station_flow, state.tank_level, state.clearwell_level)
         flow = value(state.station_flow)
         if not all(good(r) for r in readings) or flow < rules.no_flow_fraction * rules.rated_flow_lps:
             return  # no verdict on doubtful inputs; no flow at all is PUMP_TRIP's business
-        expected = self._k.twin.model.station(1, value(state.tank_level), value(state.clearwell_level)).kwh_per_m3
+        expected = self._knowledge.twin.model.station(
+            1, value(state.tank_level), value(state.clearwell_level)
+        ).kwh_per_m3
         if expected <= 0:
             return
         measured = value(pump.power) / (flow * 3.6)
         ratio = measured / expected
-        weight = min(1.0, dt / self._s.symptoms.eff_window_s)
+        weight = min(1.0, dt / self._settings.symptoms.eff_window_s)
         e.ratio = ratio if e.ratio is None else e.ratio + weight * (ratio - e.ratio)
-        e.judged_s += dt
+        e.sampled_s += dt
         e.kwh_per_m3, e.expected = measured, expected
 
-    def _fail_to_start(self, state: PlantState, pump: str, running: bool, out: Analysis) -> None:
-        since = self._k.expected_running.get(pump)
-        if running:
-            self._k.expected_running.pop(pump, None)
-        late = since is not None and not running and state.at - since > self._s.rules.fail_to_start_s
+    def _fail_to_start(self, state: PlantSnapshot, pump: str, running: bool, out: Analysis) -> None:
+        since = self._knowledge.expected_running.get(pump)
+        if running and since is not None:
+            out.seen_running.add(pump)  # Knowledge.apply_analysis stops expecting it
+        late = since is not None and not running and state.at - since > self._settings.rules.fail_to_start_s
         detail = "" if since is None else f"start commanded {state.at - since:.0f} s ago, not running"
         self._cond(out, SymptomCode.FAIL_TO_START, pump, late, severity=Severity.ALARM, off=60.0, detail=detail)
 
     # -- quality: sensors and communication ---------------------------------------------------------------------
 
-    def _quality(self, state: PlantState, facts: MonitorFacts, out: Analysis) -> None:
-        sym = self._s.symptoms
+    def _quality(self, state: PlantSnapshot, facts: MonitorFacts, out: Analysis) -> None:
+        sym = self._settings.symptoms
         for device in facts.devices:
             ok = facts.comm_ok(device, state.at)
             self._cond(out, SymptomCode.COMM_LOSS, device, not ok, severity=Severity.ALARM, detail="no good poll")
             self._clock_skew(device, facts.clock_skew(device), out)
         self._suspect_tank(state, facts, out)
-        cw_tag = self._s.clearwell.level_tag
-        flat = self._flatline(cw_tag, facts, state.at, self._k.twin.clearwell.expected_change_since)
+        cw_tag = self._settings.clearwell.level_tag
+        flat = self._flatline(cw_tag, facts, state.at, self._knowledge.twin.clearwell.expected_change_since)
         self._cond(
             out, SymptomCode.SENSOR_SUSPECT, cw_tag, flat, on=sym.suspect_on_delay_s, off=600.0, detail="flat line"
         )
@@ -358,16 +364,16 @@ class Analyzer:
             data = {"offset_s": round(offset_s, 1)}
         self._cond(out, SymptomCode.CLOCK_SKEW, device, offset_s is not None, detail=detail, data=data)
 
-    def _suspect_tank(self, state: PlantState, facts: MonitorFacts, out: Analysis) -> None:
-        tag = self._s.tank.level_tag
-        flat = self._flatline(tag, facts, state.at, self._k.twin.tank.expected_change_since)
-        open_ = self._k.open_symptoms.get(f"{SymptomCode.SENSOR_SUSPECT}:{tag}")
+    def _suspect_tank(self, state: PlantSnapshot, facts: MonitorFacts, out: Analysis) -> None:
+        tag = self._settings.tank.level_tag
+        flat = self._flatline(tag, facts, state.at, self._knowledge.twin.tank.expected_change_since)
+        open_ = out.open.get(f"{SymptomCode.SENSOR_SUSPECT}:{tag}")
         if open_ is not None and not flat:
             # A flat line ends when the transmitter moves again, not when the flows happen to be still.
             since = facts.unchanged_since(tag)
             flat = since is not None and since <= open_.raised_at and "flat" in open_.detail
-        residual = self._k.twin.tank.residual_m()
-        off_model = residual is not None and abs(residual) > self._s.validation.twin_residual_m
+        residual = self._knowledge.twin.tank.residual_m()
+        off_model = residual is not None and abs(residual) > self._settings.validation.twin_residual_m
         detail = "flat line while the flows say it moves" if flat else f"disagrees with the twin by {residual} m"
         was = self._active(SymptomCode.SENSOR_SUSPECT, tag)
         self._cond(
@@ -376,24 +382,26 @@ class Analyzer:
             tag,
             flat or off_model,
             severity=Severity.ALARM,
-            on=self._s.symptoms.suspect_on_delay_s,
+            on=self._settings.symptoms.suspect_on_delay_s,
             off=600.0,
             detail=detail,
             data={"residual_m": residual},
         )
         if not was and self._active(SymptomCode.SENSOR_SUSPECT, tag):
             since = facts.unchanged_since(tag) if flat else None
-            self._k.twin.tank.reanchor(since if since is not None else state.at - self._s.symptoms.suspect_on_delay_s)
+            self._knowledge.twin.tank.reanchor(
+                since if since is not None else state.at - self._settings.symptoms.suspect_on_delay_s
+            )
 
     def _flatline(self, tag: str, facts: MonitorFacts, now: float, moved: Callable[[float], float]) -> bool:
-        limit = self._s.validation.flatline_s.get(tag)
+        limit = self._settings.validation.flatline_s.get(tag)
         since = facts.unchanged_since(tag)
         if limit is None or since is None or now - since < limit:
             return False
-        return moved(since) > self._s.symptoms.flatline_min_move_m
+        return moved(since) > self._settings.symptoms.flatline_min_move_m
 
-    def _chlorine(self, state: PlantState, out: Analysis) -> None:
-        cl = self._s.chlorine
+    def _chlorine(self, state: PlantSnapshot, out: Analysis) -> None:
+        cl = self._settings.chlorine
         for tag, r in ((cl.plant_tag, state.chlorine_plant), (cl.zone_tag, state.chlorine_zone)):
             v = value(r)
             self._cond(out, SymptomCode.CL2_LOW, tag, _finite(v) and v < cl.low_mg_l, on=60.0, detail=f"{v:.2f} mg/L")
@@ -401,22 +409,22 @@ class Analyzer:
 
     # -- water loss ---------------------------------------------------------------------------------------------
 
-    def _water(self, state: PlantState, dt: float, out: Analysis) -> None:
+    def _water(self, state: PlantSnapshot, dt: float, out: Analysis) -> None:
         if not good(state.zone_flow):
             return
         flow = value(state.zone_flow)
         local = self._tariff.local_seconds(state.at)
-        expected = self._k.twin.demand.expected(local)
+        expected = self._knowledge.twin.demand.expected(local)
         pressure = value(state.zone_pressure) if good(state.zone_pressure) else None
         burst = self._burst.update(at=state.at, flow_lps=flow, pressure_m=pressure, expected_lps=expected)
         out.predictions["zone_excess_lps"] = round(burst.excess_lps, 2)
         self._cond(
             out,
             SymptomCode.BURST,
-            self._s.zone.flow_tag,
+            self._settings.zone.flow_tag,
             burst.active,
             severity=Severity.ALARM,
-            on=self._s.symptoms.burst_on_delay_s,
+            on=self._settings.symptoms.burst_on_delay_s,
             detail=(
                 f"zone inflow {burst.excess_lps:.1f} L/s above the profile, pressure down {burst.pressure_drop_m:.2f} m"
             ),
@@ -428,8 +436,8 @@ class Analyzer:
             detail = "" if last is None else f"minimum night flow {last.minimum_lps:.2f} L/s vs {last.baseline_lps:.2f}"
             self._cond(out, SymptomCode.NIGHT_FLOW_HIGH, "DMA-1", self.night.flagged, detail=detail)
 
-    def _tariff_symptoms(self, state: PlantState, out: Analysis) -> None:
-        tariff, s = self._tariff, self._s
+    def _tariff_symptoms(self, state: PlantSnapshot, out: Analysis) -> None:
+        tariff, s = self._tariff, self._settings
         level = value(state.tank_level)
         ahead = 0 < tariff.seconds_to_peak(state.at) <= s.tariff.prefill_hours * 3600.0
         low = _finite(level) and level < s.symptoms.tank_target_prefill_m
@@ -446,9 +454,3 @@ class Analyzer:
 
 def _finite(x: float) -> bool:
     return math.isfinite(x)
-
-
-def facts_of(
-    unchanged_since: Callable[[str], float | None], comm_ok: Callable[[str, float], bool], devices: tuple[str, ...]
-) -> MonitorFacts:
-    return MonitorFacts(unchanged_since, comm_ok, devices)

@@ -2,23 +2,23 @@
 
 A refused command is recorded as BLOCKED with the rule and counted; it is never written. An allowed command is
 written through the device that owns its tag, within ``command_timeout_s``; the driver confirms it by read-back
-(CONFIRMED) or not (FAILED). A start that is confirmed arms the failure-to-start check (the pump must report running
-within ``fail_to_start_s``). The heartbeat has its own method so the loop can write it alongside slow commands.
+(CONFIRMED) or not (FAILED, with a ``WriteFailure`` code). The outcomes are returned, not applied: the knowledge takes
+them (``Knowledge.apply_outcomes``: a confirmed start arms the failure-to-start check). The heartbeat has its own
+method so the loop can write it alongside slow commands.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
-from typing import NamedTuple
 
-from gateway.domain.envelope import PlantView, SafetyEnvelope
+from gateway.domain.envelope import SafetyEnvelope
 from gateway.domain.errors import DeviceRejected, DeviceUnavailable, GatewayError
-from gateway.domain.explain import WriteFailure, blocked_detail, failed_detail
-from gateway.domain.model import Command, CommandKind, CommandOutcome, CommandStatus, Plan, Value
+from gateway.domain.explain import blocked_detail, failed_detail
+from gateway.domain.model import Command, CommandOutcome, CommandStatus, Plan, Value, WriteFailure
 from gateway.domain.ports import Clock, FieldDevice, WriteResult
+from gateway.domain.snapshot import PlantSnapshot
 from gateway.logging import get_logger
-from gateway.mapek.knowledge import Knowledge
 from gateway.metrics import COMMANDS, INTERLOCK_BLOCKS
 
 log = get_logger("gateway.mapek.execute")
@@ -34,18 +34,16 @@ class Executor:
         device_of: Callable[[str], str | None],
         clock: Clock,
         envelope: SafetyEnvelope,
-        knowledge: Knowledge,
         timeout_s: float,
     ) -> None:
         self._devices = devices
         self._device_of = device_of
         self._clock = clock
         self._envelope = envelope
-        self._k = knowledge
         self._timeout_s = timeout_s
         self.heartbeat_failures = 0
 
-    async def execute(self, plan: Plan, view: PlantView) -> tuple[CommandOutcome, ...]:
+    async def execute(self, plan: Plan, view: PlantSnapshot) -> tuple[CommandOutcome, ...]:
         """Judge the plan's commands as a batch, then write the allowed ones in order."""
         now = self._clock.now()
         outcomes = []
@@ -61,18 +59,8 @@ class Executor:
                 log.info("execute.blocked", command=command.kind.value, target=command.target, rule=rule)
                 continue
             self._envelope.committed(command, view, now)
-            outcome = await self.write(command)
-            self._follow_up(command, outcome)
-            outcomes.append(outcome)
+            outcomes.append(await self.write(command))
         return tuple(outcomes)
-
-    def _follow_up(self, command: Command, outcome: CommandOutcome) -> None:
-        if command.kind is CommandKind.START_PUMP and outcome.status is CommandStatus.CONFIRMED:
-            self._k.expected_running[command.target] = outcome.finished_at
-            self._k.expected_stopped.pop(command.target, None)
-        elif command.kind is CommandKind.STOP_PUMP and outcome.status is CommandStatus.CONFIRMED:
-            self._k.expected_running.pop(command.target, None)
-            self._k.expected_stopped[command.target] = outcome.finished_at
 
     async def write(self, command: Command) -> CommandOutcome:
         """One write with its deadline; never raises for a device fault (the outcome says FAILED)."""
@@ -80,46 +68,41 @@ class Executor:
         COMMANDS.labels(status="sent").inc()
         result = await self._write(command.tag, command.value)
         finished = self._clock.now()
-        if isinstance(result, _Failed):
-            status, read_back = CommandStatus.FAILED, None
-            detail = failed_detail(command, result.cause, result.detail)
-        else:
-            status = CommandStatus.CONFIRMED if result.confirmed else CommandStatus.FAILED
-            detail, read_back = result.detail, result.read_back
-            if not result.confirmed:
-                detail = failed_detail(command, WriteFailure.NOT_CONFIRMED, result.detail)
-        COMMANDS.labels(status=status.value).inc()
-        if status is CommandStatus.FAILED:
-            log.warning("execute.failed", tag=command.tag, value=command.value, detail=detail)
-        return CommandOutcome(command, status, started, finished, detail, read_back)
+        if result.confirmed:
+            COMMANDS.labels(status=CommandStatus.CONFIRMED.value).inc()
+            return CommandOutcome(command, CommandStatus.CONFIRMED, started, finished, result.detail, result.read_back)
+        failure = result.failure or WriteFailure.NOT_CONFIRMED
+        detail = failed_detail(command, failure, result.detail)
+        COMMANDS.labels(status=CommandStatus.FAILED.value).inc()
+        log.warning("execute.failed", tag=command.tag, value=command.value, failure=failure.value, detail=detail)
+        return CommandOutcome(
+            command, CommandStatus.FAILED, started, finished, detail, result.read_back, failure=failure
+        )
 
     async def heartbeat(self, tag: str, value: int) -> bool:
         """Write the gateway heartbeat; failures are counted, not raised (the PLC times out on its own)."""
         result = await self._write(tag, value)
-        ok = not isinstance(result, _Failed) and result.confirmed
-        if not ok:
+        if not result.confirmed:
             self.heartbeat_failures += 1
-        return ok
+        return result.confirmed
 
-    async def _write(self, tag: str, value: Value) -> WriteResult | _Failed:
+    async def _write(self, tag: str, value: Value) -> WriteResult:
+        """The device's result; a write that raised or found no device is an unconfirmed result with its cause."""
         name = self._device_of(tag)
         device = self._devices.get(name) if name is not None else None
         if device is None:
-            return _Failed(WriteFailure.NO_DEVICE, f"no device serves {tag}")
+            return _failed(tag, value, WriteFailure.NO_DEVICE, f"no device serves {tag}")
         try:
             async with asyncio.timeout(self._timeout_s):
                 return await device.write(tag, value)
         except TimeoutError:
-            return _Failed(WriteFailure.TIMEOUT, f"no confirmation within {self._timeout_s} s")
+            return _failed(tag, value, WriteFailure.TIMEOUT, f"no confirmation within {self._timeout_s} s")
         except GatewayError as exc:
-            return _Failed(_cause(exc), f"{type(exc).__name__}: {exc}")
+            return _failed(tag, value, _cause(exc), f"{type(exc).__name__}: {exc}")
 
 
-class _Failed(NamedTuple):
-    """A write that raised or found no device: the cause for the operator, the detail for the engineer."""
-
-    cause: WriteFailure
-    detail: str
+def _failed(tag: str, value: Value, failure: WriteFailure, detail: str) -> WriteResult:
+    return WriteResult(tag, value, confirmed=False, read_back=None, detail=detail, failure=failure)
 
 
 def _cause(exc: GatewayError) -> WriteFailure:

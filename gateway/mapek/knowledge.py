@@ -1,20 +1,29 @@
-"""Knowledge: what the loop knows between cycles, and how it is kept in the knowledge store.
+"""Knowledge: what the loop knows between cycles, and the one place that changes it.
 
-In memory: the twin (plant model, learned demand, level observers), the current schedule, the safety envelope's
-memory of starts and changes, the open symptoms, pumps the loop expects to see running, the control state and the
-latest decisions. Persisted through the store port: every symptom raised or cleared, every decision with its
-inputs, the knowledge it used and its command outcomes, and pump asset states when they change.
+In memory: the twin (plant model, learned demand, level observers), the current schedule, the open symptoms, pumps
+the loop expects to see running or stopped, the control state, the mode and the latest decisions.
+
+The phases only read it. Each returns what it concluded — Analyze the symptoms opened and closed (``Analysis``),
+Plan its proposals and the control state it chose (``ControlChoice``, ``PumpChoice``), Execute the command outcomes,
+a remote request its ``RemoteChange`` — and the cycle (or the remote handler) hands that to one of the ``apply_*``
+methods here, which are the only writers. The one exception is the twin: its observers and demand forecast learn
+from every cycle inside Analyze, which owns that learning. (The safety envelope keeps its own memory of starts and
+changes; ``gateway.mapek.record`` persists symptoms, decisions and asset states through the store port.)
 """
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from gateway.config.loop import LoopSettings
-from gateway.domain.model import Decision, Symptom
+from gateway.domain.model import CommandKind, CommandOutcome, CommandStatus, Decision, Plan, PlanCode, Symptom
 from gateway.domain.schedule import Schedule
+from gateway.domain.snapshot import MODES, Mode
 from gateway.domain.twin import DemandForecast, LevelObserver, PlantModel, PumpCurve
+from gateway.logging import get_logger
+
+log = get_logger("gateway.mapek.knowledge")
 
 
 @dataclass(slots=True)
@@ -61,9 +70,9 @@ class Twin:
         )
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class ControlState:
-    """Whether the gateway holds control of the PLC, and why not when it does not."""
+    """Whether the gateway holds control of the PLC, and why not when it does not (a value: Plan returns a new one)."""
 
     intent: bool = False  # we asked for control (HS-CTRL bit 0) and keep the heartbeat going
     failsafe_reason: str = ""
@@ -71,14 +80,24 @@ class ControlState:
     released_at: float | None = None
     inputs_good_since: float | None = None
     last_takeover_at: float | None = None
-    heartbeat: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteChange:
+    """What a remote request changes in the knowledge (None: nothing of that kind)."""
+
+    mode: str | None = None  # checked by ``Knowledge.set_mode``
+    lead: str | None = None
+    prv_hold: tuple[float, float] | None = None
+    acknowledged: str | None = None
 
 
 @dataclass(slots=True)
 class Knowledge:
-    """Everything the loop carries from one cycle to the next."""
+    """Everything the loop carries from one cycle to the next; changed only through its ``apply_*`` methods."""
 
     twin: Twin
+    mode: Mode = "auto"
     schedule: Schedule | None = None
     slot_action: tuple[float, int] | None = None  # (slot start, pumps) the schedule chose for the current slot
     open_symptoms: dict[str, Symptom] = field(default_factory=dict)
@@ -86,14 +105,85 @@ class Knowledge:
     expected_stopped: dict[str, float] = field(default_factory=dict)  # pump → when its stop was confirmed
     control: ControlState = field(default_factory=ControlState)
     decisions: deque[Decision] = field(default_factory=lambda: deque(maxlen=50))
-    last_plan_codes: dict[str, str] = field(default_factory=dict)  # plan family → last code, to record changes
     lead: str | None = None  # a lead asked for remotely; otherwise the lowest run hours lead
     prv_hold: tuple[float, float] | None = None  # a remote PRV setpoint and until when it holds
+    wtp_changed_at: float | None = None  # the last change of the treatment plant's flow setpoint
     acknowledged: set[str] = field(default_factory=set)
-    assets: dict[str, tuple[bool, bool]] = field(default_factory=dict)  # pump → (running, in auto) last recorded
     last_cycle_at: float | None = None
     cycles: int = 0
 
     @classmethod
     def from_settings(cls, settings: LoopSettings) -> Knowledge:
-        return cls(twin=Twin.from_settings(settings), decisions=deque(maxlen=settings.decision_history))
+        return cls(
+            twin=Twin.from_settings(settings), mode=settings.mode, decisions=deque(maxlen=settings.decision_history)
+        )
+
+    # -- the writers --------------------------------------------------------------------------------------------
+
+    def set_mode(self, mode: str) -> None:
+        """auto, local or maintenance."""
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}")
+        if mode != self.mode:
+            log.info("loop.mode_changed", old=self.mode, new=mode)
+        self.mode = mode  # type: ignore[assignment]  # checked above
+
+    def apply_analysis(self, open_symptoms: dict[str, Symptom], seen_running: frozenset[str]) -> None:
+        """Analyze's symptoms, and the expected starts that now show (a start stops being expected once seen)."""
+        self.open_symptoms = open_symptoms
+        for pump in seen_running:
+            self.expected_running.pop(pump, None)
+
+    def apply_control(self, control: ControlState) -> None:
+        self.control = control
+
+    def adopt_schedule(self, schedule: Schedule) -> None:
+        self.schedule = schedule
+
+    def apply_pump_choice(self, *, slot_action: tuple[float, int] | None, lead_used: bool) -> None:
+        if slot_action is not None:
+            self.slot_action = slot_action
+        if lead_used:
+            self.lead = None  # a remote lead request is used once
+
+    def apply_setpoint_choice(self, *, wtp_changed_at: float | None) -> None:
+        if wtp_changed_at is not None:
+            self.wtp_changed_at = wtp_changed_at
+
+    def expire_stops(self, now: float, grace_s: float) -> None:
+        """Forget confirmed stops older than ``grace_s``: the running bit has had its time to show them."""
+        for name in [n for n, t in self.expected_stopped.items() if now - t > grace_s]:
+            del self.expected_stopped[name]
+
+    def apply_outcomes(self, plan: Plan, outcomes: tuple[CommandOutcome, ...], *, control_word_tag: str | None) -> None:
+        """Confirmed starts and stops are expected to show; a takeover holds only when its control word confirmed."""
+        for o in outcomes:
+            if o.status is not CommandStatus.CONFIRMED:
+                continue
+            if o.command.kind is CommandKind.START_PUMP:
+                self.expected_running[o.command.target] = o.finished_at
+                self.expected_stopped.pop(o.command.target, None)
+            elif o.command.kind is CommandKind.STOP_PUMP:
+                self.expected_running.pop(o.command.target, None)
+                self.expected_stopped[o.command.target] = o.finished_at
+        if plan.code is PlanCode.TAKE_CONTROL:
+            word = [o for o in outcomes if o.command.tag == control_word_tag]
+            intent = bool(word) and all(o.status is CommandStatus.CONFIRMED for o in word)
+            self.control = replace(self.control, intent=intent)
+
+    def apply_remote(self, change: RemoteChange) -> None:
+        if change.mode is not None:
+            self.set_mode(change.mode)
+        if change.lead is not None:
+            self.lead = change.lead
+        if change.prv_hold is not None:
+            self.prv_hold = change.prv_hold
+        if change.acknowledged is not None:
+            self.acknowledged.add(change.acknowledged)
+
+    def remember(self, decision: Decision) -> None:
+        self.decisions.append(decision)
+
+    def cycled(self, at: float) -> None:
+        self.last_cycle_at = at
+        self.cycles += 1

@@ -20,13 +20,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from gateway.adapters.polling import PollScheduler
-from gateway.adapters.tasks import cancel_and_wait
 from gateway.config.loop import ValidationSettings
 from gateway.domain.errors import GatewayError
 from gateway.domain.model import Quality, QualityReason, Reading
 from gateway.domain.ports import Clock, FieldDevice, KnowledgeStore
 from gateway.logging import get_logger
 from gateway.supervision import TaskEnded
+from gateway.tasks import cancel_and_wait
 
 log = get_logger("gateway.mapek.monitor")
 

@@ -5,22 +5,26 @@ and the treatment plant's flow setpoint — and each proposes commands that the 
 them leaves. Order of precedence inside the pump family: the reactive rules (high-high and the top stop, the floor
 starts, standby on a trip) always win over the tariff-aware schedule; the schedule wins over plain hysteresis.
 Every plan carries a sentence with the numbers behind it.
+
+The Planner only reads the knowledge: what it chose comes back as values (``ControlChoice``, ``PumpChoice``, a
+``Proposal``) for ``Knowledge.apply_*``. (Not to be confused with the schedule, ``gateway.mapek.reschedule``: the
+day-ahead pump schedule that the pump family follows when the strategy is ``schedule``.)
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from gateway.config.loop import LoopSettings
-from gateway.domain.envelope import PlantView, SafetyEnvelope
+from gateway.domain.envelope import SafetyEnvelope
 from gateway.domain.model import Command, CommandKind, Plan, PlanCode, SymptomCode, Value
 from gateway.domain.schedule import Schedule
+from gateway.domain.snapshot import PlantSnapshot, PumpSnapshot, good, usable, value
 from gateway.domain.tariff import Tariff
 from gateway.mapek.analyze import Analysis
-from gateway.mapek.knowledge import Knowledge
-from gateway.mapek.plant import PlantState, PumpState, good, usable, value
+from gateway.mapek.knowledge import ControlState, Knowledge
 
 Data = dict[str, Value | str | None]
 _RELEASE_RETRY_S = 10.0  # the PLC still reports gateway control after a release: say it again, not every cycle
@@ -36,6 +40,24 @@ class Proposal:
 
 
 @dataclass(frozen=True, slots=True)
+class ControlChoice:
+    """The control family's plan (None: nothing to do) and the control state it leaves."""
+
+    proposal: Proposal | None
+    control: ControlState
+
+
+@dataclass(frozen=True, slots=True)
+class PumpChoice:
+    """The pump family's plan, the schedule's action it held for the current slot, and whether it used up a lead
+    asked for remotely."""
+
+    proposal: Proposal
+    slot_action: tuple[float, int] | None = None
+    lead_used: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class _Target:
     pumps: int
     code: PlanCode
@@ -48,110 +70,108 @@ class Planner:
     def __init__(
         self, *, settings: LoopSettings, tariff: Tariff, knowledge: Knowledge, envelope: SafetyEnvelope
     ) -> None:
-        self._s = settings
+        self._settings = settings
         self._tariff = tariff
-        self._k = knowledge
+        self._knowledge = knowledge
         self._envelope = envelope
-        self._wtp_changed_at: float | None = None
+        self._slot_chosen: tuple[float, int] | None = None  # scratch of one ``pumps`` call, returned in its choice
 
     # -- control ------------------------------------------------------------------------------------------------
 
-    def control(self, state: PlantState, missing: list[str], *, plc_reachable: bool) -> Proposal | None:
-        """Take control, release it, or None when nothing changes. ``missing`` lists inputs that are not good."""
-        ctl, now = self._k.control, state.at
+    def control(self, state: PlantSnapshot, missing: list[str], *, plc_reachable: bool) -> ControlChoice:
+        """Take control, release it, or no plan when nothing changes; ``missing`` lists inputs that are not good."""
+        ctl, now = self._knowledge.control, state.at
         if state.mode != "auto" or missing:
-            ctl.inputs_good_since = None
             reason = f"mode is {state.mode}" if state.mode != "auto" else "inputs not good: " + ", ".join(missing)
             plc_says = usable(state.plc_in_control) and bool(value(state.plc_in_control))
             again = plc_says and (ctl.released_at is None or now - ctl.released_at >= _RELEASE_RETRY_S)
-            if not ctl.intent and not again:
-                ctl.failsafe_reason = reason  # nothing held, nothing to hand back
-                return None
-            if not ctl.failsafe_reason:
-                ctl.failsafe_since = now
-            ctl.intent = False
-            ctl.failsafe_reason = reason
-            ctl.released_at = now
-            return self._release(reason, plc_reachable=plc_reachable)
-        ctl.failsafe_reason = ""
-        if ctl.inputs_good_since is None:
-            ctl.inputs_good_since = now
-        if self._in_control(state) or now - ctl.inputs_good_since < self._s.recover_s:
-            return None
-        if ctl.last_takeover_at is not None and now - ctl.last_takeover_at < self._s.recover_s:
-            return None
-        return self._take(state)
+            if not ctl.intent and not again:  # nothing held, nothing to hand back
+                return ControlChoice(None, replace(ctl, inputs_good_since=None, failsafe_reason=reason))
+            since = ctl.failsafe_since if ctl.failsafe_reason else now
+            released = replace(
+                ctl, inputs_good_since=None, intent=False, failsafe_reason=reason, failsafe_since=since, released_at=now
+            )
+            return ControlChoice(self._release(reason, plc_reachable=plc_reachable), released)
+        good_since = now if ctl.inputs_good_since is None else ctl.inputs_good_since
+        kept = replace(ctl, failsafe_reason="", inputs_good_since=good_since)
+        recover_s = self._settings.recover_s
+        if self.in_control(state, kept) or now - good_since < recover_s:
+            return ControlChoice(None, kept)
+        if ctl.last_takeover_at is not None and now - ctl.last_takeover_at < recover_s:
+            return ControlChoice(None, kept)
+        return ControlChoice(self._take(state), replace(kept, last_takeover_at=now))
 
-    def _in_control(self, state: PlantState) -> bool:
-        if not self._k.control.intent:
+    def in_control(self, state: PlantSnapshot, control: ControlState | None = None) -> bool:
+        """The loop holds control: it means to (``control``, the knowledge's by default) and the PLC says so."""
+        if not (control or self._knowledge.control).intent:
             return False
-        if self._s.in_control_tag is None:
+        if self._settings.in_control_tag is None:
             return True
         return good(state.plc_in_control) and bool(value(state.plc_in_control))
 
-    def in_control(self, state: PlantState) -> bool:
-        return self._in_control(state)
-
     def _release(self, reason: str, *, plc_reachable: bool) -> Proposal:
         commands: tuple[Command, ...] = ()
-        if plc_reachable and self._s.control_word_tag is not None:
-            commands = (Command(CommandKind.RELEASE_TO_LOCAL, "station", self._s.control_word_tag, 0, reason),)
+        if plc_reachable and self._settings.control_word_tag is not None:
+            commands = (Command(CommandKind.RELEASE_TO_LOCAL, "station", self._settings.control_word_tag, 0, reason),)
         why = f"{reason}: control handed back to the PLC, heartbeat stopped, no other command sent"
         return Proposal("control", Plan(PlanCode.FAILSAFE_LOCAL, why, commands))
 
-    def _take(self, state: PlantState) -> Proposal:
+    def _take(self, state: PlantSnapshot) -> Proposal:
         """Bumpless transfer: each run request first set to the pump's present state, then the control word."""
-        self._k.control.last_takeover_at = state.at
         commands = [
-            Command(CommandKind.TAKE_CONTROL, p.name, p.settings.start_tag, p.is_running, "bumpless: as running")
+            Command(CommandKind.TAKE_CONTROL, p.name, p.start_tag, p.is_running, "bumpless: as running")
             for p in state.pumps
             if p.in_auto
         ]
-        if self._s.control_word_tag is not None:
-            commands.append(Command(CommandKind.TAKE_CONTROL, "station", self._s.control_word_tag, 1, "take control"))
+        if self._settings.control_word_tag is not None:
+            commands.append(
+                Command(CommandKind.TAKE_CONTROL, "station", self._settings.control_word_tag, 1, "take control")
+            )
         running = ", ".join(p.name for p in state.running) or "none"
-        why = f"inputs good for {self._s.recover_s:.0f} s: taking control from the PLC (running: {running})"
+        why = f"inputs good for {self._settings.recover_s:.0f} s: taking control from the PLC (running: {running})"
         return Proposal("control", Plan(PlanCode.TAKE_CONTROL, why, tuple(commands)))
 
     # -- pumps --------------------------------------------------------------------------------------------------
 
-    def pumps(self, state: PlantState, analysis: Analysis, view: PlantView) -> Proposal:
-        swap = self._swap(state, analysis, view)
+    def pumps(self, state: PlantSnapshot, analysis: Analysis) -> PumpChoice:
+        swap = self._swap(state, analysis)
         if swap is not None:
-            return swap
+            return PumpChoice(swap)
+        self._slot_chosen = None
         target = self._target(state, analysis)
-        return self._toward(state, target, analysis, view)
+        proposal = self._toward(state, target, analysis)
+        lead = self._knowledge.lead
+        lead_used = any(c.kind is CommandKind.START_PUMP and c.target == lead for c in proposal.plan.commands)
+        return PumpChoice(proposal, self._slot_chosen, lead_used=lead is not None and lead_used)
 
-    def running(self, state: PlantState) -> list[PumpState]:
+    def running(self, state: PlantSnapshot) -> list[PumpSnapshot]:
         """Pumps running or about to: a confirmed start counts until it shows (or fails), a confirmed stop at once."""
-        k, now, grace = self._k, state.at, self._s.rules.fail_to_start_s
+        k, now, grace = self._knowledge, state.at, self._settings.rules.fail_to_start_s
         out = []
         for p in state.pumps:
             stopping = p.name in k.expected_stopped and now - k.expected_stopped[p.name] <= grace
             starting = p.name in k.expected_running and now - k.expected_running[p.name] <= grace
             if (p.is_running and not stopping) or (starting and not p.is_running):
                 out.append(p)
-        for name in [n for n, t in k.expected_stopped.items() if now - t > grace]:
-            del k.expected_stopped[name]
         return out
 
     def _failed(self, analysis: Analysis, pump: str) -> bool:
         return analysis.has(SymptomCode.PUMP_TRIP, pump) or analysis.has(SymptomCode.FAIL_TO_START, pump)
 
-    def _available(self, state: PlantState, analysis: Analysis) -> list[PumpState]:
+    def _available(self, state: PlantSnapshot, analysis: Analysis) -> list[PumpSnapshot]:
         return [p for p in state.pumps if p.in_auto and not p.is_faulted and not self._failed(analysis, p.name)]
 
-    def _swap(self, state: PlantState, analysis: Analysis, view: PlantView) -> Proposal | None:
+    def _swap(self, state: PlantSnapshot, analysis: Analysis) -> Proposal | None:
         """Standby on trip: clear the failed pump's request and start the standby with the fewest run hours."""
         failed = [p for p in state.pumps if self._failed(analysis, p.name) and _requested(p) and p.in_auto]
         if not failed:
             return None
-        commands = [Command(CommandKind.STOP_PUMP, p.name, p.settings.start_tag, False, "failed") for p in failed]
-        spare = self._pick_start(state, analysis, view, exclude={p.name for p in failed})
+        commands = [Command(CommandKind.STOP_PUMP, p.name, p.start_tag, False, "failed") for p in failed]
+        spare = self._pick_start(state, analysis, exclude={p.name for p in failed})
         names = ", ".join(p.name for p in failed)
         why = f"{names} failed ({self._failure(analysis, failed[0].name)})"
         if spare is not None:
-            commands.append(Command(CommandKind.START_PUMP, spare.name, spare.settings.start_tag, True, "standby"))
+            commands.append(Command(CommandKind.START_PUMP, spare.name, spare.start_tag, True, "standby"))
             why += f"; standby {spare.name} started (run hours {spare.hours:.1f})"
         else:
             why += "; no standby available"
@@ -164,20 +184,22 @@ class Planner:
                 return f"{code.value}: {s.detail}"
         return ""
 
-    def _target(self, state: PlantState, analysis: Analysis) -> _Target:
+    def _target(self, state: PlantSnapshot, analysis: Analysis) -> _Target:
         level, n_now = value(state.tank_level), len(self.running(state))
         if analysis.has(SymptomCode.LVL_HIGHHIGH):
             return _Target(0, PlanCode.P_STOP_DUTY, f"tank {level:.2f} m at high-high: stop filling")
         if analysis.has(SymptomCode.LVL_HIGH):
-            top = self._s.tank.stop_m if self._s.strategy == "hysteresis" else self._s.schedule.top_m
+            top = (
+                self._settings.tank.stop_m if self._settings.strategy == "hysteresis" else self._settings.schedule.top_m
+            )
             return _Target(0, PlanCode.P_STOP_DUTY, f"tank {level:.2f} m at or above stop {top:.2f} m")
-        base = self._scheduled(state, analysis) if self._s.strategy == "schedule" else None
+        base = self._scheduled(state, analysis) if self._settings.strategy == "schedule" else None
         if base is None:
             base = self._hysteresis(state, n_now, level)
         return self._reactive(state, analysis, base, n_now, level)
 
-    def _hysteresis(self, state: PlantState, n_now: int, level: float) -> _Target:
-        tank = self._s.tank
+    def _hysteresis(self, state: PlantSnapshot, n_now: int, level: float) -> _Target:
+        tank = self._settings.tank
         if level < tank.start_lag_m and n_now < 2:
             return _Target(2, PlanCode.P_START_LAG, f"tank {level:.2f} m below lag start {tank.start_lag_m:.2f} m")
         if level < tank.start_lead_m and n_now < 1:
@@ -186,8 +208,8 @@ class Planner:
             return _Target(0, PlanCode.P_STOP_DUTY, f"tank {level:.2f} m above stop {tank.stop_m:.2f} m")
         return _Target(n_now, PlanCode.NO_ACTION, f"tank {level:.2f} m within {tank.start_lead_m}-{tank.stop_m} m")
 
-    def _scheduled(self, state: PlantState, analysis: Analysis) -> _Target | None:
-        sched = self._k.schedule
+    def _scheduled(self, state: PlantSnapshot, analysis: Analysis) -> _Target | None:
+        sched = self._knowledge.schedule
         level, cw = value(state.tank_level), value(state.clearwell_level)
         if sched is None or not (math.isfinite(level) and math.isfinite(cw)):
             return None
@@ -205,9 +227,9 @@ class Planner:
             return _Target(n, code, why)
         if n < n_now:
             return _Target(n, PlanCode.P_STOP_DUTY, why)
-        if n == 0 and self._tariff.in_peak(state.at) and level < self._s.tank.start_lead_m:
+        if n == 0 and self._tariff.in_peak(state.at) and level < self._settings.tank.start_lead_m:
             return _Target(
-                0, PlanCode.P_DEFER, why + f"; peak tariff, coasting above floor {self._s.schedule.floor_m} m"
+                0, PlanCode.P_DEFER, why + f"; peak tariff, coasting above floor {self._settings.schedule.floor_m} m"
             )
         return _Target(n, PlanCode.NO_ACTION, why)
 
@@ -218,58 +240,66 @@ class Planner:
         if t is None:
             return None
         slot_start = sched.slots[t].start_ts
-        held = self._k.slot_action
+        held = self._knowledge.slot_action
         planned = sched.slots[t].level_m
-        if held is not None and held[0] == slot_start and abs(level - planned) <= self._s.schedule.replan_deviation_m:
+        if (
+            held is not None
+            and held[0] == slot_start
+            and abs(level - planned) <= self._settings.schedule.replan_deviation_m
+        ):
             return held[1]
         n = sched.action(now, level, cw, n_now)
         if n is not None:
-            self._k.slot_action = (slot_start, n)
+            self._slot_chosen = (slot_start, n)
         return n
 
-    def _reactive(self, state: PlantState, analysis: Analysis, base: _Target, n_now: int, level: float) -> _Target:
+    def _reactive(self, state: PlantSnapshot, analysis: Analysis, base: _Target, n_now: int, level: float) -> _Target:
         """The floor and the clearwell limit override any schedule."""
         net = analysis.predictions.get("net_inflow_lps")
         falling = isinstance(net, float | int) and net < 0
         if analysis.has(SymptomCode.LVL_LOWLOW) and falling and base.pumps <= n_now:
             n = min(len(state.pumps), n_now + 1)
-            return _Target(n, PlanCode.P_START_LAG, f"tank {level:.2f} m below low {self._s.tank.low_m} m and falling")
+            return _Target(
+                n, PlanCode.P_START_LAG, f"tank {level:.2f} m below low {self._settings.tank.low_m} m and falling"
+            )
         if analysis.has(SymptomCode.LVL_LOW) and base.pumps < 1:
-            floor = self._s.tank.start_lead_m if self._s.strategy == "hysteresis" else self._s.schedule.floor_m
+            floor = (
+                self._settings.tank.start_lead_m
+                if self._settings.strategy == "hysteresis"
+                else self._settings.schedule.floor_m
+            )
             return _Target(1, PlanCode.P_START_LEAD, f"tank {level:.2f} m below floor {floor:.2f} m: start regardless")
         if analysis.has(SymptomCode.CW_LOW) and base.pumps > 1 and not analysis.has(SymptomCode.LVL_LOWLOW):
             cw = value(state.clearwell_level)
             return _Target(1, PlanCode.P_LIMIT, f"clearwell {cw:.2f} m low: one pump at most")
         return base
 
-    def _toward(self, state: PlantState, target: _Target, analysis: Analysis, view: PlantView) -> Proposal:
+    def _toward(self, state: PlantSnapshot, target: _Target, analysis: Analysis) -> Proposal:
         running = self.running(state)
         knowledge: Data = {"target_pumps": target.pumps, "running": len(running)}
         if target.pumps > len(running):
-            pump = self._pick_start(state, analysis, view, exclude=set())
+            pump = self._pick_start(state, analysis, exclude=set())
             if pump is None:
                 return Proposal("pumps", Plan(PlanCode.P_HOLD, target.why + "; no pump available to start"), knowledge)
             code = target.code
             if analysis.has(SymptomCode.RUNHRS_IMBALANCE) and code is PlanCode.P_START_LEAD:
                 code = PlanCode.P_ROTATE_LEAD
             why = f"{target.why}; {pump.name} {self._lead_reason(state, analysis, pump)}"
-            if self._envelope_blocks(pump, view, state.at, start=True):
+            if self._envelope_blocks(pump, state, start=True):
                 return Proposal("pumps", Plan(PlanCode.P_HOLD, why + "; start held by the envelope"), knowledge)
-            cmd = Command(CommandKind.START_PUMP, pump.name, pump.settings.start_tag, True, target.why)
-            if pump.name == self._k.lead:
-                self._k.lead = None  # a remote lead request is used once
+            cmd = Command(CommandKind.START_PUMP, pump.name, pump.start_tag, True, target.why)
             return Proposal("pumps", Plan(code, why, (cmd,)), knowledge)
         if target.pumps < len(running):
-            pump = self._pick_stop(running, view, state.at, analysis)
+            pump = self._pick_stop(running, state, analysis)
             if pump is None:
                 return Proposal("pumps", Plan(PlanCode.P_HOLD, target.why + "; stop waits for minimum run"), knowledge)
-            cmd = Command(CommandKind.STOP_PUMP, pump.name, pump.settings.start_tag, False, target.why)
+            cmd = Command(CommandKind.STOP_PUMP, pump.name, pump.start_tag, False, target.why)
             why = f"{target.why}; stop {pump.name} (run hours {pump.hours:.1f})"
             return Proposal("pumps", Plan(target.code, why, (cmd,)), knowledge)
         code = target.code if target.code in {PlanCode.P_DEFER, PlanCode.NO_ACTION} else PlanCode.NO_ACTION
         return Proposal("pumps", Plan(code, target.why), knowledge)
 
-    def _lead_reason(self, state: PlantState, analysis: Analysis, pump: PumpState) -> str:
+    def _lead_reason(self, state: PlantSnapshot, analysis: Analysis, pump: PumpSnapshot) -> str:
         others = [p for p in self._available(state, analysis) if p is not pump and not p.is_running]
         if not others:
             return f"(run hours {pump.hours:.1f}, the only one available)"
@@ -289,44 +319,42 @@ class Planner:
         why = "; ".join(f"{s.subject} demoted from lead: {s.detail}" for s in degraded)
         return Proposal("lead", Plan(PlanCode.P_DEMOTE_LEAD, why), {"demoted": ",".join(s.subject for s in degraded)})
 
-    def _pick_start(
-        self, state: PlantState, analysis: Analysis, view: PlantView, *, exclude: set[str]
-    ) -> PumpState | None:
+    def _pick_start(self, state: PlantSnapshot, analysis: Analysis, *, exclude: set[str]) -> PumpSnapshot | None:
         """Lowest run hours first, preferring a pump the envelope would let start now."""
         busy = {p.name for p in self.running(state)} | exclude
         pool = [p for p in self._available(state, analysis) if not p.is_running and p.name not in busy]
-        pool.sort(key=lambda p: (p.name != self._k.lead, _demoted(analysis, p.name), p.hours, p.name))
+        pool.sort(key=lambda p: (p.name != self._knowledge.lead, _demoted(analysis, p.name), p.hours, p.name))
         for p in pool:
-            if not self._envelope_blocks(p, view, state.at, start=True):
+            if not self._envelope_blocks(p, state, start=True):
                 return p
         return pool[0] if pool else None
 
-    def _pick_stop(self, running: list[PumpState], view: PlantView, now: float, analysis: Analysis) -> PumpState | None:
+    def _pick_stop(self, running: list[PumpSnapshot], state: PlantSnapshot, analysis: Analysis) -> PumpSnapshot | None:
         """A demoted pump first, then most run hours first, among the running pumps the envelope would let stop."""
         pool = sorted(
             (p for p in running if p.is_running), key=lambda p: (not _demoted(analysis, p.name), -p.hours, p.name)
         )
         for p in pool:
-            if p.in_auto and not self._envelope_blocks(p, view, now, start=False):
+            if p.in_auto and not self._envelope_blocks(p, state, start=False):
                 return p
         return None
 
-    def _envelope_blocks(self, pump: PumpState, view: PlantView, now: float, *, start: bool) -> bool:
+    def _envelope_blocks(self, pump: PumpSnapshot, state: PlantSnapshot, *, start: bool) -> bool:
         kind = CommandKind.START_PUMP if start else CommandKind.STOP_PUMP
-        return not self._envelope.judge(Command(kind, pump.name, pump.settings.start_tag, start), view, now).allowed
+        return not self._envelope.judge(Command(kind, pump.name, pump.start_tag, start), state, state.at).allowed
 
     # -- setpoints ----------------------------------------------------------------------------------------------
 
-    def prv(self, state: PlantState, analysis: Analysis, view: PlantView) -> Proposal | None:
-        z = self._s.zone
+    def prv(self, state: PlantSnapshot, analysis: Analysis) -> Proposal | None:
+        z = self._settings.zone
         if not good(state.prv_setpoint):
             return None
         current = value(state.prv_setpoint)
         bursts = analysis.of(SymptomCode.BURST)
-        burst = next((b for b in bursts if _excess(b.data) <= self._s.symptoms.burst_max_step_lps), None)
+        burst = next((b for b in bursts if _excess(b.data) <= self._settings.symptoms.burst_max_step_lps), None)
         hour = self._tariff.hour(state.at)
         night = _in_hours(hour, z.prv_night_start_hour, z.prv_night_end_hour)
-        hold = self._k.prv_hold
+        hold = self._knowledge.prv_hold
         if burst is not None:
             target, code, why = z.prv_burst_m, PlanCode.PRV_SP_LOWER, f"burst: {burst.detail}"
         elif hold is not None and state.at < hold[1]:
@@ -344,32 +372,31 @@ class Planner:
         step = max(-z.prv_max_step_m, min(z.prv_max_step_m, target - current))
         new = round(current + step, 2)
         cmd = Command(CommandKind.CHANGE_SETPOINT, z.prv_setpoint_tag, z.prv_setpoint_tag, new, why)
-        if not self._envelope.judge(cmd, view, state.at).allowed:
+        if not self._envelope.judge(cmd, state, state.at).allowed:
             return None  # ramping: the next step waits for the envelope's interval
         why = f"{why}: PRV setpoint {current:.1f} → {new:.1f} m (target {target:.1f} m)"
         return Proposal("prv", Plan(code, why, (cmd,)))
 
-    def wtp(self, state: PlantState, analysis: Analysis, view: PlantView) -> Proposal | None:
-        t = self._s.treatment
+    def wtp(self, state: PlantSnapshot, analysis: Analysis) -> Proposal | None:
+        t = self._settings.treatment
         if not good(state.wtp_setpoint) or not good(state.clearwell_level):
             return None
         current, cw = value(state.wtp_setpoint), value(state.clearwell_level)
-        if self._wtp_changed_at is not None and state.at - self._wtp_changed_at < 300.0:
+        changed_at = self._knowledge.wtp_changed_at
+        if changed_at is not None and state.at - changed_at < 300.0:
             return None
         if analysis.has(SymptomCode.CW_LOW) and current < t.max_lps:
             new, code = min(t.max_lps, current + t.max_step_lps), PlanCode.WTP_RAISE
-            why = (
-                f"clearwell {cw:.2f} m below {self._s.clearwell.low_m} m: treatment flow {current:.1f} → {new:.1f} L/s"
-            )
+            low = self._settings.clearwell.low_m
+            why = f"clearwell {cw:.2f} m below {low} m: treatment flow {current:.1f} → {new:.1f} L/s"
         elif cw > t.restore_above_m and current > t.nominal_lps + 0.05:
             new, code = max(t.nominal_lps, current - t.max_step_lps), PlanCode.WTP_RESTORE
             why = f"clearwell {cw:.2f} m recovered: treatment flow {current:.1f} → {new:.1f} L/s"
         else:
             return None
         cmd = Command(CommandKind.CHANGE_SETPOINT, t.setpoint_tag, t.setpoint_tag, round(new, 2), why)
-        if not self._envelope.judge(cmd, view, state.at).allowed:
+        if not self._envelope.judge(cmd, state, state.at).allowed:
             return None
-        self._wtp_changed_at = state.at
         return Proposal("wtp", Plan(code, why, (cmd,)))
 
 
@@ -377,7 +404,7 @@ def _demoted(analysis: Analysis, pump: str) -> bool:
     return analysis.has(SymptomCode.EFF_DEGRADED, pump)
 
 
-def _requested(p: PumpState) -> bool:
+def _requested(p: PumpSnapshot) -> bool:
     """The run request is on (read back), or unknown: a failed pump's request must be cleared in either case."""
     return not usable(p.request) or bool(value(p.request)) or p.is_running
 

@@ -1,20 +1,24 @@
 """Remote requests as plans: what the central system asks becomes a plan of origin "remote" whose commands pass
 through the same safety envelope as the loop's own, and a decision like any other.
 
-The intake (gateway/adapters/mqtt) has already judged shape, allowlist, limits, freshness and replay; here the
+The intake (``gateway.mapek.intake``) has already screened shape, allowlist, limits, freshness and replay; here the
 plant decides: the envelope's rules (mode, Hand-Off-Auto, setpoint clamps, steps and intervals) cannot be bypassed,
-and the answer names the rule that refused a request.
+and the answer names the rule that refused a request. ``carry_out`` only reads the knowledge: what a request changes
+comes back as a ``RemoteChange``, which ``RemoteHandler`` applies.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from gateway.domain.envelope import PlantView
-from gateway.domain.model import Command, CommandKind, CommandOutcome, CommandStatus, Plan, PlanCode
+from gateway.config.loop import LoopSettings
+from gateway.domain.model import Command, CommandKind, CommandOutcome, CommandStatus, Decision, Plan, PlanCode
+from gateway.domain.ports import Clock
 from gateway.domain.remote import (
     AckAlarm,
+    RejectCode,
     RemoteOutcome,
     RemoteRequest,
     RemoteStatus,
@@ -22,34 +26,119 @@ from gateway.domain.remote import (
     SetMode,
     SetSetpoint,
 )
-from gateway.mapek.knowledge import Knowledge
-from gateway.mapek.plant import PlantState
+from gateway.domain.snapshot import PlantSnapshot
+from gateway.logging import get_logger
+from gateway.mapek.execute import Executor
+from gateway.mapek.knowledge import Knowledge, RemoteChange
+from gateway.mapek.monitor import Monitor
+from gateway.mapek.plan import Planner
+from gateway.mapek.record import Recorder
+from gateway.mapek.snapshot import read_snapshot
 
-Execute = Callable[[Plan, PlantView], Awaitable[tuple[CommandOutcome, ...]]]
+log = get_logger("gateway.mapek.remote")
+
+Execute = Callable[[Plan, PlantSnapshot], Awaitable[tuple[CommandOutcome, ...]]]
 
 
 @dataclass(frozen=True, slots=True)
 class RemoteContext:
-    """What a request is judged and carried out against."""
+    """What a request is carried out against (the knowledge is read, never written)."""
 
-    state: PlantState
-    view: PlantView
+    snapshot: PlantSnapshot
     knowledge: Knowledge
     execute: Execute
-    set_mode: Callable[[str], None]
     prv_tag: str
     prv_hold_s: float
     alarm_reset_tag: str | None
 
 
-async def apply(request: RemoteRequest, ctx: RemoteContext) -> tuple[Plan, RemoteOutcome]:
-    """The plan a request becomes, and its outcome."""
+@dataclass(frozen=True, slots=True)
+class RemoteResult:
+    """The plan a request became, its outcome, and what it changes in the knowledge."""
+
+    plan: Plan
+    outcome: RemoteOutcome
+    change: RemoteChange = field(default_factory=RemoteChange)
+
+
+class RemoteHandler:
+    """``RemoteRequestHandler``: applies a request under the lock it shares with the cycle, records the decision."""
+
+    def __init__(
+        self,
+        *,
+        settings: LoopSettings,
+        clock: Clock,
+        monitor: Monitor,
+        knowledge: Knowledge,
+        planner: Planner,
+        executor: Executor,
+        recorder: Recorder,
+        lock: asyncio.Lock,
+    ) -> None:
+        self._settings = settings
+        self._clock = clock
+        self._monitor = monitor
+        self._knowledge = knowledge
+        self._planner = planner
+        self._executor = executor
+        self._recorder = recorder
+        self._lock = lock
+
+    async def handle(self, request: RemoteRequest) -> RemoteOutcome:
+        now = self._clock.now()
+        if now > request.expires_at:
+            return _rejected("expired before the loop could apply it", code=RejectCode.EXPIRED)
+        async with self._lock:
+            ctx = self._context(now)
+            result = await carry_out(request, ctx)
+            outcome = result.outcome
+            self._knowledge.apply_outcomes(result.plan, outcome.commands, control_word_tag=None)
+            self._knowledge.apply_remote(result.change)
+            decision = Decision(
+                id=Decision.new_id(),
+                at=now,
+                plan=result.plan,
+                symptoms=tuple(self._knowledge.open_symptoms.values()),
+                inputs=ctx.snapshot.inputs(),
+                knowledge={"request_id": request.id, "requested_by": request.requested_by, "verdict": outcome.status},
+                outcomes=outcome.commands,
+                origin="remote",
+            )
+            self._knowledge.remember(decision)
+            await self._recorder.decision(decision)
+        log.info("loop.remote_request", id=request.id, kind=request.kind.value, status=outcome.status.value)
+        return outcome
+
+    def _snapshot(self, now: float) -> PlantSnapshot:
+        monitor = self._monitor
+        snapshot = read_snapshot(
+            self._settings, lambda tag: monitor.reading(tag, now), at=now, mode=self._knowledge.mode
+        )
+        return snapshot.with_control(self._planner.in_control(snapshot))
+
+    def _context(self, now: float) -> RemoteContext:
+        s = self._settings
+        return RemoteContext(
+            snapshot=self._snapshot(now),
+            knowledge=self._knowledge,
+            execute=self._executor.execute,
+            prv_tag=s.zone.prv_setpoint_tag,
+            prv_hold_s=s.zone.remote_hold_s,
+            alarm_reset_tag=s.alarm_reset_tag,
+        )
+
+
+async def carry_out(request: RemoteRequest, ctx: RemoteContext) -> RemoteResult:
+    """The plan a request becomes, its outcome and its change to the knowledge."""
     params = request.params
     who = f"remote {request.kind.value} {request.id} by {request.requested_by or 'unknown'}"
     if isinstance(params, SetMode):
-        ctx.set_mode(params.mode.value)
-        plan = Plan(PlanCode.REMOTE_REQUEST, f"{who}: mode {params.mode.value}")
-        return plan, RemoteOutcome(RemoteStatus.DONE, f"mode {params.mode.value}", data={"mode": params.mode.value})
+        mode = params.mode.value
+        plan = Plan(PlanCode.REMOTE_REQUEST, f"{who}: mode {mode}")
+        return RemoteResult(
+            plan, RemoteOutcome(RemoteStatus.DONE, f"mode {mode}", data={"mode": mode}), RemoteChange(mode=mode)
+        )
     if isinstance(params, SetSetpoint):
         return await _setpoint(params, who, ctx)
     if isinstance(params, RotatePumps):
@@ -58,54 +147,58 @@ async def apply(request: RemoteRequest, ctx: RemoteContext) -> tuple[Plan, Remot
     return await _ack(params, who, ctx)
 
 
-async def _setpoint(params: SetSetpoint, who: str, ctx: RemoteContext) -> tuple[Plan, RemoteOutcome]:
+async def _setpoint(params: SetSetpoint, who: str, ctx: RemoteContext) -> RemoteResult:
     if params.tag is None:
         plan = Plan(PlanCode.REMOTE_REQUEST, f"{who}: {params.name} is not a setpoint this loop holds")
-        return plan, RemoteOutcome(RemoteStatus.REJECTED, f"{params.name}: no such loop parameter")
+        return RemoteResult(plan, _rejected(f"{params.name}: no such loop parameter"))
     why = f"{who}: {params.name} → {params.value:g} {params.unit}".rstrip()
     command = Command(CommandKind.CHANGE_SETPOINT, params.name, params.tag, params.value, why)
     plan = Plan(PlanCode.REMOTE_REQUEST, why, (command,))
-    outcomes = await ctx.execute(plan, ctx.view)
-    outcome = _outcome(outcomes)
+    outcome = _outcome(await ctx.execute(plan, ctx.snapshot))
     if outcome.status is RemoteStatus.DONE and params.tag == ctx.prv_tag:
-        ctx.knowledge.prv_hold = (params.value, ctx.state.at + ctx.prv_hold_s)
-    return plan, outcome
+        return RemoteResult(plan, outcome, RemoteChange(prv_hold=(params.value, ctx.snapshot.at + ctx.prv_hold_s)))
+    return RemoteResult(plan, outcome)
 
 
-def _rotate(params: RotatePumps, who: str, ctx: RemoteContext) -> tuple[Plan, RemoteOutcome]:
-    pumps = [p for p in ctx.state.pumps if p.in_auto and not p.is_faulted]
+def _rotate(params: RotatePumps, who: str, ctx: RemoteContext) -> RemoteResult:
+    pumps = [p for p in ctx.snapshot.pumps if p.in_auto and not p.is_faulted]
     if params.lead is not None:
         lead = params.lead
     elif pumps:
         lead = min(pumps, key=lambda p: p.hours).name
     else:
         lead = None
-    if lead is None or lead not in {p.name for p in ctx.state.pumps}:
+    if lead is None or ctx.snapshot.find_pump(lead) is None:
         plan = Plan(PlanCode.REMOTE_REQUEST, f"{who}: no pump to lead")
-        return plan, RemoteOutcome(RemoteStatus.REJECTED, "no pump available to lead")
-    ctx.knowledge.lead = lead
+        return RemoteResult(plan, _rejected("no pump available to lead"))
     why = f"{who}: {lead} leads from its next start (running pumps are not stopped to rotate)"
-    return Plan(PlanCode.P_ROTATE_LEAD, why), RemoteOutcome(RemoteStatus.DONE, why, data={"lead": lead})
+    outcome = RemoteOutcome(RemoteStatus.DONE, why, data={"lead": lead})
+    return RemoteResult(Plan(PlanCode.P_ROTATE_LEAD, why), outcome, RemoteChange(lead=lead))
 
 
-async def _ack(params: AckAlarm, who: str, ctx: RemoteContext) -> tuple[Plan, RemoteOutcome]:
+async def _ack(params: AckAlarm, who: str, ctx: RemoteContext) -> RemoteResult:
     key = f"{params.code.value}:{params.subject}"
     if key not in ctx.knowledge.open_symptoms:
         plan = Plan(PlanCode.REMOTE_REQUEST, f"{who}: {key} is not open")
-        return plan, RemoteOutcome(RemoteStatus.DONE, f"{key} is not open; nothing to acknowledge")
-    ctx.knowledge.acknowledged.add(key)
+        return RemoteResult(plan, RemoteOutcome(RemoteStatus.DONE, f"{key} is not open; nothing to acknowledge"))
+    change = RemoteChange(acknowledged=key)
     if ctx.alarm_reset_tag is None:
         plan = Plan(PlanCode.REMOTE_REQUEST, f"{who}: {key} acknowledged")
-        return plan, RemoteOutcome(RemoteStatus.DONE, f"{key} acknowledged")
+        return RemoteResult(plan, RemoteOutcome(RemoteStatus.DONE, f"{key} acknowledged"), change)
     command = Command(CommandKind.RESET_ALARM, params.subject, ctx.alarm_reset_tag, True, f"{who}: reset {key}")
     plan = Plan(PlanCode.REMOTE_REQUEST, f"{who}: {key} acknowledged, PLC alarms reset", (command,))
-    return plan, _outcome(await ctx.execute(plan, ctx.view))
+    return RemoteResult(plan, _outcome(await ctx.execute(plan, ctx.snapshot)), change)
+
+
+def _rejected(detail: str, *, code: RejectCode = RejectCode.ENVELOPE) -> RemoteOutcome:
+    """Refused by the loop: its envelope, or nothing in the plant to carry it out on (``envelope`` on the wire)."""
+    return RemoteOutcome(RemoteStatus.REJECTED, detail, code=code)
 
 
 def _outcome(outcomes: tuple[CommandOutcome, ...]) -> RemoteOutcome:
     for o in outcomes:
         if o.status is CommandStatus.BLOCKED:
-            return RemoteOutcome(RemoteStatus.REJECTED, o.detail, outcomes)
+            return RemoteOutcome(RemoteStatus.REJECTED, o.detail, outcomes, code=RejectCode.ENVELOPE)
         if o.status is not CommandStatus.CONFIRMED:
             return RemoteOutcome(RemoteStatus.FAILED, o.detail or "not confirmed", outcomes)
     return RemoteOutcome(RemoteStatus.DONE, "confirmed", outcomes)

@@ -17,7 +17,7 @@ from wait_for2 import CancelledWithResultError
 import gateway.adapters.opcua.deadline as ua_deadline_module
 from gateway.adapters.factory import build_devices
 from gateway.adapters.opcua.deadline import ua_deadline
-from gateway.adapters.tasks import cancellation_kept
+from gateway.tasks import cancellation_kept
 from tests.drivers.conftest import FastClock
 from tests.drivers.station import Station, station_settings
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from gateway.clock import SteppedClock
 from gateway.config.loop import LoopSettings
 from gateway.domain.model import Decision
+from gateway.domain.ports import FieldDevice
 from gateway.domain.tariff import Band, Tariff
+from gateway.mapek.build import build_control_loop
 from gateway.mapek.loop import ControlLoop
 from gateway.testing.fakes import InMemoryKnowledgeStore
 from tests.loop.fakes import PLC_TAGS, RTU_TAGS, FakeDevice, FakePlant
@@ -41,16 +44,24 @@ class Harness:
         return [(w.at, w.value) for w in self.plant.writes if w.tag == tag]
 
 
-def make(settings: LoopSettings | None = None, **plant: object) -> Harness:
+def make(
+    settings: LoopSettings | None = None,
+    *,
+    extra_devices: Callable[[FakePlant], Mapping[str, FieldDevice]] | None = None,
+    **plant: object,
+) -> Harness:
+    """The loop on the fake booster station; ``extra_devices`` adds devices beside its PLC and RTU (benchmarks)."""
     p = FakePlant(**plant)  # type: ignore[arg-type]
     clock = SteppedClock(start=p.now)
     plc, rtu = FakeDevice("pump-plc", p, PLC_TAGS), FakeDevice("tank-rtu", p, RTU_TAGS)
     store = InMemoryKnowledgeStore(clock=clock, uplink_enabled=False)
     s = settings or LoopSettings()
-    loop = ControlLoop(
+    devices: dict[str, FieldDevice] = {"pump-plc": plc, "tank-rtu": rtu}
+    devices |= extra_devices(p) if extra_devices is not None else {}
+    loop = build_control_loop(
         settings=s,
         clock=clock,
-        devices={"pump-plc": plc, "tank-rtu": rtu},
+        devices=devices,
         store=store,
         stale_after_s={"pump-plc": 15.0, "tank-rtu": 15.0},
     )

@@ -22,6 +22,7 @@ from gateway.clock import SteppedClock
 from gateway.config import load_config
 from gateway.config.root import GatewaySettings
 from gateway.domain.model import Decision
+from gateway.mapek.build import build_control_loop
 from gateway.mapek.loop import ControlLoop
 from gateway.paths import bundled_config_dir
 from simulators.harness import PlantSimulator
@@ -101,7 +102,7 @@ async def stack(tmp_path: Path, *, start_hour: float = 0.0, seed: int = 42, **lo
             await es.enter_async_context(d)
         store = SqliteKnowledgeStore(settings=settings.store, clock=clock, uplink_enabled=False, retention_task=False)
         await es.enter_async_context(store)
-        control = ControlLoop(
+        control = build_control_loop(
             settings=settings.loop,
             clock=clock,
             devices={d.name: d for d in devices},

@@ -12,7 +12,7 @@ from gateway.adapters.quality import SourceClock
 from gateway.clock import SteppedClock
 from gateway.config.loop import LoopSettings
 from gateway.domain.model import PlanCode, Quality, QualityReason, Reading, Symptom
-from gateway.mapek.loop import ControlLoop
+from gateway.mapek.build import build_control_loop
 from gateway.testing.fakes import InMemoryKnowledgeStore
 from tests.loop.fakes import PLC_TAGS, RTU_TAGS, FakeDevice, FakePlant
 from tests.loop.harness import Harness
@@ -54,7 +54,7 @@ def make(**plant: object) -> tuple[Harness, RtuWithClock, SymptomLog]:
     clock = SteppedClock(start=p.now)
     plc, rtu = FakeDevice("pump-plc", p, PLC_TAGS), RtuWithClock(p, RTU_TAGS)
     store = SymptomLog(clock)
-    loop = ControlLoop(
+    loop = build_control_loop(
         settings=HYST,
         clock=clock,
         devices={"pump-plc": plc, "tank-rtu": rtu},

@@ -11,8 +11,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from gateway.domain.envelope import EnvelopeLimits, PlantView, PumpView, Rule, SafetyEnvelope, SetpointLimit
+from gateway.domain.envelope import EnvelopeLimits, Rule, SafetyEnvelope, SetpointLimit
 from gateway.domain.model import Command, CommandKind, Quality, QualityReason, Reading, Value
+from gateway.domain.snapshot import PlantSnapshot, PumpSnapshot
 from tests.hypothesis_profiles import examples
 
 LIMITS = EnvelopeLimits(
@@ -55,9 +56,9 @@ class World:
         q = self.quality.get(name, Quality.GOOD)
         return Reading(name, v, q, at, at, "", QualityReason.NONE if q is Quality.GOOD else QualityReason.COMM_LOSS)
 
-    def view(self) -> PlantView:
-        pumps = {
-            p: PumpView(
+    def view(self) -> PlantSnapshot:
+        pumps = tuple(
+            PumpSnapshot(
                 p,
                 f"XC-{p[-3:]}",
                 self.reading(f"YS-{p[-3:]}", self.running[p]),
@@ -65,8 +66,8 @@ class World:
                 self.reading(f"HS-{p[-3:]}", self.auto[p]),
             )
             for p in PUMPS
-        }
-        return PlantView(
+        )
+        return PlantSnapshot(
             mode=self.mode,  # type: ignore[arg-type]
             in_control=self.in_control,
             tank_level=self.reading("LIT-201", self.tank),
@@ -144,9 +145,8 @@ def test_min_off_min_run_and_starts_per_hour() -> None:
 def test_the_plc_count_of_starts_counts_too() -> None:
     env, w = SafetyEnvelope(limits=LIMITS), World()
     view = w.view()
-    pumps = dict(view.pumps)
-    pumps["P-101"] = PumpView("P-101", "XC-101", *list(pumps["P-101"].__getstate__()[2:5]), r("SH-101", 4, w.now))  # type: ignore[attr-defined]
-    view = PlantView(view.mode, True, view.tank_level, view.clearwell_level, pumps, view.high_float)
+    pumps = tuple(replace(p, starts_last_hour=r("SH-101", 4, w.now)) if p.name == "P-101" else p for p in view.pumps)
+    view = PlantSnapshot(view.mode, True, view.tank_level, view.clearwell_level, pumps, view.high_float)
     assert env.judge(start("P-101"), view, w.now).rule is Rule.STARTS_PER_HOUR
 
 
@@ -196,9 +196,9 @@ def test_a_substituted_tank_level_is_accepted_for_a_bounded_time_with_the_float_
     old = Reading("LIT-201", 4.0, Quality.UNCERTAIN, w.now - 8000, w.now, "m", QualityReason.SUBSTITUTED)
     stuck = Reading("LIT-201", 4.0, Quality.UNCERTAIN, w.now, w.now, "m", QualityReason.FLATLINE)
     for level, expected in ((sub, None), (old, Rule.INPUT_NOT_GOOD), (stuck, Rule.INPUT_NOT_GOOD)):
-        v = PlantView("auto", True, level, view.clearwell_level, view.pumps, view.high_float)
+        v = PlantSnapshot("auto", True, level, view.clearwell_level, view.pumps, view.high_float)
         assert env.judge(start("P-101"), v, w.now).rule is expected
-    no_float = PlantView("auto", True, sub, view.clearwell_level, view.pumps, None)
+    no_float = PlantSnapshot("auto", True, sub, view.clearwell_level, view.pumps, None)
     assert env.judge(start("P-101"), no_float, w.now).rule is Rule.INPUT_NOT_GOOD
 
 

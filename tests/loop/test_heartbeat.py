@@ -23,7 +23,7 @@ from gateway.config.loop import LoopSettings
 from gateway.domain.errors import DeviceUnavailable
 from gateway.domain.model import PlanCode, Value
 from gateway.domain.ports import WriteResult
-from gateway.mapek.loop import ControlLoop
+from gateway.mapek.build import build_control_loop
 from gateway.testing.fakes import InMemoryKnowledgeStore
 from tests.loop.fakes import PLC_TAGS, RTU_TAGS, FakeDevice, FakePlant
 from tests.loop.harness import Harness
@@ -69,7 +69,7 @@ def _harness() -> tuple[Harness, ScriptedPLC]:
     clock = SteppedClock(start=plant.now)
     plc, rtu = ScriptedPLC(plant), FakeDevice("tank-rtu", plant, RTU_TAGS)
     store = InMemoryKnowledgeStore(clock=clock, uplink_enabled=False)
-    loop = ControlLoop(
+    loop = build_control_loop(
         settings=SETTINGS,
         clock=clock,
         devices={"pump-plc": plc, "tank-rtu": rtu},
@@ -123,7 +123,7 @@ async def test_a_release_cancels_the_heartbeat_still_under_way_before_it_is_writ
     await _step_until(h, lambda: bool(beats_sent()), within_s=5, what="a heartbeat sent")
     held = beats_sent()[0]
     await _step(h, 3)
-    beat = h.loop._beat
+    beat = h.loop.heartbeat.task
     assert beat is not None
     assert not beat.done()  # still under way: the cycles went on without it
     assert [e for e in plc.events[held + 1 :] if e[1] == "GW-HB"] == []  # and started no other
@@ -166,7 +166,7 @@ async def test_an_unexpected_heartbeat_error_is_logged_once_counted_and_run_stil
         # A schedule being computed in its thread at the stop (as loop.schedule does): run() must wait for it.
         computed = threading.Event()
         replan = asyncio.create_task(asyncio.to_thread(computed.wait, 60.0), name="loop.schedule")
-        h.loop._replan_task = replan  # type: ignore[assignment]  # hysteresis: the cycles leave it alone
+        h.loop.rescheduler.task = replan  # type: ignore[assignment]  # hysteresis: the cycles leave it alone
         try:
             stop.set()
             await h.clock.advance(1.0)
@@ -177,7 +177,7 @@ async def test_an_unexpected_heartbeat_error_is_logged_once_counted_and_run_stil
         await run  # ends cleanly
 
     assert replan.done()
-    assert h.loop._replan_task is None
+    assert h.loop.rescheduler.task is None
     assert plc.broken >= 2  # every cycle's heartbeat raised
     failed = [e for e in logs if e["event"] == "loop.heartbeat_failed"]
     assert len(failed) == plc.broken  # each logged once

@@ -309,7 +309,7 @@ def _quiet_logs(caplog: pytest.LogCaptureFixture) -> None:
 
 async def test_run_polls_each_device_and_cycles_after_its_polls() -> None:
     h = make(HYST, tank=3.95)
-    h.loop._intervals = {"pump-plc": 1.0, "tank-rtu": 2.0}
+    h.loop.runner.intervals_s = {"pump-plc": 1.0, "tank-rtu": 2.0}
     stop = asyncio.Event()
     task = asyncio.create_task(h.loop.run(stop))
     for _ in range(120):
@@ -352,7 +352,7 @@ async def test_run_recomputes_the_schedule_off_the_event_loop() -> None:
         await h.clock.advance(1.0)
     # The recomputation due by now runs in a thread, in real time: wait for that thread, not for a guess at its
     # duration (a loaded machine can take many times longer); the cycles below adopt its plan.
-    replan = h.loop._replan_task
+    replan = h.loop.rescheduler.task
     assert replan is not None or h.loop.knowledge.schedule is not first  # started (or already adopted)
     if replan is not None:
         await asyncio.wait({replan})

@@ -33,7 +33,7 @@ from gateway.config.loop import LoopSettings
 from gateway.config.mqtt import MqttSettings
 from gateway.domain.messages import OutboxMessage
 from gateway.domain.ports import OutboxStats
-from gateway.mapek.loop import ControlLoop
+from gateway.mapek.build import build_control_loop
 from gateway.metrics import REGISTRY
 from gateway.supervision import EXIT_TASK_FAILED, Supervisor, TaskState
 from gateway.testing.configs import booster_station_config, day_clock
@@ -295,7 +295,7 @@ async def test_a_poller_that_cannot_run_is_restarted_with_capped_backoff_while_t
     notifier = RecordingNotifier()
     watchdog = Watchdog(notifier, healthy=supervisor.healthy)
     devices = {"pump-plc": FakeDevice("pump-plc", plant, PLC_TAGS), "tank-rtu": FakeDevice("tank-rtu", plant, RTU_TAGS)}
-    loop = ControlLoop(
+    loop = build_control_loop(
         settings=LoopSettings(),
         clock=clock,
         devices=devices,

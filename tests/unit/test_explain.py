@@ -13,7 +13,7 @@ import jsonschema
 import orjson
 import pytest
 
-from gateway.domain.envelope import EnvelopeLimits, PlantView, PumpView, Rule, SafetyEnvelope, SetpointLimit
+from gateway.domain.envelope import EnvelopeLimits, Rule, SafetyEnvelope, SetpointLimit
 from gateway.domain.explain import (
     WriteFailure,
     blocked_detail,
@@ -35,6 +35,7 @@ from gateway.domain.model import (
     Reading,
     Value,
 )
+from gateway.domain.snapshot import PlantSnapshot, PumpSnapshot
 
 NOW = 50_000.0
 LIMITS = EnvelopeLimits(
@@ -66,16 +67,16 @@ class Plant:
             return self.bad[tag]
         return Reading(tag, v, Quality.GOOD, NOW, NOW, "", QualityReason.NONE)
 
-    def view(self) -> PlantView:
-        pump = PumpView(
+    def view(self) -> PlantSnapshot:
+        pump = PumpSnapshot(
             "P-101", "XC-101", self.r("YS-101", self.running), self.r("YA-101", self.fault), self.r("HS-101", self.auto)
         )
-        return PlantView(
+        return PlantSnapshot(
             mode=self.mode,  # type: ignore[arg-type]
             in_control=self.in_control,
             tank_level=self.r("LIT-201", self.tank),
             clearwell_level=self.r("LIT-101", self.cw),
-            pumps={"P-101": pump},
+            pumps=(pump,),
             high_float=self.r("LSHH-201", False),
             setpoints={"PCV-301.SP": self.r("PCV-301.SP", self.prv)},
         )

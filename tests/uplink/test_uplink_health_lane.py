@@ -25,7 +25,7 @@ from gateway.adapters.status import DeviceStatus
 from gateway.clock import SteppedClock, SystemClock
 from gateway.config.loop import LoopSettings
 from gateway.domain.ports import DeviceHealth
-from gateway.mapek.loop import ControlLoop
+from gateway.mapek.build import build_control_loop
 from gateway.problems import gateway_problems
 from gateway.supervision import Policy, Supervisor, spawn
 from gateway.testing.fakes import InMemoryKnowledgeStore
@@ -64,7 +64,7 @@ async def test_health_reaches_the_state_topic_while_the_store_refuses_every_writ
     clock = SystemClock()
     store = InMemoryKnowledgeStore(clock=clock)
     device = HealthOnlyDevice("pump-plc")
-    loop = ControlLoop(settings=LoopSettings(), clock=clock, devices={}, store=store)  # read only, never run
+    loop = build_control_loop(settings=LoopSettings(), clock=clock, devices={}, store=store)  # read only, never run
     supervisor_clock = SteppedClock()  # a failed task waits out its back-off until the test moves this clock
     supervisor = Supervisor(clock=supervisor_clock)
     stop = asyncio.Event()

@@ -204,7 +204,7 @@ class CommandIntake:
     async def _outcome(self, request: RemoteRequest) -> RemoteOutcome:
         assert self._handler is not None  # _admit refuses requests when there is none
         if self._clock.now() >= request.expires_at:
-            return RemoteOutcome(RemoteStatus.REJECTED, f"{RejectCode.EXPIRED.value}: expired while queued")
+            return RemoteOutcome(RemoteStatus.REJECTED, "expired while queued", code=RejectCode.EXPIRED)
         try:
             async with asyncio.timeout(self._timeout_s):
                 return await self._handler.handle(request)
@@ -254,9 +254,7 @@ def _outcome_record(request: RemoteRequest, outcome: RemoteOutcome, *, at: float
     """The audit entry and the second answer for an accepted request's outcome."""
     verdict = _VERDICTS[outcome.status]
     detail = printable(outcome.detail)
-    code = RejectCode.ENVELOPE.value if outcome.status is RemoteStatus.REJECTED else ""
-    if outcome.detail.startswith(f"{RejectCode.EXPIRED.value}:"):
-        code = RejectCode.EXPIRED.value
+    code = _code(outcome)
     entry = AuditEntry(at, request.id, request.source, request.kind.value, verdict, detail, "")
     body = command_response_body(
         request.id,
@@ -268,6 +266,13 @@ def _outcome_record(request: RemoteRequest, outcome: RemoteOutcome, *, at: float
         outcome=remote_outcome_item(outcome),
     )
     return entry, _response(body)
+
+
+def _code(outcome: RemoteOutcome) -> str:
+    """The response's code: the outcome's own; a rejection without one is the envelope's (as the loop answers)."""
+    if outcome.code is not None:
+        return outcome.code.value
+    return RejectCode.ENVELOPE.value if outcome.status is RemoteStatus.REJECTED else ""
 
 
 def _response(body: bytes) -> NewMessage:

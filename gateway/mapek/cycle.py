@@ -1,0 +1,302 @@
+"""The cycle: one Analyze → Plan → Execute pass over one snapshot of the plant.
+
+Each phase reads the knowledge and returns what it concluded; the cycle hands each conclusion to the knowledge
+(``Knowledge.apply_*``) before the next phase reads it, and to the recorder. Commands are written under the lock it
+shares with the remote handler (a remote request and a cycle never decide and write interleaved), with the
+heartbeat beside them: commands first in the device's queue, but the heartbeat never waits for a slow command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from gateway.config.loop import LoopSettings
+from gateway.domain.envelope import SafetyEnvelope
+from gateway.domain.model import (
+    CommandKind,
+    CommandOutcome,
+    CommandStatus,
+    Decision,
+    Plan,
+    PlanCode,
+    Quality,
+    QualityReason,
+    Reading,
+    Severity,
+    SymptomCode,
+)
+from gateway.domain.ports import Clock, KnowledgeStore
+from gateway.domain.snapshot import PlantSnapshot, value
+from gateway.domain.tariff import Tariff
+from gateway.logging import get_logger
+from gateway.mapek.analyze import Analysis, Analyzer, MonitorFacts
+from gateway.mapek.execute import Executor
+from gateway.mapek.heartbeat import Heartbeat
+from gateway.mapek.knowledge import Knowledge
+from gateway.mapek.monitor import Monitor
+from gateway.mapek.plan import Planner, Proposal
+from gateway.mapek.record import Recorder
+from gateway.mapek.reschedule import Rescheduler
+from gateway.mapek.snapshot import missing_inputs, read_snapshot
+from gateway.metrics import LOOP_CYCLE, LOOP_LAST_CYCLE, SENSE_TO_ACTUATE
+
+log = get_logger("gateway.mapek.cycle")
+
+_PUMP_COMMANDS = frozenset({CommandKind.START_PUMP, CommandKind.STOP_PUMP})
+
+
+class Cycle:
+    """One pass of the loop; ``background`` (set by the runner) leaves the heartbeat to run on after the pass."""
+
+    def __init__(
+        self,
+        *,
+        settings: LoopSettings,
+        clock: Clock,
+        store: KnowledgeStore,
+        monitor: Monitor,
+        knowledge: Knowledge,
+        tariff: Tariff,
+        envelope: SafetyEnvelope,
+        analyzer: Analyzer,
+        planner: Planner,
+        rescheduler: Rescheduler,
+        executor: Executor,
+        heartbeat: Heartbeat,
+        recorder: Recorder,
+        lock: asyncio.Lock,
+        on_progress: Callable[[float], object] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._clock = clock
+        self._store = store
+        self._monitor = monitor
+        self._knowledge = knowledge
+        self._tariff = tariff
+        self._envelope = envelope
+        self._analyzer = analyzer
+        self._planner = planner
+        self._rescheduler = rescheduler
+        self._executor = executor
+        self._heartbeat = heartbeat
+        self._recorder = recorder
+        self._lock = lock
+        self._on_progress = on_progress
+        self.background = False
+        self.last_timings: dict[str, float] = {}
+
+    async def run(self) -> list[Decision]:
+        """One Analyze/Plan/Execute pass over the latest readings; returns the decisions recorded."""
+        t0 = time.perf_counter()
+        now = self._clock.now()
+        snapshot, analysis = self._analyze(now)
+        t1 = time.perf_counter()
+        proposals, snapshot = self._plan(snapshot, analysis)
+        t2 = time.perf_counter()
+        async with self._lock:
+            decisions = await self._execute(snapshot, analysis, proposals)
+        await self._recorder.symptoms(analysis)
+        await self._recorder.assets(snapshot)
+        t3 = time.perf_counter()
+        self.last_timings = {"analyze_s": t1 - t0, "plan_s": t2 - t1, "execute_s": t3 - t2}
+        self._progress(now, t3 - t0)
+        return decisions
+
+    # -- Analyze ------------------------------------------------------------------------------------------------
+
+    def _analyze(self, now: float) -> tuple[PlantSnapshot, Analysis]:
+        settings, monitor = self._settings, self._monitor
+        snapshot = read_snapshot(settings, lambda tag: monitor.reading(tag, now), at=now, mode=self._knowledge.mode)
+        snapshot = snapshot.with_control(self._planner.in_control(snapshot))
+        self._envelope.observe(snapshot, now)
+        facts = MonitorFacts(
+            unchanged_since=monitor.unchanged_since,
+            comm_ok=lambda d, t: monitor.comm_ok(d, t, settings.symptoms.comm_loss_s),
+            devices=tuple(monitor.devices),
+            clock_skew=monitor.clock_skew,
+        )
+        self._store_health(now)
+        analysis = self._analyzer.analyze(snapshot, facts)
+        self._knowledge.apply_analysis(analysis.open, frozenset(analysis.seen_running))
+        level = self._tank_level(snapshot.tank_level, analysis, now)
+        if level is not snapshot.tank_level:
+            snapshot = snapshot.with_tank_level(level)
+        return snapshot, analysis
+
+    def _tank_level(self, measured: Reading | None, analysis: Analysis, now: float) -> Reading | None:
+        """The twin stands in for a suspect transmitter, for at most ``substitute_max_s``."""
+        tag = self._settings.tank.level_tag
+        if not analysis.has(SymptomCode.SENSOR_SUSPECT, tag):
+            return measured
+        obs = self._knowledge.twin.tank
+        limit = self._settings.rules.substitute_max_s
+        if obs.estimate_m is None or obs.trusted_at is None or now - obs.trusted_at > limit:
+            return Reading(tag, None, Quality.BAD, now, now, "m", QualityReason.MODEL_RESIDUAL)
+        est = round(obs.estimate_m, 3)
+        return Reading(tag, est, Quality.UNCERTAIN, obs.trusted_at, now, "m", QualityReason.SUBSTITUTED)
+
+    def _store_health(self, now: float) -> None:
+        health = self._store.health()
+        if not health.healthy:
+            self._analyzer.raise_external(
+                SymptomCode.STORE_UNHEALTHY, "store", at=now, detail=health.reason, severity=Severity.ALARM
+            )
+        else:
+            self._analyzer.clear_external(SymptomCode.STORE_UNHEALTHY, "store")
+
+    # -- Plan ---------------------------------------------------------------------------------------------------
+
+    def _plan(self, snapshot: PlantSnapshot, analysis: Analysis) -> tuple[list[Proposal], PlantSnapshot]:
+        """The proposals of this cycle, and the snapshot with the control state they leave."""
+        settings = self._settings
+        plc = self._monitor.device_of(settings.control_word_tag or "")
+        reachable = plc is not None and self._monitor.comm_ok(plc, snapshot.at, settings.symptoms.comm_loss_s)
+        control = self._planner.control(snapshot, missing_inputs(settings, snapshot), plc_reachable=reachable)
+        self._knowledge.apply_control(control.control)
+        snapshot = snapshot.with_control(self._planner.in_control(snapshot))
+        proposals: list[Proposal] = []
+        substitute = self._substitute_proposal(snapshot)
+        if substitute is not None:
+            proposals.append(substitute)
+        else:
+            self._recorder.forget("sensor")
+        if control.proposal is not None:
+            return [*proposals, control.proposal], snapshot
+        if not snapshot.in_control:
+            return proposals, snapshot
+        if settings.strategy == "schedule":
+            schedule = self._rescheduler.update(snapshot)
+            if schedule is not None:
+                self._knowledge.adopt_schedule(schedule)
+        return proposals + self._families(snapshot, analysis), snapshot
+
+    def _families(self, snapshot: PlantSnapshot, analysis: Analysis) -> list[Proposal]:
+        """The pump, lead, PRV and treatment families, while the loop holds control."""
+        planner, knowledge = self._planner, self._knowledge
+        pumps = planner.pumps(snapshot, analysis)
+        knowledge.apply_pump_choice(slot_action=pumps.slot_action, lead_used=pumps.lead_used)
+        knowledge.expire_stops(snapshot.at, self._settings.rules.fail_to_start_s)
+        demotion = planner.demotion(analysis)
+        if demotion is None:
+            self._recorder.forget("lead")  # a later demotion is a new decision
+        prv, wtp = planner.prv(snapshot, analysis), planner.wtp(snapshot, analysis)
+        knowledge.apply_setpoint_choice(wtp_changed_at=snapshot.at if wtp is not None else None)
+        return [pumps.proposal, *(extra for extra in (prv, wtp, demotion) if extra is not None)]
+
+    def _substitute_proposal(self, snapshot: PlantSnapshot) -> Proposal | None:
+        r = snapshot.tank_level
+        if r is None or r.reason is not QualityReason.SUBSTITUTED or r.value is None:
+            return None
+        why = (
+            f"{r.tag} suspect: the twin's estimate {value(r):.2f} m (carried by the flows from the last trusted level)"
+            f" stands in for at most {self._settings.rules.substitute_max_s / 3600:.1f} h"
+        )
+        return Proposal("sensor", Plan(PlanCode.SENSOR_SUBSTITUTE, why))
+
+    # -- Execute ------------------------------------------------------------------------------------------------
+
+    async def _execute(self, snapshot: PlantSnapshot, analysis: Analysis, proposals: list[Proposal]) -> list[Decision]:
+        """The plans' commands, and the heartbeat beside them; under the runner the cycle never waits for the
+        heartbeat (a stepped pass does, so that it returns with its writes done).
+
+        When this cycle's plan has dropped control (a release), a heartbeat still under way is cancelled, and waited
+        for, before the release is written; when the cycle's outcome drops it (a takeover not confirmed), after."""
+        heartbeat = self._heartbeat
+        if not heartbeat.holds_control():
+            await heartbeat.stop("control released")
+        work = asyncio.create_task(self._carry_out_all(snapshot, analysis, proposals), name="loop.execute")
+        beat = heartbeat.start()
+        try:
+            return await work
+        finally:
+            if not heartbeat.holds_control():
+                await heartbeat.stop("control not held")
+            elif beat is not None and not self.background:
+                await beat
+
+    async def _carry_out_all(
+        self, snapshot: PlantSnapshot, analysis: Analysis, proposals: list[Proposal]
+    ) -> list[Decision]:
+        decisions = []
+        for proposal in proposals:
+            decision = await self._carry_out(snapshot, analysis, proposal)
+            if decision is not None:
+                decisions.append(decision)
+        return decisions
+
+    async def _carry_out(self, snapshot: PlantSnapshot, analysis: Analysis, proposal: Proposal) -> Decision | None:
+        plan = proposal.plan
+        outcomes = await self._executor.execute(plan, snapshot) if plan.commands else ()
+        _observe_sense_to_actuate(snapshot, outcomes)
+        self._knowledge.apply_outcomes(plan, outcomes, control_word_tag=self._settings.control_word_tag)
+        _log_control(plan, self._knowledge.control.intent)
+        self._note_failures(outcomes)
+        if not self._recorder.worth_recording(proposal.family, plan):
+            return None
+        decision = Decision(
+            id=Decision.new_id(),
+            at=snapshot.at,
+            plan=plan,
+            symptoms=tuple(analysis.open.values()),
+            inputs=snapshot.inputs(),
+            knowledge=self._knowledge_used(snapshot, analysis, proposal),
+            outcomes=outcomes,
+        )
+        self._knowledge.remember(decision)
+        await self._recorder.decision(decision)
+        return decision
+
+    def _note_failures(self, outcomes: tuple[CommandOutcome, ...]) -> None:
+        for o in outcomes:
+            if o.command.kind is CommandKind.RELEASE_TO_LOCAL:
+                continue
+            if o.status is CommandStatus.FAILED:
+                self._analyzer.raise_external(
+                    SymptomCode.COMMAND_FAILED,
+                    o.command.tag,
+                    at=o.finished_at,
+                    detail=o.detail,
+                    severity=Severity.ALARM,
+                )
+            elif o.status is CommandStatus.CONFIRMED:
+                self._analyzer.clear_external(SymptomCode.COMMAND_FAILED, o.command.tag)
+
+    def _knowledge_used(self, snapshot: PlantSnapshot, analysis: Analysis, proposal: Proposal) -> dict[str, Any]:
+        used: dict[str, Any] = dict(analysis.predictions)
+        used.update(proposal.knowledge)
+        used["tariff_eur_per_kwh"] = self._tariff.price(snapshot.at)
+        used["tariff_band"] = self._tariff.band(snapshot.at).name
+        used["strategy"] = self._settings.strategy
+        sched = self._knowledge.schedule
+        t = None if sched is None else sched.slot_index(snapshot.at)
+        if sched is not None and t is not None:
+            used["schedule_pumps"] = sched.slots[t].pumps
+            used["schedule_level_m"] = round(sched.slots[t].level_m, 2)
+            used["schedule_cost_eur"] = round(sched.cost_eur, 2)
+        return used
+
+    def _progress(self, now: float, duration_s: float) -> None:
+        self._knowledge.cycled(now)
+        LOOP_CYCLE.observe(duration_s)
+        LOOP_LAST_CYCLE.set(now)
+        if self._on_progress is not None:
+            self._on_progress(self._clock.monotonic())
+
+
+def _observe_sense_to_actuate(snapshot: PlantSnapshot, outcomes: tuple[CommandOutcome, ...]) -> None:
+    level = snapshot.tank_level
+    if level is None:
+        return
+    for o in outcomes:
+        if o.status is CommandStatus.CONFIRMED and o.command.kind in _PUMP_COMMANDS:
+            SENSE_TO_ACTUATE.observe(max(0.0, o.finished_at - level.receive_ts))
+
+
+def _log_control(plan: Plan, intent: bool) -> None:
+    if plan.code is PlanCode.TAKE_CONTROL and intent:
+        log.info("loop.control_taken")
+    elif plan.code is PlanCode.FAILSAFE_LOCAL:
+        log.warning("loop.failsafe_local", reason=plan.reason)
