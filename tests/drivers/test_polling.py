@@ -11,10 +11,10 @@ import pytest
 from structlog.testing import capture_logs
 from wait_for2 import CancelledWithResultError
 
-from gateway.adapters.polling import PollScheduler
 from gateway.clock import SteppedClock
 from gateway.domain.model import OpcUaAddress, Quality, QualityReason, Reading, Tag, Value
 from gateway.domain.ports import DeviceHealth, WriteResult
+from gateway.mapek.polling import PollScheduler
 from gateway.metrics import POLL_SLOTS_MISSED
 
 TAGS = [Tag("A", "fake", OpcUaAddress("ns=2;s=A"), "float64"), Tag("B", "fake", OpcUaAddress("ns=2;s=B"), "bool")]
