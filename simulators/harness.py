@@ -53,7 +53,7 @@ from simulators.faults import (
     parse_fault,
 )
 from simulators.judge import Judge, Scorecard
-from simulators.modbus_server import ModbusDevice, ModbusDeviceSpec, ModbusFaults, ModbusPlc, ModbusServerSpec
+from simulators.modbus_server import ModbusDeviceSpec, ModbusFaults, ModbusPlc, ModbusServerSpec, SimulatedModbusDevice
 from simulators.opcua_server import OpcUaPlc
 from simulators.plc import Hoa, Value
 from simulators.recorder import TrueStateRecorder
@@ -178,7 +178,7 @@ class PlantSimulator:
         specs = self._modbus_specs()
         for index, spec in enumerate(specs):
             devices = [
-                ModbusDevice(d, source=self.sim, faults=self.modbus_faults, on_write=self._client_wrote)
+                SimulatedModbusDevice(d, source=self.sim, faults=self.modbus_faults, on_write=self._client_wrote)
                 for d in spec.devices
             ]
             server = ModbusPlc(index=index, host=self.host, port=spec.port, devices=devices)
