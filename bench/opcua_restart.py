@@ -38,7 +38,7 @@ from gateway.domain.model import Quality, Reading  # noqa: E402
 from gateway.logging import configure_logging  # noqa: E402
 from gateway.mapek.polling import PollScheduler  # noqa: E402
 from simulators.config import default_point_map_file  # noqa: E402
-from simulators.harness import PlantSimulator  # noqa: E402
+from simulators.plant_simulator import PlantSimulator  # noqa: E402
 
 T = TypeVar("T")
 

@@ -27,7 +27,7 @@ from gateway.domain.errors import ConfigError
 from gateway.lifecycle import run_until_shutdown
 from gateway.logging import configure_logging, get_logger
 from simulators.config import PlantConfig, default_plant_file, load_plant_config
-from simulators.harness import PlantSimulator
+from simulators.plant_simulator import PlantSimulator
 from simulators.scenario import load_scenario
 
 log = get_logger("simulators.cli")

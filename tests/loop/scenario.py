@@ -24,7 +24,7 @@ from gateway.config.root import GatewaySettings
 from gateway.domain.model import Decision
 from gateway.mapek.loop import ControlLoop
 from gateway.paths import bundled_config_dir
-from simulators.harness import PlantSimulator
+from simulators.plant_simulator import PlantSimulator
 from simulators.simulation import DEFAULT_EPOCH
 
 HOUR = 3600.0

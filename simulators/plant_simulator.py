@@ -4,7 +4,7 @@
 .. code-block:: python
 
     from gateway.clock import SteppedClock
-    from simulators.harness import PlantSimulator
+    from simulators.plant_simulator import PlantSimulator
 
     async with PlantSimulator(clock=SteppedClock()) as sim:          # Modbus + OPC UA on 127.0.0.1, free ports
         client = AsyncModbusTcpClient("127.0.0.1", port=sim.modbus_port)
@@ -60,7 +60,7 @@ from simulators.recorder import TrueStateRecorder
 from simulators.scenario import Action, ClearFault, Scenario, SetHoa, SetRemote, WriteSignal, load_scenario
 from simulators.simulation import ActiveFault, Simulation, TrueState
 
-log = get_logger("simulators.harness")
+log = get_logger("simulators.plant_simulator")
 
 _MAX_CHUNK_S = 600.0  # simulated seconds between chances for the servers to answer during a long advance
 _PUBLISH_PERIOD_S = 0.05  # real seconds between publications in real or scaled time
