@@ -32,8 +32,8 @@ from gateway.adapters.breaker import BreakerState, CircuitBreaker
 from gateway.adapters.device_common import DeviceBooks, ReadBack, confirm_by_read_back
 from gateway.adapters.modbus.codec import BlockDecoder, Judge, modbus_address, raw_fits
 from gateway.adapters.modbus.frames import CheckedSocketFramer, MalformedAnswer, ProtocolError, use_checked_framer
-from gateway.adapters.modbus.ops import Call, WriteOp, payload_length, payload_size, read_call, write_op
 from gateway.adapters.modbus.planner import PlanLimits, PlanMode, ReadPlan, ReadRequest, plan_reads, split_at_gaps
+from gateway.adapters.modbus.pymodbus_calls import Call, WriteOp, payload_length, payload_size, read_call, write_op
 from gateway.adapters.modbus.responses import use_fast_responses
 from gateway.adapters.retry import RetryPolicy, call_with_retry
 from gateway.adapters.tasks import cancellation_kept
