@@ -60,8 +60,8 @@ from gateway.config.pointmap import PointMap
 from gateway.logging import configure_logging
 from gateway.paths import bundled_config_dir
 from gateway.testing.mosquitto import Mosquitto, free_port
-from simulators.harness import PlantSimulator
 from simulators.modbus_server import ModbusDeviceSpec, ModbusServerSpec
+from simulators.plant_simulator import PlantSimulator
 
 LOAD_DEVICES = 4
 CLK_TCK = os.sysconf("SC_CLK_TCK")

@@ -48,8 +48,8 @@ from gateway.logging import configure_logging  # noqa: E402
 from gateway.mapek.build import build_control_loop  # noqa: E402
 from gateway.mapek.loop import ControlLoop  # noqa: E402
 from gateway.paths import bundled_config_dir  # noqa: E402
-from simulators.harness import PlantSimulator  # noqa: E402
 from simulators.modbus_server import ModbusDeviceSpec, ModbusServerSpec  # noqa: E402
+from simulators.plant_simulator import PlantSimulator  # noqa: E402
 from simulators.pointgen import split, synthetic_point_map  # noqa: E402
 
 

@@ -30,15 +30,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gateway.adapters.opcua import OpcUaDevice  # noqa: E402
-from gateway.adapters.polling import PollScheduler  # noqa: E402
 from gateway.clock import SystemClock  # noqa: E402
 from gateway.config import load_config  # noqa: E402
 from gateway.config.devices import OpcUaDeviceSettings  # noqa: E402
 from gateway.config.root import GatewaySettings  # noqa: E402
 from gateway.domain.model import Quality, Reading  # noqa: E402
 from gateway.logging import configure_logging  # noqa: E402
+from gateway.mapek.polling import PollScheduler  # noqa: E402
 from simulators.config import default_point_map_file  # noqa: E402
-from simulators.harness import PlantSimulator  # noqa: E402
+from simulators.plant_simulator import PlantSimulator  # noqa: E402
 
 T = TypeVar("T")
 

@@ -44,12 +44,12 @@ from gateway.adapters.modbus import ModbusDevice
 from gateway.adapters.modbus.planner import PlanMode
 from gateway.adapters.opcua import OpcUaDevice
 from gateway.adapters.opcua.device import ReadPlanMode
-from gateway.adapters.polling import PollScheduler
 from gateway.clock import SystemClock
 from gateway.config.devices import ModbusDeviceSettings, ModbusTagSettings, OpcUaDeviceSettings, OpcUaTagSettings
 from gateway.config.pointmap import PointMap
 from gateway.domain.model import Quality, Reading, Tag
 from gateway.logging import configure_logging
+from gateway.mapek.polling import PollScheduler
 from gateway.metrics import REGISTRY
 
 CLOCK = SystemClock()

@@ -21,9 +21,9 @@ import time
 
 from gateway.clock import SteppedClock
 from gateway.logging import configure_logging
-from simulators.harness import PlantSimulator
 from simulators.judge import Judge
 from simulators.modbus_server import ModbusDeviceSpec, ModbusServerSpec
+from simulators.plant_simulator import PlantSimulator
 from simulators.pointgen import split, synthetic_point_map
 from simulators.simulation import Simulation
 

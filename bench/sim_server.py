@@ -23,8 +23,8 @@ from gateway.clock import ScaledClock, SystemClock
 from gateway.config.pointmap import PointMap
 from gateway.lifecycle import run_until_shutdown
 from gateway.logging import configure_logging
-from simulators.harness import PlantSimulator
 from simulators.modbus_server import ModbusDeviceSpec, ModbusServerSpec
+from simulators.plant_simulator import PlantSimulator
 from simulators.pointgen import synthetic_point_map
 
 

@@ -75,8 +75,8 @@ from bench.sim_server import device_maps
 from gateway.clock import SystemClock
 from gateway.logging import configure_logging
 from gateway.testing.mosquitto import Mosquitto, free_port
-from simulators.harness import PlantSimulator
 from simulators.modbus_server import ModbusDeviceSpec, ModbusServerSpec
+from simulators.plant_simulator import PlantSimulator
 
 SAMPLE_S = 5.0  # RSS samples for the slope
 ROW_S = 60.0

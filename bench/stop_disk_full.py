@@ -56,7 +56,7 @@ async def _one_run(mnt: Path, hold_s: float) -> dict[str, Any]:
     from gateway.clock import SystemClock
     from gateway.testing.configs import booster_station_config
     from gateway.testing.mosquitto import free_port
-    from simulators.harness import PlantSimulator
+    from simulators.plant_simulator import PlantSimulator
 
     for old in mnt.iterdir():
         old.unlink()

@@ -228,7 +228,7 @@ async def disk_full_inside(mnt: Path, runs: int) -> None:
 async def _one_disk_full(mnt: Path) -> tuple[float, float]:
     from gateway.testing.configs import booster_station_config
     from gateway.testing.mosquitto import free_port
-    from simulators.harness import PlantSimulator
+    from simulators.plant_simulator import PlantSimulator
 
     for old in mnt.iterdir():
         old.unlink()

@@ -1,6 +1,6 @@
 """Bundled simulators of booster station BS-01: the plant of docs/plant.md behind simulated PLCs (Modbus TCP and
 OPC UA on 127.0.0.1, serving the shared point map), with faults on demand. See docs/simulators.md.
 
-Entry points: ``simulators.harness.PlantSimulator`` (in-process, async), ``gateway-sim`` (``simulators.cli``),
+Entry points: ``simulators.plant_simulator.PlantSimulator`` (in-process, async), ``gateway-sim`` (``simulators.cli``),
 ``simulators.judge.run_baseline`` and ``simulators.judge.Judge`` (the figures a controller is judged by).
 """

@@ -22,13 +22,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gateway.cli.common import print_config_error
 from gateway.clock import ScaledClock
 from gateway.domain.errors import ConfigError
 from gateway.lifecycle import run_until_shutdown
 from gateway.logging import configure_logging, get_logger
 from simulators.config import PlantConfig, default_plant_file, load_plant_config
-from simulators.harness import PlantSimulator
+from simulators.plant_simulator import PlantSimulator
 from simulators.scenario import load_scenario
 
 log = get_logger("simulators.cli")
@@ -92,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("configuration ok")
             return EXIT_OK
     except ConfigError as exc:
-        print_config_error(exc)
+        _print_config_error(exc)
         return EXIT_CONFIG
     try:
         result = asyncio.run(run_until_shutdown(lambda stop: _run(cfg, args, stop), drain_timeout_s=10.0))
@@ -203,6 +202,15 @@ def _summary(sim: PlantSimulator) -> dict[str, object]:
         "gateway_control": s.gateway_control,
         "faults": len(sim.faults()),
     }
+
+
+def _print_config_error(exc: ConfigError) -> None:
+    """Every problem of a bad plant configuration or scenario on stderr, one per line, with its dotted path (the
+    simulator's own: it does not depend on the gateway's command line)."""
+    where = f" in {exc.source}" if exc.source else ""
+    print(f"configuration error{where}:", file=sys.stderr)
+    for path, msg in exc.problems:
+        print(f"  {path}: {msg}" if path else f"  {msg}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from simulators.faults import fault_kinds
 from simulators.plc import WriteRejected
 
 if TYPE_CHECKING:
-    from simulators.harness import PlantSimulator
+    from simulators.plant_simulator import PlantSimulator
 
 log = get_logger("simulators.control")
 

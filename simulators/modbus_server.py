@@ -1,7 +1,7 @@
 """The simulated PLC on Modbus TCP: pymodbus 3.16 serving register images built from point maps, with comm faults.
 
-One ``ModbusPlc`` is one TCP listener; it serves one ``ModbusDevice`` per unit id, each with its own point map
-(several devices or several listeners may share one plant, e.g. to spread 10 000 points over devices). Requests
+One ``ModbusPlc`` is one TCP listener; it serves one ``SimulatedModbusDevice`` per unit id, each with its own point
+map (several devices or several listeners may share one plant, e.g. to spread 10 000 points over devices). Requests
 for an unknown unit id get exception 0B (gateway target failed to respond).
 
 pymodbus's ``SimDevice`` action hook sees every request before pymodbus answers it. There the device
@@ -111,8 +111,9 @@ class ModbusFaults:
         return None
 
 
-class ModbusDevice:
-    """One unit id of a simulated PLC: its register image and the request hook."""
+class SimulatedModbusDevice:
+    """One unit id of a simulated PLC: its register image and the request hook. (The server side; the gateway's
+    ``ModbusDevice`` is the client that polls it.)"""
 
     def __init__(
         self,
@@ -226,7 +227,7 @@ class _NoSuchUnit:
 class ModbusPlc:
     """One Modbus TCP listener over one or more devices; can be stopped and restarted on the same port."""
 
-    def __init__(self, *, index: int, host: str, port: int, devices: Iterable[ModbusDevice]) -> None:
+    def __init__(self, *, index: int, host: str, port: int, devices: Iterable[SimulatedModbusDevice]) -> None:
         self.index = index
         self.host = host
         self.port = port

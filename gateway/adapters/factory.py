@@ -1,22 +1,12 @@
-"""Build the southbound adapters and their pollers from the settings: called once, by the composition root.
+"""Build the southbound adapters from the settings: called once, by the composition root.
 
-Nothing connects here: adapters connect when they are entered (``AsyncExitStack``), pollers run when started in the
-root's ``TaskGroup``::
-
-    devices = build_devices(settings, clock=clock)
-    async with contextlib.AsyncExitStack() as stack:
-        for device in devices:
-            await stack.enter_async_context(device)
-        async with asyncio.TaskGroup() as group:
-            for poller in build_pollers(settings, devices, clock=clock, sink=monitor.accept):
-                poller.start(group)
+Nothing connects here. The root (``gateway/bootstrap.py``) enters each adapter in its ``AsyncExitStack`` (that is
+when it connects) and hands them to the control loop, whose Monitor polls each one at its device's
+``poll_interval_s`` (``Monitor.run_device``, one supervised task per device).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from gateway.adapters.polling import PollScheduler, ReadingSink
 from gateway.config.devices import ModbusDeviceSettings
 from gateway.config.root import GatewaySettings
 from gateway.domain.ports import Clock, FieldDevice
@@ -38,13 +28,3 @@ def build_devices(settings: GatewaySettings, *, clock: Clock) -> list[FieldDevic
 
             devices.append(OpcUaDevice(settings=dev, tags=tags, clock=clock))
     return devices
-
-
-def build_pollers(
-    settings: GatewaySettings, devices: Sequence[FieldDevice], *, clock: Clock, sink: ReadingSink
-) -> list[PollScheduler]:
-    """One scheduler per device, at the device's configured poll interval."""
-    return [
-        PollScheduler(device=d, interval_s=settings.device(d.name).poll_interval_s, clock=clock, sink=sink)
-        for d in devices
-    ]

@@ -103,7 +103,7 @@ async def demo(loaded: LoadedConfig, stop: asyncio.Event, *, args: argparse.Name
     """Simulators, gateway and live view until ``stop`` (or ``--duration``)."""
     from gateway.bootstrap import Gateway, run_gateway
     from gateway.clock import ScaledClock
-    from simulators.harness import PlantSimulator
+    from simulators.plant_simulator import PlantSimulator
 
     clock = ScaledClock(speed=args.speed, start=args.start_epoch)
     # Readers of the database (gateway status) must know its times are simulated: see gateway.cli.clock_info.

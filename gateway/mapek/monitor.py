@@ -19,12 +19,12 @@ import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from gateway.adapters.polling import PollScheduler
 from gateway.config.loop import ValidationSettings
 from gateway.domain.errors import GatewayError
 from gateway.domain.model import Quality, QualityReason, Reading
 from gateway.domain.ports import Clock, FieldDevice, KnowledgeStore
 from gateway.logging import get_logger
+from gateway.mapek.polling import PollerFactory, PollScheduler
 from gateway.supervision import TaskEnded
 from gateway.tasks import cancel_and_wait
 
@@ -87,6 +87,8 @@ class Monitor:
     ``on_polled(device)`` is called after each poll's readings are in the snapshot and before they are stored. It is
     a plain call, not awaited: the control loop wakes its cycle task there, and a cycle that waits for a write to a
     dead device can never hold up this device's next poll.
+
+    ``poller`` builds each device's scheduler in ``run_device`` (default: ``PollScheduler``).
     """
 
     def __init__(
@@ -98,8 +100,10 @@ class Monitor:
         validation: ValidationSettings,
         stale_after_s: Mapping[str, float] | None = None,
         on_polled: Callable[[str], None] | None = None,
+        poller: PollerFactory = PollScheduler,
     ) -> None:
         self._devices = dict(devices)
+        self._poller = poller
         self._store = store
         self._clock = clock
         self._on_polled = on_polled
@@ -204,10 +208,10 @@ class Monitor:
         return state is not None and state.last_good_at is not None and now - state.last_good_at <= limit_s
 
     async def run_device(self, name: str, interval_s: float, stop: asyncio.Event) -> None:
-        """Poll ``name`` every ``interval_s`` on the clock until ``stop``, through the drivers' poll scheduler: fixed
+        """Poll ``name`` every ``interval_s`` on the clock until ``stop``, through its poll scheduler: fixed
         slots, overruns skip (and count) slots instead of bunching, a failing poll never ends the polling. The
         scheduler stays in ``schedulers[name]`` with its record of poll start times."""
-        scheduler = PollScheduler(
+        scheduler = self._poller(
             device=self._devices[name], interval_s=interval_s, clock=self._clock, sink=self._deliver
         )
         self._store_wait_s[name] = interval_s * _STORE_WAIT_FRACTION

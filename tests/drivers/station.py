@@ -18,7 +18,7 @@ from gateway.config import load_config
 from gateway.config.pointmap import PointMap
 from gateway.config.root import GatewaySettings
 from simulators.config import PlantConfig, default_point_map_file
-from simulators.harness import PlantSimulator
+from simulators.plant_simulator import PlantSimulator
 from simulators.plc import Value
 from simulators.simulation import TrueState
 

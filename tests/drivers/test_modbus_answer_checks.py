@@ -46,7 +46,7 @@ from gateway.adapters.modbus.frames import (
     answer_size,
     use_checked_framer,
 )
-from gateway.adapters.modbus.ops import payload_length, payload_size
+from gateway.adapters.modbus.pymodbus_calls import payload_length, payload_size
 from gateway.adapters.modbus.responses import FAST_RESPONSES
 from gateway.domain.model import DataType, ModbusTable
 from tests.drivers.conftest import mtag

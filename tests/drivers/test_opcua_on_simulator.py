@@ -15,13 +15,15 @@ from typing import Any
 
 import pytest
 
-from gateway.adapters.factory import build_devices, build_pollers
+from gateway.adapters.factory import build_devices
 from gateway.adapters.modbus import ModbusDevice
 from gateway.adapters.opcua import OpcUaDevice
 from gateway.clock import SystemClock
 from gateway.config.pointmap import load_point_map
 from gateway.domain.model import Quality, QualityReason, Reading
+from gateway.mapek.monitor import Monitor
 from gateway.metrics import REGISTRY
+from gateway.testing.fakes import InMemoryKnowledgeStore
 from tests.drivers.conftest import FastClock, ServerThread, eventually, no_task_left
 from tests.drivers.station import POINT_MAP_FILE, Station, station_settings
 
@@ -170,31 +172,40 @@ async def test_a_setpoint_written_over_opc_ua_is_confirmed_and_the_plc_serves_it
 
 
 async def test_the_pollers_of_the_default_configuration_deliver_every_tag(plant: Station, tmp_path: Path) -> None:
-    """What the composition root runs: ``build_devices`` and ``build_pollers`` over settings like gateway.toml."""
+    """What the composition root runs: ``build_devices``, then ``Monitor.run_device`` for each enabled device at its
+    configured poll interval (``gateway/bootstrap.py``), over settings like gateway.toml."""
     settings = station_settings(
         tmp_path, plant, modbus_areas=["Treatment", "PumpStation"], opcua_areas=["Tank", "Zone"]
     )
     clock = FastClock()  # the pollers' sleeps move time on at once: polls back to back
-    delivered: dict[str, list[list[Reading]]] = {"pump-plc": [], "tank-rtu": []}
-    done = asyncio.Event()
+    polls = {"pump-plc": 0, "tank-rtu": 0}
+    done, stop = asyncio.Event(), asyncio.Event()
 
-    async def sink(device: str, readings: list[Reading]) -> None:
-        delivered[device].append(readings)
-        if all(len(polls) >= 3 for polls in delivered.values()):
+    def polled(device: str) -> None:
+        polls[device] += 1
+        if all(n >= 3 for n in polls.values()):
             done.set()
 
     devices = build_devices(settings, clock=clock)
+    store = InMemoryKnowledgeStore(clock=clock, uplink_enabled=False)
+    monitor = Monitor(
+        devices={d.name: d for d in devices},
+        store=store,
+        clock=clock,
+        validation=settings.loop.validation,
+        on_polled=polled,
+    )
     async with devices[0], devices[1], asyncio.TaskGroup() as group:
-        tasks = [p.start(group) for p in build_pollers(settings, devices, clock=clock, sink=sink)]
+        for d in devices:
+            group.create_task(monitor.run_device(d.name, settings.device(d.name).poll_interval_s, stop))
         async with asyncio.timeout(60):  # only against a hang
             await done.wait()
-        for task in tasks:
-            task.cancel()
-    assert [t.get_name() for t in tasks] == ["poll[pump-plc]", "poll[tank-rtu]"]
-    for name, device in zip(("pump-plc", "tank-rtu"), devices, strict=True):
-        last = by_name(delivered[name][-1])
-        assert last.keys() == {t.name for t in device.tags}
-        assert all(r.quality is Quality.GOOD for r in last.values()), name
-    level = by_name(delivered["tank-rtu"][-1])["LIT-201"]
-    assert level.value == plant.read("LIT-201")
-    assert by_name(delivered["pump-plc"][-1])["YS-102"].value is True
+        stop.set()
+    schedulers = {name: (s.task_name, s.interval_s) for name, s in monitor.schedulers.items()}
+    assert schedulers == {"pump-plc": ("poll[pump-plc]", 1.0), "tank-rtu": ("poll[tank-rtu]", 1.0)}
+    for device in devices:
+        stored = {r.tag: r for name, r in store.readings if name == device.name}  # the last stored of each tag
+        assert stored.keys() == {t.name for t in device.tags}
+        assert all(r.quality is Quality.GOOD for r in stored.values()), device.name
+    assert monitor.snapshot["LIT-201"].value == plant.read("LIT-201")
+    assert monitor.snapshot["YS-102"].value is True

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gateway.adapters.polling import PollScheduler
 from gateway.clock import SteppedClock
+from gateway.mapek.polling import PollScheduler
 from tests.drivers.test_polling import FakeDevice, Sink, run_for, stop
 
 

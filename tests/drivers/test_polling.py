@@ -1,4 +1,5 @@
-"""The poll scheduler on a stepped clock, with an in-memory FieldDevice (a fake of our own port)."""
+"""The poll scheduler on a stepped clock, with an in-memory FieldDevice (a fake of our own port); and the Monitor
+polling through the scheduler it is given."""
 
 from __future__ import annotations
 
@@ -11,11 +12,14 @@ import pytest
 from structlog.testing import capture_logs
 from wait_for2 import CancelledWithResultError
 
-from gateway.adapters.polling import PollScheduler
 from gateway.clock import SteppedClock
+from gateway.config.loop import ValidationSettings
 from gateway.domain.model import OpcUaAddress, Quality, QualityReason, Reading, Tag, Value
-from gateway.domain.ports import DeviceHealth, WriteResult
+from gateway.domain.ports import Clock, DeviceHealth, FieldDevice, WriteResult
+from gateway.mapek.monitor import Monitor
+from gateway.mapek.polling import PollScheduler, ReadingSink
 from gateway.metrics import POLL_SLOTS_MISSED
+from gateway.testing.fakes import InMemoryKnowledgeStore
 
 TAGS = [Tag("A", "fake", OpcUaAddress("ns=2;s=A"), "float64"), Tag("B", "fake", OpcUaAddress("ns=2;s=B"), "bool")]
 
@@ -174,3 +178,25 @@ async def test_the_task_is_named_and_cancellation_is_clean() -> None:
         task.cancel()
     assert task.cancelled()
     assert asyncio.all_tasks() == before
+
+
+async def test_the_monitor_polls_each_device_through_the_scheduler_it_is_given() -> None:
+    clock = SteppedClock()
+    built: list[PollScheduler] = []
+
+    def poller(*, device: FieldDevice, interval_s: float, clock: Clock, sink: ReadingSink) -> PollScheduler:
+        built.append(PollScheduler(device=device, interval_s=interval_s, clock=clock, sink=sink))
+        return built[-1]
+
+    store = InMemoryKnowledgeStore(clock=clock, uplink_enabled=False)
+    devices = {"fake": FakeDevice(clock)}
+    monitor = Monitor(devices=devices, store=store, clock=clock, validation=ValidationSettings(), poller=poller)
+    stop = asyncio.Event()
+    task = asyncio.create_task(monitor.run_device("fake", 2.0, stop))
+    await clock.advance(0)
+    await clock.advance(4.5)
+    stop.set()
+    await task
+    assert built == [monitor.schedulers["fake"]]
+    assert (built[0].interval_s, built[0].polls) == (2.0, 3)  # at 0, 2 and 4 s
+    assert [r.tag for _, r in store.readings] == ["A", "B"] * 3  # through the Monitor's sink into the store

@@ -9,7 +9,7 @@ import random
 import pytest
 
 from gateway.adapters.breaker import BreakerState, CircuitBreaker
-from gateway.adapters.factory import build_devices, build_pollers
+from gateway.adapters.factory import build_devices
 from gateway.adapters.modbus import ModbusDevice
 from gateway.adapters.opcua import OpcUaDevice
 from gateway.adapters.retry import RetryPolicy, call_with_retry
@@ -143,7 +143,8 @@ async def test_retries_stop_at_the_time_cap() -> None:
     assert len(calls) == 2  # a third attempt could not end before 1.0 s (0.8 s spent + backoff + 0.4 s)
 
 
-def test_the_factory_builds_one_adapter_and_one_poller_per_enabled_device() -> None:
+def test_the_factory_builds_one_adapter_per_enabled_device() -> None:
+    """The adapters the composition root enters; their pollers are the Monitor's (``test_opcua_on_simulator.py``)."""
     settings = load_config(bundled_config_dir() / "gateway.toml").settings
     clock = FastClock()
     devices = build_devices(settings, clock=clock)
@@ -151,12 +152,6 @@ def test_the_factory_builds_one_adapter_and_one_poller_per_enabled_device() -> N
         (ModbusDevice, "pump-plc", 56),
         (OpcUaDevice, "tank-rtu", 12),
     ]
-
-    async def sink(_device, _readings) -> None:
-        return None
-
-    pollers = build_pollers(settings, devices, clock=clock, sink=sink)
-    assert [(p.task_name, p.interval_s) for p in pollers] == [("poll[pump-plc]", 1.0), ("poll[tank-rtu]", 1.0)]
     disabled = settings.model_copy(
         update={"devices": [settings.devices[0].model_copy(update={"enabled": False}), settings.devices[1]]}
     )

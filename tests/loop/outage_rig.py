@@ -21,7 +21,7 @@ from gateway.domain.model import Decision, PlanCode
 from gateway.testing.configs import booster_station_config, day_clock
 from gateway.testing.fault_proxy import FaultProxy
 from gateway.testing.running import in_control, running_gateway
-from simulators.harness import PlantSimulator
+from simulators.plant_simulator import PlantSimulator
 
 PLC, RTU = "pump-plc", "tank-rtu"
 #: The booster station configuration polls both devices every 0.5 s (``booster_station_config``).

@@ -25,7 +25,7 @@ from gateway.domain.model import Decision
 from gateway.mapek.build import build_control_loop
 from gateway.mapek.loop import ControlLoop
 from gateway.paths import bundled_config_dir
-from simulators.harness import PlantSimulator
+from simulators.plant_simulator import PlantSimulator
 from simulators.simulation import DEFAULT_EPOCH
 
 HOUR = 3600.0

@@ -43,7 +43,7 @@ from gateway.config import load_config
 from gateway.domain.remote import RemoteRequest, parse_request
 from gateway.paths import bundled_config_dir
 from simulators.cli import build_parser as build_sim_parser
-from simulators.harness import PlantSimulator
+from simulators.plant_simulator import PlantSimulator
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

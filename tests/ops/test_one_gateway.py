@@ -28,7 +28,7 @@ from gateway.bootstrap import Gateway
 from gateway.testing.configs import booster_station_config, day_clock
 from gateway.testing.mosquitto import Mosquitto
 from gateway.testing.running import running_gateway
-from simulators.harness import PlantSimulator
+from simulators.plant_simulator import PlantSimulator
 
 GUARD_S = 120  # a hang guard for a loaded 2-core machine, never a timing assertion
 STATE = "water/bs01/edge-one/state"

@@ -26,7 +26,7 @@ from gateway.mapek.monitor import DeviceState
 from gateway.readiness import judge_device
 from gateway.testing.configs import booster_station_config, day_clock
 from gateway.testing.running import running_gateway
-from simulators.harness import PlantSimulator
+from simulators.plant_simulator import PlantSimulator
 
 GUARD_S = 120  # a hang guard for a loaded 2-core machine, never a timing assertion
 NOW = 1_781_517_600.0

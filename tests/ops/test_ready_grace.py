@@ -15,7 +15,7 @@ from gateway.bootstrap import READY_GRACE_S
 from gateway.clock import ScaledClock
 from gateway.testing.configs import DAY_START, booster_station_config, day_clock
 from gateway.testing.running import running_gateway
-from simulators.harness import PlantSimulator
+from simulators.plant_simulator import PlantSimulator
 
 GUARD_S = 120.0  # against a hang, not a timing assertion
 

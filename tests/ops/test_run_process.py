@@ -24,7 +24,7 @@ from supervision_kit import get_raw
 from gateway.clock import SystemClock
 from gateway.testing.configs import booster_station_config, day_offset_h
 from simulators.config import PlantConfig
-from simulators.harness import PlantSimulator
+from simulators.plant_simulator import PlantSimulator
 
 #: ``gateway run`` runs on the wall clock; the plant's local time (the simulator's and the loop's) is what the test
 #: pins, at 10:xx, so that the night rules and the tariff bands do not depend on the hour the test runs at.

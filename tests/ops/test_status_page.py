@@ -21,7 +21,7 @@ from gateway.adapters.status_page import render_html
 from gateway.bootstrap import Gateway
 from gateway.testing.configs import booster_station_config, day_clock
 from gateway.testing.running import running_gateway
-from simulators.harness import PlantSimulator
+from simulators.plant_simulator import PlantSimulator
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SCREENSHOT = Path(__file__).parents[2] / "docs" / "status-page.png"

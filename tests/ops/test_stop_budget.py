@@ -34,7 +34,7 @@ from gateway.clock import SystemClock
 from gateway.config import load_config
 from gateway.testing.configs import booster_station_config, day_clock
 from gateway.testing.mosquitto import Mosquitto
-from simulators.harness import PlantSimulator
+from simulators.plant_simulator import PlantSimulator
 
 ROOT = Path(__file__).resolve().parents[2]
 GUARD_S = 120  # a hang guard for a loaded 2-core machine, never a timing assertion

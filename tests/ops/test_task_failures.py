@@ -39,7 +39,7 @@ from gateway.supervision import EXIT_TASK_FAILED, Supervisor, TaskState
 from gateway.testing.configs import booster_station_config, day_clock
 from gateway.testing.fakes import InMemoryKnowledgeStore
 from gateway.testing.mosquitto import Mosquitto
-from simulators.harness import PlantSimulator
+from simulators.plant_simulator import PlantSimulator
 from tests.loop.fakes import PLC_TAGS, RTU_TAGS, FakeDevice, FakePlant
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "supervision.md"

@@ -16,8 +16,8 @@ from gateway.clock import SteppedClock
 from gateway.config.pointmap import PointMap, load_point_map
 from gateway.domain.model import DataType, ModbusTable
 from simulators.config import default_point_map_file
-from simulators.harness import PlantSimulator
 from simulators.modbus_server import ModbusDeviceSpec, ModbusServerSpec
+from simulators.plant_simulator import PlantSimulator
 
 POINTS = load_point_map(default_point_map_file())
 BY_NAME = POINTS.by_name()

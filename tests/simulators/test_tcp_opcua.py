@@ -21,7 +21,7 @@ from gateway.clock import SteppedClock
 from gateway.config.pointmap import load_point_map
 from gateway.domain.model import DataType
 from simulators.config import default_point_map_file
-from simulators.harness import PlantSimulator
+from simulators.plant_simulator import PlantSimulator
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

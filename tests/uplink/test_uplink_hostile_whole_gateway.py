@@ -24,7 +24,7 @@ from whole_gateway_rig import whole_gateway
 from gateway.bootstrap import Gateway
 from gateway.clock import ScaledClock
 from gateway.testing.mosquitto import Mosquitto
-from simulators.harness import PlantSimulator
+from simulators.plant_simulator import PlantSimulator
 
 BASE = "water/bs01/edge-hx"
 WATCHED = ("PCV-301.SP", "FIC-100", "LIC-201.START_LEAD", "LIC-201.STOP", "HS-DUTY")

@@ -17,7 +17,7 @@ from gateway.bootstrap import Gateway
 from gateway.testing.configs import booster_station_config, day_clock
 from gateway.testing.mosquitto import Mosquitto
 from gateway.testing.running import in_control, running_gateway
-from simulators.harness import PlantSimulator
+from simulators.plant_simulator import PlantSimulator
 
 
 @asynccontextmanager

@@ -29,22 +29,21 @@ from pymodbus.exceptions import ConnectionException, ModbusIOException
 from pymodbus.pdu import ModbusPDU
 
 from gateway.adapters.breaker import BreakerState, CircuitBreaker
+from gateway.adapters.device_common import DeviceBooks, ReadBack, confirm_by_read_back
 from gateway.adapters.modbus.codec import BlockDecoder, Judge, modbus_address, raw_fits
 from gateway.adapters.modbus.frames import CheckedSocketFramer, MalformedAnswer, ProtocolError, use_checked_framer
-from gateway.adapters.modbus.ops import Call, WriteOp, payload_length, payload_size, read_call, write_op
 from gateway.adapters.modbus.planner import PlanLimits, PlanMode, ReadPlan, ReadRequest, plan_reads, split_at_gaps
+from gateway.adapters.modbus.pymodbus_calls import Call, WriteOp, payload_length, payload_size, read_call, write_op
 from gateway.adapters.modbus.responses import use_fast_responses
-from gateway.adapters.quality import QualityCounters, QualityTracker
 from gateway.adapters.retry import RetryPolicy, call_with_retry
-from gateway.adapters.status import DeviceStatus
-from gateway.adapters.tasks import cancellation_kept
 from gateway.adapters.writes import checked_value, writable_tag
 from gateway.config.devices import ModbusDeviceSettings
 from gateway.domain.errors import DeviceRejected, DeviceUnavailable, WriteRefused
 from gateway.domain.model import Quality, QualityReason, Reading, Tag, Value
 from gateway.domain.ports import Clock, DeviceHealth, WriteResult
 from gateway.logging import get_logger
-from gateway.metrics import BREAKER_STATE, DEVICE_ERRORS, DEVICE_REQUESTS, POLL_DURATION
+from gateway.metrics import BREAKER_STATE, DEVICE_ERRORS
+from gateway.tasks import cancellation_kept
 
 log = get_logger("gateway.adapters.modbus")
 
@@ -62,7 +61,6 @@ EXCEPTION_NAMES = {
     0x0A: "gateway path unavailable",
     0x0B: "gateway target failed to respond",
 }
-_CONFIRM_PAUSE_S = 0.05
 
 
 class _Compiled:
@@ -116,8 +114,7 @@ class ModbusDevice:
         self._client: AsyncModbusTcpClient | None = None
         self._framer: CheckedSocketFramer | None = None
         self._in_flight = False
-        self._status = DeviceStatus(name=self.name, protocol="modbus", clock=clock)
-        self._quality = QualityTracker(stale_limit_s=settings.stale_limit_s, clock=clock)
+        self._books = DeviceBooks(name=self.name, protocol="modbus", clock=clock, stale_limit_s=settings.stale_limit_s)
         self._breaker = CircuitBreaker(
             name=self.name,
             fail_max=settings.breaker.fail_max,
@@ -135,10 +132,6 @@ class ModbusDevice:
         self._metrics_init()
 
     def _metrics_init(self) -> None:
-        self._m_read = DEVICE_REQUESTS.labels(self.name, "read")
-        self._m_write = DEVICE_REQUESTS.labels(self.name, "write")
-        self._m_poll = POLL_DURATION.labels(self.name)
-        self._m_quality = QualityCounters(self.name)
         self._m_breaker = BREAKER_STATE.labels(self.name)
         self._m_breaker.set(BreakerState.CLOSED.metric_value)
 
@@ -155,7 +148,7 @@ class ModbusDevice:
 
     @property
     def health(self) -> DeviceHealth:
-        return self._status.health(self._breaker.state.value)
+        return self._books.status.health(self._breaker.state.value)
 
     async def __aenter__(self) -> Self:
         s = self._settings
@@ -176,9 +169,9 @@ class ModbusDevice:
         try:
             async with self._lock:
                 await self._connected_client()
-            self._status.succeeded()
+            self._books.status.succeeded()
         except DeviceUnavailable as exc:
-            self._status.failed(str(exc))  # the gateway starts anyway; polls pick the device up when it is back
+            self._books.status.failed(str(exc))  # the gateway starts anyway; polls pick the device up when it is back
         return self
 
     async def __aexit__(
@@ -192,8 +185,7 @@ class ModbusDevice:
         started = time.perf_counter()  # real elapsed time for the metric, whatever the injected clock does
         async with self._lock:
             readings = await self._poll_locked()
-        self._m_poll.observe(time.perf_counter() - started)
-        self._m_quality.count(readings)
+        self._books.polled(started, readings)
         return readings
 
     async def write(self, tag: str, value: Value) -> WriteResult:
@@ -213,7 +205,7 @@ class ModbusDevice:
                 result = await self._write_locked(target, engineering, op, started)
             except DeviceUnavailable as exc:
                 self._breaker.record_failure()
-                self._status.failed(str(exc))
+                self._books.status.failed(str(exc))
                 raise
             except BaseException:
                 self._breaker.release()
@@ -234,7 +226,7 @@ class ModbusDevice:
 
     async def _poll_locked(self) -> list[Reading]:
         if not self._breaker.allow():
-            return self._quality.missed(self._tags, QualityReason.COMM_LOSS)
+            return self._books.quality.missed(self._tags, QualityReason.COMM_LOSS)
         fresh: list[Reading] = []
         malformed: list[str] = []
         try:
@@ -242,25 +234,27 @@ class ModbusDevice:
                 fresh += await self._read(compiled, malformed)
         except DeviceUnavailable as exc:
             self._breaker.record_failure()
-            self._status.failed(str(exc))
+            self._books.status.failed(str(exc))
             got = {r.tag for r in fresh}
-            return fresh + self._quality.missed([t for t in self._tags if t.name not in got], QualityReason.COMM_LOSS)
+            return fresh + self._books.quality.missed(
+                [t for t in self._tags if t.name not in got], QualityReason.COMM_LOSS
+            )
         except BaseException:
             self._breaker.release()
             raise
         if malformed:
             self._breaker.record_failure()
-            self._status.failed(malformed[0])
+            self._books.status.failed(malformed[0])
         else:
             self._breaker.record_success()
-            self._status.succeeded()
+            self._books.status.succeeded()
         return fresh
 
     async def _read(self, compiled: _Compiled, malformed: list[str]) -> list[Reading]:
         """The readings of one planned request; a malformed answer's problem is appended to ``malformed``."""
         try:
             response = await call_with_retry(
-                lambda: self._request(compiled.call, self._m_read),
+                lambda: self._request(compiled.call, self._books.reads),
                 policy=self._retry,
                 clock=self._clock,
                 rng=self._rng,
@@ -275,7 +269,7 @@ class ModbusDevice:
             readings = compiled.bad(QualityReason.PROTOCOL_ERROR, now=self._clock.now())
         else:
             readings = compiled.readings(response, now=self._clock.now())
-        self._quality.record_block(compiled, readings)  # every reading of the request, good or not, in one store
+        self._books.quality.record_block(compiled, readings)  # every reading of the request, good or not, in one store
         return readings
 
     async def _split(self, compiled: _Compiled, exc: DeviceRejected, malformed: list[str]) -> list[Reading]:
@@ -305,10 +299,12 @@ class ModbusDevice:
         await self._connected_client()  # raises DeviceUnavailable while nothing has been sent
         sent_error = ""
         try:
-            await self._request(op.send, self._m_write)  # never retried: a repeated write could act twice
+            await self._request(op.send, self._books.writes)  # never retried: a repeated write could act twice
         except DeviceRejected as exc:
             self._breaker.record_success()
-            return self._write_result(tag, value, started, read_back=None, detail=f"refused by the device: {exc}")
+            return self._books.write_result(
+                tag, value, started, confirmed=False, read_back=None, detail=f"refused by the device: {exc}"
+            )
         except DeviceUnavailable as exc:
             # The request left; whether it was applied is unknown: the read-back finds out.
             sent_error = f"no response to the write ({exc}); "
@@ -317,56 +313,39 @@ class ModbusDevice:
         confirmed, read_back, detail, malformed = await self._confirm(op)
         if confirmed or not (sent_error or malformed):
             self._breaker.record_success()
-            self._status.succeeded()
+            self._books.status.succeeded()
         else:
             self._breaker.record_failure()
-            self._status.failed(sent_error + detail)
-        return self._write_result(tag, value, started, read_back=read_back, detail=sent_error + detail, ok=confirmed)
+            self._books.status.failed(sent_error + detail)
+        detail = sent_error + detail
+        return self._books.write_result(tag, value, started, confirmed=confirmed, read_back=read_back, detail=detail)
 
     async def _confirm(self, op: WriteOp) -> tuple[bool, Value | None, str, bool]:
         """Read back until the device shows the written value or ``write_confirm_timeout_s`` has passed.
 
         Returns whether it did, the last value read back, what happened, and whether a read-back was malformed.
         """
-        deadline = self._clock.monotonic() + self._settings.write_confirm_timeout_s
-        read_back: Value | None = None
-        problem = "no read-back"
-        malformed = False
-        while True:
-            try:
-                response = await self._read_back(op)
-            except DeviceRejected as exc:
-                return False, None, f"read-back refused: {exc}", malformed
-            except (DeviceUnavailable, ProtocolError) as exc:
-                problem = f"read-back failed: {exc}"
-                malformed = malformed or isinstance(exc, ProtocolError)
-            else:
-                read_back = op.value_of(response)
-                if op.matches(response):
-                    return True, read_back, "confirmed by read-back", malformed
-                problem = f"read-back shows {read_back!r}"
-            if self._clock.monotonic() + _CONFIRM_PAUSE_S >= deadline:
-                return False, read_back, f"{problem} after {self._settings.write_confirm_timeout_s} s", malformed
-            await self._clock.sleep(_CONFIRM_PAUSE_S)
+
+        async def read() -> ReadBack:
+            response = await self._read_back(op)
+            return ReadBack(op.value_of(response), op.matches(response))
+
+        c = await confirm_by_read_back(
+            read,
+            clock=self._clock,
+            timeout_s=self._settings.write_confirm_timeout_s,
+            failures=(DeviceUnavailable, ProtocolError),
+            refusals=(DeviceRejected,),
+        )
+        malformed = any(issubclass(kind, ProtocolError) for kind in c.failed_with)
+        return c.confirmed, c.read_back, c.detail, malformed
 
     async def _read_back(self, op: WriteOp) -> ModbusPDU:
-        response = await self._request(op.read_back, self._m_read)
+        response = await self._request(op.read_back, self._books.reads)
         if not op.fits(response):  # the framer refuses such answers: this is a backstop
             self._failed_request("protocol")
             raise ProtocolError(self.name, "malformed answer: the read-back carries another number of values")
         return response
-
-    def _write_result(
-        self, tag: Tag, value: Value, started: float, *, read_back: Value | None, detail: str, ok: bool = False
-    ) -> WriteResult:
-        return WriteResult(
-            tag=tag.name,
-            requested=value,
-            confirmed=ok,
-            read_back=read_back,
-            detail=detail,
-            duration_s=self._clock.monotonic() - started,
-        )
 
     # -- the connection --------------------------------------------------------------------------------------------
 
@@ -432,11 +411,11 @@ class ModbusDevice:
             self._client.close()
         if self._framer is not None:
             self._framer.expect_nothing()
-        self._status.set_connected(False)
+        self._books.status.set_connected(False)
 
     def _connection_changed(self, connected: bool) -> None:
         """pymodbus's connect/disconnect hook (called when the peer drops us, not when we close)."""
-        self._status.set_connected(connected)
+        self._books.status.set_connected(connected)
         if not connected and self._framer is not None:
             self._framer.expect_nothing()
         if not connected and self._in_flight and self._client is not None:

@@ -34,20 +34,20 @@ from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.uaerrors import UaError
 
+from gateway.adapters.device_common import DeviceBooks, ReadBack, confirm_by_read_back
 from gateway.adapters.opcua.deadline import ua_deadline
 from gateway.adapters.opcua.security import SecureSetup, SecurityRefused
 from gateway.adapters.opcua.status import status_name, status_quality
-from gateway.adapters.quality import QualityCounters, QualityTracker, SourceClock
-from gateway.adapters.status import DeviceStatus
-from gateway.adapters.tasks import cancel_and_wait
+from gateway.adapters.quality import SourceClock
 from gateway.adapters.writes import checked_value, writable_tag
 from gateway.config.devices import OpcUaDeviceSettings
 from gateway.domain.errors import ConfigError, DeviceUnavailable, WriteRefused
 from gateway.domain.model import DataType, OpcUaAddress, Quality, QualityReason, Reading, Tag, Value, judge_value
 from gateway.domain.ports import Clock, DeviceHealth, WriteResult
 from gateway.logging import get_logger
-from gateway.metrics import DEVICE_ERRORS, DEVICE_REQUESTS, POLL_DURATION
+from gateway.metrics import DEVICE_ERRORS
 from gateway.supervision import Policy, spawn
+from gateway.tasks import cancel_and_wait
 
 log = get_logger("gateway.adapters.opcua")
 
@@ -65,7 +65,6 @@ _INTEGER_LIMITS = {
     ua.VariantType.Int64: (-(2**63), 2**63 - 1),
     ua.VariantType.UInt64: (0, 2**64 - 1),
 }
-_CONFIRM_PAUSE_S = 0.05
 #: How long the server keeps a session whose connection died. Each reconnect opens a new session, so a short one
 #: frees the server sooner (and asyncua warns when the server revises a longer request down).
 _SESSION_TIMEOUT_MS = 60_000
@@ -121,16 +120,11 @@ class OpcUaDevice:
         self._supervisor: asyncio.Task[None] | None = None
         self._cache: list[ua.DataValue | None] = [None] * len(self._tags)
         self._read_failures = 0
-        self._status = DeviceStatus(name=self.name, protocol="opcua", clock=clock)
-        self._quality = QualityTracker(stale_limit_s=settings.stale_limit_s, clock=clock)
+        self._books = DeviceBooks(name=self.name, protocol="opcua", clock=clock, stale_limit_s=settings.stale_limit_s)
         self._source_clock: SourceClock | None = None
         if settings.source_timestamps:
             ahead_s, behind_s = settings.clock_skew_limits_s
             self._source_clock = SourceClock(device=self.name, ahead_s=ahead_s, behind_s=behind_s)
-        self._m_read = DEVICE_REQUESTS.labels(self.name, "read")
-        self._m_write = DEVICE_REQUESTS.labels(self.name, "write")
-        self._m_poll = POLL_DURATION.labels(self.name)
-        self._m_quality = QualityCounters(self.name)
 
     # -- the FieldDevice port --------------------------------------------------------------------------------------
 
@@ -140,7 +134,7 @@ class OpcUaDevice:
 
     @property
     def health(self) -> DeviceHealth:
-        return self._status.health(None)
+        return self._books.status.health(None)
 
     async def __aenter__(self) -> Self:
         await self._connect_once()  # a server that is down does not stop the gateway: the supervisor keeps trying
@@ -162,8 +156,7 @@ class OpcUaDevice:
             readings = self._poll_cache()
         else:
             readings = await self._poll_read()
-        self._m_poll.observe(time.perf_counter() - started)
-        self._m_quality.count(readings)
+        self._books.polled(started, readings)
         return readings
 
     async def write(self, tag: str, value: Value) -> WriteResult:
@@ -185,9 +178,13 @@ class OpcUaDevice:
         else:
             if not status.is_good():
                 detail = f"refused by the server: {status_name(status.value)}"
-                return self._result(target, engineering, started, confirmed=False, read_back=None, detail=detail)
+                return self._books.write_result(
+                    target, engineering, started, confirmed=False, read_back=None, detail=detail
+                )
         confirmed, read_back, detail = await self._confirm(session, node, target, expected)
-        result = self._result(target, engineering, started, confirmed=confirmed, read_back=read_back, detail=detail)
+        result = self._books.write_result(
+            target, engineering, started, confirmed=confirmed, read_back=read_back, detail=detail
+        )
         if sent_error:
             result = dataclasses.replace(result, detail=sent_error + result.detail)
         (log.debug if confirmed else log.warning)(
@@ -200,18 +197,18 @@ class OpcUaDevice:
     async def _poll_read(self) -> list[Reading]:
         session = self._session
         if session is None or self._lost.is_set():
-            return self._quality.missed(self._tags, QualityReason.COMM_LOSS)
+            return self._books.quality.missed(self._tags, QualityReason.COMM_LOSS)
         try:
             values = await self._read_values(session)
         except DeviceUnavailable as exc:
             self._read_failed(exc)
-            return self._quality.missed(self._tags, QualityReason.COMM_LOSS)
+            return self._books.quality.missed(self._tags, QualityReason.COMM_LOSS)
         self._read_failures = 0
-        self._status.succeeded()
+        self._books.status.succeeded()
         now = self._clock.now()
         readings = [self._reading(tag, dv, now) for tag, dv in zip(self._tags, values, strict=True)]
         readings = self._judge_clock(readings, now)
-        self._quality.record(readings)
+        self._books.quality.record(readings)
         return readings
 
     def _read_plan_of(self, session: _Session) -> list[ua.ReadParameters]:
@@ -234,7 +231,7 @@ class OpcUaDevice:
         try:
             async with ua_deadline(self._settings.timeout_s):
                 for params in session.reads:
-                    self._m_read.inc()
+                    self._books.reads.inc()
                     values += await uaclient.read(params)
         except TRANSPORT_ERRORS as exc:
             DEVICE_ERRORS.labels(self.name, "timeout" if isinstance(exc, TimeoutError) else "connection").inc()
@@ -243,14 +240,14 @@ class OpcUaDevice:
 
     def _read_failed(self, exc: DeviceUnavailable) -> None:
         self._read_failures += 1
-        self._status.failed(str(exc))
+        self._books.status.failed(str(exc))
         # A read can time out on a healthy session; several in a row mean the connection is no longer one.
         if self._read_failures >= self._settings.breaker.fail_max:
             self._lost.set()
 
     def _poll_cache(self) -> list[Reading]:
         if self._session is None or self._lost.is_set():
-            return self._quality.missed(self._tags, QualityReason.COMM_LOSS)
+            return self._books.quality.missed(self._tags, QualityReason.COMM_LOSS)
         now = self._clock.now()
         fresh, waiting = [], []
         for tag, dv in zip(self._tags, self._cache, strict=True):
@@ -259,8 +256,8 @@ class OpcUaDevice:
             else:
                 fresh.append(self._reading(tag, dv, now))
         fresh = self._judge_clock(fresh, now)
-        self._quality.record(fresh)
-        return fresh + self._quality.missed(waiting, QualityReason.COMM_LOSS)
+        self._books.quality.record(fresh)
+        return fresh + self._books.quality.missed(waiting, QualityReason.COMM_LOSS)
 
     def _judge_clock(self, readings: list[Reading], now: float) -> list[Reading]:
         """Readings stamped by a server whose clock is off turn uncertain (``clock_skew``): they keep the server's
@@ -303,7 +300,7 @@ class OpcUaDevice:
         return session.variant_types[slot]
 
     async def _write_value(self, session: _Session, node: Node, variant: ua.Variant) -> ua.StatusCode:
-        self._m_write.inc()
+        self._books.writes.inc()
         try:
             async with ua_deadline(self._settings.timeout_s):
                 results = await session.client.uaclient.write_attributes(
@@ -317,37 +314,22 @@ class OpcUaDevice:
     async def _confirm(
         self, session: _Session, node: Node, tag: Tag, expected: Value
     ) -> tuple[bool, Value | None, str]:
-        deadline = self._clock.monotonic() + self._settings.write_confirm_timeout_s
-        read_back: Value | None = None
-        problem = "no read-back"
-        while True:
-            try:
-                async with ua_deadline(self._settings.timeout_s):
-                    self._m_read.inc()
-                    dv = (await session.client.read_attributes([node]))[0]
-            except TRANSPORT_ERRORS as exc:
-                problem = f"read-back failed: {exc!r}"
-            else:
-                raw = dv.Value.Value if dv.Value is not None else None
-                read_back = _engineering(tag, raw)
-                if raw == expected and (dv.StatusCode is None or dv.StatusCode.is_good()):
-                    return True, read_back, "confirmed by read-back"
-                problem = f"read-back shows {read_back!r}"
-            if self._clock.monotonic() + _CONFIRM_PAUSE_S >= deadline:
-                return False, read_back, f"{problem} after {self._settings.write_confirm_timeout_s} s"
-            await self._clock.sleep(_CONFIRM_PAUSE_S)
+        async def read() -> ReadBack:
+            async with ua_deadline(self._settings.timeout_s):
+                self._books.reads.inc()
+                dv = (await session.client.read_attributes([node]))[0]
+            raw = dv.Value.Value if dv.Value is not None else None
+            good = dv.StatusCode is None or dv.StatusCode.is_good()
+            return ReadBack(_engineering(tag, raw), raw == expected and good)
 
-    def _result(
-        self, tag: Tag, value: Value, started: float, *, confirmed: bool, read_back: Value | None, detail: str
-    ) -> WriteResult:
-        return WriteResult(
-            tag=tag.name,
-            requested=value,
-            confirmed=confirmed,
-            read_back=read_back,
-            detail=detail,
-            duration_s=self._clock.monotonic() - started,
+        c = await confirm_by_read_back(
+            read,
+            clock=self._clock,
+            timeout_s=self._settings.write_confirm_timeout_s,
+            failures=TRANSPORT_ERRORS,
+            describe=repr,
         )
+        return c.confirmed, c.read_back, c.detail
 
     # -- the connection --------------------------------------------------------------------------------------------
 
@@ -385,11 +367,11 @@ class OpcUaDevice:
         try:
             self._session = await self._open()
         except DeviceUnavailable as exc:
-            self._status.failed(str(exc))
+            self._books.status.failed(str(exc))
             return False
         self._read_failures = 0
-        self._status.set_connected(True)
-        self._status.succeeded()
+        self._books.status.set_connected(True)
+        self._books.status.succeeded()
         return True
 
     async def _open(self) -> _Session:
@@ -475,13 +457,13 @@ class OpcUaDevice:
 
     async def _connection_lost(self, exc: Exception) -> None:
         """asyncua's hook, from its watchdog task, when the server stops answering."""
-        self._status.set_connected(False)
-        self._status.failed(f"connection lost: {exc!r}")
+        self._books.status.set_connected(False)
+        self._books.status.failed(f"connection lost: {exc!r}")
         self._lost.set()
 
     async def _close_session(self) -> None:
         session, self._session = self._session, None
-        self._status.set_connected(False)
+        self._books.status.set_connected(False)
         if session is None:
             return
         try:

@@ -2,7 +2,7 @@
 
 When the writer task has died, nothing queued will ever be committed, and the process is about to exit. This one
 event is written the way a fresh start would write it: on a connection of its own, from the state in the file (the
-dead writer's memory is not trusted), in one transaction of the same unit of work. SQLite's locking makes it safe
+dead writer's memory is not trusted), in one transaction, by the same ``apply_batch``. SQLite's locking makes it safe
 beside the dead writer's idle connection; if that connection still holds a transaction, the busy timeout ends the
 attempt and the caller logs it.
 """
@@ -14,9 +14,9 @@ import contextlib
 import sys
 from pathlib import Path
 
+from gateway.adapters.sqlite.batch import BatchLimits, apply_batch, load_state
 from gateway.adapters.sqlite.connection import open_writer
-from gateway.adapters.sqlite.ops import EventOp
-from gateway.adapters.sqlite.unit_of_work import BatchLimits, apply_batch, load_state
+from gateway.adapters.sqlite.writer_ops import EventOp
 from gateway.domain.messages import NewMessage
 
 #: No thinning of the outbox for one event: the next start applies the configured limit.

@@ -33,8 +33,11 @@ from typing import Self
 import aiosqlite
 
 from gateway.adapters.sqlite import queries
+from gateway.adapters.sqlite.batch import BatchLimits
 from gateway.adapters.sqlite.connection import StoreLock, readonly_uri
-from gateway.adapters.sqlite.ops import (
+from gateway.adapters.sqlite.retention import RetentionPolicy, RetentionReport, retention_step
+from gateway.adapters.sqlite.writer import Writer, WriterSettings
+from gateway.adapters.sqlite.writer_ops import (
     AssetOp,
     AuditOp,
     CommandOp,
@@ -45,9 +48,6 @@ from gateway.adapters.sqlite.ops import (
     ReadingsOp,
     SymptomOp,
 )
-from gateway.adapters.sqlite.retention import RetentionPolicy, RetentionReport, retention_step
-from gateway.adapters.sqlite.unit_of_work import BatchLimits
-from gateway.adapters.sqlite.writer import Writer, WriterSettings
 from gateway.config.mqtt import BatchSettings
 from gateway.config.store import StoreSettings
 from gateway.domain.errors import StoreError

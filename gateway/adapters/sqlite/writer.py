@@ -2,7 +2,7 @@
 
 Producers append ops to a bounded in-memory queue and return. The writer task takes up to ``batch_max_rows``
 rows at a time — after lingering up to ``flush_interval_s`` for more, unless someone is waiting — and hands the
-whole batch to its thread in one call (``unit_of_work.apply_batch``): one transaction, then commit. Only then is
+whole batch to its thread in one call (``batch.apply_batch``): one transaction, then commit. Only then is
 the batch "committed": ``flush()`` callers and ops with a result are released, and the rows leave the queue.
 
 When a commit fails for a reason outside the data (disk full, read-only file, I/O error, lock timeout) the batch
@@ -34,9 +34,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.adapters.sqlite import unstored
-from gateway.adapters.sqlite.connection import Durability, checkpoint, open_checkpointer, open_writer
-from gateway.adapters.sqlite.ops import ConfigOp, DataOp, EventOp, MaintenanceOp, MarkSentOp, Op, ReadingsOp
-from gateway.adapters.sqlite.unit_of_work import (
+from gateway.adapters.sqlite.batch import (
     BatchLimits,
     BatchReport,
     WriterState,
@@ -44,6 +42,8 @@ from gateway.adapters.sqlite.unit_of_work import (
     load_state,
     write_latest,
 )
+from gateway.adapters.sqlite.connection import Durability, checkpoint, open_checkpointer, open_writer
+from gateway.adapters.sqlite.writer_ops import ConfigOp, DataOp, EventOp, MaintenanceOp, MarkSentOp, Op, ReadingsOp
 from gateway.domain.errors import StoreError
 from gateway.domain.messages import STREAM_EVENTS, MessageKind, NewMessage, Priority, event_body
 from gateway.domain.ports import Clock, HealthListener, StoreHealth

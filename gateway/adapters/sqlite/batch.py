@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gateway.adapters.sqlite import readings as readings_table
-from gateway.adapters.sqlite.ops import (
+from gateway.adapters.sqlite.writer_ops import (
     AssetOp,
     AuditOp,
     CommandOp,

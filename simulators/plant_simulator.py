@@ -4,7 +4,7 @@
 .. code-block:: python
 
     from gateway.clock import SteppedClock
-    from simulators.harness import PlantSimulator
+    from simulators.plant_simulator import PlantSimulator
 
     async with PlantSimulator(clock=SteppedClock()) as sim:          # Modbus + OPC UA on 127.0.0.1, free ports
         client = AsyncModbusTcpClient("127.0.0.1", port=sim.modbus_port)
@@ -53,14 +53,14 @@ from simulators.faults import (
     parse_fault,
 )
 from simulators.judge import Judge, Scorecard
-from simulators.modbus_server import ModbusDevice, ModbusDeviceSpec, ModbusFaults, ModbusPlc, ModbusServerSpec
+from simulators.modbus_server import ModbusDeviceSpec, ModbusFaults, ModbusPlc, ModbusServerSpec, SimulatedModbusDevice
 from simulators.opcua_server import OpcUaPlc
 from simulators.plc import Hoa, Value
 from simulators.recorder import TrueStateRecorder
 from simulators.scenario import Action, ClearFault, Scenario, SetHoa, SetRemote, WriteSignal, load_scenario
 from simulators.simulation import ActiveFault, Simulation, TrueState
 
-log = get_logger("simulators.harness")
+log = get_logger("simulators.plant_simulator")
 
 _MAX_CHUNK_S = 600.0  # simulated seconds between chances for the servers to answer during a long advance
 _PUBLISH_PERIOD_S = 0.05  # real seconds between publications in real or scaled time
@@ -178,7 +178,7 @@ class PlantSimulator:
         specs = self._modbus_specs()
         for index, spec in enumerate(specs):
             devices = [
-                ModbusDevice(d, source=self.sim, faults=self.modbus_faults, on_write=self._client_wrote)
+                SimulatedModbusDevice(d, source=self.sim, faults=self.modbus_faults, on_write=self._client_wrote)
                 for d in spec.devices
             ]
             server = ModbusPlc(index=index, host=self.host, port=spec.port, devices=devices)

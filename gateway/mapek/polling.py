@@ -1,5 +1,8 @@
 """Per-device polling at a fixed rate, on the injected clock: the Monitor phase's source of readings.
 
+It belongs to the Monitor phase, not to the adapters: it drives a ``FieldDevice`` (any adapter behind the port)
+and hands each poll to the Monitor's sink, which tells the loop.
+
 Slots fall at ``start + k · interval``. A poll that overruns its slot makes the scheduler skip to the next slot still
 ahead (the skipped ones are counted in ``gateway_poll_slots_missed_total``) rather than firing a burst of catch-up
 polls at a device that is already slow. A poll never dies: an unexpected exception is logged (once, then quietly
@@ -12,17 +15,24 @@ import asyncio
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from gateway.domain.model import Quality, QualityReason, Reading
 from gateway.domain.ports import Clock, FieldDevice
 from gateway.logging import get_logger
 from gateway.metrics import DEVICE_ERRORS, POLL_SLOTS_MISSED
 
-log = get_logger("gateway.adapters.polling")
+log = get_logger("gateway.mapek.polling")
 
 #: Where each poll's readings go: ``await sink(device_name, readings)``. Its wait delays this device's next poll (and
 #: only this device's): a sink must bound it (the Monitor gives the store half a poll interval).
 ReadingSink = Callable[[str, list[Reading]], Awaitable[None]]
+
+
+class PollerFactory(Protocol):
+    """What the Monitor builds a device's scheduler with: ``PollScheduler`` itself, or a test's stand-in."""
+
+    def __call__(self, *, device: FieldDevice, interval_s: float, clock: Clock, sink: ReadingSink) -> PollScheduler: ...
 
 
 #: Poll start times kept per device (for a look at the last minutes of a 1 Hz device; tests read them).

@@ -1,7 +1,7 @@
 """What producers hand to the writer: one small value per call, committed later in a batch.
 
 Each op knows how many rows it weighs (the queue is bounded in rows, not calls). Ops are applied on the writer's
-thread by ``unit_of_work``; nothing here touches the database.
+thread by ``batch.apply_batch``; nothing here touches the database.
 """
 
 from __future__ import annotations
