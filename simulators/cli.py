@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gateway.clock import ScaledClock
+from gateway.config.printing import print_config_error
 from gateway.domain.errors import ConfigError
 from gateway.lifecycle import run_until_shutdown
 from gateway.logging import configure_logging, get_logger
@@ -91,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("configuration ok")
             return EXIT_OK
     except ConfigError as exc:
-        _print_config_error(exc)
+        print_config_error(exc)
         return EXIT_CONFIG
     try:
         result = asyncio.run(run_until_shutdown(lambda stop: _run(cfg, args, stop), drain_timeout_s=10.0))
@@ -202,15 +203,6 @@ def _summary(sim: PlantSimulator) -> dict[str, object]:
         "gateway_control": s.gateway_control,
         "faults": len(sim.faults()),
     }
-
-
-def _print_config_error(exc: ConfigError) -> None:
-    """Every problem of a bad plant configuration or scenario on stderr, one per line, with its dotted path (the
-    simulator's own: it does not depend on the gateway's command line)."""
-    where = f" in {exc.source}" if exc.source else ""
-    print(f"configuration error{where}:", file=sys.stderr)
-    for path, msg in exc.problems:
-        print(f"  {path}: {msg}" if path else f"  {msg}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 from gateway.config import LoadedConfig
 from gateway.config.loader import inspect_config
+from gateway.config.printing import print_config_error, print_warnings
 from gateway.domain.errors import ConfigError
 from gateway.paths import default_config_path
 
@@ -32,15 +31,3 @@ def load_or_report(path: Path | None) -> LoadedConfig | None:
     if report.loaded is None:
         print_config_error(ConfigError(report.problems, source=str(report.path)))
     return report.loaded
-
-
-def print_config_error(exc: ConfigError) -> None:
-    where = f" in {exc.source}" if exc.source else ""
-    print(f"configuration error{where}:", file=sys.stderr)
-    for path, msg in exc.problems:
-        print(f"  {path}: {msg}" if path else f"  {msg}", file=sys.stderr)
-
-
-def print_warnings(warnings: Sequence[tuple[str, str]]) -> None:
-    for path, msg in warnings:
-        print(f"warning: {path}: {msg}" if path else f"warning: {msg}", file=sys.stderr)
