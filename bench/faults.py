@@ -12,10 +12,10 @@ answering (and a seeded mix). A reading counts as "good from bad input" when it 
 the server's memory holds (the malformed answers carry a poison value, 0x7FFF, or shifted data), or when it is GOOD
 in a mode that never answers correctly. A crash is an exception out of ``poll()``.
 
-Remote requests: the real ``CommandIntake`` (the uplink's judge, auditor and worker) on the contract-tested in-memory
-store, fed hostile payloads of each kind, then valid ones. For each request it counts the final answers on
-``cmd/response`` (rejected, done or failed; an accepted request is answered twice, "accepted" then its outcome) and
-the final audit rows; a crash is an intake or worker task that ended.
+Remote requests: the real ``CommandIntake`` (``gateway.mapek.intake``: the judge, auditor and worker) on the
+contract-tested in-memory store, fed hostile payloads of each kind, then valid ones. For each request it counts the
+final answers on ``cmd/response`` (rejected, done or failed; an accepted request is answered twice, "accepted" then
+its outcome) and the final audit rows; a crash is an intake or worker task that ended.
 
 RSS growth is the process's resident set after the scenario minus before it (``/proc/self/status``), after a
 ``gc.collect()``. Figures are printed, never asserted.
@@ -37,8 +37,6 @@ from pathlib import Path
 from typing import Any
 
 from gateway.adapters.modbus import ModbusDevice
-from gateway.adapters.mqtt import request_policy
-from gateway.adapters.mqtt.intake import CommandIntake
 from gateway.clock import SteppedClock, SystemClock
 from gateway.config.devices import ModbusDeviceSettings
 from gateway.config.mqtt import CommandSettings
@@ -59,6 +57,7 @@ from gateway.domain.remote import RemoteOutcome, RemoteRequest, RemoteStatus
 from gateway.logging import configure_logging
 from gateway.testing.broken_modbus import GOOD_MODES, MIX_MODES, BrokenModbusServer, Mode, bit_pattern, register_pattern
 from gateway.testing.fakes import InMemoryKnowledgeStore
+from gateway.testing.intake import command_intake
 
 _FINAL_ANSWERS = {"rejected", "done", "failed"}
 _FINAL_VERDICTS = {AuditVerdict.REJECTED, AuditVerdict.DONE, AuditVerdict.FAILED}
@@ -197,13 +196,8 @@ class _Handler:
 async def request_scenario(name: str, payload: Payload, count: int) -> Row:
     clock = SteppedClock(start=1_781_517_600.0)
     store = InMemoryKnowledgeStore(clock=clock)
-    intake = CommandIntake(
-        log_store=store,
-        handler=_Handler(),
-        policy=request_policy(CommandSettings(), pumps=["P-101", "P-102", "P-103"]),
-        clock=clock,
-        handler_timeout_s=5.0,
-    )
+    commands = CommandSettings(handler_timeout_s=5.0)
+    intake = command_intake(commands, store=store, handler=_Handler(), clock=clock, pumps=["P-101", "P-102", "P-103"])
     tasks = [asyncio.create_task(intake.run_intake()), asyncio.create_task(intake.run_worker())]
     before = rss_kb()
     offset = 1 if name == "replayed id" else 0  # the replays follow one original

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from gateway.adapters.factory import build_devices  # noqa: E402
 from gateway.adapters.modbus import ModbusDevice  # noqa: E402
-from gateway.adapters.mqtt import build_uplink  # noqa: E402
+from gateway.adapters.mqtt import JsonCommandResponses, build_uplink  # noqa: E402
 from gateway.adapters.sqlite.store import SqliteKnowledgeStore  # noqa: E402
 from gateway.clock import SystemClock  # noqa: E402
 from gateway.config import load_config  # noqa: E402
@@ -46,6 +46,7 @@ from gateway.domain.model import CommandKind, CommandStatus, Decision  # noqa: E
 from gateway.domain.ports import FieldDevice  # noqa: E402
 from gateway.logging import configure_logging  # noqa: E402
 from gateway.mapek.build import build_control_loop  # noqa: E402
+from gateway.mapek.intake import build_intake  # noqa: E402
 from gateway.mapek.loop import ControlLoop  # noqa: E402
 from gateway.paths import bundled_config_dir  # noqa: E402
 from simulators.modbus_server import ModbusDeviceSpec, ModbusServerSpec  # noqa: E402
@@ -135,9 +136,10 @@ async def sense_to_actuate(
             stale_after_s=dict.fromkeys((d.name for d in devices), 3.0),
         )  # fmt: skip
         if broker is not None:
-            uplink = build_uplink(
-                settings, outbox=store, request_log=store, handler=control, clock=clock, config_hash="bench"
+            intake = build_intake(
+                settings, log_store=store, handler=control, responses=JsonCommandResponses(), clock=clock
             )
+            uplink = build_uplink(settings, outbox=store, intake=intake, clock=clock, config_hash="bench")
             await es.enter_async_context(uplink)
         if gc_freeze:
             gc.freeze()  # what has been built so far never needs collecting: full collections stay short

@@ -27,13 +27,14 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.adapters.mqtt import Uplink, UplinkIdentity, request_policy
+from gateway.adapters.mqtt import Uplink, UplinkIdentity
 from gateway.clock import SystemClock
 from gateway.config.mqtt import MqttSettings
 from gateway.domain.messages import MessageKind, NewMessage, Priority, chunk_readings, readings_stream
 from gateway.domain.model import Quality, Reading
 from gateway.logging import configure_logging
 from gateway.testing.fakes import InMemoryKnowledgeStore
+from gateway.testing.intake import command_intake
 from gateway.testing.mosquitto import Mosquitto
 
 IDENTITY = UplinkIdentity(site="bench", gateway="gw", client_id="bench-gw", config_hash="bench")
@@ -58,9 +59,7 @@ def uplink_for(store: InMemoryKnowledgeStore, port: int) -> Uplink:
         settings=cfg,
         identity=IDENTITY,
         outbox=store,
-        request_log=store,
-        handler=None,
-        policy=request_policy(cfg.commands, pumps=[]),
+        intake=command_intake(cfg.commands, store=store, handler=None, clock=SystemClock()),
         clock=SystemClock(),
     )
 

@@ -38,13 +38,14 @@ sys.path[:0] = [str(ROOT)]
 import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
-from gateway.adapters.mqtt import Uplink, UplinkIdentity, request_policy  # noqa: E402
+from gateway.adapters.mqtt import Uplink, UplinkIdentity  # noqa: E402
 from gateway.clock import SystemClock  # noqa: E402
 from gateway.config.mqtt import MqttSettings  # noqa: E402
 from gateway.domain.model import Quality, Reading  # noqa: E402
 from gateway.logging import configure_logging  # noqa: E402
 from gateway.testing.fakes import InMemoryKnowledgeStore  # noqa: E402
 from gateway.testing.fault_proxy import FaultProxy  # noqa: E402
+from gateway.testing.intake import command_intake  # noqa: E402
 from gateway.testing.mosquitto import Mosquitto  # noqa: E402
 
 IDENTITY = UplinkIdentity(site="bench", gateway="gw", client_id="bench-gw", config_hash="bench")
@@ -66,9 +67,7 @@ def _uplink(store: InMemoryKnowledgeStore, settings: MqttSettings) -> Uplink:
         settings=settings,
         identity=IDENTITY,
         outbox=store,
-        request_log=store,
-        handler=None,
-        policy=request_policy(settings.commands, pumps=[]),
+        intake=command_intake(settings.commands, store=store, handler=None, clock=SystemClock()),
         clock=SystemClock(),
         health=list,
     )

@@ -274,14 +274,15 @@ async def _build(
     if http is not None:
         _add_status_page(http, gw)
     if settings.mqtt.enabled:
-        from gateway.adapters.mqtt import build_uplink
+        from gateway.adapters.mqtt import JsonCommandResponses, build_uplink
+        from gateway.mapek.intake import build_intake
         from gateway.problems import gateway_problems
 
+        intake = build_intake(settings, log_store=store, handler=loop, responses=JsonCommandResponses(), clock=clock)
         uplink = build_uplink(
             settings,
             outbox=store,
-            request_log=store,
-            handler=loop,
+            intake=intake,
             clock=clock,
             config_hash=loaded.config_hash,
             # The health lane: what is wrong goes on the retained state topic directly, never through the store.

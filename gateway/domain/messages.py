@@ -29,7 +29,7 @@ import orjson
 
 from gateway.domain.explain import split_detail
 from gateway.domain.model import CommandOutcome, Decision, Reading, Symptom
-from gateway.domain.remote import RemoteOutcome
+from gateway.domain.remote import RejectCode, RemoteOutcome
 
 
 class MessageKind(StrEnum):
@@ -208,7 +208,7 @@ def command_response_body(
     *,
     at: float,
     reason: str = "",
-    code: str = "",
+    code: RejectCode | None = None,
     kind: str | None = None,
     outcome: Mapping[str, Any] | None = None,
 ) -> bytes:
@@ -220,7 +220,7 @@ def command_response_body(
             "type": kind,
             "status": status,
             "at": at,
-            "code": code,
+            "code": "" if code is None else code.value,
             "reason": reason,
             "outcome": outcome,
         }

@@ -9,7 +9,7 @@ from typing import Protocol, Self, runtime_checkable
 
 from gateway.domain.messages import NewMessage, OutboxMessage
 from gateway.domain.model import AuditEntry, CommandOutcome, Decision, Reading, Symptom, Tag, Value, WriteFailure
-from gateway.domain.remote import RemoteOutcome, RemoteRequest
+from gateway.domain.remote import Rejection, RemoteOutcome, RemoteRequest
 
 
 @runtime_checkable
@@ -271,3 +271,30 @@ class RemoteRequestLog(Protocol):
     async def seen_request(self, request_id: str) -> bool:
         """True when an audit entry with this request id exists (committed or queued)."""
         ...
+
+
+class CommandResponses(Protocol):
+    """The answers to remote requests in the northbound format (the MQTT adapter's JSON on ``cmd/response``), each
+    committed to the outbox with its audit entry. The typed verdict (``Rejection.code``, ``RemoteOutcome.code``)
+    reaches the format unchanged; it is put into words only there."""
+
+    def accepted(self, request: RemoteRequest, *, at: float) -> NewMessage: ...
+
+    def rejected(self, rejection: Rejection, *, at: float) -> NewMessage: ...
+
+    def outcome(self, request: RemoteRequest, outcome: RemoteOutcome, *, at: float) -> NewMessage: ...
+
+
+class RemoteIntake(Protocol):
+    """Where a northbound adapter hands the remote requests it receives (the service layer judges, audits, answers
+    and applies them: ``gateway.mapek.intake``). The adapter runs the two loops and, at shutdown, ``fail_queued``."""
+
+    def submit(self, source: str, payload: bytes) -> None:
+        """A request arrived on ``source`` (called on the loop's thread; never blocks)."""
+        ...
+
+    async def run_intake(self) -> None: ...
+
+    async def run_worker(self) -> None: ...
+
+    async def fail_queued(self, reason: str) -> int: ...

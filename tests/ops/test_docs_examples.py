@@ -36,11 +36,11 @@ import jsonschema
 import pytest
 from referencing import Registry, Resource
 
-from gateway.adapters.mqtt.factory import request_policy
 from gateway.cli import build_parser
 from gateway.clock import SteppedClock
 from gateway.config import load_config
 from gateway.domain.remote import RemoteRequest, parse_request
+from gateway.mapek.intake import request_policy
 from gateway.paths import bundled_config_dir
 from simulators.cli import build_parser as build_sim_parser
 from simulators.plant_simulator import PlantSimulator

@@ -23,7 +23,7 @@ import pytest
 from structlog.testing import capture_logs
 from supervision_kit import RecordingNotifier, failure_lines, get, health_server, in_state, task_failed_events
 
-from gateway.adapters.mqtt import Uplink, UplinkIdentity, request_policy
+from gateway.adapters.mqtt import Uplink, UplinkIdentity
 from gateway.adapters.systemd import Watchdog
 from gateway.bootstrap import Gateway, run_gateway
 from gateway.cli.status import _get_health, render_status, render_tasks
@@ -38,6 +38,7 @@ from gateway.metrics import REGISTRY
 from gateway.supervision import EXIT_TASK_FAILED, Supervisor, TaskState
 from gateway.testing.configs import booster_station_config, day_clock
 from gateway.testing.fakes import InMemoryKnowledgeStore
+from gateway.testing.intake import command_intake
 from gateway.testing.mosquitto import Mosquitto
 from simulators.plant_simulator import PlantSimulator
 from tests.loop.fakes import PLC_TAGS, RTU_TAGS, FakeDevice, FakePlant
@@ -200,9 +201,7 @@ async def test_uplink_pieces_that_fail_are_restarted_or_start_a_new_session_and_
         settings=settings,
         identity=UplinkIdentity(site="bs01", gateway="edge-1", client_id="gw-bs01-edge-1", config_hash="cafe"),
         outbox=store,
-        request_log=store,
-        handler=None,
-        policy=request_policy(settings.commands, pumps=[]),
+        intake=command_intake(settings.commands, store=store, handler=None, clock=SystemClock()),
         clock=SystemClock(),
     )
     try:

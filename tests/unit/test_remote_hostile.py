@@ -15,7 +15,6 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from gateway.adapters.mqtt import request_policy
 from gateway.config.mqtt import CommandSettings
 from gateway.domain.messages import command_response_body
 from gateway.domain.remote import (
@@ -27,6 +26,7 @@ from gateway.domain.remote import (
     parse_request,
     printable,
 )
+from gateway.mapek.intake import request_policy
 from tests.hypothesis_profiles import examples
 
 NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z

@@ -11,12 +11,13 @@ from typing import Any
 import pytest
 from uplink_fakes import FakeHandler
 
-from gateway.adapters.mqtt import Uplink, UplinkIdentity, request_policy
+from gateway.adapters.mqtt import Uplink, UplinkIdentity
 from gateway.clock import SystemClock
 from gateway.config.mqtt import MqttSettings
 from gateway.domain.model import Quality, Reading
 from gateway.domain.ports import Clock, KnowledgeStore, RemoteRequestHandler
 from gateway.testing.fakes import InMemoryKnowledgeStore
+from gateway.testing.intake import command_intake
 from gateway.testing.mosquitto import Mosquitto
 
 PUMPS = ["P-101", "P-102", "P-103"]
@@ -74,16 +75,15 @@ async def running_uplink(
     handler: RemoteRequestHandler | None = None,
     clock: Clock | None = None,
 ) -> AsyncIterator[Uplink]:
-    policy = request_policy(settings.commands, pumps=PUMPS)
-    async with Uplink(
-        settings=settings,
-        identity=IDENTITY,
-        outbox=store,
-        request_log=store,
+    clock = clock or SystemClock()
+    intake = command_intake(
+        settings.commands,
+        store=store,
         handler=handler if handler is not None else FakeHandler(),
-        policy=policy,
-        clock=clock or SystemClock(),
-    ) as uplink:
+        clock=clock,
+        pumps=PUMPS,
+    )
+    async with Uplink(settings=settings, identity=IDENTITY, outbox=store, intake=intake, clock=clock) as uplink:
         yield uplink
 
 

@@ -23,14 +23,14 @@ from conftest import IDENTITY, PUMPS, memory_store, mqtt_settings
 from structlog.testing import capture_logs
 from uplink_fakes import eventually, publish_raw
 
-from gateway.adapters.mqtt import Uplink, request_policy
-from gateway.adapters.mqtt.intake import CommandIntake
+from gateway.adapters.mqtt import Uplink
 from gateway.clock import SystemClock
 from gateway.domain.messages import STREAM_COMMAND_RESPONSES, NewMessage
 from gateway.domain.model import AuditEntry, AuditVerdict
 from gateway.domain.remote import RemoteOutcome, RemoteRequest
 from gateway.testing.fakes import InMemoryKnowledgeStore
 from gateway.testing.fault_proxy import FaultProxy
+from gateway.testing.intake import command_intake
 from gateway.testing.mosquitto import Mosquitto
 
 BASE = "water/bs01/edge-1"
@@ -90,9 +90,7 @@ async def _stopping_with_a_silent_broker(
             settings=settings,
             identity=IDENTITY,
             outbox=store,
-            request_log=store,
-            handler=handler,
-            policy=request_policy(settings.commands, pumps=PUMPS),
+            intake=command_intake(settings.commands, store=store, handler=handler, clock=SystemClock(), pumps=PUMPS),
             clock=SystemClock(),
         )
         await uplink.__aenter__()
@@ -160,13 +158,8 @@ class _LosesOneAnswer(InMemoryKnowledgeStore):
 async def test_a_queued_request_whose_answer_cannot_be_recorded_does_not_keep_the_others_from_theirs() -> None:
     store = _LosesOneAnswer(clock=SystemClock())
     settings = mqtt_settings(1883)
-    intake = CommandIntake(
-        log_store=store,
-        handler=BlockingHandler(),
-        policy=request_policy(settings.commands, pumps=PUMPS),
-        clock=SystemClock(),
-        handler_timeout_s=LONG_S,
-    )
+    commands = settings.commands.model_copy(update={"handler_timeout_s": LONG_S})
+    intake = command_intake(commands, store=store, handler=BlockingHandler(), clock=SystemClock(), pumps=PUMPS)
     for request_id in ("stop-1", "stop-2", "stop-3"):
         await intake.judge(f"{BASE}/cmd", _request(request_id))  # accepted and queued: no worker runs here
     with capture_logs() as logs:

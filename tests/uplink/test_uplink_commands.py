@@ -15,7 +15,7 @@ from conftest import IDENTITY, make_readings, memory_store, mqtt_settings, runni
 from referencing import Registry, Resource
 from uplink_fakes import Consumer, FakeHandler, eventually, publish_raw
 
-from gateway.adapters.mqtt import Uplink, request_policy
+from gateway.adapters.mqtt import Uplink
 from gateway.clock import SystemClock
 from gateway.domain.model import (
     Command,
@@ -33,6 +33,7 @@ from gateway.domain.model import (
 )
 from gateway.domain.remote import RemoteOutcome, RemoteStatus, SetSetpoint
 from gateway.testing.fakes import InMemoryKnowledgeStore
+from gateway.testing.intake import command_intake
 from gateway.testing.mosquitto import Mosquitto
 
 BASE = "water/bs01/edge-1"
@@ -131,9 +132,7 @@ async def test_commands_are_refused_without_a_handler(broker: Mosquitto, store: 
             settings=settings,
             identity=IDENTITY,
             outbox=store,
-            request_log=store,
-            handler=None,
-            policy=request_policy(settings.commands, pumps=[]),
+            intake=command_intake(settings.commands, store=store, handler=None, clock=SystemClock()),
             clock=SystemClock(),
         ) as uplink:
             await uplink.wait_connected()

@@ -20,7 +20,7 @@ from conftest import IDENTITY, PUMPS, mqtt_settings
 from referencing import Registry, Resource
 from uplink_fakes import Consumer, FakeHandler, eventually
 
-from gateway.adapters.mqtt import Uplink, request_policy
+from gateway.adapters.mqtt import Uplink
 from gateway.adapters.status import DeviceStatus
 from gateway.clock import SteppedClock, SystemClock
 from gateway.config.loop import LoopSettings
@@ -29,6 +29,7 @@ from gateway.mapek.build import build_control_loop
 from gateway.problems import gateway_problems
 from gateway.supervision import Policy, Supervisor, spawn
 from gateway.testing.fakes import InMemoryKnowledgeStore
+from gateway.testing.intake import command_intake
 from gateway.testing.mosquitto import Mosquitto
 
 BASE = "water/bs01/edge-1"
@@ -77,9 +78,7 @@ async def test_health_reaches_the_state_topic_while_the_store_refuses_every_writ
         settings=settings,
         identity=IDENTITY,
         outbox=store,
-        request_log=store,
-        handler=FakeHandler(),
-        policy=request_policy(settings.commands, pumps=PUMPS),
+        intake=command_intake(settings.commands, store=store, handler=FakeHandler(), clock=clock, pumps=PUMPS),
         clock=clock,
         health=health,
         events=store.record_event,

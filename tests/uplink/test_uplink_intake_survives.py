@@ -17,14 +17,14 @@ import pytest
 from structlog.testing import capture_logs
 from uplink_fakes import FakeHandler, eventually
 
-from gateway.adapters.mqtt import request_policy
-from gateway.adapters.mqtt.intake import CommandIntake
 from gateway.clock import SteppedClock
 from gateway.config.mqtt import CommandSettings
 from gateway.domain.messages import STREAM_COMMAND_RESPONSES, NewMessage
 from gateway.domain.model import AuditEntry
 from gateway.domain.remote import RemoteOutcome, RemoteRequest, RemoteStatus
+from gateway.mapek.intake import CommandIntake
 from gateway.testing.fakes import InMemoryKnowledgeStore
+from gateway.testing.intake import command_intake
 
 TOPIC = "water/bs01/edge-1/cmd"
 PUMPS = ["P-101", "P-102", "P-103"]
@@ -71,12 +71,8 @@ async def running(intake: CommandIntake) -> AsyncIterator[list[asyncio.Task[None
 
 
 def make_intake(store: InMemoryKnowledgeStore, clock: SteppedClock, handler: Any) -> CommandIntake:
-    return CommandIntake(
-        log_store=store,
-        handler=handler,
-        policy=request_policy(CommandSettings(), pumps=PUMPS),
-        clock=clock,
-        handler_timeout_s=5.0,
+    return command_intake(
+        CommandSettings(handler_timeout_s=5.0), store=store, handler=handler, clock=clock, pumps=PUMPS
     )
 
 

@@ -9,7 +9,6 @@ from typing import Any
 import jsonschema
 import pytest
 
-from gateway.adapters.mqtt import request_policy
 from gateway.config.mqtt import CommandSettings
 from gateway.domain.model import SymptomCode
 from gateway.domain.remote import (
@@ -24,6 +23,7 @@ from gateway.domain.remote import (
     SetSetpoint,
     parse_request,
 )
+from gateway.mapek.intake import request_policy
 
 NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 POLICY = request_policy(CommandSettings(), pumps=["P-101", "P-102", "P-103"])

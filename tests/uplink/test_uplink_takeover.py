@@ -23,11 +23,12 @@ from referencing import Registry, Resource
 from structlog.testing import capture_logs
 from uplink_fakes import Consumer, FakeHandler, eventually
 
-from gateway.adapters.mqtt import Uplink, request_policy
+from gateway.adapters.mqtt import Uplink
 from gateway.clock import ScaledClock
 from gateway.config.mqtt import MqttSettings
 from gateway.domain.messages import NewMessage
 from gateway.metrics import REGISTRY
+from gateway.testing.intake import command_intake
 from gateway.testing.mosquitto import Mosquitto
 
 BASE = "water/bs01/edge-1"
@@ -70,9 +71,7 @@ async def two_gateways_with_one_id(
                 settings=settings,
                 identity=IDENTITY,  # the same client id: a cloned config
                 outbox=store,
-                request_log=store,
-                handler=FakeHandler(),
-                policy=request_policy(settings.commands, pumps=PUMPS),
+                intake=command_intake(settings.commands, store=store, handler=FakeHandler(), clock=clock, pumps=PUMPS),
                 clock=clock,
                 health=list,  # a gateway with nothing else wrong
                 events=events,

@@ -15,9 +15,10 @@ from conftest import IDENTITY, PUMPS, memory_store, mqtt_settings
 from structlog.testing import capture_logs
 from uplink_fakes import FakeHandler, eventually
 
-from gateway.adapters.mqtt import Uplink, request_policy
+from gateway.adapters.mqtt import Uplink
 from gateway.clock import ScaledClock
 from gateway.domain.messages import NewMessage
+from gateway.testing.intake import command_intake
 
 _CONNACK = bytes([0x20, 3, 0, 0, 0])  # session present 0, success, no properties
 _PINGRESP = bytes([0xD0, 0])
@@ -122,9 +123,7 @@ async def test_the_first_disconnect_0x8e_is_a_takeover_and_the_uplink_backs_off(
             settings=settings,
             identity=IDENTITY,
             outbox=store,
-            request_log=store,
-            handler=FakeHandler(),
-            policy=request_policy(settings.commands, pumps=PUMPS),
+            intake=command_intake(settings.commands, store=store, handler=FakeHandler(), clock=clock, pumps=PUMPS),
             clock=clock,
             events=record,
         )

@@ -12,10 +12,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import IDENTITY, PUMPS, mqtt_settings
 from uplink_fakes import FakeHandler, HeldOutbox
 
-from gateway.adapters.mqtt import Uplink, request_policy
+from gateway.adapters.mqtt import Uplink
 from gateway.adapters.sqlite import SqliteKnowledgeStore
 from gateway.clock import SystemClock
 from gateway.config.store import StoreSettings
+from gateway.testing.intake import command_intake
 
 
 async def main(db: Path, port: int, window: int, hold_after: int) -> None:
@@ -26,9 +27,7 @@ async def main(db: Path, port: int, window: int, hold_after: int) -> None:
             settings=settings,
             identity=IDENTITY,
             outbox=HeldOutbox(store, hold_after=hold_after) if hold_after else store,
-            request_log=store,
-            handler=FakeHandler(),
-            policy=request_policy(settings.commands, pumps=PUMPS),
+            intake=command_intake(settings.commands, store=store, handler=FakeHandler(), clock=clock, pumps=PUMPS),
             clock=clock,
         )
         async with uplink:

@@ -1,4 +1,5 @@
-"""The MQTT uplink: store-and-forward from the outbox, the retained state topic, and remote-command intake.
+"""The MQTT uplink: store-and-forward from the outbox, the retained state topic, and the command topic, whose
+requests it hands to the injected intake (``RemoteIntake``; the service is ``gateway.mapek.intake``).
 
 ``async with Uplink(...) as uplink:`` starts it; it connects, reconnects with jittered backoff for as long as it
 runs, and on exit drains the PUBACKs in flight, publishes the retained ``offline`` state and disconnects, within
@@ -30,7 +31,6 @@ from typing import Any, Self
 from gateway import __version__
 from gateway.adapters.mqtt.errors import LinkLost, TlsVerifyFailed
 from gateway.adapters.mqtt.health import HealthLane, HealthSource, store_unhealthy
-from gateway.adapters.mqtt.intake import CommandIntake
 from gateway.adapters.mqtt.link import Link, LinkOptions, LossKind
 from gateway.adapters.mqtt.publisher import AckBook, Publisher, UplinkOutbox
 from gateway.adapters.mqtt.takeover import DetectedBy, Takeover, TakeoverWatch
@@ -39,8 +39,7 @@ from gateway.adapters.mqtt.topics import Topics
 from gateway.config.mqtt import MqttSettings
 from gateway.domain.errors import GatewayError, UplinkError
 from gateway.domain.messages import HealthKind, HealthProblem, NewMessage, session_taken_over_message, state_body
-from gateway.domain.ports import Clock, RemoteRequestHandler, RemoteRequestLog
-from gateway.domain.remote import RequestPolicy
+from gateway.domain.ports import Clock, RemoteIntake
 from gateway.logging import get_logger
 from gateway.metrics import (
     OUTBOX_DEPTH,
@@ -112,16 +111,16 @@ class Uplink:
         settings: MqttSettings,
         identity: UplinkIdentity,
         outbox: UplinkOutbox,
-        request_log: RemoteRequestLog,
-        handler: RemoteRequestHandler | None,
-        policy: RequestPolicy,
+        intake: RemoteIntake,
         clock: Clock,
         rng: random.Random | None = None,
         health: HealthSource | None = None,
         events: EventSink | None = None,
     ) -> None:
-        """``health``: what is wrong with the gateway now, reported on the state topic (none: not reported).
-        ``events``: where ``session_taken_over`` and ``health_changed`` events go (none: logged only)."""
+        """``intake``: where the requests on the command topic go; the uplink runs its loops while commands are
+        enabled, and at close has it answer what it still holds. ``health``: what is wrong with the gateway now,
+        reported on the state topic (none: not reported). ``events``: where ``session_taken_over`` and
+        ``health_changed`` events go (none: logged only)."""
         self._cfg = settings
         self._id = identity
         self._outbox = outbox
@@ -130,13 +129,7 @@ class Uplink:
         self.topics = Topics(settings.topic_prefix, identity.site, identity.gateway)
         self.started_at = clock.now()
         self._acks = AckBook(outbox=outbox)
-        self.intake = CommandIntake(
-            log_store=request_log,
-            handler=handler,
-            policy=policy,
-            clock=clock,
-            handler_timeout_s=settings.commands.handler_timeout_s,
-        )
+        self.intake = intake
         self._ssl = client_context(settings.tls) if settings.tls.enabled else None
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []

@@ -1,7 +1,11 @@
 """Remote-command intake: judge each request, audit it, answer it through the outbox, hand the good ones on.
 
-Every request, good or bad, gets an audit entry and a response on ``cmd/response`` committed with it
-(``record_audit(entry, response)``). A request that passes every check is answered ``accepted`` and queued for the
+The service behind the ``RemoteIntake`` port: a northbound adapter (the MQTT uplink) only hands it the bytes it
+received (``submit``) and runs its two loops; how an answer is worded is the adapter's (the ``CommandResponses``
+port), and what it is given are typed verdicts (``Rejection``, ``RemoteOutcome`` with their ``RejectCode``).
+
+Every request, good or bad, gets an audit entry and a response committed with it (``record_audit(entry,
+response)``). A request that passes every check is answered ``accepted`` and queued for the
 ``RemoteRequestHandler`` (the control loop, which applies its safety envelope); its outcome is a second audit entry
 with a second response: ``done``, ``rejected`` (the envelope refused) or ``failed``. Requests are applied one at a
 time, in arrival order.
@@ -17,26 +21,23 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from gateway.config.mqtt import CommandSettings
+from gateway.config.root import GatewaySettings
 from gateway.domain.errors import GatewayError
-from gateway.domain.messages import (
-    STREAM_COMMAND_RESPONSES,
-    MessageKind,
-    NewMessage,
-    Priority,
-    command_response_body,
-    remote_outcome_item,
-)
+from gateway.domain.messages import NewMessage
 from gateway.domain.model import AuditEntry, AuditVerdict
-from gateway.domain.ports import Clock, RemoteRequestHandler, RemoteRequestLog
+from gateway.domain.ports import Clock, CommandResponses, RemoteRequestHandler, RemoteRequestLog
 from gateway.domain.remote import (
     RejectCode,
     Rejection,
     RemoteOutcome,
     RemoteRequest,
+    RemoteRequestKind,
     RemoteStatus,
     RequestPolicy,
+    SetpointLimit,
     parse_request,
     printable,
 )
@@ -57,6 +58,25 @@ _VERDICTS = {
 }
 
 
+def request_policy(commands: CommandSettings, *, pumps: list[str]) -> RequestPolicy:
+    """The intake's rules from the ``[mqtt.commands]`` settings and the loop's pump names."""
+    allowed = frozenset(RemoteRequestKind(kind) for kind in commands.allow) if commands.enabled else frozenset()
+    setpoints = {
+        sp.name: SetpointLimit(sp.name, sp.tag, sp.min, sp.max, sp.max_step, sp.unit) for sp in commands.setpoints
+    }
+    return RequestPolicy(
+        allowed=allowed,
+        setpoints=setpoints,
+        pumps=tuple(pumps),
+        max_age_s=commands.max_age_s,
+        max_clock_skew_s=commands.max_clock_skew_s,
+        max_bytes=commands.max_request_bytes,
+        max_depth=commands.max_request_depth,
+        max_number=commands.max_number,
+        max_string_chars=commands.max_string_chars,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class _Received:
     topic: str
@@ -65,18 +85,22 @@ class _Received:
 
 
 class CommandIntake:
-    """Judges, audits and answers remote requests; applies accepted ones through ``handler``, one at a time."""
+    """Judges, audits and answers remote requests; applies accepted ones through ``handler``, one at a time.
+
+    ``handler`` None refuses every request (``not_allowed``); ``responses`` words the answers."""
 
     def __init__(
         self,
         *,
         log_store: RemoteRequestLog,
         handler: RemoteRequestHandler | None,
+        responses: CommandResponses,
         policy: RequestPolicy,
         clock: Clock,
         handler_timeout_s: float,
     ) -> None:
         self._store = log_store
+        self._responses = responses
         self._handler = handler
         self._policy = policy
         self._clock = clock
@@ -88,7 +112,7 @@ class CommandIntake:
         self._applying: RemoteRequest | None = None
 
     def submit(self, topic: str, payload: bytes) -> None:
-        """A message arrived on the command topic (called on the loop's thread, never blocks)."""
+        """A request arrived on ``topic`` (called on the loop's thread, never blocks)."""
         if self._inbox.full():
             # A flood faster than the store takes audit entries: the one case a request is not audited.
             REMOTE_REQUESTS.labels("dropped").inc()
@@ -175,23 +199,14 @@ class CommandIntake:
             reason=f"{rejection.code.value}: {rejection.reason}",
             raw=raw,
         )
-        body = command_response_body(
-            rejection.request_id,
-            "rejected",
-            at=at,
-            code=rejection.code.value,
-            reason=rejection.reason,
-            kind=rejection.kind,
-        )
-        await self._store.record_audit(entry, _response(body))
+        await self._store.record_audit(entry, self._responses.rejected(rejection, at=at))
 
     async def _accept(self, request: RemoteRequest, *, raw: str, at: float) -> None:
         self._remember(request.id)
         REMOTE_REQUESTS.labels("accepted").inc()
         log.info("uplink.cmd_accepted", request_id=request.id, kind=request.kind.value)
         entry = AuditEntry(at, request.id, request.source, request.kind.value, AuditVerdict.ACCEPTED, "accepted", raw)
-        body = command_response_body(request.id, "accepted", at=at, kind=request.kind.value)
-        await self._store.record_audit(entry, _response(body))
+        await self._store.record_audit(entry, self._responses.accepted(request, at=at))
         self._queue.put_nowait(request)
 
     async def _apply(self, request: RemoteRequest) -> None:
@@ -220,16 +235,26 @@ class CommandIntake:
     async def _record_outcome(self, request: RemoteRequest, outcome: RemoteOutcome) -> None:
         at = self._clock.now()
         try:
-            entry, message = _outcome_record(request, outcome, at=at)
+            entry, message = self._outcome_record(request, outcome, at=at)
         except Exception as exc:
             # The handler's outcome cannot be put into words (data that is not JSON): the request still gets its
             # second answer.
             log.exception("uplink.cmd_outcome_unrecordable", request_id=request.id)
             outcome = RemoteOutcome(RemoteStatus.FAILED, f"the outcome could not be recorded ({type(exc).__name__})")
-            entry, message = _outcome_record(request, outcome, at=at)
+            entry, message = self._outcome_record(request, outcome, at=at)
         REMOTE_REQUESTS.labels(entry.verdict.value).inc()
         log.info("uplink.cmd_outcome", request_id=request.id, status=outcome.status.value, detail=entry.reason)
         await self._store.record_audit(entry, message)
+
+    def _outcome_record(
+        self, request: RemoteRequest, outcome: RemoteOutcome, *, at: float
+    ) -> tuple[AuditEntry, NewMessage]:
+        """The audit entry and the second answer for an accepted request's outcome."""
+        outcome = _with_code(outcome)
+        entry = AuditEntry(
+            at, request.id, request.source, request.kind.value, _VERDICTS[outcome.status], printable(outcome.detail), ""
+        )
+        return entry, self._responses.outcome(request, outcome, at=at)
 
     async def fail_queued(self, reason: str) -> int:
         """At shutdown (the worker cancelled): answer as failed the request it was applying, if its outcome was not
@@ -250,30 +275,29 @@ class CommandIntake:
         return count
 
 
-def _outcome_record(request: RemoteRequest, outcome: RemoteOutcome, *, at: float) -> tuple[AuditEntry, NewMessage]:
-    """The audit entry and the second answer for an accepted request's outcome."""
-    verdict = _VERDICTS[outcome.status]
-    detail = printable(outcome.detail)
-    code = _code(outcome)
-    entry = AuditEntry(at, request.id, request.source, request.kind.value, verdict, detail, "")
-    body = command_response_body(
-        request.id,
-        outcome.status.value,
-        at=at,
-        code=code,
-        reason=detail if outcome.status is not RemoteStatus.DONE else "",
-        kind=request.kind.value,
-        outcome=remote_outcome_item(outcome),
+def _with_code(outcome: RemoteOutcome) -> RemoteOutcome:
+    """A rejection without a code of its own is the envelope's (as the loop answers)."""
+    if outcome.status is RemoteStatus.REJECTED and outcome.code is None:
+        return replace(outcome, code=RejectCode.ENVELOPE)
+    return outcome
+
+
+def build_intake(
+    settings: GatewaySettings,
+    *,
+    log_store: RemoteRequestLog,
+    handler: RemoteRequestHandler,
+    responses: CommandResponses,
+    clock: Clock,
+) -> CommandIntake:
+    """The intake for ``settings`` (called by the composition root): ``handler`` is the control loop, which gets no
+    request while the loop is disabled; ``responses`` the northbound format's answers."""
+    pumps = [p.name for p in settings.loop.pumps] if settings.loop.enabled else []
+    return CommandIntake(
+        log_store=log_store,
+        handler=handler if settings.loop.enabled else None,
+        responses=responses,
+        policy=request_policy(settings.mqtt.commands, pumps=pumps),
+        clock=clock,
+        handler_timeout_s=settings.mqtt.commands.handler_timeout_s,
     )
-    return entry, _response(body)
-
-
-def _code(outcome: RemoteOutcome) -> str:
-    """The response's code: the outcome's own; a rejection without one is the envelope's (as the loop answers)."""
-    if outcome.code is not None:
-        return outcome.code.value
-    return RejectCode.ENVELOPE.value if outcome.status is RemoteStatus.REJECTED else ""
-
-
-def _response(body: bytes) -> NewMessage:
-    return NewMessage(STREAM_COMMAND_RESPONSES, MessageKind.COMMAND_RESPONSE, Priority.COMMAND_RESPONSE, body)
