@@ -4,7 +4,7 @@ over 72 simulated hours on the reference plant.
     python bench/baseline.py                 # 72 h, seed 42
     python bench/baseline.py --hours 168 --seed 7 --extra-evening-demand
 
-The gateway's loop is judged with the same ``simulators.judge`` scorecard on the same seed and start time.
+The gateway's loop is scored with the same ``simulators.scoring`` scorecard on the same seed and start time.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 
 from gateway.logging import configure_logging
 from simulators.config import PlantConfig
-from simulators.judge import Judge, run_baseline
+from simulators.scoring import PlantScore, run_baseline
 from simulators.simulation import DEFAULT_EPOCH, Simulation
 
 
@@ -29,9 +29,9 @@ def main() -> None:
     if args.extra_evening_demand:
         sim = Simulation(PlantConfig().with_overrides(simulation={"seed": args.seed}), epoch0=DEFAULT_EPOCH)
         sim.inject({"kind": "extra_demand", "factor": 1.15, "from_hour": 17, "to_hour": 21})
-        judge = Judge(sim)
+        score = PlantScore(sim)
         sim.run(args.hours * 3600)
-        card = judge.scorecard()
+        card = score.scorecard()
     else:
         card = run_baseline(args.hours, seed=args.seed)
     wall = time.perf_counter() - wall

@@ -21,21 +21,21 @@ import time
 
 from gateway.clock import SteppedClock
 from gateway.logging import configure_logging
-from simulators.judge import Judge
 from simulators.modbus_server import ModbusDeviceSpec, ModbusServerSpec
 from simulators.plant_simulator import PlantSimulator
 from simulators.pointgen import split, synthetic_point_map
+from simulators.scoring import PlantScore
 from simulators.simulation import Simulation
 
 
 def day_core(seconds: int = 86400) -> None:
     sim = Simulation()
-    Judge(sim)
+    PlantScore(sim)
     wall, cpu = time.perf_counter(), time.process_time()
     steps = sim.run(seconds)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     print(
-        f"simulated {_span(seconds)}, core only (plant + PLC + judge, {steps} steps of 1 s): {wall:.2f} s wall, "
+        f"simulated {_span(seconds)}, core only (plant + PLC + score, {steps} steps of 1 s): {wall:.2f} s wall, "
         f"{cpu:.2f} s CPU ({cpu / steps * 1e6:.1f} µs CPU per step)"
     )
 

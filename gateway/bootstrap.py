@@ -54,7 +54,7 @@ from gateway.logging import get_logger
 from gateway.mapek.build import build_control_loop
 from gateway.mapek.loop import ControlLoop
 from gateway.metrics import REGISTRY
-from gateway.readiness import DeviceReadiness, judge_device
+from gateway.readiness import DeviceReadiness, assess_device
 from gateway.supervision import EXIT_TASK_FAILED, Policy, Supervisor, spawn
 
 log = get_logger("gateway.bootstrap")
@@ -163,7 +163,7 @@ class Gateway:
         stale = next((d.stale_limit_s for d in self.loaded.settings.devices if d.name == name), 3.0)
         last = [r for t in device.tags if (r := monitor.snapshot.get(t.name)) is not None]
         state = monitor.devices.get(name)
-        return judge_device(device.health, state, now=self.clock.now(), stale_after_s=stale, last_readings=last)
+        return assess_device(device.health, state, now=self.clock.now(), stale_after_s=stale, last_readings=last)
 
 
 async def run_gateway(

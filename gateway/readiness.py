@@ -57,7 +57,7 @@ class DeviceReadiness:
         }
 
 
-def judge_device(
+def assess_device(
     health: DeviceHealth,
     state: DeviceState | None,
     *,

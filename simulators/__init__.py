@@ -2,5 +2,5 @@
 OPC UA on 127.0.0.1, serving the shared point map), with faults on demand. See docs/simulators.md.
 
 Entry points: ``simulators.plant_simulator.PlantSimulator`` (in-process, async), ``gateway-sim`` (``simulators.cli``),
-``simulators.judge.run_baseline`` and ``simulators.judge.Judge`` (the figures a controller is judged by).
+``simulators.scoring.run_baseline`` and ``simulators.scoring.PlantScore`` (the figures a controller is scored by).
 """

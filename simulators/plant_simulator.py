@@ -52,12 +52,12 @@ from simulators.faults import (
     OpcUaBadStatus,
     parse_fault,
 )
-from simulators.judge import Judge, Scorecard
 from simulators.modbus_server import ModbusDeviceSpec, ModbusFaults, ModbusPlc, ModbusServerSpec, SimulatedModbusDevice
 from simulators.opcua_server import OpcUaPlc
 from simulators.plc import Hoa, Value
 from simulators.recorder import TrueStateRecorder
 from simulators.scenario import Action, ClearFault, Scenario, SetHoa, SetRemote, WriteSignal, load_scenario
+from simulators.scoring import PlantScore, Scorecard
 from simulators.simulation import ActiveFault, Simulation, TrueState
 
 log = get_logger("simulators.plant_simulator")
@@ -121,7 +121,7 @@ class PlantSimulator:
         self._stack = AsyncExitStack()
         self._mono0 = 0.0
         self._sim: Simulation | None = None
-        self._judge: Judge | None = None
+        self._score: PlantScore | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------------------------
 
@@ -149,7 +149,7 @@ class PlantSimulator:
         # Time starts now that everything listens: a scaled clock has moved while the OPC UA server was built.
         self._mono0 = self.clock.monotonic()
         sim.plant.epoch0 = self.clock.now()
-        self._judge = Judge(sim)
+        self._score = PlantScore(sim)
         if self._record_csv is not None:
             self.recorder = TrueStateRecorder(sim, self._record_csv, interval_s=self._record_interval)
             self._stack.callback(self.recorder.close)
@@ -511,12 +511,12 @@ class PlantSimulator:
 
     def scorecard(self) -> Scorecard:
         """Energy, cost per m³, starts, levels since the start (or the last ``reset_scorecard``)."""
-        assert self._judge is not None
-        return self._judge.scorecard()
+        assert self._score is not None
+        return self._score.scorecard()
 
     def reset_scorecard(self) -> None:
-        assert self._judge is not None
-        self._judge.reset()
+        assert self._score is not None
+        self._score.reset()
 
 
 def _bind(fn: Callable[[Action], None], action: Action) -> Callable[[], None]:

@@ -1,7 +1,7 @@
 """Record the true plant state (what perfect sensors would read, no faults) to a CSV file, for judging afterwards.
 
 One row every ``interval_s`` simulated seconds, columns as ``TrueState.as_row()`` (pump fields prefixed ``p101_``
-...); ``simulators.judge.judge_rows(csv.DictReader(f))`` turns the file into a scorecard.
+...); ``simulators.scoring.score_rows(csv.DictReader(f))`` turns the file into a scorecard.
 """
 
 from __future__ import annotations

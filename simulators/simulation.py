@@ -1,10 +1,10 @@
-"""The synchronous core: plant + instruments + PLC + faults + timers + judge, stepped at ``dt``. No I/O, no asyncio.
+"""The synchronous core: plant + instruments + PLC + faults + timers + score, stepped at ``dt``. No I/O, no asyncio.
 
 ``Simulation`` is what the servers publish and what the baseline and the day benchmark run flat out; the async
 ``PlantSimulator`` (``simulators.plant_simulator``) wraps it with the servers and a clock.
 
 Each step: the plant moves under the pump commands of the last PLC scan; the instruments sample the new state; the
-PLC scans; due timers (fault expiries, scenario events) run; the judge takes note.
+PLC scans; due timers (fault expiries, scenario events) run; the score takes note.
 """
 
 from __future__ import annotations

@@ -381,7 +381,7 @@ def session_taken_over_message(
     return NewMessage(STREAM_EVENTS, MessageKind.EVENT, Priority.EVENT, body)
 
 
-def envelope(msg: OutboxMessage, *, site: str, gateway: str, historical: bool) -> bytes:
+def wire_message(msg: OutboxMessage, *, site: str, gateway: str, historical: bool) -> bytes:
     """The published payload: header fields, then the stored body under ``data``."""
     head = (
         f'{{"id":"{msg.message_id}","stream":{json.dumps(msg.stream)},"seq":{msg.seq},"kind":"{msg.kind.value}",'

@@ -214,12 +214,13 @@ class QualityReason(StrEnum):
 
 
 class Reading(NamedTuple):
-    """One value of one tag, as taken from the field and judged by the gateway.
+    """One value of one tag, as taken from the field, its quality graded by the gateway.
 
     A named tuple rather than a frozen dataclass: the drivers build tens of thousands a second, and a tuple can be
-    built by C code alone — ``tuple.__new__(Reading, fields)`` over a ``zip`` of the fields (``Judge.readings``) —
-    in a third of the time the dataclass constructor takes. It is immutable and compares field by field; compare
-    readings with readings (a named tuple also equals a plain tuple of the same fields).
+    built by C code alone — ``tuple.__new__(Reading, fields)`` over a ``zip`` of the fields
+    (``ReadingBuilder.readings``) — in a third of the time the dataclass constructor takes. It is immutable and
+    compares field by field; compare readings with readings (a named tuple also equals a plain tuple of the same
+    fields).
     """
 
     tag: str
@@ -243,7 +244,7 @@ class Reading(NamedTuple):
         return Reading(self.tag, self.value, quality, self.source_ts, self.receive_ts, self.unit, reason)
 
 
-def judge_value(tag: Tag, value: Value | None) -> tuple[Quality, QualityReason]:
+def value_quality(tag: Tag, value: Value | None) -> tuple[Quality, QualityReason]:
     """The quality a freshly decoded value earns from its own tag's rules: NaN and out-of-range are bad."""
     if value is None:
         return Quality.BAD, QualityReason.DECODE_ERROR
@@ -257,9 +258,9 @@ def judge_value(tag: Tag, value: Value | None) -> tuple[Quality, QualityReason]:
 
 
 def reading_from_raw(tag: Tag, raw: Value | None, *, source_ts: float, receive_ts: float) -> Reading:
-    """Decode a raw source value into an engineering reading with its quality judged."""
+    """Decode a raw source value into an engineering reading with its quality graded."""
     value = None if raw is None else tag.to_engineering(raw)
-    quality, reason = judge_value(tag, value)
+    quality, reason = value_quality(tag, value)
     return Reading(tag.name, value, quality, source_ts, receive_ts, tag.unit, reason)
 
 

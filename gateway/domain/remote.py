@@ -1,6 +1,6 @@
 """Remote requests from the central system: their shape, the rules they must pass, and what became of them.
 
-A request arrives as JSON on ``{prefix}/{site}/{gateway}/cmd``. ``parse_request`` judges it without any I/O: size,
+A request arrives as JSON on ``{prefix}/{site}/{gateway}/cmd``. ``parse_request`` screens it without any I/O: size,
 encoding, nesting depth, JSON, number magnitudes and string lengths, shape and types, the allowlist, the configured
 limits and freshness. What needs the store (a replayed id) and what needs the plant (the safety envelope) is judged
 later by the uplink and the control loop. Raw register or tag writes are never accepted: the central system may ask
@@ -215,7 +215,7 @@ class _Refused(Exception):
 def parse_request(
     raw: bytes, *, policy: RequestPolicy, now: float, source: str = "", size: int | None = None
 ) -> RemoteRequest | Rejection:
-    """Judge a raw request against ``policy`` at time ``now``: a ``RemoteRequest`` or the first ``Rejection``.
+    """Screen a raw request against ``policy`` at time ``now``: a ``RemoteRequest`` or the first ``Rejection``.
 
     ``size`` is the length of the whole message when ``raw`` is only its beginning (an oversized message is not
     kept whole). Never raises: every input, however hostile, is one or the other.

@@ -126,7 +126,7 @@ class CommandIntake:
         while True:
             received = await self._inbox.get()
             try:
-                await self.judge(received.topic, received.payload, size=received.size)
+                await self.screen(received.topic, received.payload, size=received.size)
             except Exception as exc:
                 # The verdict could not be audited (the store failed): nothing more can be done for this request.
                 log.exception("uplink.cmd_audit_failed", error=repr(exc))
@@ -140,7 +140,7 @@ class CommandIntake:
             except Exception as exc:
                 log.exception("uplink.cmd_audit_failed", request_id=request.id, error=repr(exc))
 
-    async def judge(self, topic: str, payload: bytes, *, size: int | None = None) -> RemoteRequest | Rejection:
+    async def screen(self, topic: str, payload: bytes, *, size: int | None = None) -> RemoteRequest | Rejection:
         """Validate one request, audit it and answer it; queue it for the handler when accepted.
 
         ``size`` is the length of the whole message when ``payload`` is only its beginning. Raises only when the

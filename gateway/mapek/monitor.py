@@ -1,6 +1,6 @@
-"""Monitor: poll each device at its own interval, judge every reading, keep the latest snapshot, store them.
+"""Monitor: poll each device at its own interval, screen every reading, keep the latest snapshot, store them.
 
-The drivers already judge range, NaN, communication and staleness at the source. Monitor adds what needs history:
+The drivers already grade range, NaN, communication and staleness at the source. Monitor adds what needs history:
 a rate-of-change limit (a spike is marked bad until ``spike_confirm`` readings agree that the jump is real) and the
 time a value last changed at all (Analyze turns a flat line that the twin contradicts into SENSOR_SUSPECT), and
 how far off each device's clock is while the driver finds its source timestamps implausible (CLOCK_SKEW). Tags
@@ -49,7 +49,7 @@ class _TagCheck:
         self.last_value: float | None = None
         self.changed_at: float | None = None
 
-    def judge(self, r: Reading) -> Reading:
+    def screen(self, r: Reading) -> Reading:
         if r.quality is not Quality.GOOD or r.value is None or isinstance(r.value, bool):
             return r
         v = float(r.value)
@@ -82,7 +82,7 @@ class DeviceState:
 
 
 class Monitor:
-    """Polls devices into a snapshot of judged readings (``tag → Reading``) and the knowledge store.
+    """Polls devices into a snapshot of screened readings (``tag → Reading``) and the knowledge store.
 
     ``on_polled(device)`` is called after each poll's readings are in the snapshot and before they are stored. It is
     a plain call, not awaited: the control loop wakes its cycle task there, and a cycle that waits for a write to a
@@ -123,7 +123,7 @@ class Monitor:
         return self._device_of.get(tag)
 
     async def poll(self, name: str) -> list[Reading]:
-        """Poll one device now: judge, keep and store its readings."""
+        """Poll one device now: screen, keep and store its readings."""
         device = self._devices[name]
         try:
             readings = await device.poll()
@@ -133,7 +133,7 @@ class Monitor:
         return await self.accept(name, readings)
 
     async def accept(self, name: str, readings: list[Reading], *, store_wait_s: float | None = None) -> list[Reading]:
-        """One poll's readings: judge and keep them, tell the loop, then store them, waiting at most ``store_wait_s``
+        """One poll's readings: screen and keep them, tell the loop, then store them, waiting at most ``store_wait_s``
         for room in the store's queue (``None``: as long as it takes)."""
         readings = self.ingest(name, readings, self._clock.now())
         if self._on_polled is not None:
@@ -148,7 +148,7 @@ class Monitor:
         good = skewed = 0
         for i, taken in enumerate(readings):
             check = checks.get(taken.tag)
-            r = taken if check is None else check.judge(taken)
+            r = taken if check is None else check.screen(taken)
             if r is not taken:
                 readings[i] = r
             snap[r.tag] = r

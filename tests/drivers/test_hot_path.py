@@ -1,4 +1,4 @@
-"""The hot-path shortcuts give exactly what the slow paths give: readings judged and built by C-level loops, the
+"""The hot-path shortcuts give exactly what the slow paths give: readings graded and built by C-level loops, the
 quality tracker's block records, and read responses decoded in one call."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pymodbus.exceptions import ModbusIOException
 from pymodbus.pdu.bit_message import ReadCoilsResponse, ReadDiscreteInputsResponse
 from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInputRegistersResponse
 
-from gateway.adapters.modbus.codec import Judge
+from gateway.adapters.modbus.codec import ReadingBuilder
 from gateway.adapters.modbus.responses import (
     FastCoilsResponse,
     FastDiscreteInputsResponse,
@@ -29,7 +29,7 @@ from gateway.domain.model import (
     Quality,
     QualityReason,
     Reading,
-    judge_value,
+    value_quality,
 )
 from tests.drivers.conftest import mtag
 
@@ -89,7 +89,7 @@ def test_a_reading_is_immutable_and_equal_to_a_reading_of_the_same_fields() -> N
 
 
 _RANGED = EngineeringRange(-50.0, 50.0)
-_JUDGED_TAGS = [
+_GRADED_TAGS = [
     mtag(f"T{i}", ModbusTable.INPUT_REGISTER, 2 * i, DataType.FLOAT32, unit="bar", range=_RANGED if i % 2 else None)
     for i in range(6)
 ]
@@ -102,29 +102,30 @@ _JUDGED_TAGS = [
         max_size=6,
     )
 )
-def test_the_judge_gives_what_judge_value_gives_on_both_of_its_paths(values: list[float]) -> None:
-    """All good (the C-level path) or not (per value): the readings are those of ``judge_value`` and the constructor."""
-    readings = Judge(_JUDGED_TAGS).readings(values, now=5.0)
+def test_the_reading_builder_gives_what_value_quality_gives_on_both_of_its_paths(values: list[float]) -> None:
+    """All good (the C-level path) or not (per value): the readings are those of ``value_quality`` and the
+    constructor."""
+    readings = ReadingBuilder(_GRADED_TAGS).readings(values, now=5.0)
     assert len(readings) == len(values)
-    for tag, value, got in zip(_JUDGED_TAGS, values, readings, strict=True):
+    for tag, value, got in zip(_GRADED_TAGS, values, readings, strict=True):
         assert type(got) is Reading
         assert (got.tag, got.source_ts, got.receive_ts, got.unit) == (tag.name, 5.0, 5.0, "bar")
-        assert (got.quality, got.reason) == judge_value(tag, value)
+        assert (got.quality, got.reason) == value_quality(tag, value)
         assert got.value == value or (math.isnan(got.value) and math.isnan(value))  # type: ignore[arg-type]
 
 
-def test_the_judge_refuses_values_that_do_not_match_its_tags() -> None:
+def test_the_reading_builder_refuses_values_that_do_not_match_its_tags() -> None:
     with pytest.raises(ValueError, match="5 values for 6 tags"):
-        Judge(_JUDGED_TAGS).readings([1.0] * 5, now=0.0)
+        ReadingBuilder(_GRADED_TAGS).readings([1.0] * 5, now=0.0)
 
 
-def test_the_judge_builds_the_readings_the_constructor_would() -> None:
+def test_the_reading_builder_builds_the_readings_the_constructor_would() -> None:
     tags = [
         mtag("A", ModbusTable.INPUT_REGISTER, 0, DataType.INT16, unit="m", range=EngineeringRange(0, 8)),
         mtag("B", ModbusTable.INPUT_REGISTER, 1, DataType.FLOAT32, unit="L/s"),
         mtag("C", ModbusTable.INPUT_REGISTER, 3, DataType.INT16, unit="m", range=EngineeringRange(0, 8)),
     ]
-    readings = Judge(tags).readings([3.5, 12.25, 9.0], now=7.0)
+    readings = ReadingBuilder(tags).readings([3.5, 12.25, 9.0], now=7.0)
     assert readings == [
         Reading("A", 3.5, Quality.GOOD, 7.0, 7.0, "m", QualityReason.NONE),
         Reading("B", 12.25, Quality.GOOD, 7.0, 7.0, "L/s", QualityReason.NONE),

@@ -36,7 +36,7 @@ from pymodbus.pdu.register_message import (
     WriteSingleRegisterResponse,
 )
 
-from gateway.adapters.modbus.codec import BlockDecoder, Judge
+from gateway.adapters.modbus.codec import BlockDecoder, ReadingBuilder
 from gateway.adapters.modbus.frames import (
     AnswerMismatch,
     CheckedSocketFramer,
@@ -284,7 +284,7 @@ def test_whatever_registers_an_accepted_answer_carries_decode_into_one_reading_p
     assert answer is not None
     assert not isinstance(answer, MalformedAnswer)
     decoder = BlockDecoder(start=0, count=address, tags=tags)
-    readings = Judge(decoder.tags).readings(decoder.decode_registers(answer.registers), now=0.0)
+    readings = ReadingBuilder(decoder.tags).readings(decoder.decode_registers(answer.registers), now=0.0)
     assert sorted(r.tag for r in readings) == sorted(t.name for t in tags)
 
 

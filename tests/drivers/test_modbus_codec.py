@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.adapters.modbus.codec import BlockDecoder, Judge, encode_registers, raw_fits
+from gateway.adapters.modbus.codec import BlockDecoder, ReadingBuilder, encode_registers, raw_fits
 from gateway.domain.model import (
     ByteOrder,
     DataType,
@@ -94,14 +94,14 @@ def test_bit_tables_pick_their_bits() -> None:
     assert decoder.decode_bits([True, False, False, False, False, False, False, True]) == [True, False, True]
 
 
-def test_judge_marks_nan_and_out_of_range_bad() -> None:
+def test_the_reading_builder_marks_nan_and_out_of_range_bad() -> None:
     tags = [
         mtag("A", HR, 0, DataType.FLOAT32, range=EngineeringRange(0.0, 10.0)),
         mtag("B", HR, 2, DataType.FLOAT32, range=EngineeringRange(0.0, 10.0)),
         mtag("C", HR, 4, DataType.FLOAT32),
         mtag("D", HR, 6, DataType.FLOAT32),
     ]
-    readings = Judge(tags).readings([5.0, 11.0, math.nan, math.inf], now=1.0)
+    readings = ReadingBuilder(tags).readings([5.0, 11.0, math.nan, math.inf], now=1.0)
     assert [(r.quality, r.reason) for r in readings] == [
         (Quality.GOOD, QualityReason.NONE),
         (Quality.BAD, QualityReason.OUT_OF_RANGE),
@@ -116,12 +116,12 @@ def test_judge_marks_nan_and_out_of_range_bad() -> None:
     offset=st.sampled_from([0.0, -5.0]),
     bounds=st.one_of(st.none(), st.tuples(st.floats(-1e6, 0), st.floats(1, 1e6))),
 )
-def test_the_fast_path_judges_as_the_domain_does(raw, scale, offset, bounds) -> None:
+def test_the_fast_path_grades_as_the_domain_does(raw, scale, offset, bounds) -> None:
     rng = EngineeringRange(*bounds) if bounds else None
     tag = mtag("X", HR, 0, DataType.FLOAT32, scale=scale, offset=offset, range=rng)
     registers = reference_registers(raw, DataType.FLOAT32, WordOrder.BIG, ByteOrder.BIG)
     value = BlockDecoder(start=0, count=2, tags=[tag]).decode_registers(registers)[0]
-    fast = Judge([tag]).readings([value], now=5.0)[0]
+    fast = ReadingBuilder([tag]).readings([value], now=5.0)[0]
     slow = reading_from_raw(tag, raw, source_ts=5.0, receive_ts=5.0)
     assert (fast.quality, fast.reason) == (slow.quality, slow.reason)
     assert fast.value == slow.value or (math.isnan(fast.value) and math.isnan(slow.value))

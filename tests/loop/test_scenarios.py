@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gateway.domain.model import CommandKind, CommandStatus, PlanCode, Quality, QualityReason
-from simulators.judge import Scorecard, run_baseline
+from simulators.scoring import Scorecard, run_baseline
 from simulators.simulation import DEFAULT_EPOCH
 from tests.loop.scenario import HOUR, Stack, stack
 

@@ -23,7 +23,7 @@ from gateway.cli.status import _get_health, render_devices
 from gateway.domain.model import Quality, QualityReason, Reading
 from gateway.domain.ports import DeviceHealth
 from gateway.mapek.monitor import DeviceState
-from gateway.readiness import judge_device
+from gateway.readiness import assess_device
 from gateway.testing.configs import booster_station_config, day_clock
 from gateway.testing.running import running_gateway
 from simulators.plant_simulator import PlantSimulator
@@ -56,7 +56,7 @@ def _bad(tag: str, reason: QualityReason) -> Reading:
 
 
 def test_a_device_answering_with_usable_readings_is_ready() -> None:
-    r = judge_device(_health(), _polled(good_at=NOW - 0.4), now=NOW, stale_after_s=1.5)
+    r = assess_device(_health(), _polled(good_at=NOW - 0.4), now=NOW, stale_after_s=1.5)
     assert r.ready
     assert r.as_check()["ready"] is True
     assert r.as_check()["reason"] is None
@@ -65,7 +65,8 @@ def test_a_device_answering_with_usable_readings_is_ready() -> None:
 def test_a_connected_device_whose_readings_are_all_bad_is_not_ready_and_says_why() -> None:
     last = [_bad("LIT-201", QualityReason.COMM_LOSS), _bad("PIT-301", QualityReason.COMM_LOSS)]
     last.append(_bad("FIT-110", QualityReason.SENSOR_FAULT))
-    r = judge_device(_health(), _polled(good_at=NOW - 0.4, failed=True), now=NOW, stale_after_s=1.5, last_readings=last)
+    polled = _polled(good_at=NOW - 0.4, failed=True)
+    r = assess_device(_health(), polled, now=NOW, stale_after_s=1.5, last_readings=last)
     assert not r.ready
     assert r.reason == "all 3 readings bad (comm_loss ×2, sensor_fault ×1)"  # the adapter itself says "ok"
     assert r.as_check()["state"] == "ok"
@@ -73,14 +74,14 @@ def test_a_connected_device_whose_readings_are_all_bad_is_not_ready_and_says_why
 
 def test_an_open_breaker_is_not_ready() -> None:
     health = _health(breaker="open", state="failing", consecutive_failures=3, last_error="timeout")
-    r = judge_device(health, _polled(good_at=NOW - 0.4), now=NOW, stale_after_s=1.5)
+    r = assess_device(health, _polled(good_at=NOW - 0.4), now=NOW, stale_after_s=1.5)
     assert r.problems == ("failing (timeout)", "circuit breaker open after 3 failures")
 
 
 def test_a_device_turns_stale_when_its_last_usable_reading_gets_old() -> None:
     state = _polled(good_at=NOW)
-    assert judge_device(_health(), state, now=NOW + 1.5, stale_after_s=1.5).ready
-    late = judge_device(_health(), state, now=NOW + 1.6, stale_after_s=1.5)
+    assert assess_device(_health(), state, now=NOW + 1.5, stale_after_s=1.5).ready
+    late = assess_device(_health(), state, now=NOW + 1.6, stale_after_s=1.5)
     assert late.reason == "stale: no usable reading for 1.6 s (limit 1.5 s)"
 
 
@@ -88,17 +89,17 @@ def test_a_device_whose_clock_is_off_is_not_ready() -> None:
     """Its readings answer (uncertain, clock_skew) but the loop will not control on them: not ready, and why."""
     state = _polled(good_at=NOW - 0.4)
     state.clock_skew_s = 3600.0
-    r = judge_device(_health(), state, now=NOW, stale_after_s=1.5)
+    r = assess_device(_health(), state, now=NOW, stale_after_s=1.5)
     assert not r.ready
     assert r.reason == "clock skew: source timestamps 3600 s ahead of the gateway's clock"
     state.clock_skew_s = None
-    assert judge_device(_health(), state, now=NOW, stale_after_s=1.5).ready
+    assert assess_device(_health(), state, now=NOW, stale_after_s=1.5).ready
 
 
 def test_a_device_not_polled_or_never_usable_is_not_ready() -> None:
-    assert judge_device(_health(), None, now=NOW, stale_after_s=1.5).reason == "not polled yet"
+    assert assess_device(_health(), None, now=NOW, stale_after_s=1.5).reason == "not polled yet"
     down = _health(connected=False, last_error="refused")
-    never = judge_device(down, _polled(good_at=None), now=NOW, stale_after_s=1.0)
+    never = assess_device(down, _polled(good_at=None), now=NOW, stale_after_s=1.0)
     assert never.problems == ("not connected (refused)", "no usable reading yet")
 
 

@@ -1,4 +1,4 @@
-"""Wire format: the envelope wraps a stored body into valid JSON; readings are chunked by count and size."""
+"""Wire format: the wire message wraps a stored body into valid JSON; readings are chunked by count and size."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from gateway.domain.messages import (
     OutboxMessage,
     Priority,
     chunk_readings,
-    envelope,
     readings_body,
     readings_stream,
+    wire_message,
 )
 from gateway.domain.model import Quality, QualityReason, Reading
 
@@ -21,10 +21,10 @@ def _readings(n: int) -> list[Reading]:
     return [Reading(f"T-{i}", float(i), Quality.GOOD, 1000.0 + i, 1000.5 + i, "m") for i in range(n)]
 
 
-def test_envelope_is_json_with_header_and_body() -> None:
+def test_the_wire_message_is_json_with_header_and_body() -> None:
     body = readings_body("plc", [Reading("LIT-201", math.nan, Quality.BAD, 1.5, 2.0, "m", QualityReason.NAN)])
     msg = OutboxMessage(7, readings_stream("plc"), 42, "a" * 32, MessageKind.READINGS, Priority.TELEMETRY, 3.25, body)
-    doc = json.loads(envelope(msg, site="bs01", gateway='edge "1"', historical=True))
+    doc = json.loads(wire_message(msg, site="bs01", gateway='edge "1"', historical=True))
     assert doc["id"] == "a" * 32
     assert doc["seq"] == 42
     assert doc["stream"] == "readings/plc"

@@ -161,7 +161,7 @@ async def test_a_queued_request_whose_answer_cannot_be_recorded_does_not_keep_th
     commands = settings.commands.model_copy(update={"handler_timeout_s": LONG_S})
     intake = command_intake(commands, store=store, handler=BlockingHandler(), clock=SystemClock(), pumps=PUMPS)
     for request_id in ("stop-1", "stop-2", "stop-3"):
-        await intake.judge(f"{BASE}/cmd", _request(request_id))  # accepted and queued: no worker runs here
+        await intake.screen(f"{BASE}/cmd", _request(request_id))  # accepted and queued: no worker runs here
     with capture_logs() as logs:
         assert await intake.fail_queued(REASON) == 3
     assert [e["request_id"] for e in logs if e["event"] == "uplink.cmd_audit_failed"] == ["stop-1"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,7 @@ async def test_health_reaches_the_state_topic_while_the_store_refuses_every_writ
             with supervisor.active():
                 poller = spawn("monitor[tank-rtu]", _fails_once(stop), policy=Policy.RESTART, stopping=stop)
             await eventually(lambda: ("task_failed", "monitor[tank-rtu]") in _problems(latest_state()), what="task")
-            loop.knowledge.control.failsafe_reason = "LIT-201 bad"
+            loop.knowledge.apply_control(replace(loop.knowledge.control, failsafe_reason="LIT-201 bad"))
             await eventually(lambda: ("loop_failsafe", "loop") in _problems(latest_state()), what="fail-safe")
             all_four = latest_state()
             assert store.messages() == []  # none of it went through the store: it refused every write
@@ -111,7 +112,7 @@ async def test_health_reaches_the_state_topic_while_the_store_refuses_every_writ
             store.heal()
             device.status.succeeded()
             await supervisor_clock.advance(60.0)  # past its back-off: it runs again
-            loop.knowledge.control.failsafe_reason = ""
+            loop.knowledge.apply_control(replace(loop.knowledge.control, failsafe_reason=""))
             await eventually(lambda: _problems(latest_state()) == set(), what="all clear")
             # Once the store commits again the changes are recorded, and go out through the outbox as events.
             await eventually(

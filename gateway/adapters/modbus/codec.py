@@ -160,8 +160,8 @@ def _register_indices(tag: Tag, start: int) -> list[int]:
     return indices[::-1] if _reversed_words(addr) else indices
 
 
-class Judge:
-    """Turns decoded values into readings with the quality their tags' rules give them (as ``judge_value`` does).
+class ReadingBuilder:
+    """Turns decoded values into readings with the quality their tags' rules give them (as ``value_quality`` does).
 
     Ranges are precomputed per tag. The usual block, every value finite and inside its range, is checked and built
     by C-level loops only: two ``all(map(le, ...))`` passes (a NaN fails every comparison) and one
@@ -186,14 +186,14 @@ class Judge:
             )
             return list(map(_from_fields, fields))
         return [
-            self._judged(name, value, low, high, unit, now)
+            self._reading(name, value, low, high, unit, now)
             for name, value, low, high, unit in zip(
                 self._names, values, self._low, self._high, self._units, strict=True
             )
         ]
 
     @staticmethod
-    def _judged(name: str, value: Value, low: float, high: float, unit: str, now: float) -> Reading:  # noqa: PLR0917
+    def _reading(name: str, value: Value, low: float, high: float, unit: str, now: float) -> Reading:  # noqa: PLR0917
         if low <= value <= high:
             return Reading(name, value, Quality.GOOD, now, now, unit, _NO_REASON)
         reason = QualityReason.NAN if not math.isfinite(value) else QualityReason.OUT_OF_RANGE
@@ -204,8 +204,8 @@ _NO_REASON = QualityReason.NONE
 #: ``Reading(*fields)`` without the Python-level ``__new__`` of the named tuple: a C call, which checks nothing.
 _from_fields = cast("Callable[[tuple[Any, ...]], Reading]", partial(tuple.__new__, Reading))
 _FIELDS = ("tag", "value", "quality", "source_ts", "receive_ts", "unit", "reason")
-if Reading._fields != _FIELDS:  # Judge.readings zips the fields in this order: fail at import, not with bad readings
-    raise TypeError(f"Judge.readings builds Reading{_FIELDS}, but Reading has {Reading._fields}")
+if Reading._fields != _FIELDS:  # ReadingBuilder.readings zips the fields in this order: fail at import
+    raise TypeError(f"ReadingBuilder.readings builds Reading{_FIELDS}, but Reading has {Reading._fields}")
 
 
 def _bounds(tag: Tag) -> tuple[float, float]:
@@ -213,7 +213,7 @@ def _bounds(tag: Tag) -> tuple[float, float]:
         return 0.0, 1.0
     if tag.range is not None:
         return tag.range.low, tag.range.high
-    # Finite bounds, so that an infinity takes the rare path and is judged NaN-like, as judge_value does.
+    # Finite bounds, so that an infinity takes the rare path and is classed NaN-like, as value_quality does.
     return -sys.float_info.max, sys.float_info.max
 
 

@@ -30,7 +30,7 @@ from pymodbus.pdu import ModbusPDU
 
 from gateway.adapters.breaker import BreakerState, CircuitBreaker
 from gateway.adapters.device_common import DeviceBooks, ReadBack, confirm_by_read_back
-from gateway.adapters.modbus.codec import BlockDecoder, Judge, modbus_address, raw_fits
+from gateway.adapters.modbus.codec import BlockDecoder, ReadingBuilder, modbus_address, raw_fits
 from gateway.adapters.modbus.frames import CheckedSocketFramer, MalformedAnswer, ProtocolError, use_checked_framer
 from gateway.adapters.modbus.planner import PlanLimits, PlanMode, ReadPlan, ReadRequest, plan_reads, split_at_gaps
 from gateway.adapters.modbus.pymodbus_calls import Call, WriteOp, payload_length, payload_size, read_call, write_op
@@ -64,16 +64,16 @@ EXCEPTION_NAMES = {
 
 
 class _Compiled:
-    """A planned request with everything a poll needs precomputed: the call, the decoder, the judge."""
+    """A planned request with everything a poll needs precomputed: the call, the decoder, the reading builder."""
 
-    __slots__ = ("call", "decoder", "judge", "request", "size", "tags")
+    __slots__ = ("builder", "call", "decoder", "request", "size", "tags")
 
     def __init__(self, request: ReadRequest, unit: int) -> None:
         self.request = request
         self.call = read_call(request.table, request.address, request.count, unit)
         self.decoder = BlockDecoder(start=request.address, count=request.count, tags=request.tags)
         self.tags = self.decoder.tags
-        self.judge = Judge(self.tags)
+        self.builder = ReadingBuilder(self.tags)
         self.size = payload_size(request.table, request.count)
 
     def readings(self, response: ModbusPDU, *, now: float) -> list[Reading]:
@@ -81,7 +81,7 @@ class _Compiled:
         if payload_length(response, bits=bits) != self.size:  # the framer refuses such answers: this is a backstop
             return self.bad(QualityReason.PROTOCOL_ERROR, now=now)
         values = self.decoder.decode_bits(response.bits) if bits else self.decoder.decode_registers(response.registers)
-        return self.judge.readings(values, now=now)
+        return self.builder.readings(values, now=now)
 
     def bad(self, reason: QualityReason, *, now: float) -> list[Reading]:
         return [Reading(t.name, None, Quality.BAD, now, now, t.unit, reason) for t in self.tags]

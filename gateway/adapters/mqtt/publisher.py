@@ -26,7 +26,7 @@ from typing import Protocol
 from gateway.adapters.memory import release_free_memory
 from gateway.adapters.mqtt.errors import LinkLost
 from gateway.adapters.mqtt.topics import Topics
-from gateway.domain.messages import OutboxMessage, Priority, envelope
+from gateway.domain.messages import OutboxMessage, Priority, wire_message
 from gateway.domain.ports import Outbox
 from gateway.logging import get_logger
 from gateway.metrics import MESSAGES_PUBLISHED
@@ -284,7 +284,7 @@ class Publisher:
         return chosen
 
     def _publish(self, lane: _Lane, msg: OutboxMessage) -> bool:
-        payload = envelope(
+        payload = wire_message(
             msg, site=self._topics.site, gateway=self._topics.gateway, historical=msg.row_id <= self.live_start
         )
         try:

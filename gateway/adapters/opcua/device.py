@@ -42,7 +42,7 @@ from gateway.adapters.quality import SourceClock
 from gateway.adapters.writes import checked_value, writable_tag
 from gateway.config.devices import OpcUaDeviceSettings
 from gateway.domain.errors import ConfigError, DeviceUnavailable, WriteRefused
-from gateway.domain.model import DataType, OpcUaAddress, Quality, QualityReason, Reading, Tag, Value, judge_value
+from gateway.domain.model import DataType, OpcUaAddress, Quality, QualityReason, Reading, Tag, Value, value_quality
 from gateway.domain.ports import Clock, DeviceHealth, WriteResult
 from gateway.logging import get_logger
 from gateway.metrics import DEVICE_ERRORS
@@ -275,7 +275,7 @@ class OpcUaDevice:
             return Reading(tag.name, None, quality, source_ts, now, tag.unit, reason)
         value = _engineering(tag, raw)
         if quality is Quality.GOOD:
-            quality, reason = judge_value(tag, value)
+            quality, reason = value_quality(tag, value)
         elif value is None:
             quality, reason = Quality.BAD, QualityReason.DECODE_ERROR
         return Reading(tag.name, value, quality, source_ts, now, tag.unit, reason)

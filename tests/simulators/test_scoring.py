@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from simulators.judge import Judge, Scorecard, judge_rows, reference_kwh_per_m3, run_baseline
 from simulators.plc import Hoa
 from simulators.recorder import TrueStateRecorder
+from simulators.scoring import PlantScore, Scorecard, reference_kwh_per_m3, run_baseline, score_rows
 from simulators.simulation import Simulation
 
 
@@ -33,10 +33,10 @@ def test_baseline_cost_per_m3_is_the_reference_figure(baseline: Scorecard) -> No
 
 def test_scorecard_arithmetic() -> None:
     sim = Simulation()
-    judge = Judge(sim)
+    score = PlantScore(sim)
     sim.set_hoa("P-102", Hoa.HAND)
     sim.run(4 * 3600)
-    card = judge.scorecard()
+    card = score.scorecard()
     s = sim.state()
     assert card.hours == pytest.approx(4.0)
     assert card.energy_kwh == pytest.approx(s.energy_kwh)
@@ -58,9 +58,9 @@ def test_draining_the_tank_is_charged_at_the_average_tariff() -> None:
     sim = Simulation()
     for name in ("P-101", "P-102", "P-103"):
         sim.set_hoa(name, Hoa.OFF)
-    judge = Judge(sim)
+    score = PlantScore(sim)
     sim.run(2 * 3600)  # nothing pumped, the tank drains
-    card = judge.scorecard()
+    card = score.scorecard()
     assert card.volume_pumped_m3 == 0.0
     assert card.stored_delta_m3 < -50
     assert card.cost_eur == 0.0
@@ -70,7 +70,7 @@ def test_draining_the_tank_is_charged_at_the_average_tariff() -> None:
 
 def test_recorder_rows_give_the_same_scorecard(tmp_path: Path) -> None:
     sim = Simulation()
-    judge = Judge(sim)
+    score = PlantScore(sim)
     path = tmp_path / "truth.csv"
     with TrueStateRecorder(sim, path, interval_s=60.0) as recorder:
         sim.run(6 * 3600)
@@ -79,8 +79,8 @@ def test_recorder_rows_give_the_same_scorecard(tmp_path: Path) -> None:
         rows = list(csv.DictReader(f))
     assert float(rows[1]["t_s"]) == 60.0
     assert {"tank_level_m", "p101_running", "p103_starts", "cost_eur"} <= set(rows[0])
-    from_file = judge_rows(rows)
-    live = judge.scorecard()
+    from_file = score_rows(rows)
+    live = score.scorecard()
     assert from_file.energy_kwh == pytest.approx(live.energy_kwh)
     assert from_file.cost_per_m3 == pytest.approx(live.cost_per_m3)
     assert from_file.starts == live.starts

@@ -1,7 +1,7 @@
 """Judging a controller on the true plant: energy, cost per m³, starts, levels — and the PLC baseline to beat.
 
-``Judge`` watches a ``Simulation`` step by step (whoever drives the pumps: the PLC's local control, the gateway
-over TCP, a test) and ``scorecard()`` sums up the run since it started watching. ``judge_rows`` does the same from
+``PlantScore`` watches a ``Simulation`` step by step (whoever drives the pumps: the PLC's local control, the gateway
+over TCP, a test) and ``scorecard()`` sums up the run since it started watching. ``score_rows`` does the same from
 the rows of a true-state CSV. ``run_baseline`` runs the plant under the PLC's own hysteresis control.
 
 Cost per m³ values the change in stored water at the average tariff, so that a controller cannot look cheap by
@@ -137,8 +137,8 @@ class _Extremes:
         self._dry = dry
 
 
-class Judge:
-    """Attach to a simulation (``Judge(sim)``) and ask for the ``scorecard()`` of the run since then."""
+class PlantScore:
+    """Attach to a simulation (``PlantScore(sim)``) and ask for the ``scorecard()`` of the run since then."""
 
     def __init__(self, sim: Simulation, *, fire_reserve_m: float = 2.0) -> None:
         self.sim = sim
@@ -162,7 +162,7 @@ class Judge:
         self._ext.note(p.tank_level, p.cw_level, p.cl_tank, sim.plc.dry_run, sim.dt)
 
     def scorecard(self) -> Scorecard:
-        """The figures of the run since the judge started watching (or was reset)."""
+        """The figures of the run since the score started watching (or was reset)."""
         return _score(self._start, _Sample.of(self.sim.state()), self._ext, self.sim.cfg)
 
 
@@ -217,7 +217,7 @@ def reference_kwh_per_m3(cfg: PlantConfig) -> float:
     return kw / (op.flow * 3600.0)
 
 
-def judge_rows(rows: Iterable[Mapping[str, Any]], config: PlantConfig | None = None) -> Scorecard:
+def score_rows(rows: Iterable[Mapping[str, Any]], config: PlantConfig | None = None) -> Scorecard:
     """A scorecard from true-state rows (``TrueState.as_row()`` or a recorder CSV read with ``csv.DictReader``).
 
     Minima, maxima and time below the fire reserve are only as fine as the rows' interval.
@@ -239,7 +239,7 @@ def judge_rows(rows: Iterable[Mapping[str, Any]], config: PlantConfig | None = N
         first = first or sample
         last = sample
     if first is None or last is None:
-        raise ValueError("no rows to judge")
+        raise ValueError("no rows to score")
     return _score(first, last, ext, cfg)
 
 
@@ -268,13 +268,13 @@ def run_baseline(
 ) -> Scorecard:
     """Run the plant under the PLC's local hysteresis control (no gateway) for ``hours``; return its scorecard.
 
-    The same ``seed`` and ``epoch0`` give the same demand, so a controller judged over the same hours on the same
+    The same ``seed`` and ``epoch0`` give the same demand, so a controller scored over the same hours on the same
     seed is compared like for like.
     """
     cfg = config or PlantConfig()
     if seed is not None:
         cfg = cfg.with_overrides(simulation={"seed": seed})
     sim = Simulation(cfg, epoch0=epoch0)
-    judge = Judge(sim)
+    score = PlantScore(sim)
     sim.run(hours * 3600.0)
-    return judge.scorecard()
+    return score.scorecard()
