@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gateway.clock import SteppedClock
 from gateway.mapek.polling import PollScheduler
-from tests.drivers.test_polling import FakeDevice, Sink, run_for, stop
+from tests.loop.test_polling import FakeDevice, Sink, run_for, stop
 
 
 async def test_the_record_holds_each_poll_start_and_the_largest_gap_since_its_reset() -> None:
