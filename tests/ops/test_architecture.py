@@ -62,7 +62,7 @@ def _imports(module: Module) -> set[str]:
         base = node.module or ""
         if node.level:
             package = module.name.split(".")
-            if not module.path.name == "__init__.py":
+            if module.path.name != "__init__.py":
                 package = package[:-1]
             base = ".".join(package[: len(package) - node.level + 1] + ([base] if base else []))
         out.add(base)
@@ -110,8 +110,8 @@ def test_a_room_does_not_import_what_it_must_not(source: str, target: str) -> No
 def test_there_is_no_import_cycle() -> None:
     graph = {name: {i for i in _imports(m) if i in MODULES and i != name} for name, m in MODULES.items()}
     # A package's __init__ importing its own submodules is how packages re-export, not a cycle between rooms.
-    for name in graph:
-        graph[name] = {i for i in graph[name] if not name.startswith(i + ".")}
+    for name, imported in graph.items():
+        graph[name] = {i for i in imported if not name.startswith(i + ".")}
     cycles = _cycles(graph)
     assert cycles == [], "\n".join(" -> ".join(c) for c in cycles)
 
