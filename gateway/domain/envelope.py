@@ -9,7 +9,9 @@ Rules (docs/loop.md has the reasoning):
 * mode: in ``maintenance`` nothing but a release is written; in ``local`` likewise; ``auto`` needs control taken.
 * inputs: every reading a command depends on must be GOOD and fresh. The one exception is a tank level that the
   twin substitutes for a suspect transmitter (quality UNCERTAIN, reason SUBSTITUTED), accepted for at most
-  ``substitute_max_s`` after the last trusted level, and for starts only with the high-high float GOOD and clear.
+  ``substitute_max_s`` after the last trusted level, and for starts only with the high-high float GOOD and clear;
+  likewise a drifting transmitter's level corrected by the mass balance (UNCERTAIN, CORRECTED), which follows the
+  live transmitter and so has no age limit beyond the transmitter's own.
 * Hand-Off-Auto: a pump is written only while it reports Auto with Remote; a faulted pump is not started.
 * dry run: no start while the clearwell is below the dry-run level plus a margin; high-high: no start at or above
   high-high or with the float tripped.
@@ -351,14 +353,13 @@ class SafetyEnvelope:
     def _level_usable(self, r: Reading | None, now: float) -> bool:
         if self._good(r, now):
             return True
-        return (
-            r is not None
-            and r.value is not None
-            and r.quality is Quality.UNCERTAIN
-            and r.reason is QualityReason.SUBSTITUTED
-            and now - r.receive_ts <= self.limits.max_input_age_s
-            and now - r.source_ts <= self.limits.substitute_max_s
-        )
+        if r is None or r.value is None or r.quality is not Quality.UNCERTAIN:
+            return False
+        if now - r.receive_ts > self.limits.max_input_age_s:
+            return False
+        if r.reason is QualityReason.CORRECTED:
+            return True
+        return r.reason is QualityReason.SUBSTITUTED and now - r.source_ts <= self.limits.substitute_max_s
 
 
 def inputs_of(command: Command, view: PlantSnapshot) -> Sequence[Reading | None]:

@@ -55,6 +55,8 @@ _READING_PROBLEM = {
     QualityReason.SUBSTITUTED: "substituted by the model for too long",
     QualityReason.PROTOCOL_ERROR: "garbled by the device",
     QualityReason.CLOCK_SKEW: "time-stamped by a clock that is off",
+    QualityReason.CORRECTED: "drifting, corrected by the tank's mass balance",
+    QualityReason.CONTRADICTED: "contradicted by an independent switch or interlock",
 }
 
 # The envelope's detail of an input that is not good: "<what> <quality>[ (<reason>)]" (envelope._describe).

@@ -27,6 +27,7 @@ from gateway.mapek.analyze import Analysis
 from gateway.mapek.knowledge import ControlState, Knowledge
 
 Data = dict[str, Value | str | None]
+_FAILURES = (SymptomCode.PUMP_TRIP, SymptomCode.FAIL_TO_START, SymptomCode.PUMP_RUN_NO_FLOW)  # standby takes over
 _RELEASE_RETRY_S = 10.0  # the PLC still reports gateway control after a release: say it again, not every cycle
 
 
@@ -156,7 +157,7 @@ class Planner:
         return out
 
     def _failed(self, analysis: Analysis, pump: str) -> bool:
-        return analysis.has(SymptomCode.PUMP_TRIP, pump) or analysis.has(SymptomCode.FAIL_TO_START, pump)
+        return any(analysis.has(code, pump) for code in _FAILURES)
 
     def _available(self, state: PlantSnapshot, analysis: Analysis) -> list[PumpSnapshot]:
         return [p for p in state.pumps if p.in_auto and not p.is_faulted and not self._failed(analysis, p.name)]
@@ -178,7 +179,7 @@ class Planner:
         return Proposal("pumps", Plan(PlanCode.P_SWAP_STANDBY, why, tuple(commands)))
 
     def _failure(self, analysis: Analysis, pump: str) -> str:
-        for code in (SymptomCode.PUMP_TRIP, SymptomCode.FAIL_TO_START):
+        for code in _FAILURES:
             s = analysis.open.get(f"{code}:{pump}")
             if s is not None:
                 return f"{code.value}: {s.detail}"

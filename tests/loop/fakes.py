@@ -73,6 +73,8 @@ class FakePlant:
     extra_outflow: float = 0.0
     fails_to_start: set[int] = field(default_factory=set)
     power_factor: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])  # > 1: a worn pump (JI-10x)
+    level_offset: float = 0.0  # LIT-201 reads the tank plus this (a drifting transmitter)
+    high_float: bool | None = None  # LSHH-201 stuck at this (None: the float follows the water)
     writes: list[Write] = field(default_factory=list)
     model: PlantModel = field(
         default_factory=lambda: PlantModel(
@@ -142,8 +144,8 @@ class FakePlant:
         table: dict[str, Value] = {
             "YS-GWCTRL": self.gateway_control,
             "LIT-101": round(self.clearwell, 3),
-            "LIT-201": round(self.tank, 3),
-            "LSHH-201": self.tank >= 7.8,
+            "LIT-201": round(self.tank + self.level_offset, 3),
+            "LSHH-201": self.tank >= 7.8 if self.high_float is None else self.high_float,
             "FIT-100": self.fic,
             "FIC-100": self.fic,
             "FIT-110": round(op.flow_lps, 2),
