@@ -98,6 +98,7 @@ _SENTENCES: dict[Rule, Callable[[Command, str], str]] = {
     Rule.PUMP_FAULT: _text("{target} is faulted; the fault must be cleared at the panel"),
     Rule.DRY_RUN: _text("the clearwell is too low to run a pump without running it dry"),
     Rule.HIGH_HIGH: _text("the tank is at its high-high level or its float is tripped"),
+    Rule.PLC_INTERLOCK: _text("the PLC holds its high-high or dry-run interlock ({detail})"),
     Rule.MIN_OFF: _text("{target} has not yet been off for its minimum off time"),
     Rule.MIN_RUN: _text("{target} has not yet run for its minimum run time"),
     Rule.STARTS_PER_HOUR: _text("{target} has reached its limit of starts per hour"),

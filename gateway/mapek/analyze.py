@@ -20,6 +20,7 @@ from gateway.domain.crosscheck import (
     CheckSample,
     CrossCheckResult,
     CrossCheckSettings,
+    Finding,
     InstrumentCrossCheck,
     PumpSample,
 )
@@ -266,6 +267,7 @@ class Analyzer:
             trip = SymptomCode.PUMP_TRIP
             self._cond(out, trip, p.name, p.is_faulted, severity=Severity.ALARM, off=30.0, detail="fault bit set")
             self._fail_to_start(state, p.name, p.is_running, out)
+            self._interlock_stop(state, p, out)
             used = max(self._envelope.starts_last_hour(p.name, state.at), int(value(p.starts_last_hour, 0.0)))
             self._cond(
                 out,
@@ -284,6 +286,18 @@ class Analyzer:
             detail=f"run hours differ by {spread:.1f} h",
             severity=Severity.INFO,
         )
+
+    def _interlock_stop(self, state: PlantSnapshot, pump: PumpSnapshot, out: Analysis) -> None:
+        """INTERLOCK_STOP: the PLC's high-high or dry-run interlock holds a pump the gateway asks to run. It stays
+        open until the interlock has cleared and no discrete contradicts a level (Plan withdraws the request and
+        starts nothing meanwhile), so that the PLC does not restart the pump on a maintained request."""
+        held = [r.tag for r in (state.plc_high_high, state.plc_dry_run) if r is not None and _true(r)]
+        asked = _true(pump.request)
+        stopped = asked and not pump.is_running and bool(held)
+        doubtful = bool(held) or any(s.code is SymptomCode.DISCRETE_CONTRADICTION for s in out.open.values())
+        raw = stopped or (self._active(SymptomCode.INTERLOCK_STOP, pump.name) and doubtful)
+        detail = f"the PLC holds {', '.join(held)} against the gateway's run request" if held else ""
+        self._cond(out, SymptomCode.INTERLOCK_STOP, pump.name, raw, severity=Severity.ALARM, off=60.0, detail=detail)
 
     def _pump_efficiency(self, state: PlantSnapshot, dt: float, out: Analysis) -> None:
         """EFF_DEGRADED: a pump that, running alone, takes more energy per m³ than the twin's pump curve gives for
@@ -367,7 +381,10 @@ class Analyzer:
         return state
 
     def _check_symptoms(self, result: CrossCheckResult, out: Analysis) -> None:
-        found = {f"{f.code}:{f.subject}": f for f in result.findings}
+        found: dict[str, Finding] = {}
+        for one in result.findings:  # two discretes against one level are one symptom with both reasons
+            key = f"{one.code}:{one.subject}"
+            found[key] = one if key not in found else _merged(found[key], one)
         for key, finding in found.items():
             self._check_keys.setdefault(key, (SymptomCode(finding.code), finding.subject))
         for key, (code, subject) in self._check_keys.items():
@@ -531,6 +548,18 @@ def _check_settings(s: LoopSettings) -> CrossCheckSettings:
         no_flow_lps=rules.no_flow_fraction * rules.rated_flow_lps,
         persist_s=rules.no_flow_delay_s,
     )
+
+
+def _true(r: Reading | None) -> bool:
+    return usable(r) and bool(value(r))
+
+
+def _merged(a: Finding, b: Finding) -> Finding:
+    data = {**b.data, **a.data}
+    for k, v in b.data.items():
+        if k in a.data and a.data[k] != v:
+            data[k] = f"{a.data[k]},{v}"
+    return Finding(a.code, a.subject, min(a.since, b.since), f"{a.reason}; {b.reason}", data)
 
 
 def _reading(r: Reading | None) -> float | None:

@@ -25,7 +25,7 @@ async def test_a_float_up_under_a_low_level_makes_the_level_suspect_at_once() ->
     await h.run(5)
     symptom = h.loop.knowledge.open_symptoms[f"{SymptomCode.DISCRETE_CONTRADICTION}:LIT-201"]
     assert symptom.raised_at - at <= 5.0
-    assert symptom.data["discrete"] == "LSHH-201"
+    assert "LSHH-201" in str(symptom.data["discrete"])  # and XA-HIHI: the fake PLC trips on the float too
     failsafe = [d for d in h.decisions if d.plan.code is PlanCode.FAILSAFE_LOCAL]
     assert failsafe
     assert "LIT-201" in failsafe[-1].plan.reason
