@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from gateway.config.loop import LoopSettings
 from gateway.domain.conditions import Change, Debounce, Threshold
 from gateway.domain.crosscheck import (
-    CheckCode,
     CheckSample,
     CrossCheckResult,
     CrossCheckSettings,
@@ -365,7 +364,8 @@ class Analyzer:
         result = self.check.update(_check_sample(state))
         self._check_symptoms(result, out)
         tank_tag, cw_tag = self._settings.tank.level_tag, self._settings.clearwell.level_tag
-        contradicted = {f.subject for f in result.findings if f.code is CheckCode.DISCRETE_CONTRADICTION}
+        # Suspect from the cycle it is seen until the symptom clears (its off-delay: a float that bounces)
+        contradicted = {x.subject for x in out.open.values() if x.code is SymptomCode.DISCRETE_CONTRADICTION}
         if tank_tag in contradicted:
             out.tank_level = _contradicted(state.tank_level, tank_tag, state.at)
         elif result.level.source == "corrected" and result.level.level_m is not None:
