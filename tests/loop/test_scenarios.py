@@ -402,3 +402,42 @@ async def test_high_high_float_contradicts_the_level(tmp_path: Path) -> None:
     assert all(d.inputs["LIT-201"].quality is not Quality.GOOD for d in during if "LIT-201" in d.inputs)
     assert not starts
     assert c.overflow_m3 == 0
+
+
+async def test_dry_run_interlock_withdraws_the_run_request(tmp_path: Path) -> None:
+    """The treatment plant stops while a pump fills the tank: the PLC's dry-run interlock stops the pump; the
+    gateway withdraws its run request (P_WITHDRAW) and asks again only after the clearwell is back above the reset
+    level; the PLC restarts nothing on its own, and no pump starts more than 4 times in any hour."""
+    initial: dict[str, dict[str, object]] = {"tank": {"initial_level_m": 3.9}, "clearwell": {"initial_level_m": 1.3}}
+    async with stack(tmp_path, start_hour=10, plant=initial, strategy="hysteresis") as s:
+        starts = _Starts(s)
+        outage = await s.sim.inject({"kind": "wtp_outage"})
+        await starts.run(3 * HOUR, until=lambda: bool(s.sim.read("XA-DRYRUN")))
+        assert s.sim.read("XA-DRYRUN"), "the clearwell did not reach the dry-run level"
+        tripped = s.clock.now()
+        await s.run(120, step_s=5)
+        coils = [s.sim.read(f"XC-10{i}") for i in (1, 2, 3)]
+        await starts.run(HOUR - 120)
+        await s.sim.clear(outage)
+        await starts.run(2 * HOUR, until=lambda: not s.sim.read("XA-DRYRUN"))
+        cleared = None if s.sim.read("XA-DRYRUN") else s.clock.now()  # to within one 20 s step
+        await starts.run(2 * HOUR)
+        withdraw = [d for d in s.decisions if d.plan.code is PlanCode.P_WITHDRAW]
+        asked = [
+            d.at
+            for d in s.decisions
+            if d.at >= tripped and any(c.kind is CommandKind.START_PUMP for c in d.plan.commands)
+        ]
+        per_hour = starts.max_per_hour()
+    print(
+        f"\ndry run at {(tripped - DEFAULT_EPOCH) / HOUR:.2f} h: P_WITHDRAW after {withdraw[0].at - tripped:.0f} s "
+        f"({withdraw[0].plan.reason}); interlock cleared after {((cleared or tripped) - tripped) / 60:.0f} min, "
+        f"first start asked {(asked[0] - tripped) / 60 if asked else float('nan'):.0f} min after the trip; "
+        f"most true starts of a pump in an hour {per_hour}"
+    )
+    assert withdraw
+    assert withdraw[0].at - tripped <= 10
+    assert not any(coils)  # no maintained request against the active interlock
+    assert cleared is not None
+    assert all(at >= cleared for at in asked)
+    assert per_hour <= 4
