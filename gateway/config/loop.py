@@ -43,6 +43,9 @@ class TankSettings(StrictModel):
     start_lag_m: float = 3.0
     stop_m: float = 7.0
     high_float_tag: TagRef | None = "LSHH-201"
+    plc_high_high_tag: TagRef | None = Field(
+        default="XA-HIHI", description="The PLC's high-high interlock (cross-checked against the level)."
+    )
     plc_start_lead_tag: TagRef | None = Field(
         default="LIC-201.START_LEAD", description="The PLC's own levels, settable remotely within fire reserve..high."
     )
@@ -73,6 +76,9 @@ class ClearwellSettings(StrictModel):
     diameter_m: float = Field(default=18.0, gt=0)
     dry_run_m: float = Field(default=0.8, ge=0, description="No pump runs below this level.")
     low_m: float = Field(default=1.2, ge=0, description="CW_LOW below this level.")
+    plc_dry_run_tag: TagRef | None = Field(
+        default="XA-DRYRUN", description="The PLC's dry-run interlock (cross-checked against the level)."
+    )
 
 
 class PumpSettings(StrictModel):
@@ -263,11 +269,13 @@ class SymptomSettings(StrictModel):
     burst_short_s: float = Field(default=300.0, gt=0, description="Window of the recent zone flow's mean.")
     burst_reference_s: float = Field(default=1800.0, gt=0, description="Reference window before the recent one.")
     burst_on_delay_s: float = Field(default=300.0, ge=0)
-    night_start_hour: int = Field(default=2, ge=0, le=23)
-    night_end_hour: int = Field(default=4, ge=1, le=24)
-    night_flow_ratio: float = Field(default=1.3, gt=1, description="Minimum night flow above baseline × this...")
-    night_flow_nights: int = Field(default=2, ge=1, description="...on this many nights in a row.")
-    night_flow_baseline_lps: float | None = Field(default=None, description="Initial baseline; default from profile.")
+    night_start_hour: int = Field(default=1, ge=0, le=23, description="Night flow window (MNF_RISE), local.")
+    night_end_hour: int = Field(default=5, ge=1, le=24)
+    mnf_rise_lps: float = Field(default=2.0, gt=0, description="MNF_RISE: night flow this far above its baseline.")
+    mnf_learn_nights: int = Field(default=3, ge=1, description="Nights learned before MNF_RISE can be judged.")
+    drift_margin_m: float = Field(
+        default=0.5, ge=0, description="SENSOR_DRIFT: extra margin kept above the low levels on the corrected level."
+    )
     tank_target_prefill_m: float = Field(default=7.0, description="TARIFF_PEAK_AHEAD: peak near, tank below this.")
     eff_degraded_ratio: float = Field(
         default=1.15, gt=1, description="EFF_DEGRADED: a pump's kWh/m³ running alone above the twin's × this."

@@ -9,12 +9,15 @@ Rules (docs/loop.md has the reasoning):
 * mode: in ``maintenance`` nothing but a release is written; in ``local`` likewise; ``auto`` needs control taken.
 * inputs: every reading a command depends on must be GOOD and fresh. The one exception is a tank level that the
   twin substitutes for a suspect transmitter (quality UNCERTAIN, reason SUBSTITUTED), accepted for at most
-  ``substitute_max_s`` after the last trusted level, and for starts only with the high-high float GOOD and clear.
+  ``substitute_max_s`` after the last trusted level, and for starts only with the high-high float GOOD and clear;
+  likewise a drifting transmitter's level corrected by the mass balance (UNCERTAIN, CORRECTED), which follows the
+  live transmitter and so has no age limit beyond the transmitter's own.
 * Hand-Off-Auto: a pump is written only while it reports Auto with Remote; a faulted pump is not started.
 * dry run: no start while the clearwell is below the dry-run level plus a margin; high-high: no start at or above
-  high-high or with the float tripped.
+  high-high or with the float tripped; no start while the PLC holds its high-high or dry-run interlock.
 * minimum off time before a start, minimum run time before a stop (waived in an emergency: fault, dry run,
-  high-high), at most ``max_starts_per_hour`` per pump in any rolling hour (observed and commanded starts).
+  high-high), at most ``max_starts_per_hour`` per pump in any rolling hour (observed and commanded starts, or the
+  PLC's start counter ST-10x, or its own rolling count SH-10x, whichever is highest).
 * fire reserve: the last running pump is not stopped while the tank is below its low level (except in an emergency).
 * setpoints: within their limits, at most ``max_step`` from the present value, at most one change per
   ``min_interval_s``.
@@ -45,6 +48,7 @@ class Rule(StrEnum):
     PUMP_FAULT = "pump_fault"
     DRY_RUN = "dry_run"
     HIGH_HIGH = "high_high"
+    PLC_INTERLOCK = "plc_interlock"
     MIN_OFF = "min_off"
     MIN_RUN = "min_run"
     STARTS_PER_HOUR = "starts_per_hour"
@@ -95,6 +99,8 @@ class _PumpMemory:
     last_start: float | None = None
     last_stop: float | None = None
     running: bool | None = None
+    counter: int | None = None  # the PLC's count of starts (ST-10x) when last read
+    counted: deque[float] = field(default_factory=deque)  # starts the PLC's counter showed, by when they showed
 
 
 class SafetyEnvelope:
@@ -115,8 +121,10 @@ class SafetyEnvelope:
         return mem
 
     def observe(self, view: PlantSnapshot, now: float) -> None:
-        """Learn starts and stops from the running bits (a start the PLC made counts like one we commanded)."""
+        """Learn starts and stops from the running bits (a start the PLC made counts like one we commanded), and
+        the true starts from the PLC's counters (a start too short for a poll to see counts too)."""
         for pump in view.pumps:
+            self._count(self._memory(pump.name), pump.starts, now)
             r = pump.running
             if r is None or r.quality is not Quality.GOOD or r.value is None:
                 continue
@@ -127,6 +135,15 @@ class SafetyEnvelope:
             elif mem.running and not running:
                 mem.last_stop = now
             mem.running = running
+
+    @staticmethod
+    def _count(mem: _PumpMemory, counter: Reading | None, now: float) -> None:
+        if counter is None or counter.quality is not Quality.GOOD or counter.value is None:
+            return
+        n = int(float(counter.value))
+        if mem.counter is not None and n > mem.counter:
+            mem.counted.extend([now] * min(n - mem.counter, 100))
+        mem.counter = n  # a counter that went back (replaced PLC) is a new reference
 
     def _observed_start(self, mem: _PumpMemory, now: float) -> None:
         while mem.unmatched and now - mem.unmatched[0] > self._match_window_s:
@@ -154,10 +171,12 @@ class SafetyEnvelope:
             self._setpoint_changed[command.tag] = now
 
     def starts_last_hour(self, pump: str, now: float) -> int:
+        """Starts in the rolling hour: commanded and seen, or counted by the PLC's counter, whichever is more."""
         mem = self._memory(pump)
-        while mem.starts and now - mem.starts[0] >= HOUR_S:
-            mem.starts.popleft()
-        return len(mem.starts)
+        for starts in (mem.starts, mem.counted):
+            while starts and now - starts[0] >= HOUR_S:
+                starts.popleft()
+        return max(len(mem.starts), len(mem.counted))
 
     def last_start(self, pump: str) -> float | None:
         return self._memory(pump).last_start
@@ -264,6 +283,9 @@ class SafetyEnvelope:
         tank = _num(view.tank_level)
         if tank >= lim.high_high_m or _true(view.high_float):
             return Verdict(False, Rule.HIGH_HIGH, f"tank {tank:.2f} m at or above high-high {lim.high_high_m:.2f} m")
+        held = [r.tag for r in (view.plc_high_high, view.plc_dry_run) if _true(r)]  # type: ignore[union-attr]
+        if held:
+            return Verdict(False, Rule.PLC_INTERLOCK, f"the PLC holds {', '.join(held)}")
         return None
 
     def _start_timing(self, pump: PumpSnapshot, now: float) -> Verdict:
@@ -351,14 +373,13 @@ class SafetyEnvelope:
     def _level_usable(self, r: Reading | None, now: float) -> bool:
         if self._good(r, now):
             return True
-        return (
-            r is not None
-            and r.value is not None
-            and r.quality is Quality.UNCERTAIN
-            and r.reason is QualityReason.SUBSTITUTED
-            and now - r.receive_ts <= self.limits.max_input_age_s
-            and now - r.source_ts <= self.limits.substitute_max_s
-        )
+        if r is None or r.value is None or r.quality is not Quality.UNCERTAIN:
+            return False
+        if now - r.receive_ts > self.limits.max_input_age_s:
+            return False
+        if r.reason is QualityReason.CORRECTED:
+            return True
+        return r.reason is QualityReason.SUBSTITUTED and now - r.source_ts <= self.limits.substitute_max_s
 
 
 def inputs_of(command: Command, view: PlantSnapshot) -> Sequence[Reading | None]:

@@ -55,6 +55,8 @@ _READING_PROBLEM = {
     QualityReason.SUBSTITUTED: "substituted by the model for too long",
     QualityReason.PROTOCOL_ERROR: "garbled by the device",
     QualityReason.CLOCK_SKEW: "time-stamped by a clock that is off",
+    QualityReason.CORRECTED: "drifting, corrected by the tank's mass balance",
+    QualityReason.CONTRADICTED: "contradicted by an independent switch or interlock",
 }
 
 # The envelope's detail of an input that is not good: "<what> <quality>[ (<reason>)]" (envelope._describe).
@@ -96,6 +98,7 @@ _SENTENCES: dict[Rule, Callable[[Command, str], str]] = {
     Rule.PUMP_FAULT: _text("{target} is faulted; the fault must be cleared at the panel"),
     Rule.DRY_RUN: _text("the clearwell is too low to run a pump without running it dry"),
     Rule.HIGH_HIGH: _text("the tank is at its high-high level or its float is tripped"),
+    Rule.PLC_INTERLOCK: _text("the PLC holds its high-high or dry-run interlock ({detail})"),
     Rule.MIN_OFF: _text("{target} has not yet been off for its minimum off time"),
     Rule.MIN_RUN: _text("{target} has not yet run for its minimum run time"),
     Rule.STARTS_PER_HOUR: _text("{target} has reached its limit of starts per hour"),

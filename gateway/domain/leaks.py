@@ -4,8 +4,10 @@ Both compare the meter against what the demand profile explains, so the normal m
 both are fed one sample per cycle (cheap: one-minute buckets, a few dozen numbers of history).
 
 ``NightFlowRise`` is the leak detector (``MNF_RISE``): each night's flow against a baseline learned from earlier
-nights, in L/s. ``NightFlowTracker`` is the older ratio test behind ``NIGHT_FLOW_HIGH``; it misses a growing leak
-(see its docstring) and stays only until the loop moves to ``NightFlowRise``.
+nights, in L/s. It replaced a ratio test (minimum night flow above 1.3 × a baseline on two nights in a row, the
+baseline moving 20 % towards every night below the ratio) that missed a growing leak: 1.3 × a night flow of about
+10 L/s needs 3 L/s more, two high nights in a row put the first verdict 64 h after a leak that starts at noon, and
+a slowly growing leak was learned into the baseline before it was ever high.
 """
 
 from __future__ import annotations
@@ -100,93 +102,6 @@ class BurstDetector:
             sum(b.expected_sum for b in chosen) / n,
             sum(b.pressure_sum for b in chosen) / n,
         )
-
-
-@dataclass(frozen=True, slots=True)
-class NightResult:
-    minimum_lps: float
-    baseline_lps: float
-    high: bool
-
-
-class NightFlowTracker:
-    """Minimum night flow: the lowest mean of four consecutive 15-minute means between ``start_hour`` and
-    ``end_hour`` (local), against a rolling baseline of earlier nights; flagged after ``nights`` high nights in a row.
-
-    Why a leak growing to 4 L/s over a day went unflagged for 36 h and more: the test is a ratio (1.3 × a night flow
-    of about 10 L/s needs 3 L/s more), it wants two high nights in a row (a leak that starts at noon is high on the
-    second and third nights at the earliest: 64 h), and every night below the ratio moves the baseline 20 % of the
-    way towards itself, so a leak that grows slowly is learned into the baseline before it is ever high. The baseline
-    also starts from the demand profile, which leaves out the zone's background leakage. ``NightFlowRise`` fixes all
-    four: an absolute rise in L/s, one night, a median baseline of nights learned only while no rise is open, and
-    no baseline until it has been learned from the meter.
-    """
-
-    def __init__(
-        self,
-        *,
-        start_hour: int,
-        end_hour: int,
-        ratio: float,
-        nights: int,
-        baseline_lps: float,
-        learn_rate: float = 0.2,
-        quarter_s: float = 900.0,
-    ) -> None:
-        self.start_s = start_hour * HOUR_S
-        self.end_s = end_hour * HOUR_S
-        self.ratio = ratio
-        self.nights = nights
-        self.baseline_lps = baseline_lps
-        self.learn_rate = learn_rate
-        self.quarter_s = quarter_s
-        self.high_nights = 0
-        self.last: NightResult | None = None
-        self._quarters: list[float] = []
-        self._sum = 0.0
-        self._secs = 0.0
-        self._quarter: int | None = None
-
-    @property
-    def flagged(self) -> bool:
-        return self.high_nights >= self.nights
-
-    def update(self, *, local_s: float, flow_lps: float, dt_s: float) -> NightResult | None:
-        """Feed one sample; returns the night's result once, when its window closes."""
-        local = local_s % DAY_S
-        if self.start_s <= local < self.end_s:
-            quarter = int((local - self.start_s) // self.quarter_s)
-            if quarter != self._quarter:
-                self._close_quarter()
-                self._quarter = quarter
-            self._sum += flow_lps * dt_s
-            self._secs += dt_s
-            return None
-        if self._quarter is None:
-            return None
-        self._close_quarter()
-        self._quarter = None
-        return self._close_night()
-
-    def _close_quarter(self) -> None:
-        if self._secs >= 0.8 * self.quarter_s:
-            self._quarters.append(self._sum / self._secs)
-        self._sum = self._secs = 0.0
-
-    def _close_night(self) -> NightResult | None:
-        q, self._quarters = self._quarters, []
-        if len(q) < 4:
-            return None
-        minimum = min(sum(q[i : i + 4]) / 4 for i in range(len(q) - 3))
-        high = minimum > self.baseline_lps * self.ratio
-        result = NightResult(minimum, self.baseline_lps, high)
-        if high:
-            self.high_nights += 1
-        else:
-            self.high_nights = 0
-            self.baseline_lps += self.learn_rate * (minimum - self.baseline_lps)
-        self.last = result
-        return result
 
 
 class LeakCode(StrEnum):

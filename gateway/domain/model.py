@@ -211,6 +211,8 @@ class QualityReason(StrEnum):
     SUBSTITUTED = "substituted"
     PROTOCOL_ERROR = "protocol_error"  # bad: the device's answer did not match the request (code, count, id)
     CLOCK_SKEW = "clock_skew"  # uncertain: the source timestamp is implausibly far from the gateway's clock
+    CORRECTED = "corrected"  # uncertain: a drifting transmitter's value corrected by the tank's mass balance
+    CONTRADICTED = "contradicted"  # bad: an independent discrete (float switch, PLC interlock) says otherwise
 
 
 class Reading(NamedTuple):
@@ -281,7 +283,7 @@ class SymptomCode(StrEnum):
     STARTS_LIMIT = "STARTS_LIMIT"
     TARIFF_PEAK_AHEAD = "TARIFF_PEAK_AHEAD"
     TARIFF_PEAK = "TARIFF_PEAK"
-    NIGHT_FLOW_HIGH = "NIGHT_FLOW_HIGH"
+    MNF_RISE = "MNF_RISE"
     BURST = "BURST"
     CW_LOW = "CW_LOW"
     CL2_LOW = "CL2_LOW"
@@ -292,6 +294,13 @@ class SymptomCode(StrEnum):
     COMMAND_FAILED = "COMMAND_FAILED"
     STORE_UNHEALTHY = "STORE_UNHEALTHY"
     CLOCK_SKEW = "CLOCK_SKEW"
+    SENSOR_DRIFT = "SENSOR_DRIFT"
+    DISCRETE_CONTRADICTION = "DISCRETE_CONTRADICTION"
+    PUMP_RUN_NO_FLOW = "PUMP_RUN_NO_FLOW"
+    FLOW_NO_PUMP = "FLOW_NO_PUMP"
+    POWER_NO_FLOW = "POWER_NO_FLOW"
+    RUN_NO_POWER = "RUN_NO_POWER"
+    INTERLOCK_STOP = "INTERLOCK_STOP"
 
 
 class Severity(StrEnum):
@@ -330,6 +339,7 @@ class PlanCode(StrEnum):
     P_DEFER = "P_DEFER"
     P_LIMIT = "P_LIMIT"
     P_DEMOTE_LEAD = "P_DEMOTE_LEAD"
+    P_WITHDRAW = "P_WITHDRAW"
     TANK_PREFILL = "TANK_PREFILL"
     TANK_TURNOVER = "TANK_TURNOVER"
     PRV_NIGHT_LOWER = "PRV_NIGHT_LOWER"
@@ -338,6 +348,7 @@ class PlanCode(StrEnum):
     WTP_RAISE = "WTP_RAISE"
     WTP_RESTORE = "WTP_RESTORE"
     SENSOR_SUBSTITUTE = "SENSOR_SUBSTITUTE"
+    SENSOR_CORRECT = "SENSOR_CORRECT"
     FAILSAFE_LOCAL = "FAILSAFE_LOCAL"
     TAKE_CONTROL = "TAKE_CONTROL"
     REMOTE_REQUEST = "REMOTE_REQUEST"

@@ -71,6 +71,8 @@ class PlantSnapshot:
     chlorine_plant: Reading | None = None
     chlorine_zone: Reading | None = None
     plc_in_control: Reading | None = None
+    plc_high_high: Reading | None = None  # the PLC's high-high interlock (XA-HIHI)
+    plc_dry_run: Reading | None = None  # the PLC's dry-run interlock (XA-DRYRUN)
 
     def pump(self, name: str) -> PumpSnapshot:
         found = self.find_pump(name)
@@ -90,6 +92,9 @@ class PlantSnapshot:
 
     def with_tank_level(self, level: Reading | None) -> PlantSnapshot:
         return replace(self, tank_level=level)
+
+    def with_clearwell_level(self, level: Reading | None) -> PlantSnapshot:
+        return replace(self, clearwell_level=level)
 
     def inputs(self) -> dict[str, Reading]:
         """The readings a decision records as its inputs, by tag."""

@@ -15,9 +15,17 @@ from dataclasses import dataclass, field
 
 from gateway.config.loop import LoopSettings
 from gateway.domain.conditions import Change, Debounce, Threshold
+from gateway.domain.crosscheck import (
+    CheckSample,
+    CrossCheckResult,
+    CrossCheckSettings,
+    Finding,
+    InstrumentCrossCheck,
+    PumpSample,
+)
 from gateway.domain.envelope import SafetyEnvelope
-from gateway.domain.leaks import BurstDetector, NightFlowTracker
-from gateway.domain.model import Severity, Symptom, SymptomCode, Value
+from gateway.domain.leaks import BurstDetector, NightFlowRise
+from gateway.domain.model import Quality, QualityReason, Reading, Severity, Symptom, SymptomCode, Value
 from gateway.domain.snapshot import PlantSnapshot, PumpSnapshot, good, usable, value
 from gateway.domain.tariff import Tariff
 from gateway.mapek.knowledge import Knowledge
@@ -36,6 +44,11 @@ class Analysis:
     cleared: list[Symptom] = field(default_factory=list)
     predictions: Data = field(default_factory=dict)
     seen_running: set[str] = field(default_factory=set)
+    # The readings the cross-check puts in place of a transmitter's (None: the transmitter's own): the tank level
+    # corrected for drift, or a level an independent discrete contradicts, marked bad.
+    tank_level: Reading | None = None
+    clearwell_level: Reading | None = None
+    reserve_margin_m: float = 0.0  # raised low levels while the tank level is a corrected estimate
 
     def has(self, code: SymptomCode, subject: str | None = None) -> bool:
         if subject is not None:
@@ -91,21 +104,16 @@ class Analyzer:
             short_s=sym.burst_short_s,
             reference_s=sym.burst_reference_s,
         )
-        demand = knowledge.twin.demand
-        night_base = sym.night_flow_baseline_lps
-        if night_base is None:
-            night_base = sum(demand.hourly[sym.night_start_hour : sym.night_end_hour]) / max(
-                1, sym.night_end_hour - sym.night_start_hour
-            )
-        self.night = NightFlowTracker(
+        self.night = NightFlowRise(
             start_hour=sym.night_start_hour,
             end_hour=sym.night_end_hour,
-            ratio=sym.night_flow_ratio,
-            nights=sym.night_flow_nights,
-            baseline_lps=night_base,
+            rise_lps=sym.mnf_rise_lps,
+            learn_nights=sym.mnf_learn_nights,
         )
         self._external: dict[str, tuple[bool, Symptom]] = {}
         self._efficiency: dict[str, _Efficiency] = {}
+        self.check = InstrumentCrossCheck(settings=_check_settings(settings))
+        self._check_keys: dict[str, tuple[SymptomCode, str]] = {}  # every cross-check symptom seen, to clear it
 
     # -- entry point --------------------------------------------------------------------------------------------
 
@@ -115,6 +123,7 @@ class Analyzer:
         self._last_at = now
         out = Analysis(at=now, open=dict(self._knowledge.open_symptoms))
         self._open = out.open
+        state = self._cross_check(state, out)
         self._update_twin(state, dt, out)
         self._levels(state, out)
         self._pumps(state, out)
@@ -226,18 +235,20 @@ class Analyzer:
         level = value(state.tank_level)
         on = s.symptoms.level_on_delay_s
         hysteresis = s.strategy == "hysteresis"
-        start = tank.start_lead_m if hysteresis else s.schedule.floor_m
+        margin = out.reserve_margin_m  # a corrected level keeps further from the fire reserve
+        start = (tank.start_lead_m if hysteresis else s.schedule.floor_m) + margin
         stop = tank.stop_m if hysteresis else s.schedule.top_m
         subject = tank.level_tag
         hh = (_finite(level) and level >= tank.high_high_m) or (
             usable(state.high_float) and bool(value(state.high_float))
         )
-        self._cond(out, SymptomCode.LVL_HIGHHIGH, subject, hh, severity=Severity.ALARM, detail=f"tank {level:.2f} m")
+        why = f"tank {level:.2f} m" if _finite(level) else f"float {s.tank.high_float_tag} up"
+        self._cond(out, SymptomCode.LVL_HIGHHIGH, subject, hh, severity=Severity.ALARM, detail=why)
         raw = self._threshold(SymptomCode.LVL_HIGH, subject, level, stop, above=True)
         self._cond(out, SymptomCode.LVL_HIGH, subject, raw, on=on, detail=f"tank {level:.2f} m at or above {stop} m")
         raw = self._threshold(SymptomCode.LVL_LOW, subject, level, start, above=False)
         self._cond(out, SymptomCode.LVL_LOW, subject, raw, on=on, detail=f"tank {level:.2f} m below {start} m")
-        raw = self._threshold(SymptomCode.LVL_LOWLOW, subject, level, tank.low_m, above=False)
+        raw = self._threshold(SymptomCode.LVL_LOWLOW, subject, level, tank.low_m + margin, above=False)
         self._cond(
             out, SymptomCode.LVL_LOWLOW, subject, raw, on=on, severity=Severity.ALARM, detail=f"tank {level:.2f} m"
         )
@@ -250,17 +261,12 @@ class Analyzer:
 
     def _pumps(self, state: PlantSnapshot, out: Analysis) -> None:
         rules = self._settings.rules
-        running = state.running
-        flow = value(state.station_flow)
-        no_flow = bool(running) and good(state.station_flow) and flow < rules.no_flow_fraction * rules.rated_flow_lps
         for p in state.pumps:
-            nf_key = f"noflow:{p.name}"
-            deb = self._debounce.setdefault(nf_key, Debounce(on_delay_s=rules.no_flow_delay_s))
-            deb.update(no_flow and p.is_running, state.at)
-            tripped = p.is_faulted or deb.active
-            why = "fault bit set" if p.is_faulted else f"running with station flow {flow:.1f} L/s"
-            self._cond(out, SymptomCode.PUMP_TRIP, p.name, tripped, severity=Severity.ALARM, off=30.0, detail=why)
+            # Running without flow is the cross-check's PUMP_RUN_NO_FLOW; a trip is the PLC's fault bit.
+            trip = SymptomCode.PUMP_TRIP
+            self._cond(out, trip, p.name, p.is_faulted, severity=Severity.ALARM, off=30.0, detail="fault bit set")
             self._fail_to_start(state, p.name, p.is_running, out)
+            self._interlock_stop(state, p, out)
             used = max(self._envelope.starts_last_hour(p.name, state.at), int(value(p.starts_last_hour, 0.0)))
             self._cond(
                 out,
@@ -279,6 +285,18 @@ class Analyzer:
             detail=f"run hours differ by {spread:.1f} h",
             severity=Severity.INFO,
         )
+
+    def _interlock_stop(self, state: PlantSnapshot, pump: PumpSnapshot, out: Analysis) -> None:
+        """INTERLOCK_STOP: the PLC's high-high or dry-run interlock holds a pump the gateway asks to run. It stays
+        open until the interlock has cleared and no discrete contradicts a level (Plan withdraws the request and
+        starts nothing meanwhile), so that the PLC does not restart the pump on a maintained request."""
+        held = [r.tag for r in (state.plc_high_high, state.plc_dry_run) if r is not None and _true(r)]
+        asked = _true(pump.request)
+        stopped = asked and not pump.is_running and bool(held)
+        doubtful = bool(held) or any(s.code is SymptomCode.DISCRETE_CONTRADICTION for s in out.open.values())
+        raw = stopped or (self._active(SymptomCode.INTERLOCK_STOP, pump.name) and doubtful)
+        detail = f"the PLC holds {', '.join(held)} against the gateway's run request" if held else ""
+        self._cond(out, SymptomCode.INTERLOCK_STOP, pump.name, raw, severity=Severity.ALARM, off=60.0, detail=detail)
 
     def _pump_efficiency(self, state: PlantSnapshot, dt: float, out: Analysis) -> None:
         """EFF_DEGRADED: a pump that, running alone, takes more energy per m³ than the twin's pump curve gives for
@@ -337,6 +355,53 @@ class Analyzer:
         late = since is not None and not running and state.at - since > self._settings.rules.fail_to_start_s
         detail = "" if since is None else f"start commanded {state.at - since:.0f} s ago, not running"
         self._cond(out, SymptomCode.FAIL_TO_START, pump, late, severity=Severity.ALARM, off=60.0, detail=detail)
+
+    # -- instrument cross-checks ---------------------------------------------------------------------------------
+
+    def _cross_check(self, state: PlantSnapshot, out: Analysis) -> PlantSnapshot:
+        """Feed the cross-check; its findings become symptoms, and the levels to analyse and control on are the
+        transmitters' unless it corrects one (SENSOR_DRIFT) or an independent discrete contradicts one."""
+        result = self.check.update(_check_sample(state))
+        self._check_symptoms(result, out)
+        tank_tag, cw_tag = self._settings.tank.level_tag, self._settings.clearwell.level_tag
+        # Suspect from the cycle it is seen until the symptom clears (its off-delay: a float that bounces)
+        contradicted = {x.subject for x in out.open.values() if x.code is SymptomCode.DISCRETE_CONTRADICTION}
+        if tank_tag in contradicted:
+            out.tank_level = _contradicted(state.tank_level, tank_tag, state.at)
+        elif result.level.source == "corrected" and result.level.level_m is not None:
+            out.tank_level = _corrected(state.tank_level, tank_tag, result.level.level_m, state.at)
+            out.reserve_margin_m = self._settings.symptoms.drift_margin_m
+            self._drift_predictions(state, result, out)
+        if cw_tag in contradicted:
+            out.clearwell_level = _contradicted(state.clearwell_level, cw_tag, state.at)
+        if out.tank_level is not None:
+            state = state.with_tank_level(out.tank_level)
+        if out.clearwell_level is not None:
+            state = state.with_clearwell_level(out.clearwell_level)
+        return state
+
+    def _check_symptoms(self, result: CrossCheckResult, out: Analysis) -> None:
+        found: dict[str, Finding] = {}
+        for one in result.findings:  # two discretes against one level are one symptom with both reasons
+            key = f"{one.code}:{one.subject}"
+            found[key] = one if key not in found else _merged(found[key], one)
+        for key, finding in found.items():
+            self._check_keys.setdefault(key, (SymptomCode(finding.code), finding.subject))
+        for key, (code, subject) in self._check_keys.items():
+            f = found.get(key)
+            severity = Severity.ALARM if code in _ALARMS else Severity.WARNING
+            detail = "" if f is None else f.reason
+            data: Data = {} if f is None else dict(f.data)
+            self._cond(out, code, subject, f is not None, severity=severity, off=60.0, detail=detail, data=data)
+
+    def _drift_predictions(self, state: PlantSnapshot, result: CrossCheckResult, out: Analysis) -> None:
+        p = out.predictions
+        p["level_source"] = "corrected"
+        p["level_transmitter_m"] = round(value(state.tank_level), 3) if usable(state.tank_level) else None
+        p["level_corrected_m"] = None if result.level.level_m is None else round(result.level.level_m, 3)
+        p["reserve_margin_m"] = out.reserve_margin_m
+        if result.drift is not None:
+            p["drift_m_per_day"] = round(result.drift.rate_m_day, 3)
 
     # -- quality: sensors and communication ---------------------------------------------------------------------
 
@@ -430,11 +495,19 @@ class Analyzer:
             ),
             data={"excess_lps": round(burst.excess_lps, 2), "pressure_drop_m": round(burst.pressure_drop_m, 2)},
         )
-        night = self.night.update(local_s=local, flow_lps=flow, dt_s=dt)
-        if night is not None or self.night.flagged:
-            last = self.night.last
-            detail = "" if last is None else f"minimum night flow {last.minimum_lps:.2f} L/s vs {last.baseline_lps:.2f}"
-            self._cond(out, SymptomCode.NIGHT_FLOW_HIGH, "DMA-1", self.night.flagged, detail=detail)
+        self._night_flow(local, flow, dt, out)
+
+    def _night_flow(self, local_s: float, flow: float, dt: float, out: Analysis) -> None:
+        """MNF_RISE: the zone's night flow above the baseline learned from earlier nights (a leak that grows slowly;
+        a burst is BURST's business, within minutes). Judged once a night, when the window closes."""
+        self.night.update(local_s=local_s, flow_lps=flow, dt_s=dt)
+        rise = self.night.rise
+        detail, data = "", Data()
+        if rise is not None:
+            detail = f"{rise.reason}: about {rise.extra_lps:.1f} L/s lost, a leak to find"
+            data = {"extra_lps": round(rise.extra_lps, 2), "baseline_lps": round(rise.baseline_lps, 2)}
+            data["night_lps"] = round(rise.night_lps, 2)
+        self._cond(out, SymptomCode.MNF_RISE, self._settings.zone.flow_tag, rise is not None, detail=detail, data=data)
 
     def _tariff_symptoms(self, state: PlantSnapshot, out: Analysis) -> None:
         tariff, s = self._tariff, self._settings
@@ -454,3 +527,75 @@ class Analyzer:
 
 def _finite(x: float) -> bool:
     return math.isfinite(x)
+
+
+# Cross-check findings that are alarms: a level not to be trusted, a pump that runs dry. The others are warnings
+# (an instrument to look at: a flow meter, a power meter, a running contact).
+_ALARMS = frozenset({SymptomCode.SENSOR_DRIFT, SymptomCode.DISCRETE_CONTRADICTION, SymptomCode.PUMP_RUN_NO_FLOW})
+
+
+def _check_settings(s: LoopSettings) -> CrossCheckSettings:
+    rules = s.rules
+    return CrossCheckSettings(
+        tank_area_m2=math.pi * s.tank.diameter_m**2 / 4.0,
+        level_tag=s.tank.level_tag,
+        clearwell_tag=s.clearwell.level_tag,
+        station_flow_tag=s.station.flow_tag,
+        high_high_m=s.tank.high_high_m,
+        high_high_reset_m=s.tank.high_m,
+        dry_run_trip_m=s.clearwell.dry_run_m,
+        drift_margin_m=s.symptoms.drift_margin_m,
+        no_flow_lps=rules.no_flow_fraction * rules.rated_flow_lps,
+        persist_s=rules.no_flow_delay_s,
+    )
+
+
+def _true(r: Reading | None) -> bool:
+    return usable(r) and bool(value(r))
+
+
+def _merged(a: Finding, b: Finding) -> Finding:
+    data = {**b.data, **a.data}
+    for k, v in b.data.items():
+        if k in a.data and a.data[k] != v:
+            data[k] = f"{a.data[k]},{v}"
+    return Finding(a.code, a.subject, min(a.since, b.since), f"{a.reason}; {b.reason}", data)
+
+
+def _reading(r: Reading | None) -> float | None:
+    return float(r.value) if good(r) else None  # type: ignore[union-attr, arg-type]
+
+
+def _flag(r: Reading | None) -> bool | None:
+    return bool(r.value) if good(r) else None  # type: ignore[union-attr]
+
+
+def _check_sample(state: PlantSnapshot) -> CheckSample:
+    pumps = tuple(PumpSample(p.name, _flag(p.running), _reading(p.power)) for p in state.pumps)
+    return CheckSample(
+        at=state.at,
+        tank_level_m=_reading(state.tank_level),
+        tank_level_good=good(state.tank_level),
+        tank_inflow_lps=_reading(state.station_flow),
+        tank_outflow_lps=_reading(state.zone_flow),
+        pumps=pumps,
+        high_high_float=_flag(state.high_float),
+        plc_high_high=_flag(state.plc_high_high),
+        plc_dry_run=_flag(state.plc_dry_run),
+        clearwell_level_m=_reading(state.clearwell_level),
+    )
+
+
+def _contradicted(measured: Reading | None, tag: str, now: float) -> Reading:
+    """A level an independent discrete contradicts: bad, so nothing is done on it (the PLC's interlocks act on
+    the discrete)."""
+    v = measured.value if measured is not None else None
+    source = measured.source_ts if measured is not None else now
+    return Reading(tag, v, Quality.BAD, source, now, "m", QualityReason.CONTRADICTED)
+
+
+def _corrected(measured: Reading | None, tag: str, level_m: float, now: float) -> Reading:
+    """The transmitter's level less the drift the mass balance found: uncertain, as fresh as the transmitter."""
+    source = measured.source_ts if measured is not None else now
+    receive = measured.receive_ts if measured is not None else now
+    return Reading(tag, round(level_m, 3), Quality.UNCERTAIN, source, receive, "m", QualityReason.CORRECTED)

@@ -124,13 +124,19 @@ class Cycle:
         level = self._tank_level(snapshot.tank_level, analysis, now)
         if level is not snapshot.tank_level:
             snapshot = snapshot.with_tank_level(level)
+        if analysis.clearwell_level is not None:
+            snapshot = snapshot.with_clearwell_level(analysis.clearwell_level)
         return snapshot, analysis
 
     def _tank_level(self, measured: Reading | None, analysis: Analysis, now: float) -> Reading | None:
-        """The twin stands in for a suspect transmitter, for at most ``substitute_max_s``."""
+        """A level an independent discrete contradicts is bad; the twin stands in for a suspect transmitter, for at
+        most ``substitute_max_s``; a drifting one is corrected by the mass balance (``Analysis.tank_level``)."""
         tag = self._settings.tank.level_tag
+        stand_in = analysis.tank_level
+        if stand_in is not None and stand_in.reason is QualityReason.CONTRADICTED:
+            return stand_in
         if not analysis.has(SymptomCode.SENSOR_SUSPECT, tag):
-            return measured
+            return measured if stand_in is None else stand_in
         obs = self._knowledge.twin.tank
         limit = self._settings.rules.substitute_max_s
         if obs.estimate_m is None or obs.trusted_at is None or now - obs.trusted_at > limit:
@@ -158,9 +164,9 @@ class Cycle:
         self._knowledge.apply_control(control.control)
         snapshot = snapshot.with_control(self._planner.in_control(snapshot))
         proposals: list[Proposal] = []
-        substitute = self._substitute_proposal(snapshot)
-        if substitute is not None:
-            proposals.append(substitute)
+        sensor = self._sensor_proposal(snapshot, analysis)
+        if sensor is not None:
+            proposals.append(sensor)
         else:
             self._recorder.forget("sensor")
         if control.proposal is not None:
@@ -186,15 +192,27 @@ class Cycle:
         knowledge.apply_setpoint_choice(wtp_changed_at=snapshot.at if wtp is not None else None)
         return [pumps.proposal, *(extra for extra in (prv, wtp, demotion) if extra is not None)]
 
-    def _substitute_proposal(self, snapshot: PlantSnapshot) -> Proposal | None:
+    def _sensor_proposal(self, snapshot: PlantSnapshot, analysis: Analysis) -> Proposal | None:
+        """SENSOR_SUBSTITUTE while the twin stands in for the tank level, SENSOR_CORRECT while a drift is corrected."""
         r = snapshot.tank_level
-        if r is None or r.reason is not QualityReason.SUBSTITUTED or r.value is None:
+        if r is None or r.value is None:
             return None
+        if r.reason is QualityReason.SUBSTITUTED:
+            why = (
+                f"{r.tag} suspect: the twin's estimate {value(r):.2f} m (carried by the flows from the last trusted "
+                f"level) stands in for at most {self._settings.rules.substitute_max_s / 3600:.1f} h"
+            )
+            return Proposal("sensor", Plan(PlanCode.SENSOR_SUBSTITUTE, why))
+        if r.reason is not QualityReason.CORRECTED:
+            return None
+        drift = next(iter(analysis.of(SymptomCode.SENSOR_DRIFT)), None)
+        p = analysis.predictions
         why = (
-            f"{r.tag} suspect: the twin's estimate {value(r):.2f} m (carried by the flows from the last trusted level)"
-            f" stands in for at most {self._settings.rules.substitute_max_s / 3600:.1f} h"
+            f"{r.tag} drifts ({drift.detail if drift else 'mass balance'}): control on the corrected level "
+            f"{value(r):.2f} m (transmitter {p.get('level_transmitter_m')} m), low levels raised by "
+            f"{analysis.reserve_margin_m:.2f} m above the fire reserve's"
         )
-        return Proposal("sensor", Plan(PlanCode.SENSOR_SUBSTITUTE, why))
+        return Proposal("sensor", Plan(PlanCode.SENSOR_CORRECT, why), {"level_source": "corrected"})
 
     # -- Execute ------------------------------------------------------------------------------------------------
 

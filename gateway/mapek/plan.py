@@ -27,6 +27,8 @@ from gateway.mapek.analyze import Analysis
 from gateway.mapek.knowledge import ControlState, Knowledge
 
 Data = dict[str, Value | str | None]
+_FAILURES = (SymptomCode.PUMP_TRIP, SymptomCode.FAIL_TO_START, SymptomCode.PUMP_RUN_NO_FLOW)  # standby takes over
+_STANDING = frozenset({PlanCode.P_DEFER, PlanCode.NO_ACTION, PlanCode.P_HOLD})  # plans of no change in pumps
 _RELEASE_RETRY_S = 10.0  # the PLC still reports gateway control after a release: say it again, not every cycle
 
 
@@ -134,11 +136,11 @@ class Planner:
     # -- pumps --------------------------------------------------------------------------------------------------
 
     def pumps(self, state: PlantSnapshot, analysis: Analysis) -> PumpChoice:
-        swap = self._swap(state, analysis)
-        if swap is not None:
-            return PumpChoice(swap)
+        urgent = self._withdraw(state, analysis) or self._swap(state, analysis)
+        if urgent is not None:
+            return PumpChoice(urgent)
         self._slot_chosen = None
-        target = self._target(state, analysis)
+        target = self._interlock_hold(state, analysis, self._target(state, analysis))
         proposal = self._toward(state, target, analysis)
         lead = self._knowledge.lead
         lead_used = any(c.kind is CommandKind.START_PUMP and c.target == lead for c in proposal.plan.commands)
@@ -156,10 +158,31 @@ class Planner:
         return out
 
     def _failed(self, analysis: Analysis, pump: str) -> bool:
-        return analysis.has(SymptomCode.PUMP_TRIP, pump) or analysis.has(SymptomCode.FAIL_TO_START, pump)
+        return any(analysis.has(code, pump) for code in _FAILURES)
 
     def _available(self, state: PlantSnapshot, analysis: Analysis) -> list[PumpSnapshot]:
         return [p for p in state.pumps if p.in_auto and not p.is_faulted and not self._failed(analysis, p.name)]
+
+    def _interlock_hold(self, state: PlantSnapshot, analysis: Analysis, target: _Target) -> _Target:
+        """No start while a run request is held by the PLC's interlock, until it has cleared and the levels agree."""
+        held, n_now = analysis.of(SymptomCode.INTERLOCK_STOP), len(self.running(state))
+        if not held or target.pumps <= n_now:
+            return target
+        why = f"{target.why}; no start while {held[0].subject} is held by the PLC's interlock ({held[0].detail})"
+        return _Target(n_now, PlanCode.P_HOLD, why)
+
+    def _withdraw(self, state: PlantSnapshot, analysis: Analysis) -> Proposal | None:
+        """P_WITHDRAW: a run request the PLC's interlock holds is cleared (no maintained request against an active
+        interlock: the PLC would restart the pump the moment it clears, on inputs that may be wrong)."""
+        held = [p for p in state.pumps if analysis.has(SymptomCode.INTERLOCK_STOP, p.name) and p.in_auto]
+        held = [p for p in held if usable(p.request) and bool(value(p.request))]
+        if not held:
+            return None
+        commands = tuple(Command(CommandKind.STOP_PUMP, p.name, p.start_tag, False, "interlock") for p in held)
+        symptom = analysis.open[f"{SymptomCode.INTERLOCK_STOP}:{held[0].name}"]
+        names = ", ".join(p.name for p in held)
+        why = f"{names}: {symptom.detail}; run request withdrawn, no start until it has cleared and the levels agree"
+        return Proposal("pumps", Plan(PlanCode.P_WITHDRAW, why, commands))
 
     def _swap(self, state: PlantSnapshot, analysis: Analysis) -> Proposal | None:
         """Standby on trip: clear the failed pump's request and start the standby with the fewest run hours."""
@@ -178,7 +201,7 @@ class Planner:
         return Proposal("pumps", Plan(PlanCode.P_SWAP_STANDBY, why, tuple(commands)))
 
     def _failure(self, analysis: Analysis, pump: str) -> str:
-        for code in (SymptomCode.PUMP_TRIP, SymptomCode.FAIL_TO_START):
+        for code in _FAILURES:
             s = analysis.open.get(f"{code}:{pump}")
             if s is not None:
                 return f"{code.value}: {s.detail}"
@@ -296,7 +319,7 @@ class Planner:
             cmd = Command(CommandKind.STOP_PUMP, pump.name, pump.start_tag, False, target.why)
             why = f"{target.why}; stop {pump.name} (run hours {pump.hours:.1f})"
             return Proposal("pumps", Plan(target.code, why, (cmd,)), knowledge)
-        code = target.code if target.code in {PlanCode.P_DEFER, PlanCode.NO_ACTION} else PlanCode.NO_ACTION
+        code = target.code if target.code in _STANDING else PlanCode.NO_ACTION
         return Proposal("pumps", Plan(code, target.why), knowledge)
 
     def _lead_reason(self, state: PlantSnapshot, analysis: Analysis, pump: PumpSnapshot) -> str:

@@ -8,8 +8,10 @@ new schedule is returned, never stored here: ``Knowledge.adopt_schedule`` takes 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 from gateway.config.loop import LoopSettings
+from gateway.domain.model import QualityReason
 from gateway.domain.schedule import Schedule, ScheduleInputs, ScheduleParams, compute_schedule
 from gateway.domain.snapshot import PlantSnapshot, good, value
 from gateway.domain.tariff import Tariff
@@ -93,7 +95,11 @@ class Rescheduler:
             demand_lps=[d + leak for d in demand],
             price=[self._tariff.price(start + (i + 0.5) * slot) for i in range(slots)],
         )
-        return schedule_params(s, self._tariff, slots), inputs
+        params = schedule_params(s, self._tariff, slots)
+        if state.tank_level is not None and state.tank_level.reason is QualityReason.CORRECTED:
+            # A level corrected for drift is an estimate: the plan keeps the wider margin above the fire reserve.
+            params = replace(params, floor_m=params.floor_m + s.symptoms.drift_margin_m)
+        return params, inputs
 
 
 def schedule_params(s: LoopSettings, tariff: Tariff, slots: int) -> ScheduleParams:

@@ -42,6 +42,8 @@ def read_snapshot(
         chlorine_plant=lookup(s.chlorine.plant_tag),
         chlorine_zone=lookup(s.chlorine.zone_tag),
         plc_in_control=lookup(s.in_control_tag),
+        plc_high_high=lookup(s.tank.plc_high_high_tag),
+        plc_dry_run=lookup(s.clearwell.plc_dry_run_tag),
     )
 
 
@@ -67,9 +69,8 @@ def missing_inputs(settings: LoopSettings, snapshot: PlantSnapshot) -> list[str]
     """Inputs a plan needs that are not good; any of them sends the loop to FAILSAFE_LOCAL."""
     s, level = settings, snapshot.tank_level
     missing = []
-    if not usable(level) or (
-        level is not None and level.quality is not Quality.GOOD and level.reason is not QualityReason.SUBSTITUTED
-    ):
+    stand_ins = (QualityReason.SUBSTITUTED, QualityReason.CORRECTED)
+    if not usable(level) or (level is not None and level.quality is not Quality.GOOD and level.reason not in stand_ins):
         missing.append(s.tank.level_tag)
     checks = [(s.clearwell.level_tag, snapshot.clearwell_level), (s.in_control_tag, snapshot.plc_in_control)]
     for cfg, p in zip(s.pumps, snapshot.pumps, strict=True):

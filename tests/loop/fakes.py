@@ -30,12 +30,12 @@ from gateway.domain.twin import PlantModel, PumpCurve
 PUMPS = ("P-101", "P-102", "P-103")
 PLC_TAGS = (
     [f"XC-10{i}" for i in (1, 2, 3)]
-    + [f"{p}-10{i}" for p in ("YS", "YA", "HS", "RH", "SH", "JI") for i in (1, 2, 3)]
-    + ["YS-GWCTRL", "LIT-101", "FIT-100", "FIC-100", "FIT-110", "HS-CTRL", "GW-HB"]
+    + [f"{p}-10{i}" for p in ("YS", "YA", "HS", "RH", "SH", "ST", "JI") for i in (1, 2, 3)]
+    + ["YS-GWCTRL", "LIT-101", "FIT-100", "FIC-100", "FIT-110", "HS-CTRL", "GW-HB", "XA-HIHI", "XA-DRYRUN"]
 )
 RTU_TAGS = ["LIT-201", "LSHH-201", "FIT-301", "PIT-301", "PCV-301.SP", "AIT-100", "AIT-301"]
 WRITABLE = {"XC-101", "XC-102", "XC-103", "HS-CTRL", "GW-HB", "FIC-100", "PCV-301.SP"}
-BOOLS = {t for t in PLC_TAGS + RTU_TAGS if t.split("-")[0] in {"XC", "YS", "YA", "HS", "LSHH"}} - {"HS-CTRL"}
+BOOLS = {t for t in PLC_TAGS + RTU_TAGS if t.split("-")[0] in {"XC", "YS", "YA", "HS", "LSHH", "XA"}} - {"HS-CTRL"}
 MULT = [.45, .40, .35, .35, .40, .60, 1.05, 1.55, 1.60, 1.35, 1.15, 1.10,
         1.15, 1.10, 1.00, .95, 1.05, 1.30, 1.50, 1.55, 1.35, 1.10, .80, .60]  # fmt: skip
 
@@ -73,6 +73,10 @@ class FakePlant:
     extra_outflow: float = 0.0
     fails_to_start: set[int] = field(default_factory=set)
     power_factor: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])  # > 1: a worn pump (JI-10x)
+    level_offset: float = 0.0  # LIT-201 reads the tank plus this (a drifting transmitter)
+    high_float: bool | None = None  # LSHH-201 stuck at this (None: the float follows the water)
+    hihi: bool = False  # the PLC's high-high interlock (XA-HIHI), on its instruments: set at the float or 7.8 m
+    dry_run: bool = False  # the PLC's dry-run interlock (XA-DRYRUN): set below 0.8 m, cleared above 1.0 m
     writes: list[Write] = field(default_factory=list)
     model: PlantModel = field(
         default_factory=lambda: PlantModel(
@@ -113,9 +117,13 @@ class FakePlant:
                 self.run_hours[i] += dt / 3600
 
     def _plc(self) -> None:
+        level = self.tank + self.level_offset
+        float_up = self.tank >= 7.8 if self.high_float is None else self.high_float
+        self.hihi = float_up or level >= 7.8 or (self.hihi and level >= 7.5)
+        self.dry_run = self.clearwell < 0.8 or (self.dry_run and self.clearwell <= 1.0)
         want = self._wanted()
         for i in range(3):
-            ok = want[i] and not self.fault[i] and self.clearwell >= 0.8 and self.tank < 7.8
+            ok = want[i] and not self.fault[i] and not self.dry_run and not self.hihi
             if ok and not self.running[i]:
                 self.starts[i].append(self.now)
             self.running[i] = ok
@@ -134,7 +142,7 @@ class FakePlant:
         return [w and self.auto_remote[i] for i, w in enumerate(want)]
 
     def value(self, tag: str) -> Value:
-        if tag.startswith(("XC-", "YS-1", "YA-", "HS-1", "RH-", "SH-", "JI-")):
+        if tag.startswith(("XC-", "YS-1", "YA-", "HS-1", "RH-", "SH-", "ST-", "JI-")):
             i = int(tag[-1]) - 1
             return self._pump_value(tag[:2], i)
         n = sum(1 for i, r in enumerate(self.running) if r and i not in self.fails_to_start)
@@ -142,8 +150,8 @@ class FakePlant:
         table: dict[str, Value] = {
             "YS-GWCTRL": self.gateway_control,
             "LIT-101": round(self.clearwell, 3),
-            "LIT-201": round(self.tank, 3),
-            "LSHH-201": self.tank >= 7.8,
+            "LIT-201": round(self.tank + self.level_offset, 3),
+            "LSHH-201": self.tank >= 7.8 if self.high_float is None else self.high_float,
             "FIT-100": self.fic,
             "FIC-100": self.fic,
             "FIT-110": round(op.flow_lps, 2),
@@ -154,6 +162,8 @@ class FakePlant:
             "AIT-301": 0.8,
             "HS-CTRL": self.control_word,
             "GW-HB": self.heartbeat,
+            "XA-HIHI": self.hihi,
+            "XA-DRYRUN": self.dry_run,
         }
         return table[tag]
 
@@ -170,6 +180,8 @@ class FakePlant:
             return round(self.run_hours[i], 2)
         if prefix == "SH":
             return sum(1 for t in self.starts[i] if self.now - t < 3600)
+        if prefix == "ST":
+            return len(self.starts[i])
         return 25.0 * self.power_factor[i] if self.running[i] else 0.0
 
     def write(self, tag: str, value: Value) -> None:

@@ -25,6 +25,7 @@ from gateway.domain.model import Decision
 from gateway.mapek.build import build_control_loop
 from gateway.mapek.loop import ControlLoop
 from gateway.paths import bundled_config_dir
+from simulators.config import PlantConfig
 from simulators.plant_simulator import PlantSimulator
 from simulators.simulation import DEFAULT_EPOCH
 
@@ -91,11 +92,20 @@ def settings_for(sim: PlantSimulator, db: Path, **loop: Any) -> GatewaySettings:
 
 
 @asynccontextmanager
-async def stack(tmp_path: Path, *, start_hour: float = 0.0, seed: int = 42, **loop: Any) -> AsyncIterator[Stack]:
-    """Simulators, drivers, store and loop, entered in order and closed in reverse."""
+async def stack(
+    tmp_path: Path,
+    *,
+    start_hour: float = 0.0,
+    seed: int = 42,
+    plant: dict[str, dict[str, object]] | None = None,
+    **loop: Any,
+) -> AsyncIterator[Stack]:
+    """Simulators, drivers, store and loop, entered in order and closed in reverse; ``plant`` overrides sections of
+    the simulator's configuration (``plant={"tank": {"initial_level_m": 3.2}}``), ``loop`` fields of the loop's."""
     clock = SteppedClock(start=DEFAULT_EPOCH + start_hour * HOUR)
+    config = PlantConfig().with_overrides(**plant) if plant else None
     async with AsyncExitStack() as es:
-        sim = await es.enter_async_context(PlantSimulator(clock=clock, seed=seed))
+        sim = await es.enter_async_context(PlantSimulator(config, clock=clock, seed=seed))
         settings = settings_for(sim, tmp_path / "gateway.db", **loop)
         devices = build_devices(settings, clock=clock)
         for d in devices:

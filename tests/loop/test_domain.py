@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.domain.conditions import Change, Debounce, LevelCondition
-from gateway.domain.leaks import BurstDetector, NightFlowTracker
+from gateway.domain.leaks import BurstDetector
 from gateway.domain.schedule import ScheduleInputs, ScheduleParams, compute_schedule
 from gateway.domain.tariff import Band, Tariff
 from gateway.domain.twin import DemandForecast, LevelObserver, PlantModel, PumpCurve
@@ -141,15 +141,3 @@ def test_burst_detector_ignores_the_profiled_morning_ramp_and_finds_a_step() -> 
     assert found_at is not None
     assert found_at - 2 * 3600 <= 600
     assert burst.update(at=4 * 3600, flow_lps=16, pressure_m=44.3, expected_lps=9).active  # stays open
-
-
-def test_night_flow_flags_two_high_nights_in_a_row() -> None:
-    night = NightFlowTracker(start_hour=2, end_hour=4, ratio=1.3, nights=2, baseline_lps=9.0)
-    results = []
-    for day, flow in enumerate([9.0, 12.5, 12.5]):
-        for t in range(0, 86400, 60):
-            r = night.update(local_s=day * 86400 + t, flow_lps=flow if 2 <= t // 3600 < 4 else 20.0, dt_s=60)
-            if r is not None:
-                results.append(r)
-    assert [r.high for r in results] == [False, True, True]
-    assert night.flagged

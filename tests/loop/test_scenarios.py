@@ -3,6 +3,7 @@ figures from the simulator's true state and scorecard. Wall times and figures ar
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -260,3 +261,183 @@ async def test_fire_flow_in_the_peak(tmp_path: Path) -> None:
     assert c.tank_min_m > 0.5
     assert c.unmet_m3 == 0
     assert c.dry_run_trips == 0
+
+
+# -- issue 17: instrument cross-checks and the night-flow leak detector, judged on the true plant --------------------
+
+
+class _Starts:
+    """The simulator's true start counters, sampled after every chunk: the most starts of a pump in any hour."""
+
+    def __init__(self, s: Stack) -> None:
+        self.samples: list[tuple[float, dict[str, int]]] = []
+        self.s = s
+        self.sample()
+
+    def sample(self) -> None:
+        self.samples.append((self.s.sim.t, {p.name: p.starts for p in self.s.sim.state().pumps}))
+
+    async def run(self, seconds: float, *, step_s: float = 20.0, until: Callable[[], bool] | None = None) -> None:
+        end = self.s.sim.t + seconds
+        while self.s.sim.t < end - 1e-6:
+            await self.s.run(min(600.0, end - self.s.sim.t), step_s=step_s, until=until)
+            self.sample()
+            if until is not None and until():
+                return
+
+    def max_per_hour(self) -> int:
+        """The most true starts of one pump between two samples at most an hour apart (samples every ≤ 10 min, so
+        a window is covered to within one sample: the figure may overcount, never undercount, by that)."""
+        best = 0
+        for i, (t0, a) in enumerate(self.samples):
+            for t1, b in self.samples[i:]:
+                if t1 - t0 > HOUR + 600.0:
+                    break
+                best = max(best, *(b[p] - a[p] for p in a))
+        return best
+
+
+def _opened(s: Stack, key: str) -> Callable[[], bool]:
+    return lambda: key in s.loop.knowledge.open_symptoms
+
+
+async def _drift_scenario(tmp_path: Path, rate: float) -> tuple[float, float, int, Stack, str]:
+    """LIT-201 drifts from 04:00 (four hours of a right transmitter before it); 24 hours watched after."""
+    async with stack(tmp_path) as s:
+        starts = _Starts(s)
+        await starts.run(4 * HOUR)
+        await s.sim.inject({"kind": "sensor_drift", "signal": "LIT-201", "rate_per_day": rate})
+        at = s.clock.now()
+        key = "SENSOR_DRIFT:LIT-201"
+        await starts.run(24 * HOUR, until=_opened(s, key))
+        drift = s.loop.knowledge.open_symptoms.get(key)
+        assert drift is not None, f"a drift of {rate:+} m/day not flagged within 24 h"
+        found_h = (drift.raised_at - at) / HOUR
+        await starts.run(at + 24 * HOUR - s.clock.now())
+        c = s.sim.scorecard()
+        return found_h, c.tank_min_m, starts.max_per_hour(), s, drift.detail
+
+
+async def test_level_transmitter_drifting_up(tmp_path: Path) -> None:
+    """LIT-201 reads high by 0.3 m more a day: flagged within 24 h, the loop controls on the corrected level with
+    the wider margin, and the true tank never goes below the 2.0 m fire reserve."""
+    found_h, tank_min, per_hour, s, detail = await _drift_scenario(tmp_path, +0.3)
+    correct = [d for d in s.decisions if d.plan.code is PlanCode.SENSOR_CORRECT]
+    pumps = [d for d in s.decisions if d.plan.code in {PlanCode.P_START_LEAD, PlanCode.TANK_PREFILL}]
+    print(
+        f"\nLIT-201 +0.3 m/day: SENSOR_DRIFT after {found_h:.1f} h ({detail}); true tank ≥ {tank_min:.2f} m; "
+        f"most true starts of a pump in an hour {per_hour}"
+    )
+    assert found_h <= 24
+    assert tank_min >= 2.0
+    assert per_hour <= 4
+    assert correct
+    corrected = [d for d in pumps if d.knowledge.get("level_source") == "corrected"]
+    assert corrected, "no pump decision was taken on the corrected level"
+    assert corrected[-1].inputs["LIT-201"].reason is QualityReason.CORRECTED
+
+
+async def test_level_transmitter_drifting_down(tmp_path: Path) -> None:
+    """LIT-201 reads low by 0.3 m more a day: flagged, and no pump cycles (at most 4 true starts of a pump in any
+    hour)."""
+    found_h, tank_min, per_hour, _s, detail = await _drift_scenario(tmp_path, -0.3)
+    print(
+        f"\nLIT-201 -0.3 m/day: SENSOR_DRIFT after {found_h:.1f} h ({detail}); true tank ≥ {tank_min:.2f} m; "
+        f"most true starts of a pump in an hour {per_hour}"
+    )
+    assert found_h <= 24
+    assert per_hour <= 4
+    assert tank_min >= 2.0
+
+
+async def test_incipient_leak_raises_mnf_rise(tmp_path: Path) -> None:
+    """Three nights learned, then a leak growing 0 → 4 L/s over 24 h from 05:00: MNF_RISE within 48 h, with the
+    extra flow it found."""
+    async with stack(tmp_path) as s:
+        await s.run(2 * 24 * HOUR + 5 * HOUR)  # the nights of days 0, 1 and 2 (01-05 h) learned
+        assert "MNF_RISE:FIT-301" not in s.loop.knowledge.open_symptoms
+        await s.sim.inject({"kind": "incipient_leak", "final_lps": 4.0, "ramp_h": 24.0})
+        at = s.clock.now()
+        await s.run(48 * HOUR, until=_opened(s, "MNF_RISE:FIT-301"))
+        rise = s.loop.knowledge.open_symptoms.get("MNF_RISE:FIT-301")
+        assert rise is not None, "the leak was not flagged within 48 h"
+        true_leak = s.sim.state().leak_lps
+    found_h = (rise.raised_at - at) / HOUR
+    print(f"\nincipient leak 0→4 L/s/24 h: MNF_RISE after {found_h:.1f} h ({rise.detail}); true leak {true_leak:.2f}")
+    assert found_h <= 48
+    assert float(str(rise.data["extra_lps"])) >= 2.0
+
+
+async def test_high_high_float_contradicts_the_level(tmp_path: Path) -> None:
+    """The tank at 7.85 m (float up), LIT-201 stuck at 5.0 m while the gateway holds control: DISCRETE_CONTRADICTION
+    in the first cycle that has the level good, the level bad from then on, control handed to the PLC; no pump
+    started while it is open (until the tank has drained below the float), no overflow."""
+    async with stack(tmp_path, start_hour=10, plant={"tank": {"initial_level_m": 7.85}}) as s:
+        await s.run(90, step_s=5)
+        assert s.sim.state().gateway_control
+        await s.sim.inject({"kind": "sensor_stuck", "signal": "LIT-201", "value": 5.0})
+        at = s.clock.now()
+        key = "DISCRETE_CONTRADICTION:LIT-201"
+        await s.run(60, step_s=5, until=_opened(s, key))
+        found = s.loop.knowledge.open_symptoms.get(key)
+        assert found is not None
+        reason = s.loop.knowledge.control.failsafe_reason
+        await s.run(20 * 60, step_s=5, until=lambda: key not in s.loop.knowledge.open_symptoms)
+        cleared = s.clock.now()
+        c = s.sim.scorecard()
+        during = [d for d in s.decisions if found.raised_at <= d.at < cleared]
+    starts = [o for d in during for o in d.outcomes if o.command.kind is CommandKind.START_PUMP]
+    failsafe = [d for d in s.decisions if d.at >= at and d.plan.code is PlanCode.FAILSAFE_LOCAL]
+    taken = [d for d in during if d.plan.code is PlanCode.TAKE_CONTROL]
+    print(
+        f"\nfloat up, LIT-201 stuck at 5.0 m: DISCRETE_CONTRADICTION after {found.raised_at - at:.0f} s, "
+        f"open {(cleared - found.raised_at) / 60:.1f} min\n  {found.detail}"
+    )
+    # The jump 7.85 → 5.0 m is a spike to Monitor (bad) until three polls agree; the cycle that first sees the level
+    # good sees the contradiction: the level is never good to the loop meanwhile.
+    assert found.raised_at - at <= 3 * 5.0
+    assert failsafe  # at the spike already: the level was bad before it was contradicted
+    assert "LIT-201" in reason
+    assert not taken
+    assert all(d.inputs["LIT-201"].quality is not Quality.GOOD for d in during if "LIT-201" in d.inputs)
+    assert not starts
+    assert c.overflow_m3 == 0
+
+
+async def test_dry_run_interlock_withdraws_the_run_request(tmp_path: Path) -> None:
+    """The treatment plant stops while a pump fills the tank: the PLC's dry-run interlock stops the pump; the
+    gateway withdraws its run request (P_WITHDRAW) and asks again only after the clearwell is back above the reset
+    level; the PLC restarts nothing on its own, and no pump starts more than 4 times in any hour."""
+    initial: dict[str, dict[str, object]] = {"tank": {"initial_level_m": 3.9}, "clearwell": {"initial_level_m": 1.3}}
+    async with stack(tmp_path, start_hour=10, plant=initial, strategy="hysteresis") as s:
+        starts = _Starts(s)
+        outage = await s.sim.inject({"kind": "wtp_outage"})
+        await starts.run(3 * HOUR, until=lambda: bool(s.sim.read("XA-DRYRUN")))
+        assert s.sim.read("XA-DRYRUN"), "the clearwell did not reach the dry-run level"
+        tripped = s.clock.now()
+        await s.run(120, step_s=5)
+        coils = [s.sim.read(f"XC-10{i}") for i in (1, 2, 3)]
+        await starts.run(HOUR - 120)
+        await s.sim.clear(outage)
+        await starts.run(2 * HOUR, until=lambda: not s.sim.read("XA-DRYRUN"))
+        cleared = None if s.sim.read("XA-DRYRUN") else s.clock.now()  # to within one 20 s step
+        await starts.run(2 * HOUR)
+        withdraw = [d for d in s.decisions if d.plan.code is PlanCode.P_WITHDRAW]
+        asked = [
+            d.at
+            for d in s.decisions
+            if d.at >= tripped and any(c.kind is CommandKind.START_PUMP for c in d.plan.commands)
+        ]
+        per_hour = starts.max_per_hour()
+    print(
+        f"\ndry run at {(tripped - DEFAULT_EPOCH) / HOUR:.2f} h: P_WITHDRAW after {withdraw[0].at - tripped:.0f} s "
+        f"({withdraw[0].plan.reason}); interlock cleared after {((cleared or tripped) - tripped) / 60:.0f} min, "
+        f"first start asked {(asked[0] - tripped) / 60 if asked else float('nan'):.0f} min after the trip; "
+        f"most true starts of a pump in an hour {per_hour}"
+    )
+    assert withdraw
+    assert withdraw[0].at - tripped <= 10
+    assert not any(coils)  # no maintained request against the active interlock
+    assert cleared is not None
+    assert all(at >= cleared for at in asked)
+    assert per_hour <= 4

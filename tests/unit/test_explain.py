@@ -60,6 +60,7 @@ class Plant:
     fault: bool = False
     auto: bool = True
     prv: float = 45.0
+    dry_run_interlock: bool = False
     bad: dict[str, Reading | None] = field(default_factory=dict)  # tag -> replacement reading (None: missing)
 
     def r(self, tag: str, v: Value) -> Reading | None:
@@ -79,6 +80,7 @@ class Plant:
             pumps=(pump,),
             high_float=self.r("LSHH-201", False),
             setpoints={"PCV-301.SP": self.r("PCV-301.SP", self.prv)},
+            plc_dry_run=self.r("XA-DRYRUN", self.dry_run_interlock),
         )
 
 
@@ -126,6 +128,7 @@ CASES: dict[Rule, Case] = {
     Rule.PUMP_FAULT: (START, Plant(fault=True), NOTHING, ("not started: P-101 is faulted",)),
     Rule.DRY_RUN: (START, Plant(cw=0.5), NOTHING, ("not started", "clearwell is too low")),
     Rule.HIGH_HIGH: (START, Plant(tank=7.9), NOTHING, ("not started", "high-high")),
+    Rule.PLC_INTERLOCK: (START, Plant(dry_run_interlock=True), NOTHING, ("not started", "PLC holds", "XA-DRYRUN")),
     Rule.MIN_OFF: (START, Plant(), lambda env: _recently(env, Plant(running=True), STOP), ("minimum off time",)),
     Rule.MIN_RUN: (STOP, Plant(running=True), lambda env: _recently(env, Plant(), START), ("not stopped", "run time")),
     Rule.STARTS_PER_HOUR: (
