@@ -9,7 +9,9 @@ other end of a cable, so that this process's event loop holds only the gateway's
 unless ``--reconnect-max-s`` is given) is polled by a ``PollScheduler``. Each restart stops the server (listener
 closed, sessions dropped) for ``--down-s`` seconds and starts it again on the same port; the time to good is from
 the server listening again to the first poll that returns LIT-201 good. The asyncio task count is taken once
-connected, before the first restart, and after the last one is good again. Figures are printed, never asserted.
+connected, before the first restart, and after the last one is good again, and this process's RSS (both sides: the
+server's thread too) once connected and after each restart, to tell a one-time step from a per-restart leak.
+Figures are printed, never asserted.
 """
 
 from __future__ import annotations
@@ -112,17 +114,20 @@ async def _restarts(
             good_at.append(time.monotonic())
 
     times: list[float] = []
+    rss: list[float] = []
     async with OpcUaDevice(settings=settings, tags=tags, clock=clock) as device:
         scheduler = PollScheduler(device=device, interval_s=settings.poll_interval_s, clock=clock, sink=sink)
         poller = asyncio.create_task(scheduler.run(), name="poll[tank-rtu]")
         await _good_since(good_at, time.monotonic())
         before = len(asyncio.all_tasks())
+        rss.append(_rss_mb())
         for _ in range(args.restarts):
             server.call(sim.stop_opcua())
             await asyncio.sleep(args.down_s)
             server.call(sim.start_opcua())
             up = time.monotonic()
             times.append(await _good_since(good_at, up) - up)
+            rss.append(_rss_mb())
         after = len(asyncio.all_tasks())
         poller.cancel()
         await asyncio.gather(poller, return_exceptions=True)
@@ -133,6 +138,18 @@ async def _restarts(
     print("time to good after the server is back: " + ", ".join(f"{t:.2f}" for t in times) + " s")
     print(f"  median {statistics.median(times):.2f} s, max {max(times):.2f} s")
     print(f"asyncio tasks: {before} before the first restart, {after} after the last")
+    print("RSS (both sides) once connected, then after each restart: " + ", ".join(f"{r:.1f}" for r in rss) + " MB")
+    half = len(rss) // 2
+    if args.restarts >= 4:
+        per = (rss[-1] - rss[half]) / (len(rss) - 1 - half)
+        print(f"  first restart {rss[1] - rss[0]:+.1f} MB; second half of the restarts {per:+.2f} MB per restart")
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 async def _good_since(good_at: list[float], since: float) -> float:
