@@ -123,7 +123,7 @@ class SourceClock:
         self._stamps: list[float] = []
         self.offset_s: float | None = None  # the device's clock minus ours, while it is implausible
 
-    def judge(self, readings: list[Reading], now: float) -> list[Reading]:
+    def screen(self, readings: list[Reading], now: float) -> list[Reading]:
         """``readings`` as they are while the device's clock is plausible, else with the good ones made uncertain."""
         newest, first = self._newest_change(readings)
         if newest is not None:

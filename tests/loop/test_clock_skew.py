@@ -34,7 +34,7 @@ class RtuWithClock(FakeDevice):
     async def poll(self) -> list[Reading]:
         now = self.plant.now
         stamped = [r._replace(source_ts=now + self.offset_s) for r in await super().poll()]
-        return self.check.judge(stamped, now)
+        return self.check.screen(stamped, now)
 
 
 class SymptomLog(InMemoryKnowledgeStore):

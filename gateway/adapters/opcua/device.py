@@ -207,7 +207,7 @@ class OpcUaDevice:
         self._books.status.succeeded()
         now = self._clock.now()
         readings = [self._reading(tag, dv, now) for tag, dv in zip(self._tags, values, strict=True)]
-        readings = self._judge_clock(readings, now)
+        readings = self._screen_clock(readings, now)
         self._books.quality.record(readings)
         return readings
 
@@ -255,14 +255,14 @@ class OpcUaDevice:
                 waiting.append(tag)
             else:
                 fresh.append(self._reading(tag, dv, now))
-        fresh = self._judge_clock(fresh, now)
+        fresh = self._screen_clock(fresh, now)
         self._books.quality.record(fresh)
         return fresh + self._books.quality.missed(waiting, QualityReason.COMM_LOSS)
 
-    def _judge_clock(self, readings: list[Reading], now: float) -> list[Reading]:
+    def _screen_clock(self, readings: list[Reading], now: float) -> list[Reading]:
         """Readings stamped by a server whose clock is off turn uncertain (``clock_skew``): they keep the server's
         source time, and their receive time (``now``) is what the loop measures their age by."""
-        return readings if self._source_clock is None else self._source_clock.judge(readings, now)
+        return readings if self._source_clock is None else self._source_clock.screen(readings, now)
 
     def _reading(self, tag: Tag, dv: ua.DataValue, now: float) -> Reading:
         code = dv.StatusCode.value if dv.StatusCode is not None else 0
