@@ -23,7 +23,7 @@ from gateway.mapek.record import Recorder
 from gateway.mapek.remote import RemoteHandler
 from gateway.mapek.reschedule import Rescheduler
 from gateway.mapek.runner import Runner
-from gateway.mapek.snapshot import loop_tags
+from gateway.mapek.snapshot import loop_tags, plc_level_tags
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,10 +147,9 @@ def envelope_limits(s: LoopSettings) -> EnvelopeLimits:
     """The safety envelope's limits from the loop's settings."""
     r = s.rules
     t = s.tank
-    plc_levels = [tag for tag in (t.plc_start_lead_tag, t.plc_start_lag_tag, t.plc_stop_tag) if tag is not None]
     setpoints = {
         tag: SetpointLimit(t.fire_reserve_m, t.high_m, t.plc_level_max_step_m, r.setpoint_min_interval_s)
-        for tag in plc_levels
+        for tag in plc_level_tags(s)
     }
     setpoints |= {
         s.zone.prv_setpoint_tag: SetpointLimit(
