@@ -19,7 +19,8 @@ Rules (docs/loop.md has the reasoning):
   high-high), at most ``max_starts_per_hour`` per pump in any rolling hour (observed and commanded starts, or the
   PLC's start counter ST-10x, or its own rolling count SH-10x, whichever is highest).
 * fire reserve: the last running pump is not stopped while the tank is below its low level (except in an emergency).
-* setpoints: within their limits, at most ``max_step`` from the present value (read back), at most one change per
+* setpoints: within their limits, at most ``max_step`` from the present value (read back), levels of
+  ``level_order`` (the PLC's lag start, lead start, stop) strictly ascending, at most one change per
   ``min_interval_s``. An operator's change (``operator=True``: a remote request) is spaced only from the operator's
   previous change of that setpoint, not from the loop's own ramp steps: the loop stops ramping a setpoint an operator
   holds, and each step is bounded by ``max_step`` from the value the plant reports.
@@ -27,6 +28,7 @@ Rules (docs/loop.md has the reasoning):
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -58,6 +60,7 @@ class Rule(StrEnum):
     SETPOINT_CLAMP = "setpoint_clamp"
     SETPOINT_STEP = "setpoint_step"
     SETPOINT_INTERVAL = "setpoint_interval"
+    SETPOINT_ORDER = "setpoint_order"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +95,7 @@ class EnvelopeLimits:
     dry_run_margin_m: float = 0.2
     max_input_age_s: float = 15.0
     substitute_max_s: float = 7200.0
+    level_order: tuple[str, ...] = ()  # setpoint tags that stay strictly ascending (the PLC's lag, lead, stop)
 
 
 @dataclass(slots=True)
@@ -376,7 +380,23 @@ class SafetyEnvelope:
         if last is not None and now - last < limit.min_interval_s:
             by = "by an operator " if operator else ""
             return Verdict(False, Rule.SETPOINT_INTERVAL, f"{command.tag} changed {by}{now - last:.0f} s ago")
-        return ALLOWED
+        return self._out_of_order(command.tag, value, view, now) or ALLOWED
+
+    def _out_of_order(self, tag: str, value: float, view: PlantSnapshot, now: float) -> Verdict | None:
+        """A level of ``level_order`` may not reach the one above it or fall to the one below (a PLC's stop level at
+        or below its start level would start and stop the pump in turn); the others' present values must be good."""
+        order = self.limits.level_order
+        if tag not in order:
+            return None
+        present = {t: view.setpoints.get(t) for t in order if t != tag}
+        bad = next((t for t, r in present.items() if not self._good(r, now)), None)
+        if bad is not None:
+            return Verdict(False, Rule.INPUT_NOT_GOOD, f"{bad} present value {_describe(present[bad])}")
+        levels = [(t, value if t == tag else _num(present[t])) for t in order]
+        for (lo_tag, lo), (hi_tag, hi) in itertools.pairwise(levels):
+            if lo >= hi:
+                return Verdict(False, Rule.SETPOINT_ORDER, f"{lo_tag} {lo:g} not below {hi_tag} {hi:g}")
+        return None
 
     # -- input quality ----------------------------------------------------------------------------------------
 

@@ -82,6 +82,19 @@ async def test_a_too_large_step_is_refused_by_the_step_rule(name: str, delta: fl
     assert float(h.plant.value(tag)) == pytest.approx(present)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "lead"), [("tank_start_lag", 4.0, 4.0), ("tank_start_lead", 3.0, 4.0), ("tank_stop", 6.5, 6.5)]
+)
+async def test_the_plc_levels_stay_in_order(name: str, value: float, lead: float) -> None:
+    h = make(HYST, tank=5.0)
+    h.plant.levels["LIC-201.START_LEAD"] = lead  # lag 3.0 < lead < stop 7.0 at first
+    await h.run(120)
+    outcome = await ask(h, name, value)  # within one step, but at a neighbouring level
+    assert outcome.status is RemoteStatus.REJECTED
+    assert outcome.code is RejectCode.ENVELOPE
+    assert "setpoint_order" in outcome.detail
+
+
 async def test_a_second_operator_change_within_the_interval_is_refused() -> None:
     h = await ready()
     assert (await ask(h, "tank_stop", 6.5)).status is RemoteStatus.DONE
