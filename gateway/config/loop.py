@@ -130,7 +130,12 @@ class ZoneSettings(StrictModel):
     prv_night_start_hour: int = Field(default=0, ge=0, le=23, description="Local hour the night setpoint begins.")
     prv_night_end_hour: int = Field(default=5, ge=0, le=24, description="Local hour the day setpoint returns.")
     prv_burst_m: float = Field(default=38.0, description="PRV setpoint while a burst is open.")
-    remote_hold_s: float = Field(default=3600.0, ge=0, description="A remote PRV setpoint holds this long.")
+    remote_hold_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="An operator's setpoint (any remote set_setpoint, not only the PRV's) holds this long against "
+        "the loop's own plans.",
+    )
 
 
 class TreatmentSettings(StrictModel):

@@ -19,12 +19,16 @@ Rules (docs/loop.md has the reasoning):
   high-high), at most ``max_starts_per_hour`` per pump in any rolling hour (observed and commanded starts, or the
   PLC's start counter ST-10x, or its own rolling count SH-10x, whichever is highest).
 * fire reserve: the last running pump is not stopped while the tank is below its low level (except in an emergency).
-* setpoints: within their limits, at most ``max_step`` from the present value, at most one change per
-  ``min_interval_s``.
+* setpoints: within their limits, at most ``max_step`` from the present value (read back), levels of
+  ``level_order`` (the PLC's lag start, lead start, stop) strictly ascending, at most one change per
+  ``min_interval_s``. An operator's change (``operator=True``: a remote request) is spaced only from the operator's
+  previous change of that setpoint, not from the loop's own ramp steps: the loop stops ramping a setpoint an operator
+  holds, and each step is bounded by ``max_step`` from the value the plant reports.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -56,6 +60,7 @@ class Rule(StrEnum):
     SETPOINT_CLAMP = "setpoint_clamp"
     SETPOINT_STEP = "setpoint_step"
     SETPOINT_INTERVAL = "setpoint_interval"
+    SETPOINT_ORDER = "setpoint_order"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +95,7 @@ class EnvelopeLimits:
     dry_run_margin_m: float = 0.2
     max_input_age_s: float = 15.0
     substitute_max_s: float = 7200.0
+    level_order: tuple[str, ...] = ()  # setpoint tags that stay strictly ascending (the PLC's lag, lead, stop)
 
 
 @dataclass(slots=True)
@@ -109,7 +115,8 @@ class SafetyEnvelope:
     def __init__(self, *, limits: EnvelopeLimits, match_window_s: float = 120.0) -> None:
         self.limits = limits
         self._pumps: dict[str, _PumpMemory] = {}
-        self._setpoint_changed: dict[str, float] = {}
+        self._setpoint_changed: dict[str, float] = {}  # by anyone: spaces the loop's own changes
+        self._operator_changed: dict[str, float] = {}  # by an operator: spaces the operator's changes
         self._match_window_s = match_window_s
 
     # -- memory -----------------------------------------------------------------------------------------------
@@ -154,8 +161,9 @@ class SafetyEnvelope:
         mem.starts.append(now)
         mem.last_start = now
 
-    def committed(self, command: Command, view: PlantSnapshot, now: float) -> None:
-        """A command left for the plant (whatever its read-back said): remember it for later judgements."""
+    def committed(self, command: Command, view: PlantSnapshot, now: float, *, operator: bool = False) -> None:
+        """A command left for the plant (whatever its read-back said): remember it for later judgements;
+        ``operator``: it carries out a remote request."""
         if command.kind is CommandKind.START_PUMP and not _is_running(view.find_pump(command.target)):
             mem = self._memory(command.target)
             mem.starts.append(now)
@@ -169,6 +177,8 @@ class SafetyEnvelope:
             mem.unmatched.clear()
         elif command.kind is CommandKind.CHANGE_SETPOINT:
             self._setpoint_changed[command.tag] = now
+            if operator:
+                self._operator_changed[command.tag] = now
 
     def starts_last_hour(self, pump: str, now: float) -> int:
         """Starts in the rolling hour: commanded and seen, or counted by the PLC's counter, whichever is more."""
@@ -186,14 +196,19 @@ class SafetyEnvelope:
 
     # -- judgement --------------------------------------------------------------------------------------------
 
-    def judge_all(self, commands: Iterable[Command], view: PlantSnapshot, now: float) -> list[tuple[Command, Verdict]]:
-        """Judge a batch in order; commands allowed earlier in the batch count (two stops may not empty the station)."""
+    def judge_all(
+        self, commands: Iterable[Command], view: PlantSnapshot, now: float, *, operator: bool = False
+    ) -> list[tuple[Command, Verdict]]:
+        """Judge a batch in order; commands allowed earlier in the batch count (two stops may not empty the station).
+        ``operator``: the batch carries out a remote request (see the setpoint rule)."""
         running = {p.name for p in view.pumps if _is_running(p)}
         changed: set[str] = set()
         stopped: set[str] = set()
         out = []
         for command in commands:
-            verdict = self._within_batch(command, changed, stopped) or self.judge(command, view, now, running=running)
+            verdict = self._within_batch(command, changed, stopped) or self.judge(
+                command, view, now, running=running, operator=operator
+            )
             if verdict.allowed and command.kind is CommandKind.CHANGE_SETPOINT:
                 changed.add(command.tag)
             if verdict.allowed and command.kind is CommandKind.START_PUMP:
@@ -214,9 +229,15 @@ class SafetyEnvelope:
         return None
 
     def judge(  # noqa: PLR0911 - one guard per rule reads best as a list of early returns
-        self, command: Command, view: PlantSnapshot, now: float, *, running: set[str] | None = None
+        self,
+        command: Command,
+        view: PlantSnapshot,
+        now: float,
+        *,
+        running: set[str] | None = None,
+        operator: bool = False,
     ) -> Verdict:
-        """The verdict on one command against ``view`` at ``now``."""
+        """The verdict on one command against ``view`` at ``now`` (``operator``: for a remote request)."""
         if command.kind is CommandKind.RELEASE_TO_LOCAL:
             return ALLOWED
         if view.mode != "auto":
@@ -232,7 +253,7 @@ class SafetyEnvelope:
         if command.kind is CommandKind.STOP_PUMP:
             return self._stop(command, view, now, running)
         if command.kind is CommandKind.CHANGE_SETPOINT:
-            return self._setpoint(command, view, now)
+            return self._setpoint(command, view, now, operator=operator)
         return ALLOWED  # RESET_ALARM: harmless, in auto and in control only
 
     def _take_control(self, command: Command, view: PlantSnapshot, now: float) -> Verdict:
@@ -340,7 +361,7 @@ class SafetyEnvelope:
             return True
         return self._good(view.tank_level, now) and _num(view.tank_level) >= self.limits.high_high_m
 
-    def _setpoint(self, command: Command, view: PlantSnapshot, now: float) -> Verdict:
+    def _setpoint(self, command: Command, view: PlantSnapshot, now: float, *, operator: bool) -> Verdict:
         limit = self.limits.setpoints.get(command.tag)
         if limit is None:
             return Verdict(False, Rule.UNKNOWN_TARGET, f"{command.tag} is not a setpoint the loop may change")
@@ -355,10 +376,27 @@ class SafetyEnvelope:
         step = abs(value - _num(current))
         if step > limit.max_step + _STEP_EPS:
             return Verdict(False, Rule.SETPOINT_STEP, f"{command.tag} step {step:g} > {limit.max_step:g}")
-        last = self._setpoint_changed.get(command.tag)
+        last = (self._operator_changed if operator else self._setpoint_changed).get(command.tag)
         if last is not None and now - last < limit.min_interval_s:
-            return Verdict(False, Rule.SETPOINT_INTERVAL, f"{command.tag} changed {now - last:.0f} s ago")
-        return ALLOWED
+            by = "by an operator " if operator else ""
+            return Verdict(False, Rule.SETPOINT_INTERVAL, f"{command.tag} changed {by}{now - last:.0f} s ago")
+        return self._out_of_order(command.tag, value, view, now) or ALLOWED
+
+    def _out_of_order(self, tag: str, value: float, view: PlantSnapshot, now: float) -> Verdict | None:
+        """A level of ``level_order`` may not reach the one above it or fall to the one below (a PLC's stop level at
+        or below its start level would start and stop the pump in turn); the others' present values must be good."""
+        order = self.limits.level_order
+        if tag not in order:
+            return None
+        present = {t: view.setpoints.get(t) for t in order if t != tag}
+        bad = next((t for t, r in present.items() if not self._good(r, now)), None)
+        if bad is not None:
+            return Verdict(False, Rule.INPUT_NOT_GOOD, f"{bad} present value {_describe(present[bad])}")
+        levels = [(t, value if t == tag else _num(present[t])) for t in order]
+        for (lo_tag, lo), (hi_tag, hi) in itertools.pairwise(levels):
+            if lo >= hi:
+                return Verdict(False, Rule.SETPOINT_ORDER, f"{lo_tag} {lo:g} not below {hi_tag} {hi:g}")
+        return None
 
     # -- input quality ----------------------------------------------------------------------------------------
 

@@ -106,6 +106,7 @@ _SENTENCES: dict[Rule, Callable[[Command, str], str]] = {
     Rule.SETPOINT_CLAMP: _text("the new value is outside the allowed range"),
     Rule.SETPOINT_STEP: _text("the change is larger than one step may be"),
     Rule.SETPOINT_INTERVAL: _text("{tag} was changed too recently"),
+    Rule.SETPOINT_ORDER: _text("{tag} would put the PLC's levels out of order (lag start < lead start < stop)"),
 }
 
 _FAILURES: dict[WriteFailure, str] = {

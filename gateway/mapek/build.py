@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from gateway.config.loop import LoopSettings
+from gateway.config.loop import LoopSettings, TankSettings
 from gateway.domain.envelope import EnvelopeLimits, SafetyEnvelope, SetpointLimit
 from gateway.domain.ports import Clock, FieldDevice, KnowledgeStore
 from gateway.domain.tariff import Band, Tariff
@@ -23,7 +23,7 @@ from gateway.mapek.record import Recorder
 from gateway.mapek.remote import RemoteHandler
 from gateway.mapek.reschedule import Rescheduler
 from gateway.mapek.runner import Runner
-from gateway.mapek.snapshot import loop_tags
+from gateway.mapek.snapshot import loop_tags, plc_level_tags
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,10 +147,9 @@ def envelope_limits(s: LoopSettings) -> EnvelopeLimits:
     """The safety envelope's limits from the loop's settings."""
     r = s.rules
     t = s.tank
-    plc_levels = [tag for tag in (t.plc_start_lead_tag, t.plc_start_lag_tag, t.plc_stop_tag) if tag is not None]
     setpoints = {
         tag: SetpointLimit(t.fire_reserve_m, t.high_m, t.plc_level_max_step_m, r.setpoint_min_interval_s)
-        for tag in plc_levels
+        for tag in plc_level_tags(s)
     }
     setpoints |= {
         s.zone.prv_setpoint_tag: SetpointLimit(
@@ -171,4 +170,11 @@ def envelope_limits(s: LoopSettings) -> EnvelopeLimits:
         dry_run_margin_m=r.dry_run_margin_m,
         max_input_age_s=r.max_input_age_s,
         substitute_max_s=r.substitute_max_s,
+        level_order=_level_order(t),
     )
+
+
+def _level_order(t: TankSettings) -> tuple[str, ...]:
+    """The PLC's lag start, lead start and stop levels, which must stay in that order (all three configured)."""
+    tags = (t.plc_start_lag_tag, t.plc_start_lead_tag, t.plc_stop_tag)
+    return tuple(tag for tag in tags if tag is not None) if None not in tags else ()

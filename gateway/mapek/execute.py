@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from gateway.domain.envelope import SafetyEnvelope
 from gateway.domain.errors import DeviceRejected, DeviceUnavailable, GatewayError
 from gateway.domain.explain import blocked_detail, failed_detail
-from gateway.domain.model import Command, CommandOutcome, CommandStatus, Plan, Value, WriteFailure
+from gateway.domain.model import Command, CommandOutcome, CommandStatus, Plan, PlanCode, Value, WriteFailure
 from gateway.domain.ports import Clock, FieldDevice, WriteResult
 from gateway.domain.snapshot import PlantSnapshot
 from gateway.logging import get_logger
@@ -47,7 +47,8 @@ class Executor:
         """Judge the plan's commands as a batch, then write the allowed ones in order."""
         now = self._clock.now()
         outcomes = []
-        for command, verdict in self._envelope.judge_all(plan.commands, view, now):
+        operator = plan.code is PlanCode.REMOTE_REQUEST
+        for command, verdict in self._envelope.judge_all(plan.commands, view, now, operator=operator):
             if not verdict.allowed:
                 rule = verdict.rule.value if verdict.rule is not None else "unknown"
                 INTERLOCK_BLOCKS.labels(rule=rule).inc()
@@ -58,7 +59,7 @@ class Executor:
                 outcomes.append(CommandOutcome(command, CommandStatus.BLOCKED, now, now, detail))
                 log.info("execute.blocked", command=command.kind.value, target=command.target, rule=rule)
                 continue
-            self._envelope.committed(command, view, now)
+            self._envelope.committed(command, view, now, operator=operator)
             outcomes.append(await self.write(command))
         return tuple(outcomes)
 

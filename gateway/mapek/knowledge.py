@@ -13,6 +13,7 @@ changes; ``gateway.mapek.record`` persists symptoms, decisions and asset states 
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass, field, replace
 
@@ -83,12 +84,36 @@ class ControlState:
 
 
 @dataclass(frozen=True, slots=True)
+class OperatorHold:
+    """An operator's setpoint, confirmed by the plant: the loop's own plans leave it alone until ``until``; only a
+    safety rule overrides it, and the decision that does says so (docs/loop.md, "Operator setpoints")."""
+
+    name: str  # the setpoint's name in ``[mqtt.commands.setpoints]``
+    tag: str
+    value: float
+    until: float
+    by: str = ""
+    unit: str = ""
+
+    def describe(self) -> str:
+        """``the operator's prv_setpoint 42 m by op-7 (held until 2026-01-01T01:00:00Z)``"""
+        who = f" by {self.by}" if self.by else ""
+        what = f"the operator's {self.name} {self.value:g} {self.unit}".rstrip()
+        return f"{what}{who} (held until {utc_text(self.until)})"
+
+
+def utc_text(at: float) -> str:
+    """POSIX seconds as ISO 8601 UTC, to the second."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+
+
+@dataclass(frozen=True, slots=True)
 class RemoteChange:
     """What a remote request changes in the knowledge (None: nothing of that kind)."""
 
     mode: str | None = None  # checked by ``Knowledge.set_mode``
     lead: str | None = None
-    prv_hold: tuple[float, float] | None = None
+    hold: OperatorHold | None = None
     acknowledged: str | None = None
 
 
@@ -106,7 +131,7 @@ class Knowledge:
     control: ControlState = field(default_factory=ControlState)
     decisions: deque[Decision] = field(default_factory=lambda: deque(maxlen=50))
     lead: str | None = None  # a lead asked for remotely; otherwise the lowest run hours lead
-    prv_hold: tuple[float, float] | None = None  # a remote PRV setpoint and until when it holds
+    holds: dict[str, OperatorHold] = field(default_factory=dict)  # tag → the operator's setpoint held there
     wtp_changed_at: float | None = None  # the last change of the treatment plant's flow setpoint
     acknowledged: set[str] = field(default_factory=set)
     last_cycle_at: float | None = None
@@ -146,9 +171,19 @@ class Knowledge:
         if lead_used:
             self.lead = None  # a remote lead request is used once
 
-    def apply_setpoint_choice(self, *, wtp_changed_at: float | None) -> None:
+    def apply_setpoint_choice(self, *, wtp_changed_at: float | None, overridden: tuple[str, ...] = ()) -> None:
+        """The setpoint families' choice; ``overridden``: tags whose operator hold a safety rule has overridden."""
         if wtp_changed_at is not None:
             self.wtp_changed_at = wtp_changed_at
+        for tag in overridden:
+            released = self.holds.pop(tag, None)
+            if released is not None:
+                log.warning("loop.operator_setpoint_overridden", name=released.name, value=released.value)
+
+    def hold(self, tag: str, now: float) -> OperatorHold | None:
+        """The operator's setpoint held on ``tag`` at ``now``, if any (an expired hold no longer holds)."""
+        held = self.holds.get(tag)
+        return held if held is not None and now < held.until else None
 
     def expire_stops(self, now: float, grace_s: float) -> None:
         """Forget confirmed stops older than ``grace_s``: the running bit has had its time to show them."""
@@ -176,8 +211,8 @@ class Knowledge:
             self.set_mode(change.mode)
         if change.lead is not None:
             self.lead = change.lead
-        if change.prv_hold is not None:
-            self.prv_hold = change.prv_hold
+        if change.hold is not None:
+            self.holds[change.hold.tag] = change.hold
         if change.acknowledged is not None:
             self.acknowledged.add(change.acknowledged)
 

@@ -24,7 +24,7 @@ from gateway.domain.schedule import Schedule
 from gateway.domain.snapshot import PlantSnapshot, PumpSnapshot, good, usable, value
 from gateway.domain.tariff import Tariff
 from gateway.mapek.analyze import Analysis
-from gateway.mapek.knowledge import ControlState, Knowledge
+from gateway.mapek.knowledge import ControlState, Knowledge, OperatorHold
 
 Data = dict[str, Value | str | None]
 _FAILURES = (SymptomCode.PUMP_TRIP, SymptomCode.FAIL_TO_START, SymptomCode.PUMP_RUN_NO_FLOW)  # standby takes over
@@ -377,11 +377,11 @@ class Planner:
         burst = next((b for b in bursts if _excess(b.data) <= self._settings.symptoms.burst_max_step_lps), None)
         hour = self._tariff.hour(state.at)
         night = _in_hours(hour, z.prv_night_start_hour, z.prv_night_end_hour)
-        hold = self._knowledge.prv_hold
+        hold = self._knowledge.hold(z.prv_setpoint_tag, state.at)
         if burst is not None:
             target, code, why = z.prv_burst_m, PlanCode.PRV_SP_LOWER, f"burst: {burst.detail}"
-        elif hold is not None and state.at < hold[1]:
-            return None  # a remote setpoint holds until hold[1]
+        elif hold is not None:
+            return None  # the operator's setpoint holds: no night lowering, no day restore
         elif night:
             target, code, why = (
                 z.prv_night_m,
@@ -398,7 +398,7 @@ class Planner:
         if not self._envelope.judge(cmd, state, state.at).allowed:
             return None  # ramping: the next step waits for the envelope's interval
         why = f"{why}: PRV setpoint {current:.1f} → {new:.1f} m (target {target:.1f} m)"
-        return Proposal("prv", Plan(code, why, (cmd,)))
+        return _overriding(Proposal("prv", Plan(code, why, (cmd,))), hold)
 
     def wtp(self, state: PlantSnapshot, analysis: Analysis) -> Proposal | None:
         t = self._settings.treatment
@@ -408,11 +408,12 @@ class Planner:
         changed_at = self._knowledge.wtp_changed_at
         if changed_at is not None and state.at - changed_at < 300.0:
             return None
-        if analysis.has(SymptomCode.CW_LOW) and current < t.max_lps:
+        hold = self._knowledge.hold(t.setpoint_tag, state.at)
+        if analysis.has(SymptomCode.CW_LOW) and current < t.max_lps:  # safety: overrides an operator's flow
             new, code = min(t.max_lps, current + t.max_step_lps), PlanCode.WTP_RAISE
             low = self._settings.clearwell.low_m
             why = f"clearwell {cw:.2f} m below {low} m: treatment flow {current:.1f} → {new:.1f} L/s"
-        elif cw > t.restore_above_m and current > t.nominal_lps + 0.05:
+        elif hold is None and cw > t.restore_above_m and current > t.nominal_lps + 0.05:
             new, code = max(t.nominal_lps, current - t.max_step_lps), PlanCode.WTP_RESTORE
             why = f"clearwell {cw:.2f} m recovered: treatment flow {current:.1f} → {new:.1f} L/s"
         else:
@@ -420,7 +421,22 @@ class Planner:
         cmd = Command(CommandKind.CHANGE_SETPOINT, t.setpoint_tag, t.setpoint_tag, round(new, 2), why)
         if not self._envelope.judge(cmd, state, state.at).allowed:
             return None
-        return Proposal("wtp", Plan(code, why, (cmd,)))
+        return _overriding(Proposal("wtp", Plan(code, why, (cmd,))), hold)
+
+
+def _overriding(proposal: Proposal, hold: OperatorHold | None) -> Proposal:
+    """A safety plan that overrides an operator's setpoint says so, in its sentence and its knowledge (the
+    decision goes to the central system on ``…/decisions``); the cycle then releases the hold."""
+    if hold is None:
+        return proposal
+    why = f"{proposal.plan.reason}; a safety rule overrides {hold.describe()}"
+    knowledge: Data = {**proposal.knowledge, "overrides_operator": hold.name, "operator_value": hold.value}
+    return Proposal(proposal.family, replace(proposal.plan, reason=why), knowledge)
+
+
+def overridden_tags(*proposals: Proposal | None) -> tuple[str, ...]:
+    """The tags of the operator holds that these proposals override."""
+    return tuple(p.plan.commands[0].tag for p in proposals if p is not None and "overrides_operator" in p.knowledge)
 
 
 def _demoted(analysis: Analysis, pump: str) -> bool:

@@ -11,10 +11,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from gateway.config.loop import LoopSettings
-from gateway.domain.model import Command, CommandKind, CommandOutcome, CommandStatus, Decision, Plan, PlanCode
+from gateway.domain.envelope import Rule
+from gateway.domain.explain import blocked_detail
+from gateway.domain.model import (
+    Command,
+    CommandKind,
+    CommandOutcome,
+    CommandStatus,
+    Decision,
+    Plan,
+    PlanCode,
+    Value,
+)
 from gateway.domain.ports import Clock
 from gateway.domain.remote import (
     AckAlarm,
@@ -29,7 +40,7 @@ from gateway.domain.remote import (
 from gateway.domain.snapshot import PlantSnapshot
 from gateway.logging import get_logger
 from gateway.mapek.execute import Executor
-from gateway.mapek.knowledge import Knowledge, RemoteChange
+from gateway.mapek.knowledge import Knowledge, OperatorHold, RemoteChange, utc_text
 from gateway.mapek.monitor import Monitor
 from gateway.mapek.plan import Planner
 from gateway.mapek.record import Recorder
@@ -47,9 +58,9 @@ class RemoteContext:
     snapshot: PlantSnapshot
     knowledge: Knowledge
     execute: Execute
-    prv_tag: str
-    prv_hold_s: float
+    hold_s: float  # how long an operator's setpoint holds against the loop's own plans
     alarm_reset_tag: str | None
+    requested_by: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +101,7 @@ class RemoteHandler:
         if now > request.expires_at:
             return _rejected("expired before the loop could apply it", code=RejectCode.EXPIRED)
         async with self._lock:
-            ctx = self._context(now)
+            ctx = self._context(now, request.requested_by)
             result = await carry_out(request, ctx)
             outcome = result.outcome
             self._knowledge.apply_outcomes(result.plan, outcome.commands, control_word_tag=None)
@@ -117,15 +128,15 @@ class RemoteHandler:
         )
         return snapshot.with_control(self._planner.in_control(snapshot))
 
-    def _context(self, now: float) -> RemoteContext:
+    def _context(self, now: float, requested_by: str) -> RemoteContext:
         s = self._settings
         return RemoteContext(
             snapshot=self._snapshot(now),
             knowledge=self._knowledge,
             execute=self._executor.execute,
-            prv_tag=s.zone.prv_setpoint_tag,
-            prv_hold_s=s.zone.remote_hold_s,
+            hold_s=s.zone.remote_hold_s,
             alarm_reset_tag=s.alarm_reset_tag,
+            requested_by=requested_by,
         )
 
 
@@ -154,10 +165,29 @@ async def _setpoint(params: SetSetpoint, who: str, ctx: RemoteContext) -> Remote
     why = f"{who}: {params.name} → {params.value:g} {params.unit}".rstrip()
     command = Command(CommandKind.CHANGE_SETPOINT, params.name, params.tag, params.value, why)
     plan = Plan(PlanCode.REMOTE_REQUEST, why, (command,))
-    outcome = _outcome(await ctx.execute(plan, ctx.snapshot))
-    if outcome.status is RemoteStatus.DONE and params.tag == ctx.prv_tag:
-        return RemoteResult(plan, outcome, RemoteChange(prv_hold=(params.value, ctx.snapshot.at + ctx.prv_hold_s)))
-    return RemoteResult(plan, outcome)
+    outcome = _configured_step(params, command, ctx.snapshot) or _outcome(await ctx.execute(plan, ctx.snapshot))
+    if outcome.status is not RemoteStatus.DONE:
+        return RemoteResult(plan, outcome)
+    hold = OperatorHold(
+        params.name, params.tag, params.value, ctx.snapshot.at + ctx.hold_s, ctx.requested_by, params.unit
+    )
+    until = utc_text(hold.until)
+    detail = f"confirmed; holds until {until} unless a safety rule needs otherwise"
+    data: dict[str, Value | str | None] = {"name": params.name, "value": params.value, "holds_until": until}
+    return RemoteResult(plan, replace(outcome, detail=detail, data=data), RemoteChange(hold=hold))
+
+
+def _configured_step(params: SetSetpoint, command: Command, snapshot: PlantSnapshot) -> RemoteOutcome | None:
+    """The request's own ``max_step`` (``[mqtt.commands.setpoints]``) from the present value, when it is tighter
+    than the envelope's: refused as the envelope refuses a step (the envelope judges its own limit after this)."""
+    present = snapshot.setpoints.get(command.tag)
+    if params.max_step is None or present is None or not isinstance(present.value, int | float):
+        return None
+    step = abs(params.value - float(present.value))
+    if step <= params.max_step + 1e-6:
+        return None
+    detail = blocked_detail(command, Rule.SETPOINT_STEP, f"{command.tag} step {step:g} > {params.max_step:g}")
+    return _outcome((CommandOutcome(command, CommandStatus.BLOCKED, snapshot.at, snapshot.at, detail),))
 
 
 def _rotate(params: RotatePumps, who: str, ctx: RemoteContext) -> RemoteResult:

@@ -22,8 +22,8 @@ def read_snapshot(
     s = settings
     pumps = _pumps(s, lookup)
     prv, wtp = lookup(s.zone.prv_setpoint_tag), lookup(s.treatment.setpoint_tag)
-    present = ((s.zone.prv_setpoint_tag, prv), (s.treatment.setpoint_tag, wtp))
-    setpoints = {tag: r for tag, r in present if r is not None}
+    present = {tag: lookup(tag) for tag in setpoint_tags(s)}
+    setpoints = {tag: r for tag, r in present.items() if r is not None}
     return PlantSnapshot(
         mode=mode,
         in_control=in_control,
@@ -45,6 +45,18 @@ def read_snapshot(
         plc_high_high=lookup(s.tank.plc_high_high_tag),
         plc_dry_run=lookup(s.clearwell.plc_dry_run_tag),
     )
+
+
+def setpoint_tags(s: LoopSettings) -> list[str]:
+    """Every setpoint tag the envelope may judge a change of (``build.envelope_limits``): the PLC's own tank levels,
+    the PRV and the treatment plant's flow. The snapshot carries the present value of each, read back."""
+    return [*plc_level_tags(s), s.zone.prv_setpoint_tag, s.treatment.setpoint_tag]
+
+
+def plc_level_tags(s: LoopSettings) -> list[str]:
+    """The PLC's own tank levels (its fallback hysteresis, LIC-201.*) that are configured."""
+    t = s.tank
+    return [tag for tag in (t.plc_start_lead_tag, t.plc_start_lag_tag, t.plc_stop_tag) if tag is not None]
 
 
 def _pumps(s: LoopSettings, lookup: Lookup) -> tuple[PumpSnapshot, ...]:

@@ -32,9 +32,10 @@ PLC_TAGS = (
     [f"XC-10{i}" for i in (1, 2, 3)]
     + [f"{p}-10{i}" for p in ("YS", "YA", "HS", "RH", "SH", "ST", "JI") for i in (1, 2, 3)]
     + ["YS-GWCTRL", "LIT-101", "FIT-100", "FIC-100", "FIT-110", "HS-CTRL", "GW-HB", "XA-HIHI", "XA-DRYRUN"]
+    + ["LIC-201.START_LEAD", "LIC-201.START_LAG", "LIC-201.STOP"]
 )
 RTU_TAGS = ["LIT-201", "LSHH-201", "FIT-301", "PIT-301", "PCV-301.SP", "AIT-100", "AIT-301"]
-WRITABLE = {"XC-101", "XC-102", "XC-103", "HS-CTRL", "GW-HB", "FIC-100", "PCV-301.SP"}
+WRITABLE = {"XC-101", "XC-102", "XC-103", "HS-CTRL", "GW-HB", "FIC-100", "PCV-301.SP", *PLC_TAGS[-3:]}
 BOOLS = {t for t in PLC_TAGS + RTU_TAGS if t.split("-")[0] in {"XC", "YS", "YA", "HS", "LSHH", "XA"}} - {"HS-CTRL"}
 MULT = [.45, .40, .35, .35, .40, .60, 1.05, 1.55, 1.60, 1.35, 1.15, 1.10,
         1.15, 1.10, 1.00, .95, 1.05, 1.30, 1.50, 1.55, 1.35, 1.10, .80, .60]  # fmt: skip
@@ -69,6 +70,9 @@ class FakePlant:
     heartbeat_timeout_s: float = 30.0
     fic: float = 26.5
     prv: float = 45.0
+    levels: dict[str, float] = field(
+        default_factory=lambda: {"LIC-201.START_LEAD": 4.0, "LIC-201.START_LAG": 3.0, "LIC-201.STOP": 7.0}
+    )  # the PLC's own hysteresis (local control)
     demand_scale: float = 1.0
     extra_outflow: float = 0.0
     fails_to_start: set[int] = field(default_factory=set)
@@ -133,11 +137,11 @@ class FakePlant:
             return [self.coils[i] and self.auto_remote[i] for i in range(3)]
         want = list(self.running)
         order = sorted(range(3), key=lambda i: self.run_hours[i])
-        if self.tank < 4.0 and not any(want):
+        if self.tank < self.levels["LIC-201.START_LEAD"] and not any(want):
             want[order[0]] = True
-        if self.tank < 3.0 and sum(want) < 2:
+        if self.tank < self.levels["LIC-201.START_LAG"] and sum(want) < 2:
             want[next(i for i in order if not want[i])] = True
-        if self.tank > 7.0:
+        if self.tank > self.levels["LIC-201.STOP"]:
             want = [False, False, False]
         return [w and self.auto_remote[i] for i, w in enumerate(want)]
 
@@ -164,6 +168,7 @@ class FakePlant:
             "GW-HB": self.heartbeat,
             "XA-HIHI": self.hihi,
             "XA-DRYRUN": self.dry_run,
+            **self.levels,
         }
         return table[tag]
 
@@ -200,6 +205,8 @@ class FakePlant:
             self.fic = float(value)
         elif tag == "PCV-301.SP":
             self.prv = float(value)
+        elif tag in self.levels:
+            self.levels[tag] = float(value)
         self._plc()
 
 

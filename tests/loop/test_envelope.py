@@ -182,6 +182,27 @@ def test_setpoint_clamp_step_and_interval() -> None:
     assert judge(env, w, Command(CommandKind.CHANGE_SETPOINT, "X", "RAW-REGISTER", 1)) == [Rule.UNKNOWN_TARGET]
 
 
+def test_an_operator_change_is_spaced_from_the_operators_last_change_not_the_loops() -> None:
+    env, w = SafetyEnvelope(limits=LIMITS), World()
+
+    def sp(v: float) -> Command:
+        return Command(CommandKind.CHANGE_SETPOINT, "PCV-301.SP", "PCV-301.SP", v)
+
+    def operator(value: float) -> list[Rule | None]:
+        return [v.rule for _, v in env.judge_all([sp(value)], w.view(), w.now, operator=True)]
+
+    env.committed(sp(43), w.view(), w.now)  # the loop's own ramp step
+    w.prv, w.now = 43, w.now + 5
+    assert operator(45) == [None]
+    assert operator(46) == [Rule.SETPOINT_STEP]  # still bounded by max_step from the present value
+    env.committed(sp(45), w.view(), w.now, operator=True)
+    w.prv, w.now = 45, w.now + 5
+    assert operator(44) == [Rule.SETPOINT_INTERVAL]  # the operator's own previous change
+    assert judge(env, w, sp(44)) == [Rule.SETPOINT_INTERVAL]  # the loop stays spaced from any change
+    w.now += 60
+    assert operator(44) == [None]
+
+
 def test_release_is_always_allowed_and_nothing_else_in_maintenance() -> None:
     env, w = SafetyEnvelope(limits=LIMITS), World(mode="maintenance")
     release = Command(CommandKind.RELEASE_TO_LOCAL, "station", "HS-CTRL", 0)

@@ -38,6 +38,7 @@ from gateway.domain.model import (
 from gateway.domain.snapshot import PlantSnapshot, PumpSnapshot
 
 NOW = 50_000.0
+LEVELS = {"LIC-201.START_LAG": 3.0, "LIC-201.START_LEAD": 4.0, "LIC-201.STOP": 7.0}  # the PLC's, in order
 LIMITS = EnvelopeLimits(
     dry_run_m=0.8,
     high_high_m=7.8,
@@ -45,7 +46,8 @@ LIMITS = EnvelopeLimits(
     min_run_s=600,
     min_off_s=600,
     max_starts_per_hour=4,
-    setpoints={"PCV-301.SP": SetpointLimit(35, 55, 2, 60)},
+    setpoints={"PCV-301.SP": SetpointLimit(35, 55, 2, 60)} | dict.fromkeys(LEVELS, SetpointLimit(2, 7.5, 1, 60)),
+    level_order=tuple(LEVELS),
 )
 SCHEMA = json.loads((Path(__file__).parents[2] / "config/schemas/decision.schema.json").read_text())
 
@@ -79,7 +81,7 @@ class Plant:
             clearwell_level=self.r("LIT-101", self.cw),
             pumps=(pump,),
             high_float=self.r("LSHH-201", False),
-            setpoints={"PCV-301.SP": self.r("PCV-301.SP", self.prv)},
+            setpoints={"PCV-301.SP": self.r("PCV-301.SP", self.prv)} | {t: self.r(t, v) for t, v in LEVELS.items()},
             plc_dry_run=self.r("XA-DRYRUN", self.dry_run_interlock),
         )
 
@@ -145,6 +147,12 @@ CASES: dict[Rule, Case] = {
     ),
     Rule.SETPOINT_CLAMP: (setpoint(60), Plant(), NOTHING, ("setpoint not changed", "outside the allowed range")),
     Rule.SETPOINT_STEP: (setpoint(50), Plant(), NOTHING, ("setpoint not changed", "larger than one step")),
+    Rule.SETPOINT_ORDER: (
+        Command(CommandKind.CHANGE_SETPOINT, "LIC-201.START_LAG", "LIC-201.START_LAG", 4.0),
+        Plant(),
+        NOTHING,
+        ("setpoint not changed", "LIC-201.START_LAG would put the PLC's levels out of order"),
+    ),
     Rule.SETPOINT_INTERVAL: (
         setpoint(46),
         Plant(),
