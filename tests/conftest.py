@@ -1,4 +1,4 @@
-"""Suite-wide settings: Hypothesis profiles.
+"""Suite-wide settings: Hypothesis profiles, and a private Mosquitto per test (``broker``).
 
 ``ci`` (the default, so the README's test command and CI): derandomised — every run tries the same examples — with
 no example database carried between runs, so that a clone is green or red for the code it holds, not for what an
@@ -13,6 +13,21 @@ A failure found there is kept as an explicit example or a plain test (see tests/
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.testing.mosquitto import Mosquitto
 from tests.hypothesis_profiles import load_profile
 
 load_profile()
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A Mosquitto of this test's own, on a free loopback port, stopped at the end of the test."""
+    b = Mosquitto(tmp_path / "broker")
+    b.start()
+    yield b
+    b.stop()

@@ -132,14 +132,6 @@ def test_the_benchmarks_name_their_targets_not_an_issue_number() -> None:
 # -- the demo marks itself ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    b = Mosquitto(tmp_path / "broker")
-    b.start()
-    yield b
-    b.stop()
-
-
 def _retained_states(port: int) -> dict[str, dict[str, object]]:
     """The retained state documents on the broker, by topic (delivered at once after the subscription)."""
     states: dict[str, dict[str, object]] = {}

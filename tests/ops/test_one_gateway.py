@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from supervision_kit import get
 
@@ -78,14 +77,6 @@ class _Watch:
         self._marker.clear()
         self.client.publish(MARKER, b"x", qos=1).wait_for_publish(GUARD_S)
         assert await asyncio.to_thread(self._marker.wait, GUARD_S), "the marker never came back"
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    b = Mosquitto(tmp_path / "broker")
-    b.start()
-    yield b
-    b.stop()
 
 
 @asynccontextmanager

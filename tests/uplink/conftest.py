@@ -3,9 +3,8 @@ by tests/store/test_contract.py), settings, a builder and readings."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,17 +17,8 @@ from gateway.domain.model import Quality, Reading
 from gateway.domain.ports import Clock, KnowledgeStore, RemoteRequestHandler
 from gateway.testing.fakes import InMemoryKnowledgeStore
 from gateway.testing.intake import command_intake
-from gateway.testing.mosquitto import Mosquitto
 
 PUMPS = ["P-101", "P-102", "P-103"]
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    b = Mosquitto(tmp_path / "broker")
-    b.start()
-    yield b
-    b.stop()
 
 
 @pytest.fixture
