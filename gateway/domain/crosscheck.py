@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Literal
 
@@ -334,6 +334,7 @@ class InstrumentCrossCheck:
         self._drift_since: float | None = None
 
     def update(self, sample: CheckSample) -> CrossCheckResult:
+        sample = _finite(sample)
         level = sample.tank_level_m if sample.tank_level_good else None
         net = None
         if sample.tank_inflow_lps is not None and sample.tank_outflow_lps is not None:
@@ -433,3 +434,19 @@ class InstrumentCrossCheck:
     def _held(self, at: float, code: CheckCode, subject: str, cond: bool, reason: str) -> list[Finding]:
         since = self._persist.setdefault((code, subject), _Persist()).update(at, cond, self.s.persist_s)
         return [] if since is None else [Finding(code, subject, since, reason)]
+
+
+def _number(x: float | None) -> float | None:
+    return x if x is not None and math.isfinite(x) else None
+
+
+def _finite(sample: CheckSample) -> CheckSample:
+    """A non-finite value (a decoder's NaN or infinity let through) is a value not read, never a level or a flow."""
+    return replace(
+        sample,
+        tank_level_m=_number(sample.tank_level_m),
+        tank_inflow_lps=_number(sample.tank_inflow_lps),
+        tank_outflow_lps=_number(sample.tank_outflow_lps),
+        clearwell_level_m=_number(sample.clearwell_level_m),
+        pumps=tuple(replace(p, power_kw=_number(p.power_kw)) for p in sample.pumps),
+    )

@@ -250,3 +250,37 @@ def test_flow_without_a_running_pump_and_a_running_pump_without_power() -> None:
 def test_a_pump_status_that_is_not_good_raises_no_flow_without_pump() -> None:
     results = _pumps(InstrumentCrossCheck(), 120, 40.0, PumpSample("P-101", None, None))
     assert all(r.findings == () for r in results)
+
+
+_ANY_FLOAT = st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True))
+_ANY_BOOL = st.one_of(st.none(), st.booleans())
+
+
+@settings(max_examples=examples(200))
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(min_value=0.0, max_value=600.0),
+            _ANY_FLOAT,
+            st.booleans(),
+            _ANY_FLOAT,
+            _ANY_FLOAT,
+            st.tuples(_ANY_BOOL, _ANY_FLOAT),
+            _ANY_BOOL,
+            _ANY_BOOL,
+            _ANY_BOOL,
+            _ANY_FLOAT,
+        ),
+        max_size=60,
+    )
+)
+def test_any_samples_in_any_order_give_findings_never_a_crash_or_a_non_finite_level(samples: list[tuple]) -> None:  # type: ignore[type-arg]
+    """The cross-check is fed from device values: garbage, gaps and time steps of any size end as findings or an
+    estimate of source "none", never an exception or a NaN level that control could act on."""
+    check = InstrumentCrossCheck()
+    at = 1_767_225_600.0
+    for dt, level, good, inflow, outflow, (running, power), hh, plc_hh, dry, cw in samples:
+        at += dt
+        pump = PumpSample("P-101", running, power)
+        result = check.update(CheckSample(at, level, good, inflow, outflow, (pump,), hh, plc_hh, dry, cw))
+        assert result.level.source == "none" or math.isfinite(result.level.level_m)
