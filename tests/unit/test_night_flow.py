@@ -148,3 +148,26 @@ def test_a_leak_of_4_l_s_over_a_day_is_flagged_within_48_h_whenever_it_starts() 
         meter.leaks.append((start, 4.0, 24 * HOUR))
         at = _run(det, meter, 5 * DAY, start + 48 * HOUR)
         assert at is not None, f"leak from {hour:02d}:00 not flagged in 48 h"
+
+
+@settings(max_examples=examples(200))
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(min_value=0.0, max_value=7200.0),
+            st.floats(allow_nan=True, allow_infinity=True),
+            st.floats(min_value=0.0, max_value=7200.0),
+        ),
+        max_size=80,
+    )
+)
+def test_any_meter_samples_give_figures_never_a_crash_or_a_non_finite_rise(
+    samples: list[tuple[float, float, float]],
+) -> None:
+    """Fed from the zone meter: garbage and gaps end as no figures or finite ones, never an exception or a NaN rise."""
+    tracker = NightFlowRise()
+    local_s = 0.0
+    for step_s, flow, dt in samples:
+        local_s += step_s
+        tracker.update(local_s=local_s, flow_lps=flow, dt_s=dt)
+        assert tracker.rise is None or math.isfinite(tracker.rise.extra_lps)
