@@ -26,6 +26,7 @@ TASKS_METRIC = "bench_asyncio_tasks"
 PY_BLOCKS_METRIC = "bench_python_allocated_blocks"
 MALLOC_USED_METRIC = "bench_malloc_in_use_bytes"
 MALLOC_FREE_METRIC = "bench_malloc_free_bytes"
+SQLITE_USED_METRIC = "bench_sqlite_memory_used_bytes"
 
 
 class _MallInfo2(ctypes.Structure):
@@ -47,7 +48,8 @@ class TaskCount(Collector):
 
 
 class HeapUse(Collector):
-    """Where the RSS is: Python's allocated blocks, and glibc malloc's bytes in use and held free (``mallinfo2``).
+    """Where the RSS is: Python's allocated blocks, glibc malloc's bytes in use and held free (``mallinfo2``, main
+    arena only) and SQLite's own heap (``sqlite3_memory_used``: page caches and statements of every connection).
 
     Blocks back at their level while malloc's free bytes stay up means memory freed but kept by the allocator, not
     live objects; NaN where the C library has no ``mallinfo2`` (glibc before 2.33, musl).
@@ -58,6 +60,12 @@ class HeapUse(Collector):
         self._mallinfo2 = getattr(libc, "mallinfo2", None)
         if self._mallinfo2 is not None:
             self._mallinfo2.restype = _MallInfo2
+        import sqlite3  # noqa: F401  (loads the library the gateway's connections use)
+
+        name = ctypes.util.find_library("sqlite3")
+        self._sqlite_used = getattr(ctypes.CDLL(name), "sqlite3_memory_used", None) if name else None
+        if self._sqlite_used is not None:
+            self._sqlite_used.restype = ctypes.c_int64
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         yield GaugeMetricFamily(PY_BLOCKS_METRIC, "sys.getallocatedblocks()", value=float(sys.getallocatedblocks()))
@@ -66,6 +74,8 @@ class HeapUse(Collector):
         free = float(info.fordblks) if info else float("nan")
         yield GaugeMetricFamily(MALLOC_USED_METRIC, "malloc bytes in use (uordblks + hblkhd)", value=used)
         yield GaugeMetricFamily(MALLOC_FREE_METRIC, "malloc bytes free but held (fordblks)", value=free)
+        sqlite = float(self._sqlite_used()) if self._sqlite_used is not None else float("nan")
+        yield GaugeMetricFamily(SQLITE_USED_METRIC, "SQLite's heap in use (page caches)", value=sqlite)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ second and the share of them good, pump commands confirmed, messages per second 
 how many of them were marked historical (backlog; the subscriber reconnects after the broker outage too, and what
 the broker passes on before it has subscribed again is lost to it), the database's size on disk, where the memory
 is (``kblk``: Python's allocated blocks in thousands; ``mall``/``mfree``: MB glibc malloc has in use and holds free,
-from ``mallinfo2``, main arena), and what the fault schedule did.
+from ``mallinfo2``, main arena; ``sqlite``: MB SQLite's own heap holds, page caches included), and what the fault
+schedule did.
 
 Faults, at about a third of the run and then a sixth apart (minutes 20, 30 and 40 of an hour), each given until the
 next one (or the end) to recover:
@@ -59,7 +60,13 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bench._soak_gateway import MALLOC_FREE_METRIC, MALLOC_USED_METRIC, PY_BLOCKS_METRIC, TASKS_METRIC
+from bench._soak_gateway import (
+    MALLOC_FREE_METRIC,
+    MALLOC_USED_METRIC,
+    PY_BLOCKS_METRIC,
+    SQLITE_USED_METRIC,
+    TASKS_METRIC,
+)
 from bench.e2e import (
     LOAD_DEVICES,
     Level,
@@ -168,6 +175,7 @@ class Row:
     py_kblocks: float
     malloc_used_mb: float
     malloc_free_mb: float
+    sqlite_mb: float
     notes: str
 
 
@@ -369,6 +377,7 @@ class Soak:
             py_kblocks=_value(b.m, PY_BLOCKS_METRIC) / 1000,
             malloc_used_mb=_value(b.m, MALLOC_USED_METRIC) / 2**20,
             malloc_free_mb=_value(b.m, MALLOC_FREE_METRIC) / 2**20,
+            sqlite_mb=_value(b.m, SQLITE_USED_METRIC) / 2**20,
             notes="; ".join(self.notes),
         )
         self.notes.clear()
@@ -519,7 +528,7 @@ def _recovery_note(what: str, seconds: float | None) -> str:
 HEADER = (
     f"{'min':>4} {'RSS MB':>7} {'CPU %':>6} {'fds':>4} {'thr':>4} {'tasks':>5} {'outbox':>7} {'oldest s':>8} "
     f"{'values/s':>9} {'good %':>6} {'cmds':>5} {'rx msg/s':>8} {'(hist)':>6} {'db MB':>7} {'kblk':>6} {'mall':>6} "
-    f"{'mfree':>6}  events"
+    f"{'mfree':>6} {'sqlite':>6}  events"
 )
 
 
@@ -528,7 +537,7 @@ def _format_row(r: Row) -> str:
         f"{r.minute:>4.0f} {r.rss_mb:>7.1f} {r.cpu_pct:>6.1f} {r.fds:>4} {r.threads:>4} {r.tasks:>5.0f} "
         f"{r.outbox:>7.0f} {r.oldest_s:>8.1f} {r.values_s:>9,.0f} {r.good_pct:>6.1f} {r.confirmed:>5.0f} "
         f"{r.rx_s:>8.1f} {r.hist:>6} {r.db_mb:>7.0f} {r.py_kblocks:>6.0f} {r.malloc_used_mb:>6.1f} "
-        f"{r.malloc_free_mb:>6.1f}  {r.notes}"
+        f"{r.malloc_free_mb:>6.1f} {r.sqlite_mb:>6.1f}  {r.notes}"
     )
 
 

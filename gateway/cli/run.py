@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+from gateway.adapters.memory import limit_malloc_arenas
 from gateway.cli.common import add_config_option, load_or_report
 from gateway.domain.errors import GatewayError
 from gateway.lifecycle import run_until_shutdown
@@ -30,6 +31,7 @@ def _run(args: argparse.Namespace) -> int:
     if loaded is None:
         return EXIT_CONFIG
     configure_logging(loaded.settings.log.level, loaded.settings.log.format)
+    limit_malloc_arenas()  # before the store's and the clients' threads start
     from gateway.bootstrap import DRAIN_TIMEOUT_S, run_gateway  # heavy imports only once the config is valid
 
     try:

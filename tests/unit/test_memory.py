@@ -44,3 +44,39 @@ def test_a_drained_burst_gives_its_memory_back() -> None:
 
 def test_releasing_is_safe_to_repeat() -> None:
     assert release_free_memory("first") == release_free_memory("second")
+
+
+_THREADS = textwrap.dedent(
+    """
+    import ctypes, ctypes.util, sys, threading
+    from gateway.adapters.memory import limit_malloc_arenas
+
+    if sys.argv[1] == "limit":
+        assert limit_malloc_arenas()
+    go = threading.Barrier(8)
+    held = []
+
+    def work():
+        go.wait()  # all eight allocate at once, so that glibc would give each its own arena
+        held.append([bytearray(2000) for _ in range(2000)])
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ctypes.CDLL(ctypes.util.find_library("c")).malloc_stats()  # one "Arena N:" block per arena, on stderr
+    """
+)
+
+
+def _arenas(mode: str) -> int:
+    env = {k: v for k, v in __import__("os").environ.items() if k != "MALLOC_ARENA_MAX"}
+    done = subprocess.run([sys.executable, "-c", _THREADS, mode], capture_output=True, text=True, check=True, env=env)
+    return sum(1 for line in done.stderr.splitlines() if line.startswith("Arena "))
+
+
+@pytest.mark.skipif(ctypes.util.find_library("c") is None or sys.platform != "linux", reason="glibc's mallopt")
+def test_threads_share_two_malloc_arenas() -> None:
+    assert _arenas("free") > 2  # the default: a thread that allocates while others do gets an arena of its own
+    assert _arenas("limit") <= 2
