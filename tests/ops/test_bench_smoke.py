@@ -28,6 +28,7 @@ SMOKE: dict[str, tuple[list[str], str]] = {
     "opcua_restart": (["--restarts", "1", "--down-s", "0.5"], "time to good after the server is back"),
     "outage": (["--smoke"], "first FAILSAFE_LOCAL blamed"),
     "poll": (["--smoke"], "capacity search"),
+    "savings": (["--runs", "5:0", "--hours", "1", "--jobs", "1"], "stored water valued at the average tariff"),
     "sim_day": (["--smoke"], "Modbus read of 125 input registers"),
     "store": (["--readings", "2000", "--single", "50", "--seconds", "0.3"], "batch commit latency"),
     "uplink": (["--smoke"], "backlog drain, 500 readings/message"),
