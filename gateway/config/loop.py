@@ -279,7 +279,9 @@ class SymptomSettings(StrictModel):
     mnf_rise_lps: float = Field(default=2.0, gt=0, description="MNF_RISE: night flow this far above its baseline.")
     mnf_learn_nights: int = Field(default=3, ge=1, description="Nights learned before MNF_RISE can be judged.")
     drift_margin_m: float = Field(
-        default=0.5, ge=0, description="SENSOR_DRIFT: extra margin kept above the low levels on the corrected level."
+        default=0.5,
+        ge=0,
+        description="SENSOR_DRIFT: margin kept above the low levels (and the fire-reserve stop) on an estimated level.",
     )
     tank_target_prefill_m: float = Field(default=7.0, description="TARIFF_PEAK_AHEAD: peak near, tank below this.")
     eff_degraded_ratio: float = Field(

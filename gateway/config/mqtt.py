@@ -8,7 +8,7 @@ from pydantic import Field, SecretStr, model_validator
 
 from gateway.config.common import ExistingFile, Port, PositiveSeconds, StrictModel, TagRef, read_secret
 
-RemoteRequestKind = Literal["set_mode", "set_setpoint", "rotate_pumps", "ack_alarm"]
+RemoteRequestKind = Literal["set_mode", "set_setpoint", "release_setpoint", "rotate_pumps", "ack_alarm"]
 MqttProtocol = Literal["3.1.1", "5"]
 
 

@@ -18,7 +18,9 @@ Rules (docs/loop.md has the reasoning):
 * minimum off time before a start, minimum run time before a stop (waived in an emergency: fault, dry run,
   high-high), at most ``max_starts_per_hour`` per pump in any rolling hour (observed and commanded starts, or the
   PLC's start counter ST-10x, or its own rolling count SH-10x, whichever is highest).
-* fire reserve: the last running pump is not stopped while the tank is below its low level (except in an emergency).
+* fire reserve: the last running pump is not stopped while the tank is below its low level (except in an emergency);
+  on an estimated level (the twin's substitute, or a drifting transmitter's corrected level) the low level is raised
+  by ``estimate_margin_m`` (the drift margin), as Analyze raises its low thresholds.
 * setpoints: within their limits, at most ``max_step`` from the present value (read back), levels of
   ``level_order`` (the PLC's lag start, lead start, stop) strictly ascending, at most one change per
   ``min_interval_s``. An operator's change (``operator=True``: a remote request) is spaced only from the operator's
@@ -96,6 +98,7 @@ class EnvelopeLimits:
     max_input_age_s: float = 15.0
     substitute_max_s: float = 7200.0
     level_order: tuple[str, ...] = ()  # setpoint tags that stay strictly ascending (the PLC's lag, lead, stop)
+    estimate_margin_m: float = 0.0  # the fire reserve's low level is raised by this on an estimated tank level
 
 
 @dataclass(slots=True)
@@ -341,12 +344,15 @@ class SafetyEnvelope:
             return Verdict(False, Rule.MIN_RUN, f"{pump.name} started {now - mem.last_start:.0f} s ago")
         if not self._level_usable(view.tank_level, now):
             return Verdict(False, Rule.INPUT_NOT_GOOD, f"tank level {_describe(view.tank_level)}")
-        tank = _num(view.tank_level)
-        if tank < self.limits.low_m and not (running - {pump.name}):
-            return Verdict(
-                False, Rule.FIRE_RESERVE, f"tank {tank:.2f} m below {self.limits.low_m:.2f} m: last running pump"
-            )
+        tank, low = _num(view.tank_level), self._low_level(view.tank_level)
+        if tank < low and not (running - {pump.name}):
+            below = f"{low:.2f} m{_margin(self.limits, low)}"
+            return Verdict(False, Rule.FIRE_RESERVE, f"tank {_level(view.tank_level)} below {below}: last running pump")
         return ALLOWED
+
+    def _low_level(self, level: Reading | None) -> float:
+        """The fire reserve's low level, raised by the margin while the tank level is an estimate, not a reading."""
+        return self.limits.low_m + (self.limits.estimate_margin_m if _estimated(level) else 0.0)
 
     def _start_pending(self, mem: _PumpMemory, now: float) -> bool:
         """A start we commanded that the running bit does not show yet (it reads back a poll later, or more): the
@@ -431,6 +437,24 @@ def inputs_of(command: Command, view: PlantSnapshot) -> Sequence[Reading | None]
     if command.kind is CommandKind.CHANGE_SETPOINT:
         return [view.setpoints.get(command.tag)]
     return pump_inputs
+
+
+def _estimated(r: Reading | None) -> bool:
+    """A tank level the loop estimates: the twin's substitute, or a drifting transmitter corrected by the balance."""
+    return (
+        r is not None
+        and r.quality is Quality.UNCERTAIN
+        and r.reason in (QualityReason.CORRECTED, QualityReason.SUBSTITUTED)
+    )
+
+
+def _level(r: Reading | None) -> str:
+    text = f"{_num(r):.2f} m"
+    return f"{text} ({r.reason.value})" if _estimated(r) and r is not None else text
+
+
+def _margin(limits: EnvelopeLimits, low: float) -> str:
+    return f" ({limits.low_m:.2f} m + margin {low - limits.low_m:.2f} m on an estimate)" if low > limits.low_m else ""
 
 
 def _is_running(pump: PumpSnapshot | None) -> bool:

@@ -4,7 +4,8 @@ A request arrives as JSON on ``{prefix}/{site}/{gateway}/cmd``. ``parse_request`
 encoding, nesting depth, JSON, number magnitudes and string lengths, shape and types, the allowlist, the configured
 limits and freshness. What needs the store (a replayed id) and what needs the plant (the safety envelope) is judged
 later by the uplink and the control loop. Raw register or tag writes are never accepted: the central system may ask
-for a mode, a named setpoint, a pump rotation or an alarm acknowledgement, and nothing else.
+for a mode, a named setpoint, the release of a named setpoint it holds, a pump rotation or an alarm acknowledgement,
+and nothing else.
 
 ``parse_request`` is total: whatever the bytes, it returns a request or a rejection and raises nothing. Nesting is
 measured by a scan of the text before the parser (which recurses once per level) sees it; a number literal beyond
@@ -37,6 +38,7 @@ class RemoteRequestKind(StrEnum):
 
     SET_MODE = "set_mode"
     SET_SETPOINT = "set_setpoint"
+    RELEASE_SETPOINT = "release_setpoint"
     ROTATE_PUMPS = "rotate_pumps"
     ACK_ALARM = "ack_alarm"
 
@@ -91,6 +93,14 @@ class SetSetpoint:
 
 
 @dataclass(frozen=True, slots=True)
+class ReleaseSetpoint:
+    """End an operator's hold on a named setpoint before it expires: the loop's own rule for it applies again."""
+
+    name: str
+    tag: str | None  # the tag the hold is on, or None for a parameter the control loop holds
+
+
+@dataclass(frozen=True, slots=True)
 class RotatePumps:
     lead: str | None = None  # None: the loop chooses (lowest run hours)
 
@@ -101,7 +111,7 @@ class AckAlarm:
     subject: str
 
 
-RequestParams = SetMode | SetSetpoint | RotatePumps | AckAlarm
+RequestParams = SetMode | SetSetpoint | ReleaseSetpoint | RotatePumps | AckAlarm
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +189,7 @@ _COMMON = frozenset({"id", "type", "issued_at", "expires_at", "requested_by", "n
 _FIELDS: Mapping[RemoteRequestKind, frozenset[str]] = {
     RemoteRequestKind.SET_MODE: frozenset({"mode"}),
     RemoteRequestKind.SET_SETPOINT: frozenset({"name", "value"}),
+    RemoteRequestKind.RELEASE_SETPOINT: frozenset({"name"}),
     RemoteRequestKind.ROTATE_PUMPS: frozenset({"lead"}),
     RemoteRequestKind.ACK_ALARM: frozenset({"code", "subject"}),
 }
@@ -425,12 +436,15 @@ def _params(doc: dict[str, Any], kind: RemoteRequestKind, policy: RequestPolicy)
         return SetMode(_choice(doc, "mode", ControlMode))
     if kind is RemoteRequestKind.SET_SETPOINT:
         return _setpoint(doc, policy)
+    if kind is RemoteRequestKind.RELEASE_SETPOINT:
+        limit = _named_setpoint(doc, policy)
+        return ReleaseSetpoint(limit.name, limit.tag)
     if kind is RemoteRequestKind.ROTATE_PUMPS:
         return _rotate(doc, policy)
     return AckAlarm(_choice(doc, "code", SymptomCode), _required_text(doc, "subject"))
 
 
-def _setpoint(doc: dict[str, Any], policy: RequestPolicy) -> SetSetpoint:
+def _named_setpoint(doc: dict[str, Any], policy: RequestPolicy) -> SetpointLimit:
     name = doc.get("name")
     if not isinstance(name, str):
         raise _Refused(RejectCode.INVALID, "name must be a string")
@@ -440,6 +454,12 @@ def _setpoint(doc: dict[str, Any], policy: RequestPolicy) -> SetSetpoint:
         raise _Refused(
             RejectCode.NOT_ALLOWED, f"setpoint {name[:_SHOWN]!r} is not remotely settable (settable: {known})"
         )
+    return limit
+
+
+def _setpoint(doc: dict[str, Any], policy: RequestPolicy) -> SetSetpoint:
+    limit = _named_setpoint(doc, policy)
+    name = limit.name
     value = _number(doc, "value")
     if not limit.minimum <= value <= limit.maximum:
         raise _Refused(

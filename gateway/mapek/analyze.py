@@ -440,12 +440,16 @@ class Analyzer:
         residual = self._knowledge.twin.tank.residual_m()
         off_model = residual is not None and abs(residual) > self._settings.validation.twin_residual_m
         detail = "flat line while the flows say it moves" if flat else f"disagrees with the twin by {residual} m"
+        # A broken loop (the RTU answers, the instrument reads Bad: sensor failure, under range) is the same case
+        # as a stuck one: the PLC's local control reads the same transmitter, so the twin stands in.
+        broken = _broken(state.tank_level)
+        detail = f"broken transmitter ({state.tank_level.reason.value})" if broken and state.tank_level else detail
         was = self._active(SymptomCode.SENSOR_SUSPECT, tag)
         self._cond(
             out,
             SymptomCode.SENSOR_SUSPECT,
             tag,
-            flat or off_model,
+            flat or off_model or broken,
             severity=Severity.ALARM,
             on=self._settings.symptoms.suspect_on_delay_s,
             off=600.0,
@@ -525,12 +529,18 @@ class Analyzer:
         self._cond(out, SymptomCode.TARIFF_PEAK, "tariff", tariff.in_peak(state.at), severity=Severity.INFO)
 
 
+def _broken(r: Reading | None) -> bool:
+    """A reading the instrument itself marks bad (a broken loop), not one lost with its device."""
+    return r is not None and r.quality is Quality.BAD and r.reason in _BROKEN
+
+
 def _finite(x: float) -> bool:
     return math.isfinite(x)
 
 
 # Cross-check findings that are alarms: a level not to be trusted, a pump that runs dry. The others are warnings
 # (an instrument to look at: a flow meter, a power meter, a running contact).
+_BROKEN = frozenset({QualityReason.SENSOR_FAULT, QualityReason.OUT_OF_RANGE})
 _ALARMS = frozenset({SymptomCode.SENSOR_DRIFT, SymptomCode.DISCRETE_CONTRADICTION, SymptomCode.PUMP_RUN_NO_FLOW})
 
 

@@ -171,6 +171,7 @@ def envelope_limits(s: LoopSettings) -> EnvelopeLimits:
         max_input_age_s=r.max_input_age_s,
         substitute_max_s=r.substitute_max_s,
         level_order=_level_order(t),
+        estimate_margin_m=s.symptoms.drift_margin_m,
     )
 
 

@@ -37,7 +37,7 @@ from gateway.mapek.execute import Executor
 from gateway.mapek.heartbeat import Heartbeat
 from gateway.mapek.knowledge import Knowledge
 from gateway.mapek.monitor import Monitor
-from gateway.mapek.plan import Planner, Proposal, overridden_tags
+from gateway.mapek.plan import Planner, Proposal, overridden_tags, resumed_tags
 from gateway.mapek.record import Recorder
 from gateway.mapek.reschedule import Rescheduler
 from gateway.mapek.snapshot import missing_inputs, read_snapshot
@@ -190,7 +190,9 @@ class Cycle:
             self._recorder.forget("lead")  # a later demotion is a new decision
         prv, wtp = planner.prv(snapshot, analysis), planner.wtp(snapshot, analysis)
         knowledge.apply_setpoint_choice(
-            wtp_changed_at=snapshot.at if wtp is not None else None, overridden=overridden_tags(prv, wtp)
+            wtp_changed_at=snapshot.at if wtp is not None else None,
+            overridden=overridden_tags(prv, wtp),
+            resumed=resumed_tags(prv, wtp),
         )
         return [pumps.proposal, *(extra for extra in (prv, wtp, demotion) if extra is not None)]
 

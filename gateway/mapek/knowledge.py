@@ -114,6 +114,7 @@ class RemoteChange:
     mode: str | None = None  # checked by ``Knowledge.set_mode``
     lead: str | None = None
     hold: OperatorHold | None = None
+    released: str | None = None  # the tag whose operator hold ends early
     acknowledged: str | None = None
 
 
@@ -132,6 +133,7 @@ class Knowledge:
     decisions: deque[Decision] = field(default_factory=lambda: deque(maxlen=50))
     lead: str | None = None  # a lead asked for remotely; otherwise the lowest run hours lead
     holds: dict[str, OperatorHold] = field(default_factory=dict)  # tag → the operator's setpoint held there
+    released: dict[str, OperatorHold] = field(default_factory=dict)  # tag → a hold released, until the loop acts
     wtp_changed_at: float | None = None  # the last change of the treatment plant's flow setpoint
     acknowledged: set[str] = field(default_factory=set)
     last_cycle_at: float | None = None
@@ -171,10 +173,15 @@ class Knowledge:
         if lead_used:
             self.lead = None  # a remote lead request is used once
 
-    def apply_setpoint_choice(self, *, wtp_changed_at: float | None, overridden: tuple[str, ...] = ()) -> None:
-        """The setpoint families' choice; ``overridden``: tags whose operator hold a safety rule has overridden."""
+    def apply_setpoint_choice(
+        self, *, wtp_changed_at: float | None, overridden: tuple[str, ...] = (), resumed: tuple[str, ...] = ()
+    ) -> None:
+        """The setpoint families' choice; ``overridden``: tags whose operator hold a safety rule has overridden;
+        ``resumed``: tags the loop's own rule has acted on again since an operator released them."""
         if wtp_changed_at is not None:
             self.wtp_changed_at = wtp_changed_at
+        for tag in resumed:
+            self.released.pop(tag, None)
         for tag in overridden:
             released = self.holds.pop(tag, None)
             if released is not None:
@@ -213,8 +220,17 @@ class Knowledge:
             self.lead = change.lead
         if change.hold is not None:
             self.holds[change.hold.tag] = change.hold
+            self.released.pop(change.hold.tag, None)
+        if change.released is not None:
+            self._release(change.released)
         if change.acknowledged is not None:
             self.acknowledged.add(change.acknowledged)
+
+    def _release(self, tag: str) -> None:
+        released = self.holds.pop(tag, None)
+        if released is not None:
+            self.released[tag] = released
+            log.info("loop.operator_setpoint_released", name=released.name, value=released.value)
 
     def remember(self, decision: Decision) -> None:
         self.decisions.append(decision)

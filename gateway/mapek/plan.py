@@ -398,7 +398,8 @@ class Planner:
         if not self._envelope.judge(cmd, state, state.at).allowed:
             return None  # ramping: the next step waits for the envelope's interval
         why = f"{why}: PRV setpoint {current:.1f} → {new:.1f} m (target {target:.1f} m)"
-        return _overriding(Proposal("prv", Plan(code, why, (cmd,))), hold)
+        proposal = _resuming(Proposal("prv", Plan(code, why, (cmd,))), self._knowledge.released.get(cmd.tag))
+        return _overriding(proposal, hold)
 
     def wtp(self, state: PlantSnapshot, analysis: Analysis) -> Proposal | None:
         t = self._settings.treatment
@@ -421,7 +422,8 @@ class Planner:
         cmd = Command(CommandKind.CHANGE_SETPOINT, t.setpoint_tag, t.setpoint_tag, round(new, 2), why)
         if not self._envelope.judge(cmd, state, state.at).allowed:
             return None
-        return _overriding(Proposal("wtp", Plan(code, why, (cmd,))), hold)
+        proposal = _resuming(Proposal("wtp", Plan(code, why, (cmd,))), self._knowledge.released.get(cmd.tag))
+        return _overriding(proposal, hold)
 
 
 def _overriding(proposal: Proposal, hold: OperatorHold | None) -> Proposal:
@@ -432,6 +434,21 @@ def _overriding(proposal: Proposal, hold: OperatorHold | None) -> Proposal:
     why = f"{proposal.plan.reason}; a safety rule overrides {hold.describe()}"
     knowledge: Data = {**proposal.knowledge, "overrides_operator": hold.name, "operator_value": hold.value}
     return Proposal(proposal.family, replace(proposal.plan, reason=why), knowledge)
+
+
+def _resuming(proposal: Proposal, released: OperatorHold | None) -> Proposal:
+    """The loop's first change of a setpoint an operator released says so (the release's own decision said what
+    the loop would do); the cycle then forgets the release."""
+    if released is None:
+        return proposal
+    why = f"{proposal.plan.reason}; the loop's own rule again: released {released.describe()}"
+    knowledge: Data = {**proposal.knowledge, "resumes_after_release": released.name, "operator_value": released.value}
+    return Proposal(proposal.family, replace(proposal.plan, reason=why), knowledge)
+
+
+def resumed_tags(*proposals: Proposal | None) -> tuple[str, ...]:
+    """The tags of the released holds on which these proposals resume the loop's own rule."""
+    return tuple(p.plan.commands[0].tag for p in proposals if p is not None and "resumes_after_release" in p.knowledge)
 
 
 def overridden_tags(*proposals: Proposal | None) -> tuple[str, ...]:

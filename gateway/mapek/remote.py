@@ -10,7 +10,7 @@ comes back as a ``RemoteChange``, which ``RemoteHandler`` applies.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from gateway.config.loop import LoopSettings
@@ -30,6 +30,7 @@ from gateway.domain.ports import Clock
 from gateway.domain.remote import (
     AckAlarm,
     RejectCode,
+    ReleaseSetpoint,
     RemoteOutcome,
     RemoteRequest,
     RemoteStatus,
@@ -44,7 +45,7 @@ from gateway.mapek.knowledge import Knowledge, OperatorHold, RemoteChange, utc_t
 from gateway.mapek.monitor import Monitor
 from gateway.mapek.plan import Planner
 from gateway.mapek.record import Recorder
-from gateway.mapek.snapshot import read_snapshot
+from gateway.mapek.snapshot import plc_level_tags, read_snapshot
 
 log = get_logger("gateway.mapek.remote")
 
@@ -61,6 +62,7 @@ class RemoteContext:
     hold_s: float  # how long an operator's setpoint holds against the loop's own plans
     alarm_reset_tag: str | None
     requested_by: str = ""
+    own_rules: Mapping[str, str] = field(default_factory=dict)  # tag → what the loop does with it without a hold
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +139,24 @@ class RemoteHandler:
             hold_s=s.zone.remote_hold_s,
             alarm_reset_tag=s.alarm_reset_tag,
             requested_by=requested_by,
+            own_rules=own_rules(s),
         )
+
+
+def own_rules(s: LoopSettings) -> dict[str, str]:
+    """What the loop does with each setpoint it may hold for an operator, once no operator holds it."""
+    z, t = s.zone, s.treatment
+    rules = {tag: f"the loop never writes {tag}: it keeps its value (the PLC's own level)" for tag in plc_level_tags(s)}
+    rules[z.prv_setpoint_tag] = (
+        f"the loop's own rule applies again: PRV_NIGHT_LOWER to {z.prv_night_m:g} m from {z.prv_night_start_hour} h "
+        f"to {z.prv_night_end_hour} h, PRV_DAY_RESTORE to {z.prv_day_m:g} m otherwise, in steps of at most "
+        f"{z.prv_max_step_m:g} m"
+    )
+    rules[t.setpoint_tag] = (
+        f"the loop's own rule applies again: WTP_RESTORE toward {t.nominal_lps:g} L/s once the clearwell is above "
+        f"{t.restore_above_m:g} m, in steps of at most {t.max_step_lps:g} L/s"
+    )
+    return rules
 
 
 async def carry_out(request: RemoteRequest, ctx: RemoteContext) -> RemoteResult:
@@ -152,9 +171,11 @@ async def carry_out(request: RemoteRequest, ctx: RemoteContext) -> RemoteResult:
         )
     if isinstance(params, SetSetpoint):
         return await _setpoint(params, who, ctx)
+    if isinstance(params, ReleaseSetpoint):
+        return _release(params, who, ctx)
     if isinstance(params, RotatePumps):
         return _rotate(params, who, ctx)
-    assert isinstance(params, AckAlarm)  # the four kinds are exhaustive
+    assert isinstance(params, AckAlarm)  # the five kinds are exhaustive
     return await _ack(params, who, ctx)
 
 
@@ -175,6 +196,23 @@ async def _setpoint(params: SetSetpoint, who: str, ctx: RemoteContext) -> Remote
     detail = f"confirmed; holds until {until} unless a safety rule needs otherwise"
     data: dict[str, Value | str | None] = {"name": params.name, "value": params.value, "holds_until": until}
     return RemoteResult(plan, replace(outcome, detail=detail, data=data), RemoteChange(hold=hold))
+
+
+def _release(params: ReleaseSetpoint, who: str, ctx: RemoteContext) -> RemoteResult:
+    """An operator's hold ends before it expires; nothing is written: the loop's own rule for the setpoint (or a
+    later request) decides its next value. Releasing a setpoint that no hold holds is done, with nothing to do."""
+    hold = None if params.tag is None else ctx.knowledge.hold(params.tag, ctx.snapshot.at)
+    if params.tag is None or hold is None:
+        detail = f"{params.name} is not held (no operator value, or its hold expired); nothing to release"
+        data: dict[str, Value | str | None] = {"name": params.name, "released": False}
+        return RemoteResult(
+            Plan(PlanCode.REMOTE_REQUEST, f"{who}: {detail}"), RemoteOutcome(RemoteStatus.DONE, detail, data=data)
+        )
+    rule = ctx.own_rules.get(params.tag, "the loop's own rule applies again")
+    detail = f"released {hold.describe()}; {rule}"
+    data = {"name": params.name, "released": True, "value": hold.value, "held_by": hold.by or None}
+    plan = Plan(PlanCode.REMOTE_REQUEST, f"{who}: {detail}")
+    return RemoteResult(plan, RemoteOutcome(RemoteStatus.DONE, detail, data=data), RemoteChange(released=params.tag))
 
 
 def _configured_step(params: SetSetpoint, command: Command, snapshot: PlantSnapshot) -> RemoteOutcome | None:

@@ -11,9 +11,11 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from gateway.config.loop import LoopSettings
 from gateway.domain.envelope import EnvelopeLimits, Rule, SafetyEnvelope, SetpointLimit
 from gateway.domain.model import Command, CommandKind, Quality, QualityReason, Reading, Value
 from gateway.domain.snapshot import PlantSnapshot, PumpSnapshot
+from gateway.mapek.build import envelope_limits
 from tests.hypothesis_profiles import examples
 
 LIMITS = EnvelopeLimits(
@@ -156,6 +158,56 @@ def test_fire_reserve_keeps_the_last_pump_running_unless_an_interlock_needs_the_
     assert judge(env, w, stop("P-101"), stop("P-102")) == [None, Rule.FIRE_RESERVE]
     w.cw = 0.7  # dry run: the stop protects the pump
     assert judge(env, w, stop("P-101"), stop("P-102")) == [None, None]
+
+
+@pytest.mark.parametrize("reason", [QualityReason.CORRECTED, QualityReason.SUBSTITUTED])
+def test_the_fire_reserve_keeps_the_drift_margin_on_an_estimated_level(reason: QualityReason) -> None:
+    env, w = SafetyEnvelope(limits=replace(LIMITS, estimate_margin_m=0.5)), World()
+    w.running["P-101"] = True
+
+    def stop_at(level: float, quality: Quality = Quality.UNCERTAIN, why: QualityReason = reason) -> Rule | None:
+        view = w.view()
+        tank = Reading("LIT-201", level, quality, w.now - 60, w.now, "m", why)
+        v = PlantSnapshot("auto", True, tank, view.clearwell_level, view.pumps, view.high_float)
+        return env.judge(stop("P-101"), v, w.now).rule
+
+    assert stop_at(2.8) is Rule.FIRE_RESERVE  # above low_m 2.5, but within its margin on an estimate
+    assert stop_at(2.99) is Rule.FIRE_RESERVE
+    assert stop_at(3.01) is None
+    assert stop_at(2.8, Quality.GOOD, QualityReason.NONE) is None  # the transmitter itself: low_m alone
+    view = w.view()
+    tank = Reading("LIT-201", 2.8, Quality.UNCERTAIN, w.now - 60, w.now, "m", reason)
+    verdict = env.judge(stop("P-101"), PlantSnapshot("auto", True, tank, view.clearwell_level, view.pumps), w.now)
+    margin = "3.00 m (2.50 m + margin 0.50 m on an estimate)"
+    assert verdict.detail == f"tank 2.80 m ({reason.value}) below {margin}: last running pump"
+
+
+def test_the_fire_reserve_margin_spares_a_second_pump_and_an_emergency() -> None:
+    env, w = SafetyEnvelope(limits=replace(LIMITS, estimate_margin_m=0.5)), World()
+    w.running.update({"P-101": True, "P-102": True})
+    view = w.view()
+    tank = Reading("LIT-201", 2.8, Quality.UNCERTAIN, w.now - 60, w.now, "m", QualityReason.CORRECTED)
+    v = PlantSnapshot("auto", True, tank, view.clearwell_level, view.pumps, view.high_float)
+    assert [x.rule for _, x in env.judge_all([stop("P-101"), stop("P-102")], v, w.now)] == [None, Rule.FIRE_RESERVE]
+    w.cw = 0.7  # dry run: the stop protects the pump, estimate or not
+    view = w.view()
+    v = PlantSnapshot("auto", True, tank, view.clearwell_level, view.pumps, view.high_float)
+    assert [x.rule for _, x in env.judge_all([stop("P-101"), stop("P-102")], v, w.now)] == [None, None]
+
+
+def test_without_a_margin_an_estimated_level_keeps_the_plain_low_level() -> None:
+    env, w = SafetyEnvelope(limits=LIMITS), World()
+    w.running["P-101"] = True
+    view = w.view()
+    tank = Reading("LIT-201", 2.6, Quality.UNCERTAIN, w.now - 60, w.now, "m", QualityReason.CORRECTED)
+    v = PlantSnapshot("auto", True, tank, view.clearwell_level, view.pumps, view.high_float)
+    assert env.judge(stop("P-101"), v, w.now).allowed
+
+
+def test_the_loop_builds_its_envelope_with_the_drift_margin() -> None:
+    settings = LoopSettings.model_validate({"symptoms": {"drift_margin_m": 0.7}})
+    limits = envelope_limits(settings)
+    assert (limits.low_m, limits.estimate_margin_m) == (settings.tank.low_m, 0.7)
 
 
 def test_a_faulted_pump_may_be_released_at_once() -> None:

@@ -16,6 +16,7 @@ from gateway.domain.remote import (
     ControlMode,
     RejectCode,
     Rejection,
+    ReleaseSetpoint,
     RemoteRequest,
     RemoteRequestKind,
     RotatePumps,
@@ -47,6 +48,10 @@ def test_good_requests_of_each_kind() -> None:
         "set_setpoint": (
             req(type="set_setpoint", mode=..., name="prv_setpoint", value=42),
             SetSetpoint("prv_setpoint", 42.0, "PCV-301.SP", 35.0, 55.0, 2.0, "m"),
+        ),
+        "release_setpoint": (
+            req(type="release_setpoint", mode=..., name="wtp_flow"),
+            ReleaseSetpoint("wtp_flow", "FIC-100"),
         ),
         "rotate_pumps": (req(type="rotate_pumps", mode=..., lead="P-102"), RotatePumps("P-102")),
         "ack_alarm": (
@@ -81,6 +86,9 @@ BAD: list[tuple[str, object, RejectCode]] = [
     ("out of range", req(type="set_setpoint", mode=..., name="prv_setpoint", value=80), RejectCode.OUT_OF_RANGE),
     ("value not a number", req(type="set_setpoint", mode=..., name="prv_setpoint", value="42"), RejectCode.INVALID),
     ("value a bool", req(type="set_setpoint", mode=..., name="prv_setpoint", value=True), RejectCode.INVALID),
+    ("release unknown", req(type="release_setpoint", mode=..., name="pump_speed"), RejectCode.NOT_ALLOWED),
+    ("release with a value", req(type="release_setpoint", mode=..., name="wtp_flow", value=1), RejectCode.INVALID),
+    ("release no name", req(type="release_setpoint", mode=...), RejectCode.INVALID),
     ("bad mode", req(mode="manual"), RejectCode.INVALID),
     ("unknown field", req(priority="high"), RejectCode.INVALID),
     ("unknown pump", req(type="rotate_pumps", mode=..., lead="P-999"), RejectCode.OUT_OF_RANGE),
@@ -115,6 +123,9 @@ def test_allowlist_refuses_kinds_not_listed() -> None:
 SHAPE_CASES: list[tuple[object, bool]] = [
     (req(), True),
     (req(type="set_setpoint", mode=..., name="prv_setpoint", value=40.5), True),
+    (req(type="release_setpoint", mode=..., name="prv_setpoint"), True),
+    (req(type="release_setpoint", mode=...), False),
+    (req(type="release_setpoint", mode=..., name="prv_setpoint", value=40), False),
     (req(type="rotate_pumps", mode=...), True),
     (req(type="rotate_pumps", mode=..., lead="P-101"), True),
     (req(type="ack_alarm", mode=..., code="PUMP_TRIP", subject="P-101", requested_by="op-7", note="seen"), True),
