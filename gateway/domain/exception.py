@@ -18,7 +18,7 @@ stored reading: a value is held only when ``|v - stored| <= deadband``, and held
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from gateway.domain.model import Quality, Reading, Value
@@ -76,6 +76,12 @@ class ExceptionFilter:
     def select(self, readings: list[Reading]) -> list[Reading]:
         """The readings of one poll to store, in their order; the state moves on as if they were stored."""
         return [r for r in readings if self.admit(r)]
+
+    def forget(self, readings: Iterable[Reading]) -> None:
+        """These readings were admitted but not stored after all (the store dropped them): the next reading of each
+        of their tags is stored, whatever it is."""
+        for r in readings:
+            self._held.pop(r.tag, None)
 
     def admit(self, r: Reading) -> bool:
         """Whether ``r`` is stored; if it is, it becomes the tag's held reading."""
