@@ -99,20 +99,31 @@ class ReportingSettings(StrictModel):
     )
 
 
-def report_rules(settings: GatewaySettings) -> dict[str, ReportRule]:
-    """The rule of every tag of every enabled device (every poll for all while ``by_exception`` is false)."""
-    return {tag.name: rule for tag, rule in _resolved(settings)}
+def report_rules(settings: GatewaySettings, *, by_exception: bool | None = None) -> dict[str, ReportRule]:
+    """The rule of every tag of every enabled device (every poll for all while ``by_exception`` is false; the
+    argument, when given, stands for the setting)."""
+    return {tag.name: rule for tag, rule in _resolved(settings, by_exception=by_exception)}
 
 
-def _resolved(settings: GatewaySettings) -> Iterator[tuple[Tag, ReportRule]]:
+def device_rules(
+    settings: GatewaySettings, device: str, *, by_exception: bool | None = None
+) -> list[tuple[Tag, ReportRule]]:
+    """The tags of one device with their rules."""
+    return [(t, r) for t, r in _resolved(settings, by_exception=by_exception, only=device)]
+
+
+def _resolved(
+    settings: GatewaySettings, *, by_exception: bool | None = None, only: str | None = None
+) -> Iterator[tuple[Tag, ReportRule]]:
     reporting = settings.reporting
+    on = reporting.by_exception if by_exception is None else by_exception
     for dev in settings.devices:
-        if not dev.enabled:
+        if not dev.enabled or (only is not None and dev.name != only):
             continue
         listed = [*dev.tags, *(t for t in settings.tags if t.device == dev.name)]
         for tag_settings in listed:
             tag = tag_settings.to_domain(dev.name)
-            if not reporting.by_exception:
+            if not on:
                 yield tag, EVERY_POLL
                 continue
             layers = [reporting.types.get(tag.data_type), dev.reporting, tag_settings.reporting]
@@ -147,3 +158,35 @@ def to_report_rule(rule: ReportingRule, tag: Tag) -> ReportRule:
         max_silence_s=rule.max_silence_s if rule.max_silence_s is not None else EVERY_POLL.max_silence_s,
         min_interval_s=rule.min_interval_s or 0.0,
     )
+
+
+# -- projection (check-config) -----------------------------------------------------------------------------------------
+
+DAY_S = 86_400.0
+#: What the projection of values stored per day assumes of a plant: a number leaves its deadband about once a
+#: minute, a discrete changes twice an hour; a counter, and a number stored at every change (no range), change at
+#: every poll.
+ASSUMED_CROSSINGS_PER_DAY = 1_440.0
+ASSUMED_SWITCHES_PER_DAY = 48.0
+PROJECTION_ASSUMPTION = (
+    "by exception assumes a number leaves its deadband once a minute, a discrete changes twice an hour, and a "
+    "counter or a number without a range changes at every poll"
+)
+
+
+def projected_per_day(tags: Iterable[tuple[Tag, ReportRule]], poll_interval_s: float) -> float:
+    """Values stored per day for these tags polled every ``poll_interval_s``, under ``PROJECTION_ASSUMPTION``."""
+    polls = DAY_S / poll_interval_s
+    return sum(min(polls, _changes_per_day(tag, rule, poll_interval_s)) for tag, rule in tags)
+
+
+def _changes_per_day(tag: Tag, rule: ReportRule, poll_interval_s: float) -> float:
+    if rule.every_poll:
+        return DAY_S / poll_interval_s
+    if tag.data_type is DataType.BOOL:
+        changes = ASSUMED_SWITCHES_PER_DAY
+    elif rule.min_interval_s > 0 or rule.deadband == 0:
+        changes = DAY_S / max(poll_interval_s, rule.min_interval_s)
+    else:
+        changes = ASSUMED_CROSSINGS_PER_DAY
+    return max(changes, DAY_S / rule.max_silence_s)

@@ -14,6 +14,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.cli.check_config import summary, values_per_day
 from gateway.config import load_config
 from gateway.config.loader import inspect_config
 from gateway.config.reporting import report_rules
@@ -112,6 +113,17 @@ def test_a_bad_reporting_of_an_import_is_one_problem_not_one_per_tag(tmp_path: P
     assert problems_of(write(tmp_path, text)) == [
         ("devices[0].tags_from[1].reporting", "set deadband or deadband_pct, not both")
     ]
+
+
+def test_check_config_projects_the_values_stored_per_day_and_says_what_it_assumes(tmp_path: Path) -> None:
+    loaded = load_config(write(tmp_path, MINIMAL + "\n[reporting]\nby_exception = true\n"))
+    text = summary(loaded)
+    # LEVEL has a range (a crossing a minute); FLOW and SETPOINT have none (every change, assumed every poll)
+    assert "values stored per day: 259 200 at every poll, ≈ 174 240 by exception (on)" in text
+    assert "assumes a number leaves its deadband once a minute, a discrete changes twice an hour" in text
+    off = load_config(write(tmp_path, MINIMAL))
+    assert "≈ 174 240 by exception (off: every poll is stored)" in summary(off)
+    assert values_per_day(off.settings, off.settings.devices[0]) == {"every_poll": 259_200, "by_exception": 174_240}
 
 
 # -- fuzzing -----------------------------------------------------------------------------------------------------------
