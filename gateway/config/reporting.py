@@ -126,9 +126,16 @@ def _resolved(
             if not on:
                 yield tag, EVERY_POLL
                 continue
-            layers = [reporting.types.get(tag.data_type), dev.reporting, tag_settings.reporting]
-            layers += [rule for pattern, rule in reporting.tags.items() if fnmatch.fnmatchcase(tag.name, pattern)]
-            yield tag, to_report_rule(_merge(BUILTIN[tag.data_type], layers), tag)
+            yield tag, resolve_rule(reporting, tag, device=dev.reporting, own=tag_settings.reporting)
+
+
+def resolve_rule(
+    reporting: ReportingSettings, tag: Tag, *, device: ReportingRule | None = None, own: ReportingRule | None = None
+) -> ReportRule:
+    """The rule of ``tag`` from every layer (see the module), whether or not ``by_exception`` is on."""
+    layers = [reporting.types.get(tag.data_type), device, own]
+    layers += [rule for pattern, rule in reporting.tags.items() if fnmatch.fnmatchcase(tag.name, pattern)]
+    return to_report_rule(_merge(BUILTIN[tag.data_type], layers), tag)
 
 
 def _merge(base: ReportingRule, layers: Iterable[ReportingRule | None]) -> ReportingRule:

@@ -126,6 +126,17 @@ def test_check_config_projects_the_values_stored_per_day_and_says_what_it_assume
     assert values_per_day(off.settings, off.settings.devices[0]) == {"every_poll": 259_200, "by_exception": 174_240}
 
 
+def test_the_readme_example_loads_and_means_what_the_readme_says(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Report by exception", 1)[1]
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    rules = report_rules(load_config(write(tmp_path, STATION.split("[reporting]", maxsplit=1)[0] + example)).settings)
+    assert rules["LIT-101.f32"] == _rule(0.025)  # float32: 0.5 % of [0, 5] m; the device's max silence, 600 s
+    assert rules["FQI-110"] == _rule(1.0, min_interval=60.0)
+    assert rules["JI-101"] is EVERY_POLL
+    assert rules["YS-101"] == _rule(0.0)
+
+
 # -- fuzzing -----------------------------------------------------------------------------------------------------------
 
 _FIELDS = ["deadband", "deadband_pct", "max_silence_s", "min_interval_s", "deadbnad"]
