@@ -85,12 +85,14 @@ class ExceptionFilter:
 
     def admit(self, r: Reading) -> bool:
         """Whether ``r`` is stored; if it is, it becomes the tag's held reading."""
+        rule = self._rules.get(r.tag, self._default)
+        if rule.every_poll:
+            return True  # nothing to hold
         held = self._held.get(r.tag)
         if held is None:
             self._held[r.tag] = _Held(r)
             return True
-        rule = self._rules.get(r.tag, self._default)
-        if rule.every_poll or _differs(rule, held, r):
+        if _differs(rule, held, r):
             held.update(r)
             return True
         return False
