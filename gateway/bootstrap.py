@@ -46,8 +46,11 @@ from gateway.adapters.systemd import Notifier, Watchdog
 from gateway.clock import SystemClock
 from gateway.config import LoadedConfig
 from gateway.config.observability import MetricsSettings
+from gateway.config.reporting import report_rules
+from gateway.config.root import GatewaySettings
 from gateway.config.store import StoreSettings
 from gateway.domain.errors import StoreError
+from gateway.domain.exception import ExceptionFilter
 from gateway.domain.messages import NewMessage
 from gateway.domain.ports import Clock, FieldDevice
 from gateway.logging import get_logger
@@ -260,6 +263,7 @@ async def _build(
         stale_after_s={d.name: d.stale_limit_s for d in settings.devices if d.enabled},
         on_progress=lambda _: watchdog.loop_progressed(time.monotonic()),
     )
+    loop.monitor.report_by_exception(_exception_filter(settings))
     gw = Gateway(
         loaded=loaded,
         clock=clock,
@@ -369,6 +373,12 @@ async def _drain_store(store: SqliteKnowledgeStore, budget: StopBudget) -> None:
                 await store.flush()
     finally:
         store.stop_waiting()
+
+
+def _exception_filter(settings: GatewaySettings) -> ExceptionFilter | None:
+    """What the store and the uplink get of each poll (``[reporting]``); None while every poll is stored."""
+    report = ExceptionFilter(report_rules(settings))
+    return report if report.reduces else None
 
 
 async def _close_store(store: SqliteKnowledgeStore, budget: StopBudget) -> None:

@@ -39,6 +39,13 @@ READINGS = Counter(
     ["device", "quality"],
     registry=REGISTRY,
 )
+READINGS_SUPPRESSED = Counter(
+    "gateway_readings_suppressed_total",
+    "Readings taken but not stored nor sent, by device: report by exception held them back (within their "
+    "deadband, no change of quality). The control loop saw every one.",
+    ["device"],
+    registry=REGISTRY,
+)
 BREAKER_STATE = Gauge(
     "gateway_breaker_state",
     "Circuit breaker of a Modbus device: 0 closed, 1 half-open, 2 open. An OPC UA device has none: after "

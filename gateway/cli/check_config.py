@@ -10,6 +10,7 @@ from gateway.cli.common import add_config_option, load_or_report
 from gateway.config import LoadedConfig
 from gateway.config.devices import ModbusDeviceSettings, OpcUaDeviceSettings
 from gateway.config.loader import ConfigReport, inspect_config
+from gateway.config.reporting import PROJECTION_ASSUMPTION, device_rules, projected_per_day
 from gateway.config.root import GatewaySettings
 from gateway.domain.model import ModbusAddress, Tag
 from gateway.paths import default_config_path
@@ -88,6 +89,7 @@ def _json_device(
         "poll_interval_s": dev.poll_interval_s,
         "timeout_s": dev.timeout_s,
         "stale_after_s": dev.stale_limit_s,
+        "values_per_day": values_per_day(s, dev) | {"by_exception_on": s.reporting.by_exception},
     }
     if verbose:
         doc["tag_list"] = [
@@ -107,6 +109,7 @@ def summary(loaded: LoadedConfig, *, verbose: bool = False) -> str:
     ]
     for dev in s.devices:
         lines += _device_lines(s, dev, verbose=verbose)
+    lines.append(f"  ({PROJECTION_ASSUMPTION})")
     lines.append(f"loop: {'enabled' if s.loop.enabled else 'disabled'}, mode {s.loop.mode}, cycle {s.loop.cycle_s} s")
     lines.append(f"store: {s.store.path} (durability {s.store.durability})")
     lines.append(_uplink_line(s))
@@ -124,12 +127,27 @@ def _device_lines(s: GatewaySettings, dev: ModbusDeviceSettings | OpcUaDeviceSet
         where = f"opcua {dev.endpoint} ({dev.read_mode}, security {dev.security.policy}/{dev.security.mode})"
     lines = [
         f"  - {dev.name}{state}: {where}; {len(tags)} tags, poll every {dev.poll_interval_s} s, "
-        f"timeout {dev.timeout_s} s, stale after {dev.stale_limit_s} s"
+        f"timeout {dev.timeout_s} s, stale after {dev.stale_limit_s} s",
+        f"      {_values_per_day_line(s, dev)}",
     ]
     if verbose:
         lines += [f"      {t.name:<22} {_address(t)} {t.data_type.value:<8} {t.unit}" for t in tags]
         lines += [f"      {line}" for line in _plan_lines(dev, tags)]
     return lines
+
+
+def values_per_day(s: GatewaySettings, dev: ModbusDeviceSettings | OpcUaDeviceSettings) -> dict[str, int]:
+    """Values the device's tags store (and send) per day: at every poll, and by exception (projected)."""
+    every = projected_per_day(device_rules(s, dev.name, by_exception=False), dev.poll_interval_s)
+    by_exception = projected_per_day(device_rules(s, dev.name, by_exception=True), dev.poll_interval_s)
+    return {"every_poll": round(every), "by_exception": round(by_exception)}
+
+
+def _values_per_day_line(s: GatewaySettings, dev: ModbusDeviceSettings | OpcUaDeviceSettings) -> str:
+    figures = values_per_day(s, dev)
+    every, exc = (f"{figures[k]:,}".replace(",", " ") for k in ("every_poll", "by_exception"))
+    state = "on" if s.reporting.by_exception else "off: every poll is stored"
+    return f"values stored per day: {every} at every poll, ≈ {exc} by exception ({state})"
 
 
 def _address(tag: Tag) -> str:

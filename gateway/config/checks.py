@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -33,6 +34,7 @@ def check_settings(settings: GatewaySettings) -> list[Problem]:
     problems += _check_loop_refs(settings)
     problems += _check_comm_loss(settings)
     problems += _check_remote_setpoints(settings)
+    problems += _check_reporting(settings)
     return problems
 
 
@@ -228,3 +230,11 @@ def _check_remote_setpoints(settings: GatewaySettings) -> Iterator[Problem]:
                 f"{path}.max" if sp.max > tag.range.high else f"{path}.min",
                 f"limits [{sp.min}, {sp.max}] exceed the range of {sp.tag!r} [{tag.range.low}, {tag.range.high}]",
             )
+
+
+def _check_reporting(settings: GatewaySettings) -> Iterator[Problem]:
+    """A per-tag reporting rule must name a tag: a misspelt one would leave the tag on its defaults in silence."""
+    names = list(_configured_tags(settings))
+    for pattern in settings.reporting.tags:
+        if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+            yield f"reporting.tags.{pattern}", f"unknown tag {pattern!r}: no configured tag matches it"

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from gateway.config.common import ConfigPath, ExistingFile, Name, PositiveSeconds, StrictModel
+from gateway.config.reporting import ReportingRule
 from gateway.domain.model import (
     ByteOrder,
     DataType,
@@ -34,6 +35,9 @@ class _TagCommon(StrictModel):
         default=None, description="Engineering range [low, high]; a value outside it is marked bad."
     )
     writable: bool = False
+    reporting: ReportingRule | None = Field(
+        default=None, description="Report by exception for this tag, over its device's and its data type's."
+    )
 
     @field_validator("scale")
     @classmethod
@@ -112,6 +116,9 @@ class TagFileRef(StrictModel):
     areas: list[str] = Field(default_factory=list, description="Only points of these areas; empty = all.")
     include: list[str] = Field(default_factory=lambda: ["*"], description="Glob patterns of point names to take.")
     exclude: list[str] = Field(default_factory=list, description="Glob patterns of point names to leave out.")
+    reporting: ReportingRule | None = Field(
+        default=None, description="Report by exception for the tags this entry imports (e.g. of some areas)."
+    )
 
 
 class BreakerSettings(StrictModel):
@@ -137,6 +144,9 @@ class _DeviceCommon(StrictModel):
     )
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
     tags_from: list[TagFileRef] = Field(default_factory=list)
+    reporting: ReportingRule | None = Field(
+        default=None, description="Report by exception for this device's tags, over their data type's defaults."
+    )
 
     @property
     def stale_limit_s(self) -> float:

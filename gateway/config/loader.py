@@ -22,6 +22,7 @@ from gateway.config.checks import Problem, check_settings
 from gateway.config.common import BASE_DIR, _to_path
 from gateway.config.environment import unknown_variables
 from gateway.config.pointmap import format_loc, load_point_map
+from gateway.config.reporting import ReportingRule
 from gateway.config.root import ENV_NESTED_DELIMITER, ENV_PREFIX, GatewaySettings
 from gateway.config.salvage import SetAside, salvage, without_union_tags
 from gateway.domain.errors import ConfigError
@@ -166,13 +167,27 @@ def _import_one(
         for entry, message in pmap.unmatched(**selection, protocol=protocol)
     ]
     position = {p.name: n for n, p in enumerate(pmap.points)}
+    reporting = _valid_reporting(ref)
     for point in pmap.select(**selection):
         entry = point.as_tag_config(protocol)
         if entry is None:
             continue
+        if reporting is not None:
+            entry["reporting"] = reporting
         origin = f"{map_path.name}:points[{position[point.name]}] (via {where})"
         imports.origins[f"{dev_path}.tags[{len(tags)}]"] = origin
         tags.append(entry)
+
+
+def _valid_reporting(ref: dict[str, Any]) -> Any:
+    """The entry's ``reporting``, for each tag it imports, when it validates (otherwise the model reports it once,
+    with the entry's path, and not again for every tag)."""
+    reporting = ref.get("reporting")
+    try:
+        ReportingRule.model_validate(reporting)
+    except ValidationError:
+        return None
+    return reporting
 
 
 def _selection(ref: dict[str, Any]) -> dict[str, list[str]] | None:

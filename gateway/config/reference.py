@@ -106,6 +106,7 @@ def render() -> str:
     """Markdown: one table per section, every option with its type, default and description."""
     lines: list[str] = []
     seen: set[tuple[str, type[BaseModel]]] = set()
+    shown: dict[type[BaseModel], str] = {}  # a section already shown in full, by model: later ones refer to it
     for path, model in _models(GatewaySettings, ""):
         if (path, model) in seen:
             continue
@@ -114,6 +115,10 @@ def render() -> str:
         if not rows:
             continue
         title = f"`[{path}]`" if path else "top level"
+        if model in shown:
+            lines += [f"#### {title}", "", f"The options of {shown[model]}.", ""]
+            continue
+        shown[model] = title
         doc = _first_paragraph(model.__doc__ or "")
         lines += [f"#### {title}", ""]
         if doc and not doc.startswith("Usage docs"):

@@ -20,6 +20,7 @@ from gateway.config.devices import (
 from gateway.config.loop import LoopSettings
 from gateway.config.mqtt import MqttSettings
 from gateway.config.observability import LogSettings, MetricsSettings
+from gateway.config.reporting import ReportingSettings
 from gateway.config.store import StoreSettings
 from gateway.domain.model import Tag
 
@@ -57,6 +58,7 @@ class GatewaySettings(BaseSettings):
         default_factory=list, description="Tags listed outside their device; each names its device."
     )
     loop: LoopSettings = Field(default_factory=LoopSettings)
+    reporting: ReportingSettings = Field(default_factory=ReportingSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)

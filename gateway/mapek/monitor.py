@@ -7,6 +7,11 @@ how far off each device's clock is while the driver finds its source timestamps 
 without such checks cost one dict lookup and one dict store per reading; readings are handed to the store one batch
 per poll, never one await per reading.
 
+Report by exception (``gateway.domain.exception``, given by the composition root): the snapshot, and so the loop,
+sees every poll; the store — and through its outbox the uplink — gets only the readings the filter admits, and
+``gateway_readings_suppressed_total`` counts the others. Readings the store drops are forgotten by the filter, so
+that the next reading of each of those tags is stored.
+
 Each device is polled in a task of its own, and nothing outside that device holds it up: the loop is only told that
 a poll arrived (it cycles in a task of its own), and the store gets at most half a poll interval to find room for the
 readings before they are dropped and counted (they are in the snapshot already; the store's queue is full only while
@@ -21,10 +26,12 @@ from dataclasses import dataclass
 
 from gateway.config.loop import ValidationSettings
 from gateway.domain.errors import GatewayError
+from gateway.domain.exception import ExceptionFilter
 from gateway.domain.model import Quality, QualityReason, Reading
 from gateway.domain.ports import Clock, FieldDevice, KnowledgeStore
 from gateway.logging import get_logger
 from gateway.mapek.polling import PollerFactory, PollScheduler
+from gateway.metrics import READINGS_SUPPRESSED
 from gateway.supervision import TaskEnded
 from gateway.tasks import cancel_and_wait
 
@@ -88,7 +95,8 @@ class Monitor:
     a plain call, not awaited: the control loop wakes its cycle task there, and a cycle that waits for a write to a
     dead device can never hold up this device's next poll.
 
-    ``poller`` builds each device's scheduler in ``run_device`` (default: ``PollScheduler``).
+    ``poller`` builds each device's scheduler in ``run_device`` (default: ``PollScheduler``). ``report`` decides
+    which readings are stored (default: every one); ``report_by_exception`` sets it after construction.
     """
 
     def __init__(
@@ -101,8 +109,10 @@ class Monitor:
         stale_after_s: Mapping[str, float] | None = None,
         on_polled: Callable[[str], None] | None = None,
         poller: PollerFactory = PollScheduler,
+        report: ExceptionFilter | None = None,
     ) -> None:
         self._devices = dict(devices)
+        self._report = report
         self._poller = poller
         self._store = store
         self._clock = clock
@@ -118,6 +128,10 @@ class Monitor:
         self._checks = {
             t: _TagCheck(max_rate=validation.max_rate_per_s.get(t), confirm=validation.spike_confirm) for t in tags
         }
+
+    def report_by_exception(self, report: ExceptionFilter | None) -> None:
+        """Store only what ``report`` admits from now on (None: every reading); before the polling starts."""
+        self._report = report
 
     def device_of(self, tag: str) -> str | None:
         return self._device_of.get(tag)
@@ -138,9 +152,20 @@ class Monitor:
         readings = self.ingest(name, readings, self._clock.now())
         if self._on_polled is not None:
             self._on_polled(name)  # the loop acts on what was just seen before it is stored (sense-to-actuate)
-        if readings:
-            await self._store.record_readings(name, readings, timeout_s=store_wait_s)
+        report = self._report
+        stored = readings if report is None else self._reportable(report, name, readings)
+        if not stored:
+            return readings
+        if not await self._store.record_readings(name, stored, timeout_s=store_wait_s) and report is not None:
+            report.forget(stored)  # dropped (and counted by the store): the next ones are stored again
         return readings
+
+    @staticmethod
+    def _reportable(report: ExceptionFilter, name: str, readings: list[Reading]) -> list[Reading]:
+        stored = report.select(readings)
+        if len(stored) < len(readings):
+            READINGS_SUPPRESSED.labels(name).inc(len(readings) - len(stored))
+        return stored
 
     def ingest(self, name: str, readings: list[Reading], now: float) -> list[Reading]:
         """The CPU part of a poll (no I/O): validate in place, update the snapshot and the device's state."""

@@ -23,6 +23,7 @@ SMOKE: dict[str, tuple[list[str], str]] = {
     "crosscheck": (["--smoke"], "cross-check bench:"),
     "e2e": (["--smoke"], "sustained/s"),
     "faults": (["--smoke"], "good readings from bad input:"),
+    "footprint": (["--quick"], "worst reconstruction error"),
     "loop": (["--smoke"], "Analyze+Plan per cycle"),
     "loop_latency": (["--smoke"], "sense-to-actuate over"),
     "opcua_restart": (["--restarts", "1", "--down-s", "0.5"], "time to good after the server is back"),
