@@ -5,6 +5,7 @@ private Mosquitto, through a broker outage, a PLC outage and an OPC UA server re
     python -m bench.soak --quick              # 6 minutes, 1 000 tags, faults at minutes 2, 3 and 4
     python -m bench.soak --minutes 8          # any length from 4 minutes; --tags to change the load
     python -m bench.soak --minutes 10 --broker-down-s 120   # a short run with the hour's broker outage
+    python -m bench.soak --rehearse           # each fault once in the warm-up too, then the hour's schedule
 
 The set-up is bench/e2e.py's: its generated configuration and point maps, the booster station's PLC (Modbus) and
 RTU (OPC UA) in this process with four load devices on a second Modbus listener, and the trials that start and stop
@@ -19,8 +20,13 @@ second and the share of them good, pump commands confirmed, messages per second 
 how many of them were marked historical (backlog; the subscriber reconnects after the broker outage too, and what
 the broker passes on before it has subscribed again is lost to it), the database's size on disk, where the memory
 is (``kblk``: Python's allocated blocks in thousands; ``mall``/``mfree``: MB glibc malloc has in use and holds free,
-from ``mallinfo2``, main arena; ``sqlite``: MB SQLite's own heap holds, page caches included), and what the fault
-schedule did.
+from ``mallinfo2``, main arena; ``sqlite``: MB SQLite's own heap holds, page caches included; ``heap``/``anon``: MB
+resident in the brk heap and in anonymous mappings, from ``/proc/PID/smaps``), and what the fault schedule did.
+
+``--rehearse`` runs each fault once during the warm-up as well (minutes 4, 9 and 14 of an hour), so that the
+measured window shows what a fault the process has already been through adds: the first of each kind takes the
+allocator to a new high-water mark (a drained backlog, a reconnect's buffers) that a second one reuses; a leak
+would grow again with the second.
 
 Faults, at about a third of the run and then a sixth apart (minutes 20, 30 and 40 of an hour), each given until the
 next one (or the end) to recover:
@@ -105,6 +111,7 @@ class Plan:
     tags: int
     retention_s: float | None = None  # None: scaled with the run; 0: the gateway's defaults
     broker_outage_s: float | None = None  # None: a thirtieth of the run
+    rehearse: bool = False  # each fault once in the warm-up too
 
     @property
     def duration_s(self) -> float:
@@ -115,9 +122,14 @@ class Plan:
         return self.duration_s / 3
 
     def fault_starts(self) -> list[float]:
-        """On whole minutes: at about a third, then a sixth of the run apart (at least a minute)."""
+        """On whole minutes: at about a third, then a sixth of the run apart (at least a minute); rehearsed, the
+        three first at a fifth, 45 % and 70 % of the warm-up (minutes 4, 9 and 14 of an hour)."""
         first, gap = max(1, int(self.minutes / 3 + 0.5)), max(1, int(self.minutes / 6 + 0.5))
-        return [60.0 * (first + i * gap) for i in range(3)]
+        measured = [60.0 * (first + i * gap) for i in range(3)]
+        if not self.rehearse:
+            return measured
+        warm_min = self.warmup_s / 60
+        return [60.0 * max(1, int(warm_min * f + 0.5)) for f in (0.2, 0.45, 0.7)] + measured
 
     @property
     def broker_down_s(self) -> float:
@@ -176,6 +188,8 @@ class Row:
     malloc_used_mb: float
     malloc_free_mb: float
     sqlite_mb: float
+    heap_mb: float
+    anon_mb: float
     notes: str
 
 
@@ -190,6 +204,24 @@ def _status(pid: int) -> dict[str, int]:
         if key in {"VmRSS", "VmHWM", "Threads"}:
             out[key] = int(rest.split()[0])
     return out
+
+
+def _heap_split(pid: int) -> tuple[float, float]:
+    """MB resident in the brk heap (glibc's main arena) and in anonymous mappings (Python's object arenas, the
+    other malloc arena, large blocks and thread stacks), from ``/proc/PID/smaps``."""
+    heap = anon = 0
+    name = ""
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        first = line.split(maxsplit=6)
+        if first and "-" in first[0] and len(first) >= 5:  # a mapping's header: range perms offset dev inode [name]
+            name = first[5] if len(first) > 5 else ""
+        elif line.startswith("Rss:"):
+            kb = int(first[1])
+            if name == "[heap]":
+                heap += kb
+            elif name == "":
+                anon += kb
+    return heap / 1024, anon / 1024
 
 
 def _fds(pid: int) -> int:
@@ -300,10 +332,14 @@ class Soak:
         self.notes: list[str] = []
         self.marks: dict[str, tuple[int, int, float]] = {}  # fds, threads, tasks: ready, warmed up, end
         starts = plan.fault_starts()
+        kinds = [
+            ("broker outage", plan.broker_down_s),
+            ("PLC outage", plan.device_down_s),
+            ("OPC UA restart", plan.device_down_s),
+        ]
         self.faults = [
-            FaultRun("broker outage", starts[0], plan.broker_down_s),
-            FaultRun("PLC outage", starts[1], plan.device_down_s),
-            FaultRun("OPC UA restart", starts[2], plan.device_down_s),
+            FaultRun(kinds[i % 3][0] + (" (rehearsal)" if i < len(starts) - 3 else ""), at, kinds[i % 3][1])
+            for i, at in enumerate(starts)
         ]
         self.peak_mb = 0.0
         self.stop_rc: int | None = None
@@ -358,6 +394,7 @@ class Soak:
             a.m, "gateway_readings_total", quality="good"
         )
         status = _status(self.proc.pid)
+        split = _heap_split(self.proc.pid)
         row = Row(
             minute=(b.t - self.t0) / 60,
             rss_mb=status["VmRSS"] / 1024,
@@ -378,6 +415,8 @@ class Soak:
             malloc_used_mb=_value(b.m, MALLOC_USED_METRIC) / 2**20,
             malloc_free_mb=_value(b.m, MALLOC_FREE_METRIC) / 2**20,
             sqlite_mb=_value(b.m, SQLITE_USED_METRIC) / 2**20,
+            heap_mb=split[0],
+            anon_mb=split[1],
             notes="; ".join(self.notes),
         )
         self.notes.clear()
@@ -394,7 +433,7 @@ class Soak:
             self._opcua_restart,
         ]
         ends = [f.at_s - 1 for f in self.faults[1:]] + [self.plan.duration_s - 1]
-        for run, runner, end in zip(self.faults, runners, ends, strict=True):
+        for run, runner, end in zip(self.faults, runners * (len(self.faults) // 3), ends, strict=True):
             await asyncio.sleep(max(0.0, self.t0 + run.at_s - time.monotonic()))
             await runner(run, self.t0 + end)
 
@@ -528,7 +567,7 @@ def _recovery_note(what: str, seconds: float | None) -> str:
 HEADER = (
     f"{'min':>4} {'RSS MB':>7} {'CPU %':>6} {'fds':>4} {'thr':>4} {'tasks':>5} {'outbox':>7} {'oldest s':>8} "
     f"{'values/s':>9} {'good %':>6} {'cmds':>5} {'rx msg/s':>8} {'(hist)':>6} {'db MB':>7} {'kblk':>6} {'mall':>6} "
-    f"{'mfree':>6} {'sqlite':>6}  events"
+    f"{'mfree':>6} {'sqlite':>6} {'heap':>5} {'anon':>5}  events"
 )
 
 
@@ -537,7 +576,7 @@ def _format_row(r: Row) -> str:
         f"{r.minute:>4.0f} {r.rss_mb:>7.1f} {r.cpu_pct:>6.1f} {r.fds:>4} {r.threads:>4} {r.tasks:>5.0f} "
         f"{r.outbox:>7.0f} {r.oldest_s:>8.1f} {r.values_s:>9,.0f} {r.good_pct:>6.1f} {r.confirmed:>5.0f} "
         f"{r.rx_s:>8.1f} {r.hist:>6} {r.db_mb:>7.0f} {r.py_kblocks:>6.0f} {r.malloc_used_mb:>6.1f} "
-        f"{r.malloc_free_mb:>6.1f} {r.sqlite_mb:>6.1f}  {r.notes}"
+        f"{r.malloc_free_mb:>6.1f} {r.sqlite_mb:>6.1f} {r.heap_mb:>5.1f} {r.anon_mb:>5.1f}  {r.notes}"
     )
 
 
@@ -721,8 +760,14 @@ def _plan(args: argparse.Namespace) -> Plan:
     minutes = args.minutes or 60
     if minutes < 4:
         raise SystemExit("--minutes: at least 4 (a warm-up, three faults and time to recover from them)")
+    if args.rehearse and minutes < 30:
+        raise SystemExit("--rehearse: at least 30 minutes (three faults in the warm-up, each given time to recover)")
     return Plan(
-        minutes=minutes, tags=args.tags or 10_000, retention_s=args.retention_s, broker_outage_s=args.broker_down_s
+        minutes=minutes,
+        tags=args.tags or 10_000,
+        retention_s=args.retention_s,
+        broker_outage_s=args.broker_down_s,
+        rehearse=args.rehearse,
     )
 
 
@@ -736,6 +781,9 @@ if __name__ == "__main__":
     )
     parser.add_argument("--broker-down-s", type=float, help="length of the broker outage (default: a thirtieth)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (database, logs)")
+    parser.add_argument(
+        "--rehearse", action="store_true", help="each fault once in the warm-up too (minutes 4, 9, 14 of an hour)"
+    )
     args = parser.parse_args()
     configure_logging(level="error", fmt="console")
     # The simulators log each response they cannot send to a connection the outages closed: expected here.
