@@ -202,7 +202,8 @@ class Analyzer:
         cw_ok = good(state.wtp_flow) and good(state.station_flow)
         cw_dh = (value(state.wtp_flow) - q_station) / 1000.0 / twin.model.clearwell_area_m2 if cw_ok else None
         cw = value(state.clearwell_level) if good(state.clearwell_level) else None
-        twin.clearwell.update(at=state.at, dh_per_s=cw_dh, measured=cw, trusted=cw is not None)
+        cw_ok = cw is not None and not self._active(SymptomCode.SENSOR_SUSPECT, s.clearwell.level_tag)
+        twin.clearwell.update(at=state.at, dh_per_s=cw_dh, measured=cw, trusted=cw_ok)
         if good(state.zone_flow) and dt > 0:
             twin.demand.observe(self._tariff.local_seconds(state.at), q_zone, dt)
         self._predict(state, leak, out)
@@ -406,17 +407,12 @@ class Analyzer:
     # -- quality: sensors and communication ---------------------------------------------------------------------
 
     def _quality(self, state: PlantSnapshot, facts: MonitorFacts, out: Analysis) -> None:
-        sym = self._settings.symptoms
         for device in facts.devices:
             ok = facts.comm_ok(device, state.at)
             self._cond(out, SymptomCode.COMM_LOSS, device, not ok, severity=Severity.ALARM, detail="no good poll")
             self._clock_skew(device, facts.clock_skew(device), out)
         self._suspect_tank(state, facts, out)
-        cw_tag = self._settings.clearwell.level_tag
-        flat = self._flatline(cw_tag, facts, state.at, self._knowledge.twin.clearwell.expected_change_since)
-        self._cond(
-            out, SymptomCode.SENSOR_SUSPECT, cw_tag, flat, on=sym.suspect_on_delay_s, off=600.0, detail="flat line"
-        )
+        self._suspect_clearwell(state, facts, out)
         self._chlorine(state, out)
 
     def _clock_skew(self, device: str, offset_s: float | None, out: Analysis) -> None:
@@ -461,6 +457,31 @@ class Analyzer:
             self._knowledge.twin.tank.reanchor(
                 since if since is not None else state.at - self._settings.symptoms.suspect_on_delay_s
             )
+
+    def _suspect_clearwell(self, state: PlantSnapshot, facts: MonitorFacts, out: Analysis) -> None:
+        """LIT-101 stuck (a flat line while FIT-100 − FIT-110 say it moves) or its loop broken: SENSOR_SUSPECT, and
+        the twin carries the last trusted level forward (from when it stopped moving, for a flat line)."""
+        tag, obs = self._settings.clearwell.level_tag, self._knowledge.twin.clearwell
+        flat = self._flatline(tag, facts, state.at, obs.expected_change_since)
+        broken = _broken(state.clearwell_level)
+        detail = (
+            f"broken transmitter ({state.clearwell_level.reason.value})" if broken and state.clearwell_level else ""
+        )
+        was = self._active(SymptomCode.SENSOR_SUSPECT, tag)
+        on = self._settings.symptoms.suspect_on_delay_s
+        self._cond(
+            out,
+            SymptomCode.SENSOR_SUSPECT,
+            tag,
+            flat or broken,
+            severity=Severity.ALARM,
+            on=on,
+            off=600.0,
+            detail=detail or "flat line while the treatment inflow and station flow say it moves",
+        )
+        if not was and self._active(SymptomCode.SENSOR_SUSPECT, tag):
+            since = facts.unchanged_since(tag) if flat else None
+            obs.reanchor(since if since is not None else state.at - on)
 
     def _flatline(self, tag: str, facts: MonitorFacts, now: float, moved: Callable[[float], float]) -> bool:
         limit = self._settings.validation.flatline_s.get(tag)
