@@ -14,7 +14,9 @@ What it found: a broken tank level loop (BadSensorFailure) made the loop hand co
 read the under-range level as an empty tank, filled it to the high-high float and then cycled two pumps on the
 interlock (578 true starts of each in an hour). Analyze now treats a broken tank transmitter like a stuck one
 (SENSOR_SUSPECT: the twin stands in), and the loop takes control back after a minute. A stuck clearwell transmitter
-started no pump at all and the tank drained (2.84 m after 2.5 h): the twin now stands in for LIT-101 too.
+started no pump at all and the tank drained (2.84 m after 2.5 h): the twin now stands in for LIT-101 too. A
+station flow meter stuck at zero made every running pump PUMP_RUN_NO_FLOW and the loop swapped through all three
+(3 true starts of each an hour): pumping power and a tank rising as the twin expects now blame the meter.
 """
 
 from __future__ import annotations
@@ -120,6 +122,11 @@ async def test_no_pump_starts_more_than_four_times_an_hour_under_a_sensor_fault(
     assert c.tank_min_m > FIRE_RESERVE_M
     if signal == "LIT-101" and kind in ("stuck", "broken"):
         _assert_clearwell_substituted(s, held_by_plc=(signal, kind) in NO_START)
+    if (signal, kind) == ("FIT-110", "stuck"):
+        # The meter, not the pumps: no swap through the standbys (3 starts of each an hour before)
+        assert "SENSOR_SUSPECT:FIT-110" in s.loop.knowledge.open_symptoms
+        assert not [d for d in s.decisions if d.plan.code == "P_SWAP_STANDBY"]
+        assert max(most.values()) <= 1, most
 
 
 def _assert_clearwell_substituted(s: Stack, *, held_by_plc: bool) -> None:
