@@ -212,6 +212,7 @@ class MassBalance:
         self._confirm = 0
         self.drift: DriftEstimate | None = None
         self._candidate: _Fit | None = None
+        self._restored: tuple[float, float] | None = None  # rate m/day, onset: a drift found before a restart
 
     def update(self, at: float, level: float | None, net_lps: float | None) -> None:
         if net_lps is None:
@@ -221,6 +222,8 @@ class MassBalance:
             return
         r = level - self._twin
         self._last_r = r
+        if self._restored is not None:
+            self._resume(at, r)
         start = at - at % self.s.bucket_s
         if self._buckets and self._buckets[-1].start != start:
             self._evaluate(at)
@@ -237,6 +240,20 @@ class MassBalance:
         self._confirm = 0
         self.drift = None
         self._candidate = None
+        self._restored = None
+
+    def restore(self, rate_m_day: float, onset_at: float) -> None:
+        """A drift found before a restart: resumed at the next sample with a level and the flows, its offset then
+        extrapolated from the onset at the rate found (the twin's integral starts again, so the reference is
+        re-based on the residual the transmitter has then)."""
+        self._restored = (rate_m_day, onset_at)
+
+    def _resume(self, at: float, r: float) -> None:
+        assert self._restored is not None
+        rate, onset = self._restored
+        self._restored = None
+        offset = rate / DAY_S * max(0.0, at - onset)
+        self.drift = DriftEstimate(rate, onset, offset, r - offset)
 
     def offset_at(self, at: float) -> float | None:
         """The drift's contribution to the transmitter's reading at ``at``, while a drift is raised."""
@@ -407,6 +424,10 @@ class InstrumentCrossCheck:
         suspect = any(f.subject == self.s.level_tag for f in findings)
         estimate = self._estimate(sample, level, suspect)
         return CrossCheckResult(sample.at, tuple(findings), estimate, self.balance.drift, sample.expected_station_lps)
+
+    def restore_drift(self, rate_m_day: float, onset_at: float) -> None:
+        """Resume a drift found before a restart (from the open SENSOR_DRIFT symptom's figures)."""
+        self.balance.restore(rate_m_day, onset_at)
 
     def reset_drift(self) -> None:
         """The transmitter has been recalibrated: forget the drift and the residual's history."""

@@ -10,7 +10,7 @@ forecast learns from the zone meter, and the predictions (net inflow, time to em
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from gateway.config.loop import LoopSettings
@@ -115,6 +115,17 @@ class Analyzer:
         self._efficiency: dict[str, _Efficiency] = {}
         self.check = InstrumentCrossCheck(settings=_check_settings(settings))
         self._check_keys: dict[str, tuple[SymptomCode, str]] = {}  # every cross-check symptom seen, to clear it
+
+    def restore(self, symptoms: Iterable[Symptom]) -> bool:
+        """Resume a drift of the tank's level that was open when the gateway stopped (the stored SENSOR_DRIFT's
+        rate and onset), so that control goes on on the corrected level instead of relearning it for hours."""
+        key = f"{SymptomCode.SENSOR_DRIFT}:{self._settings.tank.level_tag}"
+        for symptom in symptoms:
+            rate, onset = _as_float(symptom.data.get("rate_m_day")), _as_float(symptom.data.get("onset_at"))
+            if symptom.key == key and rate is not None and onset is not None:
+                self.check.restore_drift(rate, onset)
+                return True
+        return False
 
     # -- entry point --------------------------------------------------------------------------------------------
 
@@ -573,6 +584,12 @@ def _broken(r: Reading | None) -> bool:
 def _flow_ok(r: Reading | None) -> bool:
     """A flow the balances may integrate: the meter's, good, or the twin's while the meter is suspect."""
     return good(r) or (usable(r) and r is not None and r.reason is QualityReason.SUBSTITUTED)
+
+
+def _as_float(x: object) -> float | None:
+    """A stored figure as a number (None: missing, not a number, not finite)."""
+    ok = isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+    return float(x) if ok else None  # type: ignore[arg-type]
 
 
 def _finite(x: float) -> bool:

@@ -121,6 +121,25 @@ def test_the_drift_clears_after_the_transmitter_is_recalibrated() -> None:
     assert results[-1].level.source == "transmitter"
 
 
+def test_a_drift_found_before_a_restart_is_resumed_from_its_rate_and_onset() -> None:
+    tank = Tank(seed=2, drift_m_day=-0.3, drift_from=DAY)
+    found = _first(_run(tank, InstrumentCrossCheck(), 2 * DAY), CheckCode.SENSOR_DRIFT)
+    assert found is not None
+    figures = next(f for f in found.findings if f.code is CheckCode.SENSOR_DRIFT).data  # what the symptom stores
+    _run(tank, InstrumentCrossCheck(), 10 * 60)  # the gateway stopped for ten minutes
+    after = InstrumentCrossCheck()
+    after.restore_drift(float(figures["rate_m_day"]), float(figures["onset_at"]))
+    errors = []
+    for _ in range(int(DAY / tank.step_s)):
+        r = after.update(tank.step())
+        assert r.has(CheckCode.SENSOR_DRIFT)  # from the first sample, not hours later
+        assert r.level.source == "corrected"
+        errors.append(abs((r.level.level_m or 0.0) - tank.level))
+    assert max(errors) < 0.05
+    relearning = InstrumentCrossCheck()  # without the restore: hours on the uncorrected transmitter
+    assert _first(_run(tank, relearning, 2 * HOUR), CheckCode.SENSOR_DRIFT) is None
+
+
 def test_a_gap_in_the_flows_leaves_no_step_in_the_residual() -> None:
     tank = Tank(seed=4)
     check = InstrumentCrossCheck()
