@@ -14,6 +14,10 @@ Three kinds of evidence that a reading is wrong, each independent of the reading
 - **Pumps against flow and power.** A pump running with no station flow, station flow with no pump running, a
   motor drawing power with no flow, a pump reported running that draws no power: each held for ``persist_s`` so that
   a start or a stop is not a symptom.
+- **The station flow meter against the pumps and the tank.** When every running pump shows no flow while each draws
+  the power the twin's pump curve gives for pumping, the pumps are not blamed yet: the tank's level over
+  ``meter_window_s`` decides. Rising as the twin's station flow says, it is the meter (``SENSOR_SUSPECT`` on
+  FIT-110, and no PUMP_RUN_NO_FLOW); moving as the meter says, the pumps after all.
 
 Pure and synchronous: cheap per sample (amortised O(1); the fit runs once per ten-minute bucket over a bounded
 history), bounded memory, deterministic.
@@ -35,6 +39,7 @@ class CheckCode(StrEnum):
     """Business codes of the cross-check findings."""
 
     SENSOR_DRIFT = "SENSOR_DRIFT"
+    SENSOR_SUSPECT = "SENSOR_SUSPECT"
     DISCRETE_CONTRADICTION = "DISCRETE_CONTRADICTION"
     PUMP_RUN_NO_FLOW = "PUMP_RUN_NO_FLOW"
     FLOW_NO_PUMP = "FLOW_NO_PUMP"
@@ -68,6 +73,8 @@ class CheckSample:
     plc_high_high: bool | None = None
     plc_dry_run: bool | None = None
     clearwell_level_m: float | None = None
+    expected_station_lps: float | None = None  # the twin's station flow for the pumps that run, at these levels
+    expected_pump_kw: float | None = None  # the twin's power per running pump at that operating point
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +103,9 @@ class CrossCheckSettings:
     no_flow_lps: float = 4.0
     power_on_kw: float = 3.0
     persist_s: float = 60.0
+    # the station flow meter
+    pumping_power_fraction: float = 0.7  # of the twin's power per pump: a pump drawing this much is pumping
+    meter_window_s: float = 300.0  # the tank's level change over this long tells the meter from the pumps
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +149,7 @@ class CrossCheckResult:
     findings: tuple[Finding, ...]
     level: LevelEstimate
     drift: DriftEstimate | None
+    expected_station_lps: float | None = None  # the twin's station flow for the pumps that run (the sample's)
 
     def has(self, code: CheckCode) -> bool:
         return any(f.code is code for f in self.findings)
@@ -201,6 +212,7 @@ class MassBalance:
         self._confirm = 0
         self.drift: DriftEstimate | None = None
         self._candidate: _Fit | None = None
+        self._restored: tuple[float, float] | None = None  # rate m/day, onset: a drift found before a restart
 
     def update(self, at: float, level: float | None, net_lps: float | None) -> None:
         if net_lps is None:
@@ -210,6 +222,8 @@ class MassBalance:
             return
         r = level - self._twin
         self._last_r = r
+        if self._restored is not None:
+            self._resume(at, r)
         start = at - at % self.s.bucket_s
         if self._buckets and self._buckets[-1].start != start:
             self._evaluate(at)
@@ -226,6 +240,20 @@ class MassBalance:
         self._confirm = 0
         self.drift = None
         self._candidate = None
+        self._restored = None
+
+    def restore(self, rate_m_day: float, onset_at: float) -> None:
+        """A drift found before a restart: resumed at the next sample with a level and the flows, its offset then
+        extrapolated from the onset at the rate found (the twin's integral starts again, so the reference is
+        re-based on the residual the transmitter has then)."""
+        self._restored = (rate_m_day, onset_at)
+
+    def _resume(self, at: float, r: float) -> None:
+        assert self._restored is not None
+        rate, onset = self._restored
+        self._restored = None
+        offset = rate / DAY_S * max(0.0, at - onset)
+        self.drift = DriftEstimate(rate, onset, offset, r - offset)
 
     def offset_at(self, at: float) -> float | None:
         """The drift's contribution to the transmitter's reading at ``at``, while a drift is raised."""
@@ -324,12 +352,60 @@ def _hinge(buckets: Sequence[_Bucket], now: float, min_after_s: float) -> _Fit |
     return _Fit(onset=now + tau * 3600.0, reference=c, slope=b / 3600.0, gain=sse0 - sse)
 
 
+class MeterCheck:
+    """Tells a station flow meter that reads too little from pumps that deliver nothing, by the tank's level.
+
+    Integrates the tank's level change the twin's station flow predicts and the one the meter predicts (each less
+    the zone's outflow) and compares both with the transmitter's change over ``meter_window_s``.
+    """
+
+    def __init__(self, settings: CrossCheckSettings) -> None:
+        self.s = settings
+        self._samples: deque[tuple[float, float, float, float]] = deque()  # at, level, twin sum, meter sum (m)
+        self._twin = self._meter = 0.0
+        self._last: tuple[float, float, float] | None = None  # at, twin net L/s, meter net L/s
+
+    def update(self, sample: CheckSample, level: float | None) -> None:
+        q_out, q_meter, q_twin = sample.tank_outflow_lps, sample.tank_inflow_lps, sample.expected_station_lps
+        if level is None or q_out is None or q_meter is None or q_twin is None:
+            self.reset()
+            return
+        at, twin_net, meter_net = sample.at, q_twin - q_out, q_meter - q_out
+        if self._last is not None and 0 < at - self._last[0] <= self.s.max_gap_s:
+            dt_area = (at - self._last[0]) / 1000.0 / self.s.tank_area_m2
+            self._twin += self._last[1] * dt_area
+            self._meter += self._last[2] * dt_area
+        elif self._last is not None:
+            self.reset()
+        self._last = (at, twin_net, meter_net)
+        self._samples.append((at, level, self._twin, self._meter))
+        while len(self._samples) > 2 and at - self._samples[1][0] >= self.s.meter_window_s:
+            self._samples.popleft()
+
+    def reset(self) -> None:
+        self._samples.clear()
+        self._twin = self._meter = 0.0
+        self._last = None
+
+    def verdict(self) -> Literal["meter", "pumps"] | None:
+        """``meter`` when the tank moved as the twin's flow says, ``pumps`` as the meter says; None until a window
+        is seen or while the two predictions are too close to tell."""
+        if len(self._samples) < 2 or self._samples[-1][0] - self._samples[0][0] < self.s.meter_window_s * 0.9:
+            return None
+        (_, l0, t0, m0), (_, l1, t1, m1) = self._samples[0], self._samples[-1]
+        measured, by_twin, by_meter = l1 - l0, t1 - t0, m1 - m0
+        if abs(by_twin - by_meter) < 0.03:  # 3 cm: well above the transmitter's noise over the window
+            return None
+        return "meter" if abs(measured - by_twin) < abs(measured - by_meter) else "pumps"
+
+
 class InstrumentCrossCheck:
     """Feed one ``CheckSample`` per loop cycle; read the findings, the drift and the level to control on."""
 
     def __init__(self, *, settings: CrossCheckSettings | None = None) -> None:
         self.s = settings or CrossCheckSettings()
         self.balance = MassBalance(self.s)
+        self.meter = MeterCheck(self.s)
         self._persist: dict[tuple[CheckCode, str], _Persist] = {}
         self._drift_since: float | None = None
 
@@ -340,12 +416,18 @@ class InstrumentCrossCheck:
         if sample.tank_inflow_lps is not None and sample.tank_outflow_lps is not None:
             net = sample.tank_inflow_lps - sample.tank_outflow_lps
         self.balance.update(sample.at, level, net)
+        self.meter.update(sample, level)
         findings: list[Finding] = []
         findings.extend(self._drift_findings(sample.at))
         findings.extend(self._contradictions(sample, level))
         findings.extend(self._pump_findings(sample))
         suspect = any(f.subject == self.s.level_tag for f in findings)
-        return CrossCheckResult(sample.at, tuple(findings), self._estimate(sample, level, suspect), self.balance.drift)
+        estimate = self._estimate(sample, level, suspect)
+        return CrossCheckResult(sample.at, tuple(findings), estimate, self.balance.drift, sample.expected_station_lps)
+
+    def restore_drift(self, rate_m_day: float, onset_at: float) -> None:
+        """Resume a drift found before a restart (from the open SENSOR_DRIFT symptom's figures)."""
+        self.balance.restore(rate_m_day, onset_at)
 
     def reset_drift(self) -> None:
         """The transmitter has been recalibrated: forget the drift and the residual's history."""
@@ -416,8 +498,11 @@ class InstrumentCrossCheck:
         known = all(p.running is not None for p in sample.pumps) and bool(sample.pumps)
         no_flow = flow is not None and flow < self.s.no_flow_lps
         ftag = self.s.station_flow_tag
+        meter = self._meter_findings(sample, no_flow and bool(running))
+        out += meter
+        doubted = bool(meter) or (no_flow and self._pumping(sample) and self.meter.verdict() != "pumps")
         for p in sample.pumps:
-            cond = bool(p.running) and no_flow
+            cond = bool(p.running) and no_flow and not doubted
             out += self._held(
                 sample.at, CheckCode.PUMP_RUN_NO_FLOW, p.name, cond, f"{p.name} runs, {ftag} reads {flow} L/s"
             )
@@ -426,10 +511,32 @@ class InstrumentCrossCheck:
         for p in sample.pumps:
             powered = p.power_kw is not None and p.power_kw >= self.s.power_on_kw
             reason = f"{p.name} draws {p.power_kw} kW, {ftag} reads {flow} L/s"
-            out += self._held(sample.at, CheckCode.POWER_NO_FLOW, p.name, powered and no_flow, reason)
+            out += self._held(sample.at, CheckCode.POWER_NO_FLOW, p.name, powered and no_flow and not meter, reason)
             dead = bool(p.running) and p.power_kw is not None and not powered
             out += self._held(sample.at, CheckCode.RUN_NO_POWER, p.name, dead, f"{p.name} runs, draws {p.power_kw} kW")
         return out
+
+    def _pumping(self, sample: CheckSample) -> bool:
+        """Every running pump draws the power the twin's pump curve gives for pumping (so it is not dry-running)."""
+        running = [p for p in sample.pumps if p.running]
+        kw = sample.expected_pump_kw
+        if not running or kw is None or kw <= 0:
+            return False
+        floor = self.s.pumping_power_fraction * kw
+        return all(p.power_kw is not None and p.power_kw >= floor for p in running)
+
+    def _meter_findings(self, sample: CheckSample, all_dry: bool) -> list[Finding]:
+        """SENSOR_SUSPECT on the station flow meter: the pumps draw pumping power and the tank rises as they
+        should, while the meter reads no flow."""
+        blamed = all_dry and self._pumping(sample) and self.meter.verdict() == "meter"
+        ftag = self.s.station_flow_tag
+        reason = (
+            f"{ftag} reads {sample.tank_inflow_lps} L/s while the running pumps draw pumping power and the tank "
+            f"moves as the twin's {sample.expected_station_lps} L/s says: the meter is suspect, not the pumps"
+        )
+        data = {"expected_lps": round(sample.expected_station_lps or 0.0, 1)}
+        found = self._held(sample.at, CheckCode.SENSOR_SUSPECT, ftag, blamed, reason)
+        return [replace(f, data=data) for f in found]
 
     def _held(self, at: float, code: CheckCode, subject: str, cond: bool, reason: str) -> list[Finding]:
         since = self._persist.setdefault((code, subject), _Persist()).update(at, cond, self.s.persist_s)
@@ -448,5 +555,7 @@ def _finite(sample: CheckSample) -> CheckSample:
         tank_inflow_lps=_number(sample.tank_inflow_lps),
         tank_outflow_lps=_number(sample.tank_outflow_lps),
         clearwell_level_m=_number(sample.clearwell_level_m),
+        expected_station_lps=_number(sample.expected_station_lps),
+        expected_pump_kw=_number(sample.expected_pump_kw),
         pumps=tuple(replace(p, power_kw=_number(p.power_kw)) for p in sample.pumps),
     )

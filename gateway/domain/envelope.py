@@ -11,7 +11,9 @@ Rules (docs/loop.md has the reasoning):
   twin substitutes for a suspect transmitter (quality UNCERTAIN, reason SUBSTITUTED), accepted for at most
   ``substitute_max_s`` after the last trusted level, and for starts only with the high-high float GOOD and clear;
   likewise a drifting transmitter's level corrected by the mass balance (UNCERTAIN, CORRECTED), which follows the
-  live transmitter and so has no age limit beyond the transmitter's own.
+  live transmitter and so has no age limit beyond the transmitter's own. The clearwell's level may be the twin's
+  substitute too, within the same limit, and for starts only with the PLC's dry-run interlock GOOD and clear; a start
+  on it keeps ``estimate_margin_m`` more above the dry-run level.
 * Hand-Off-Auto: a pump is written only while it reports Auto with Remote; a faulted pump is not started.
 * dry run: no start while the clearwell is below the dry-run level plus a margin; high-high: no start at or above
   high-high or with the float tripped; no start while the PLC holds its high-high or dry-run interlock.
@@ -288,8 +290,11 @@ class SafetyEnvelope:
         return self._start_timing(pump, now)
 
     def _start_inputs(self, view: PlantSnapshot, now: float) -> Verdict | None:
-        if not self._good(view.clearwell_level, now):
+        if not self._good(view.clearwell_level, now) and not self._substitute_usable(view.clearwell_level, now):
             return Verdict(False, Rule.INPUT_NOT_GOOD, f"clearwell level {_describe(view.clearwell_level)}")
+        if not self._good(view.clearwell_level, now) and not self._good(view.plc_dry_run, now):
+            # The twin's clearwell is only an estimate: a start needs the PLC's dry-run interlock to answer for it.
+            return Verdict(False, Rule.INPUT_NOT_GOOD, f"PLC dry-run interlock {_describe(view.plc_dry_run)}")
         if not self._level_usable(view.tank_level, now):
             return Verdict(False, Rule.INPUT_NOT_GOOD, f"tank level {_describe(view.tank_level)}")
         substituted = view.tank_level is not None and view.tank_level.quality is not Quality.GOOD
@@ -300,10 +305,11 @@ class SafetyEnvelope:
     def _levels_allow_start(self, view: PlantSnapshot) -> Verdict | None:
         lim = self.limits
         cw = _num(view.clearwell_level)
-        if cw < lim.dry_run_m + lim.dry_run_margin_m:
-            return Verdict(
-                False, Rule.DRY_RUN, f"clearwell {cw:.2f} m below {lim.dry_run_m + lim.dry_run_margin_m:.2f} m"
-            )
+        floor = (
+            lim.dry_run_m + lim.dry_run_margin_m + (lim.estimate_margin_m if _estimated(view.clearwell_level) else 0)
+        )
+        if cw < floor:
+            return Verdict(False, Rule.DRY_RUN, f"clearwell {_level(view.clearwell_level)} below {floor:.2f} m")
         tank = _num(view.tank_level)
         if tank >= lim.high_high_m or _true(view.high_float):
             return Verdict(False, Rule.HIGH_HIGH, f"tank {tank:.2f} m at or above high-high {lim.high_high_m:.2f} m")
@@ -423,7 +429,18 @@ class SafetyEnvelope:
             return False
         if r.reason is QualityReason.CORRECTED:
             return True
-        return r.reason is QualityReason.SUBSTITUTED and now - r.source_ts <= self.limits.substitute_max_s
+        return self._substitute_usable(r, now)
+
+    def _substitute_usable(self, r: Reading | None, now: float) -> bool:
+        """The twin's stand-in for a suspect level: fresh, and within ``substitute_max_s`` of the last trusted one."""
+        return (
+            r is not None
+            and r.value is not None
+            and r.quality is Quality.UNCERTAIN
+            and r.reason is QualityReason.SUBSTITUTED
+            and now - r.receive_ts <= self.limits.max_input_age_s
+            and now - r.source_ts <= self.limits.substitute_max_s
+        )
 
 
 def inputs_of(command: Command, view: PlantSnapshot) -> Sequence[Reading | None]:

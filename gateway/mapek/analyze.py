@@ -10,8 +10,8 @@ forecast learns from the zone meter, and the predictions (net inflow, time to em
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 
 from gateway.config.loop import LoopSettings
 from gateway.domain.conditions import Change, Debounce, Threshold
@@ -28,6 +28,7 @@ from gateway.domain.leaks import BurstDetector, NightFlowRise
 from gateway.domain.model import Quality, QualityReason, Reading, Severity, Symptom, SymptomCode, Value
 from gateway.domain.snapshot import PlantSnapshot, PumpSnapshot, good, usable, value
 from gateway.domain.tariff import Tariff
+from gateway.domain.twin import PlantModel
 from gateway.mapek.knowledge import Knowledge
 
 Data = dict[str, Value | str | None]
@@ -115,6 +116,17 @@ class Analyzer:
         self.check = InstrumentCrossCheck(settings=_check_settings(settings))
         self._check_keys: dict[str, tuple[SymptomCode, str]] = {}  # every cross-check symptom seen, to clear it
 
+    def restore(self, symptoms: Iterable[Symptom]) -> bool:
+        """Resume a drift of the tank's level that was open when the gateway stopped (the stored SENSOR_DRIFT's
+        rate and onset), so that control goes on on the corrected level instead of relearning it for hours."""
+        key = f"{SymptomCode.SENSOR_DRIFT}:{self._settings.tank.level_tag}"
+        for symptom in symptoms:
+            rate, onset = _as_float(symptom.data.get("rate_m_day")), _as_float(symptom.data.get("onset_at"))
+            if symptom.key == key and rate is not None and onset is not None:
+                self.check.restore_drift(rate, onset)
+                return True
+        return False
+
     # -- entry point --------------------------------------------------------------------------------------------
 
     def analyze(self, state: PlantSnapshot, facts: MonitorFacts) -> Analysis:
@@ -194,15 +206,16 @@ class Analyzer:
         twin, s = self._knowledge.twin, self._settings
         leak = twin.model.leak(value(state.zone_pressure) if usable(state.zone_pressure) else None)
         q_station, q_zone = value(state.station_flow), value(state.zone_flow)
-        flows_good = good(state.station_flow) and good(state.zone_flow)
+        flows_good = _flow_ok(state.station_flow) and good(state.zone_flow)
         tank_dh = twin.model.tank_rate_m_per_s(q_station, q_zone + leak) if flows_good else None
         level_ok = good(state.tank_level) and not self._active(SymptomCode.SENSOR_SUSPECT, s.tank.level_tag)
         measured = value(state.tank_level) if good(state.tank_level) else None
         twin.tank.update(at=state.at, dh_per_s=tank_dh, measured=measured, trusted=level_ok)
-        cw_ok = good(state.wtp_flow) and good(state.station_flow)
+        cw_ok = good(state.wtp_flow) and _flow_ok(state.station_flow)
         cw_dh = (value(state.wtp_flow) - q_station) / 1000.0 / twin.model.clearwell_area_m2 if cw_ok else None
         cw = value(state.clearwell_level) if good(state.clearwell_level) else None
-        twin.clearwell.update(at=state.at, dh_per_s=cw_dh, measured=cw, trusted=cw is not None)
+        cw_ok = cw is not None and not self._active(SymptomCode.SENSOR_SUSPECT, s.clearwell.level_tag)
+        twin.clearwell.update(at=state.at, dh_per_s=cw_dh, measured=cw, trusted=cw_ok)
         if good(state.zone_flow) and dt > 0:
             twin.demand.observe(self._tariff.local_seconds(state.at), q_zone, dt)
         self._predict(state, leak, out)
@@ -361,9 +374,10 @@ class Analyzer:
     def _cross_check(self, state: PlantSnapshot, out: Analysis) -> PlantSnapshot:
         """Feed the cross-check; its findings become symptoms, and the levels to analyse and control on are the
         transmitters' unless it corrects one (SENSOR_DRIFT) or an independent discrete contradicts one."""
-        result = self.check.update(_check_sample(state))
+        result = self.check.update(_check_sample(state, self._knowledge.twin.model))
         self._check_symptoms(result, out)
         tank_tag, cw_tag = self._settings.tank.level_tag, self._settings.clearwell.level_tag
+        state = self._meter_stand_in(state, result, out)
         # Suspect from the cycle it is seen until the symptom clears (its off-delay: a float that bounces)
         contradicted = {x.subject for x in out.open.values() if x.code is SymptomCode.DISCRETE_CONTRADICTION}
         if tank_tag in contradicted:
@@ -379,6 +393,19 @@ class Analyzer:
         if out.clearwell_level is not None:
             state = state.with_clearwell_level(out.clearwell_level)
         return state
+
+    def _meter_stand_in(self, state: PlantSnapshot, result: CrossCheckResult, out: Analysis) -> PlantSnapshot:
+        """While the station flow meter is suspect or its loop broken, the twin's station flow stands in for it in
+        the tank's and the clearwell's balances (so a stuck meter does not make the levels look wrong)."""
+        tag = self._settings.station.flow_tag
+        expected = result.expected_station_lps
+        suspect = self._active(SymptomCode.SENSOR_SUSPECT, tag) or _broken(state.station_flow)
+        if not suspect or expected is None:
+            return state
+        at = state.at
+        flow = Reading(tag, round(expected, 1), Quality.UNCERTAIN, at, at, "L/s", QualityReason.SUBSTITUTED)
+        out.predictions["station_flow_substitute_lps"] = flow.value
+        return replace(state, station_flow=flow)
 
     def _check_symptoms(self, result: CrossCheckResult, out: Analysis) -> None:
         found: dict[str, Finding] = {}
@@ -406,17 +433,12 @@ class Analyzer:
     # -- quality: sensors and communication ---------------------------------------------------------------------
 
     def _quality(self, state: PlantSnapshot, facts: MonitorFacts, out: Analysis) -> None:
-        sym = self._settings.symptoms
         for device in facts.devices:
             ok = facts.comm_ok(device, state.at)
             self._cond(out, SymptomCode.COMM_LOSS, device, not ok, severity=Severity.ALARM, detail="no good poll")
             self._clock_skew(device, facts.clock_skew(device), out)
         self._suspect_tank(state, facts, out)
-        cw_tag = self._settings.clearwell.level_tag
-        flat = self._flatline(cw_tag, facts, state.at, self._knowledge.twin.clearwell.expected_change_since)
-        self._cond(
-            out, SymptomCode.SENSOR_SUSPECT, cw_tag, flat, on=sym.suspect_on_delay_s, off=600.0, detail="flat line"
-        )
+        self._suspect_clearwell(state, facts, out)
         self._chlorine(state, out)
 
     def _clock_skew(self, device: str, offset_s: float | None, out: Analysis) -> None:
@@ -461,6 +483,31 @@ class Analyzer:
             self._knowledge.twin.tank.reanchor(
                 since if since is not None else state.at - self._settings.symptoms.suspect_on_delay_s
             )
+
+    def _suspect_clearwell(self, state: PlantSnapshot, facts: MonitorFacts, out: Analysis) -> None:
+        """LIT-101 stuck (a flat line while FIT-100 − FIT-110 say it moves) or its loop broken: SENSOR_SUSPECT, and
+        the twin carries the last trusted level forward (from when it stopped moving, for a flat line)."""
+        tag, obs = self._settings.clearwell.level_tag, self._knowledge.twin.clearwell
+        flat = self._flatline(tag, facts, state.at, obs.expected_change_since)
+        broken = _broken(state.clearwell_level)
+        detail = (
+            f"broken transmitter ({state.clearwell_level.reason.value})" if broken and state.clearwell_level else ""
+        )
+        was = self._active(SymptomCode.SENSOR_SUSPECT, tag)
+        on = self._settings.symptoms.suspect_on_delay_s
+        self._cond(
+            out,
+            SymptomCode.SENSOR_SUSPECT,
+            tag,
+            flat or broken,
+            severity=Severity.ALARM,
+            on=on,
+            off=600.0,
+            detail=detail or "flat line while the treatment inflow and station flow say it moves",
+        )
+        if not was and self._active(SymptomCode.SENSOR_SUSPECT, tag):
+            since = facts.unchanged_since(tag) if flat else None
+            obs.reanchor(since if since is not None else state.at - on)
 
     def _flatline(self, tag: str, facts: MonitorFacts, now: float, moved: Callable[[float], float]) -> bool:
         limit = self._settings.validation.flatline_s.get(tag)
@@ -534,6 +581,17 @@ def _broken(r: Reading | None) -> bool:
     return r is not None and r.quality is Quality.BAD and r.reason in _BROKEN
 
 
+def _flow_ok(r: Reading | None) -> bool:
+    """A flow the balances may integrate: the meter's, good, or the twin's while the meter is suspect."""
+    return good(r) or (usable(r) and r is not None and r.reason is QualityReason.SUBSTITUTED)
+
+
+def _as_float(x: object) -> float | None:
+    """A stored figure as a number (None: missing, not a number, not finite)."""
+    ok = isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+    return float(x) if ok else None  # type: ignore[arg-type]
+
+
 def _finite(x: float) -> bool:
     return math.isfinite(x)
 
@@ -541,7 +599,14 @@ def _finite(x: float) -> bool:
 # Cross-check findings that are alarms: a level not to be trusted, a pump that runs dry. The others are warnings
 # (an instrument to look at: a flow meter, a power meter, a running contact).
 _BROKEN = frozenset({QualityReason.SENSOR_FAULT, QualityReason.OUT_OF_RANGE})
-_ALARMS = frozenset({SymptomCode.SENSOR_DRIFT, SymptomCode.DISCRETE_CONTRADICTION, SymptomCode.PUMP_RUN_NO_FLOW})
+_ALARMS = frozenset(
+    {
+        SymptomCode.SENSOR_DRIFT,
+        SymptomCode.DISCRETE_CONTRADICTION,
+        SymptomCode.PUMP_RUN_NO_FLOW,
+        SymptomCode.SENSOR_SUSPECT,
+    }
+)
 
 
 def _check_settings(s: LoopSettings) -> CrossCheckSettings:
@@ -580,8 +645,10 @@ def _flag(r: Reading | None) -> bool | None:
     return bool(r.value) if good(r) else None  # type: ignore[union-attr]
 
 
-def _check_sample(state: PlantSnapshot) -> CheckSample:
+def _check_sample(state: PlantSnapshot, model: PlantModel) -> CheckSample:
     pumps = tuple(PumpSample(p.name, _flag(p.running), _reading(p.power)) for p in state.pumps)
+    level, cw, n = _reading(state.tank_level), _reading(state.clearwell_level), sum(1 for p in pumps if p.running)
+    op = None if level is None or cw is None else model.station(n, level, cw)
     return CheckSample(
         at=state.at,
         tank_level_m=_reading(state.tank_level),
@@ -592,7 +659,9 @@ def _check_sample(state: PlantSnapshot) -> CheckSample:
         high_high_float=_flag(state.high_float),
         plc_high_high=_flag(state.plc_high_high),
         plc_dry_run=_flag(state.plc_dry_run),
-        clearwell_level_m=_reading(state.clearwell_level),
+        clearwell_level_m=cw,
+        expected_station_lps=None if op is None else op.flow_lps,
+        expected_pump_kw=None if op is None or n == 0 else op.power_kw / n,
     )
 
 

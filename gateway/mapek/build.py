@@ -85,7 +85,7 @@ def build_control_loop(
                            planner=p.planner, executor=p.executor, recorder=p.recorder, lock=p.lock)  # fmt: skip
     return ControlLoop(settings=settings, knowledge=p.knowledge, tariff=p.tariff, monitor=p.monitor,
                        analyzer=p.analyzer, executor=p.executor, heartbeat=p.heartbeat, rescheduler=p.rescheduler,
-                       phases=cycle, runner=runner, remote=remote)  # fmt: skip
+                       phases=cycle, runner=runner, remote=remote, store=store, clock=clock)  # fmt: skip
 
 
 def _parts(

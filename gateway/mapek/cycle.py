@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeGuard
 
 from gateway.config.loop import LoopSettings
 from gateway.domain.envelope import SafetyEnvelope
@@ -27,10 +27,12 @@ from gateway.domain.model import (
     Reading,
     Severity,
     SymptomCode,
+    Value,
 )
 from gateway.domain.ports import Clock, KnowledgeStore
 from gateway.domain.snapshot import PlantSnapshot, value
 from gateway.domain.tariff import Tariff
+from gateway.domain.twin import LevelObserver
 from gateway.logging import get_logger
 from gateway.mapek.analyze import Analysis, Analyzer, MonitorFacts
 from gateway.mapek.execute import Executor
@@ -124,8 +126,9 @@ class Cycle:
         level = self._tank_level(snapshot.tank_level, analysis, now)
         if level is not snapshot.tank_level:
             snapshot = snapshot.with_tank_level(level)
-        if analysis.clearwell_level is not None:
-            snapshot = snapshot.with_clearwell_level(analysis.clearwell_level)
+        cw = self._clearwell_level(snapshot.clearwell_level, analysis, now)
+        if cw is not snapshot.clearwell_level:
+            snapshot = snapshot.with_clearwell_level(cw)
         return snapshot, analysis
 
     def _tank_level(self, measured: Reading | None, analysis: Analysis, now: float) -> Reading | None:
@@ -137,7 +140,20 @@ class Cycle:
             return stand_in
         if not analysis.has(SymptomCode.SENSOR_SUSPECT, tag):
             return measured if stand_in is None else stand_in
-        obs = self._knowledge.twin.tank
+        return self._substitute(tag, self._knowledge.twin.tank, now)
+
+    def _clearwell_level(self, measured: Reading | None, analysis: Analysis, now: float) -> Reading | None:
+        """Likewise for the clearwell: contradicted by the PLC's dry-run interlock, it is bad; suspect (stuck, a
+        broken loop), the twin carries the last trusted level forward by FIT-100 − FIT-110."""
+        tag = self._settings.clearwell.level_tag
+        if analysis.clearwell_level is not None:
+            return analysis.clearwell_level
+        if not analysis.has(SymptomCode.SENSOR_SUSPECT, tag):
+            return measured
+        return self._substitute(tag, self._knowledge.twin.clearwell, now)
+
+    def _substitute(self, tag: str, obs: LevelObserver, now: float) -> Reading:
+        """The observer's estimate as an uncertain reading dated at the last trusted level; bad past the limit."""
         limit = self._settings.rules.substitute_max_s
         if obs.estimate_m is None or obs.trusted_at is None or now - obs.trusted_at > limit:
             return Reading(tag, None, Quality.BAD, now, now, "m", QualityReason.MODEL_RESIDUAL)
@@ -197,17 +213,15 @@ class Cycle:
         return [pumps.proposal, *(extra for extra in (prv, wtp, demotion) if extra is not None)]
 
     def _sensor_proposal(self, snapshot: PlantSnapshot, analysis: Analysis) -> Proposal | None:
-        """SENSOR_SUBSTITUTE while the twin stands in for the tank level, SENSOR_CORRECT while a drift is corrected."""
+        """SENSOR_SUBSTITUTE while the twin stands in for a level (the tank's, the clearwell's, or both),
+        SENSOR_CORRECT while a drift of the tank's is corrected."""
+        substituted = [r for r in (snapshot.tank_level, snapshot.clearwell_level) if _substituted(r)]
+        if substituted:
+            why = "; ".join(self._substitute_reason(r) for r in substituted)
+            data: dict[str, Value | str | None] = {f"substitute_{r.tag}_m": value(r) for r in substituted}
+            return Proposal("sensor", Plan(PlanCode.SENSOR_SUBSTITUTE, why), data)
         r = snapshot.tank_level
-        if r is None or r.value is None:
-            return None
-        if r.reason is QualityReason.SUBSTITUTED:
-            why = (
-                f"{r.tag} suspect: the twin's estimate {value(r):.2f} m (carried by the flows from the last trusted "
-                f"level) stands in for at most {self._settings.rules.substitute_max_s / 3600:.1f} h"
-            )
-            return Proposal("sensor", Plan(PlanCode.SENSOR_SUBSTITUTE, why))
-        if r.reason is not QualityReason.CORRECTED:
+        if r is None or r.value is None or r.reason is not QualityReason.CORRECTED:
             return None
         drift = next(iter(analysis.of(SymptomCode.SENSOR_DRIFT)), None)
         p = analysis.predictions
@@ -217,6 +231,16 @@ class Cycle:
             f"{analysis.reserve_margin_m:.2f} m above the fire reserve's"
         )
         return Proposal("sensor", Plan(PlanCode.SENSOR_CORRECT, why), {"level_source": "corrected"})
+
+    def _substitute_reason(self, r: Reading) -> str:
+        cw = r.tag == self._settings.clearwell.level_tag
+        flows = "treatment inflow − station flow" if cw else "station − zone flow"
+        why = (
+            f"{r.tag} suspect: the twin's estimate {value(r):.2f} m (carried by {flows} from the last trusted level) "
+            f"stands in for at most {self._settings.rules.substitute_max_s / 3600:.1f} h"
+        )
+        guard = self._settings.clearwell.plc_dry_run_tag if cw else self._settings.tank.high_float_tag
+        return f"{why}; starts only while {guard} is good and clear"
 
     # -- Execute ------------------------------------------------------------------------------------------------
 
@@ -306,6 +330,10 @@ class Cycle:
         LOOP_LAST_CYCLE.set(now)
         if self._on_progress is not None:
             self._on_progress(self._clock.monotonic())
+
+
+def _substituted(r: Reading | None) -> TypeGuard[Reading]:
+    return r is not None and r.value is not None and r.reason is QualityReason.SUBSTITUTED
 
 
 def _observe_sense_to_actuate(snapshot: PlantSnapshot, outcomes: tuple[CommandOutcome, ...]) -> None:

@@ -14,10 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.config.loop import LoopSettings
+from gateway.domain.errors import GatewayError
 from gateway.domain.model import Decision
+from gateway.domain.ports import Clock, KnowledgeStore
 from gateway.domain.remote import RemoteOutcome, RemoteRequest
 from gateway.domain.snapshot import Mode
 from gateway.domain.tariff import Tariff
+from gateway.logging import get_logger
 from gateway.mapek.analyze import Analyzer
 from gateway.mapek.cycle import Cycle
 from gateway.mapek.execute import Executor
@@ -27,6 +30,11 @@ from gateway.mapek.monitor import Monitor
 from gateway.mapek.remote import RemoteHandler
 from gateway.mapek.reschedule import Rescheduler
 from gateway.mapek.runner import Runner
+
+log = get_logger("gateway.mapek.loop")
+
+#: The longest stop after which a drift found before it is resumed (the tank level's last stored reading that old).
+RESTORE_MAX_GAP_S = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +64,8 @@ class ControlLoop:
     phases: Cycle
     runner: Runner
     remote: RemoteHandler
+    store: KnowledgeStore
+    clock: Clock
 
     async def poll(self, device: str | None = None) -> None:
         """Poll one device (or all) now; for stepped-clock tests and benchmarks."""
@@ -66,8 +76,30 @@ class ControlLoop:
         """One Analyze/Plan/Execute pass over the latest readings; returns the decisions recorded."""
         return await self.phases.run()
 
+    async def restore(self) -> bool:
+        """What the loop learned before a restart and the store still holds: a drift of the tank's level (the open
+        SENSOR_DRIFT symptom's rate and onset). ``run`` calls it first; a stepped test calls it before its first
+        cycle. Only after a short stop (the tank level's last stored reading at most ``RESTORE_MAX_GAP_S`` old): a
+        transmitter may have been recalibrated during a long one. Returns whether a drift was resumed; otherwise,
+        or when the store cannot answer, the loop relearns it."""
+        tag = self.settings.tank.level_tag
+        try:
+            symptoms, latest = await self.store.open_symptoms(), await self.store.latest_readings()
+        except GatewayError as e:
+            log.warning("loop.restore_failed", error=repr(e))
+            return False
+        last = latest.get(tag)
+        gap = None if last is None else self.clock.now() - last.receive_ts
+        if gap is None or gap > RESTORE_MAX_GAP_S:
+            return False
+        resumed = self.analyzer.restore(symptoms)
+        if resumed:
+            log.info("loop.drift_restored", tag=tag, stopped_s=round(gap))
+        return resumed
+
     async def run(self, stop: asyncio.Event) -> None:
         """Poll every device at its interval and cycle after each poll (at least every ``cycle_s``) until ``stop``."""
+        await self.restore()
         await self.runner.run(stop)
 
     async def handle(self, request: RemoteRequest) -> RemoteOutcome:

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from gateway.config.loop import LoopSettings
-from gateway.domain.envelope import SafetyEnvelope
+from gateway.domain.envelope import SafetyEnvelope, Verdict
 from gateway.domain.model import Command, CommandKind, Plan, PlanCode, SymptomCode, Value
 from gateway.domain.schedule import Schedule
 from gateway.domain.snapshot import PlantSnapshot, PumpSnapshot, good, usable, value
@@ -308,8 +308,10 @@ class Planner:
             if analysis.has(SymptomCode.RUNHRS_IMBALANCE) and code is PlanCode.P_START_LEAD:
                 code = PlanCode.P_ROTATE_LEAD
             why = f"{target.why}; {pump.name} {self._lead_reason(state, analysis, pump)}"
-            if self._envelope_blocks(pump, state, start=True):
-                return Proposal("pumps", Plan(PlanCode.P_HOLD, why + "; start held by the envelope"), knowledge)
+            verdict = self._verdict(pump, state, start=True)
+            if not verdict.allowed:
+                held = f"; start held by the envelope ({verdict.rule}: {verdict.detail})"
+                return Proposal("pumps", Plan(PlanCode.P_HOLD, why + held), knowledge)
             cmd = Command(CommandKind.START_PUMP, pump.name, pump.start_tag, True, target.why)
             return Proposal("pumps", Plan(code, why, (cmd,)), knowledge)
         if target.pumps < len(running):
@@ -363,8 +365,11 @@ class Planner:
         return None
 
     def _envelope_blocks(self, pump: PumpSnapshot, state: PlantSnapshot, *, start: bool) -> bool:
+        return not self._verdict(pump, state, start=start).allowed
+
+    def _verdict(self, pump: PumpSnapshot, state: PlantSnapshot, *, start: bool) -> Verdict:
         kind = CommandKind.START_PUMP if start else CommandKind.STOP_PUMP
-        return not self._envelope.judge(Command(kind, pump.name, pump.start_tag, start), state, state.at).allowed
+        return self._envelope.judge(Command(kind, pump.name, pump.start_tag, start), state, state.at)
 
     # -- setpoints ----------------------------------------------------------------------------------------------
 

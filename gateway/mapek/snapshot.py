@@ -84,7 +84,10 @@ def missing_inputs(settings: LoopSettings, snapshot: PlantSnapshot) -> list[str]
     stand_ins = (QualityReason.SUBSTITUTED, QualityReason.CORRECTED)
     if not usable(level) or (level is not None and level.quality is not Quality.GOOD and level.reason not in stand_ins):
         missing.append(s.tank.level_tag)
-    checks = [(s.clearwell.level_tag, snapshot.clearwell_level), (s.in_control_tag, snapshot.plc_in_control)]
+    cw = snapshot.clearwell_level
+    if not good(cw) and not (usable(cw) and cw is not None and cw.reason is QualityReason.SUBSTITUTED):
+        missing.append(s.clearwell.level_tag)
+    checks = [(s.in_control_tag, snapshot.plc_in_control)]
     for cfg, p in zip(s.pumps, snapshot.pumps, strict=True):
         checks += [(cfg.running_tag, p.running), (cfg.auto_remote_tag, p.auto_remote), (cfg.fault_tag, p.fault)]
     missing += [tag for tag, r in checks if tag is not None and not good(r)]

@@ -5,7 +5,7 @@ that rises."""
 from __future__ import annotations
 
 from gateway.config.loop import LoopSettings
-from gateway.domain.model import CommandKind, PlanCode, QualityReason, SymptomCode
+from gateway.domain.model import CommandKind, PlanCode, Quality, QualityReason, Reading, Severity, Symptom, SymptomCode
 from tests.loop.harness import Harness, make
 
 HYST = LoopSettings(strategy="hysteresis")
@@ -69,6 +69,38 @@ async def test_a_drifting_level_is_flagged_and_corrected() -> None:
     found = h.loop.analyzer.check.balance.offset_at(h.clock.now())
     assert found is not None
     assert abs(found - h.plant.level_offset) <= 0.05  # the correction follows the true drift
+
+
+def _stopped_with_a_drift(stopped_s: float) -> Harness:
+    """A gateway restarted ``stopped_s`` after it last stored LIT-201, with SENSOR_DRIFT open in its store: LIT-201
+    has read high by 0.3 m a day for 20 h (0.25 m now)."""
+    h = make(HYST, tank=5.0)
+    rate, onset = 0.3, h.clock.now() - 20 * 3600
+    h.plant.level_offset = rate / DAY * (h.clock.now() - onset)
+    data: dict[str, float | str] = {"rate_m_day": rate, "direction": "up", "offset_m": 0.06, "onset_at": onset}
+    drift = Symptom(SymptomCode.SENSOR_DRIFT, "LIT-201", Severity.ALARM, onset + 5 * 3600, "drifts up", data)
+    h.store.symptoms[drift.key] = drift
+    last = h.clock.now() - stopped_s
+    h.store.latest["LIT-201"] = Reading("LIT-201", 5.2, Quality.GOOD, last, last, "m")
+    return h
+
+
+async def test_a_drift_open_before_a_short_stop_is_resumed_on_start() -> None:
+    h = _stopped_with_a_drift(stopped_s=300.0)
+    assert await h.loop.restore()
+    await h.run(120)
+    assert _open(h, f"{SymptomCode.SENSOR_DRIFT}:LIT-201")
+    correct = next(d for d in h.decisions if d.plan.code is PlanCode.SENSOR_CORRECT)
+    level = correct.inputs["LIT-201"]
+    assert level.reason is QualityReason.CORRECTED
+    assert abs(float(level.value or 0.0) - h.plant.tank) < 0.02  # the true level, not the transmitter's +0.25 m
+
+
+async def test_a_drift_is_not_resumed_after_a_long_stop() -> None:
+    h = _stopped_with_a_drift(stopped_s=2 * 3600.0)  # the transmitter may have been recalibrated meanwhile
+    assert not await h.loop.restore()
+    await h.run(120)
+    assert not _open(h, f"{SymptomCode.SENSOR_DRIFT}:LIT-201")
 
 
 async def test_a_pump_running_without_flow_is_swapped_for_the_standby() -> None:

@@ -275,6 +275,33 @@ def test_a_substituted_tank_level_is_accepted_for_a_bounded_time_with_the_float_
     assert env.judge(start("P-101"), no_float, w.now).rule is Rule.INPUT_NOT_GOOD
 
 
+def test_a_substituted_clearwell_level_needs_the_plc_dry_run_interlock_good_and_clear() -> None:
+    env, w = SafetyEnvelope(limits=replace(LIMITS, estimate_margin_m=0.5)), World()
+    view = w.view()
+
+    def cw(v: float, trusted_s_ago: float) -> Reading:
+        return Reading("LIT-101", v, Quality.UNCERTAIN, w.now - trusted_s_ago, w.now, "m", QualityReason.SUBSTITUTED)
+
+    def with_cw(level: Reading, dry_run: Reading | None) -> PlantSnapshot:
+        return replace(view, clearwell_level=level, plc_dry_run=dry_run)
+
+    clear, held = r("XA-DRYRUN", False, w.now), r("XA-DRYRUN", True, w.now)
+    unknown = r("XA-DRYRUN", False, w.now, Quality.BAD, QualityReason.COMM_LOSS)
+    cases = [
+        (cw(2.5, 600), clear, None),
+        (cw(2.5, 600), held, Rule.PLC_INTERLOCK),
+        (cw(2.5, 600), unknown, Rule.INPUT_NOT_GOOD),
+        (cw(2.5, 600), None, Rule.INPUT_NOT_GOOD),  # no interlock to answer for the estimate
+        (cw(2.5, 8000), clear, Rule.INPUT_NOT_GOOD),  # past substitute_max_s
+        (cw(1.3, 600), clear, Rule.DRY_RUN),  # 0.8 + 0.2 + the estimate's margin 0.5
+    ]
+    for level, dry_run, expected in cases:
+        assert env.judge(start("P-101"), with_cw(level, dry_run), w.now).rule is expected, (level, dry_run)
+    assert env.judge(
+        start("P-101"), replace(view, plc_dry_run=clear, clearwell_level=r("LIT-101", 1.3, w.now)), w.now
+    ).allowed
+
+
 # -- the envelope as a state machine ---------------------------------------------------------------------------------
 
 QUALITIES = st.sampled_from([Quality.GOOD, Quality.GOOD, Quality.GOOD, Quality.UNCERTAIN, Quality.BAD])

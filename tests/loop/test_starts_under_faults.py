@@ -13,7 +13,10 @@ the checks notice; the spikes come every 30 s on average (15 σ, single samples)
 What it found: a broken tank level loop (BadSensorFailure) made the loop hand control to the PLC, whose local control
 read the under-range level as an empty tank, filled it to the high-high float and then cycled two pumps on the
 interlock (578 true starts of each in an hour). Analyze now treats a broken tank transmitter like a stuck one
-(SENSOR_SUSPECT: the twin stands in), and the loop takes control back after a minute.
+(SENSOR_SUSPECT: the twin stands in), and the loop takes control back after a minute. A stuck clearwell transmitter
+started no pump at all and the tank drained (2.84 m after 2.5 h): the twin now stands in for LIT-101 too. A
+station flow meter stuck at zero made every running pump PUMP_RUN_NO_FLOW and the loop swapped through all three
+(3 true starts of each an hour): pumping power and a tank rising as the twin expects now blame the meter.
 """
 
 from __future__ import annotations
@@ -32,11 +35,13 @@ RUN_S = 2.5 * HOUR
 START_HOUR, START_LEVEL_M = 9.0, 5.5
 STEP_S = 30.0
 INSTRUMENTS = ("LIT-201", "LIT-101", "FIT-110", "FIT-301", "JI-101")
-#: The clearwell transmitter broken or stuck: no pump starts at all (the limit is not exercised) and the tank drains.
-#: Broken, the loop hands control to the PLC (the clearwell level is an input it must have good), whose dry-run
-#: interlock holds every pump on the under-range reading; stuck, SENSOR_SUSPECT makes the level unusable for a start
-#: (there is no twin substitute for the clearwell). An open point of docs/loop.md.
-NO_START = {("LIT-101", "broken"), ("LIT-101", "stuck")}
+#: The clearwell transmitter's loop broken: the gateway keeps control on the twin's substitute for LIT-101, but the
+#: PLC reads the broken loop's under-range value (-1.25 m) as a dry clearwell and its dry-run interlock XA-DRYRUN,
+#: which acts in every mode, holds every pump: no start is possible, and none may be forced past the PLC's own
+#: protection. The decisions say so (P_HOLD naming XA-DRYRUN); the tank drains (2.84 m after 2.5 h). An open point
+#: of docs/loop.md. (A stuck LIT-101 starts pumps on the substitute since issue 17: it had no stand-in before.)
+NO_START = {("LIT-101", "broken")}
+FIRE_RESERVE_M = 2.0
 KINDS = ("stuck", "drift_up", "drift_down", "spike", "broken")
 
 
@@ -114,3 +119,21 @@ async def test_no_pump_starts_more_than_four_times_an_hour_under_a_sensor_fault(
     )
     assert under or (signal, kind) in NO_START, "no pump was started under the fault: the limit was not exercised"
     assert max(most.values()) <= MAX_STARTS_PER_HOUR, most
+    assert c.tank_min_m > FIRE_RESERVE_M
+    if signal == "LIT-101" and kind in ("stuck", "broken"):
+        _assert_clearwell_substituted(s, held_by_plc=(signal, kind) in NO_START)
+    if (signal, kind) == ("FIT-110", "stuck"):
+        # The meter, not the pumps: no swap through the standbys (3 starts of each an hour before)
+        assert "SENSOR_SUSPECT:FIT-110" in s.loop.knowledge.open_symptoms
+        assert not [d for d in s.decisions if d.plan.code == "P_SWAP_STANDBY"]
+        assert max(most.values()) <= 1, most
+
+
+def _assert_clearwell_substituted(s: Stack, *, held_by_plc: bool) -> None:
+    """The twin stands in for LIT-101 and the loop keeps control; a start is held only by the PLC's interlock."""
+    codes = [d.plan.code for d in s.decisions]
+    assert "SENSOR_SUBSTITUTE" in codes
+    assert s.loop.health().in_control
+    assert "LIT-101" in next(d.plan.reason for d in s.decisions if d.plan.code == "SENSOR_SUBSTITUTE")
+    holds = [d.plan.reason for d in s.decisions if d.plan.code == "P_HOLD"]
+    assert not held_by_plc or any("XA-DRYRUN" in why for why in holds), holds

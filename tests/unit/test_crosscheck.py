@@ -121,6 +121,25 @@ def test_the_drift_clears_after_the_transmitter_is_recalibrated() -> None:
     assert results[-1].level.source == "transmitter"
 
 
+def test_a_drift_found_before_a_restart_is_resumed_from_its_rate_and_onset() -> None:
+    tank = Tank(seed=2, drift_m_day=-0.3, drift_from=DAY)
+    found = _first(_run(tank, InstrumentCrossCheck(), 2 * DAY), CheckCode.SENSOR_DRIFT)
+    assert found is not None
+    figures = next(f for f in found.findings if f.code is CheckCode.SENSOR_DRIFT).data  # what the symptom stores
+    _run(tank, InstrumentCrossCheck(), 10 * 60)  # the gateway stopped for ten minutes
+    after = InstrumentCrossCheck()
+    after.restore_drift(float(figures["rate_m_day"]), float(figures["onset_at"]))
+    errors = []
+    for _ in range(int(DAY / tank.step_s)):
+        r = after.update(tank.step())
+        assert r.has(CheckCode.SENSOR_DRIFT)  # from the first sample, not hours later
+        assert r.level.source == "corrected"
+        errors.append(abs((r.level.level_m or 0.0) - tank.level))
+    assert max(errors) < 0.05
+    relearning = InstrumentCrossCheck()  # without the restore: hours on the uncorrected transmitter
+    assert _first(_run(tank, relearning, 2 * HOUR), CheckCode.SENSOR_DRIFT) is None
+
+
 def test_a_gap_in_the_flows_leaves_no_step_in_the_residual() -> None:
     tank = Tank(seed=4)
     check = InstrumentCrossCheck()
@@ -236,6 +255,55 @@ def test_a_start_transient_is_not_a_symptom() -> None:
         )
         for t in range(0, 300, 5)
     ]
+    assert all(r.findings == () for r in results)
+
+
+def _station(meter_lps: float, true_lps: float, kw: float, seconds: int = 900) -> list[CrossCheckResult]:
+    """Two pumps drawing ``kw`` each, the tank filled by ``true_lps`` against a zone outflow of 25 L/s, the station
+    meter reading ``meter_lps``; the twin expects 70 L/s at 23.5 kW a pump."""
+    check, level, out = InstrumentCrossCheck(), 4.0, []
+    pumps = (PumpSample("P-101", True, kw), PumpSample("P-102", True, kw), PumpSample("P-103", False, 0.0))
+    for t in range(0, seconds + 1, 5):
+        level += (true_lps - 25.0) * 5 / 1000.0 / check.s.tank_area_m2
+        sample = CheckSample(
+            at=float(t),
+            tank_level_m=level,
+            tank_inflow_lps=meter_lps,
+            tank_outflow_lps=25.0,
+            pumps=pumps,
+            expected_station_lps=70.0,
+            expected_pump_kw=23.5,
+        )
+        out.append(check.update(sample))
+    return out
+
+
+def test_a_station_meter_reading_zero_while_the_pumps_fill_the_tank_is_the_meters_fault() -> None:
+    results = _station(meter_lps=0.0, true_lps=70.0, kw=23.5)
+    assert not any(r.has(CheckCode.PUMP_RUN_NO_FLOW) for r in results)  # never the pumps: no swap
+    first = _first(results, CheckCode.SENSOR_SUSPECT)
+    assert first is not None
+    assert first.at <= 300.0 + 60.0  # the tank's window, then the symptom's persistence
+    f = next(f for f in first.findings if f.code is CheckCode.SENSOR_SUSPECT)
+    assert f.subject == "FIT-110"
+    assert "meter is suspect" in f.reason
+    assert results[-1].has(CheckCode.SENSOR_SUSPECT)
+
+
+def test_pumps_that_deliver_nothing_are_still_blamed() -> None:
+    # Pumping power, but the tank falls as the meter says: the pumps (a closed valve downstream of the meter...)
+    churning = _station(meter_lps=0.0, true_lps=0.0, kw=23.5)
+    assert _first(churning, CheckCode.PUMP_RUN_NO_FLOW) is not None
+    assert _first(churning, CheckCode.SENSOR_SUSPECT) is None
+    # Shut-off power (a broken coupling): the pumps at once, whatever the tank does
+    dry = _station(meter_lps=0.0, true_lps=0.0, kw=10.5, seconds=120)
+    first = _first(dry, CheckCode.PUMP_RUN_NO_FLOW)
+    assert first is not None
+    assert first.at == 60.0
+
+
+def test_a_meter_that_agrees_with_the_twin_is_never_suspect() -> None:
+    results = _station(meter_lps=70.0, true_lps=70.0, kw=23.5)
     assert all(r.findings == () for r in results)
 
 
