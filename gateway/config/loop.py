@@ -7,7 +7,8 @@ writes it).
 from __future__ import annotations
 
 import itertools
-from typing import Literal
+from datetime import date
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -237,6 +238,17 @@ class TwinSettings(StrictModel):
     )
     demand_learn_rate: float = Field(default=0.2, ge=0, le=1, description="Weight of each day's hour in the profile.")
     demand_bias_tau_s: float = Field(default=1800.0, gt=0, description="Smoothing of today's demand vs profile.")
+    demand_weekend_days: list[Annotated[int, Field(ge=1, le=7)]] = Field(
+        default_factory=lambda: [6, 7],
+        max_length=7,
+        description="ISO weekdays (1 = Monday .. 7 = Sunday) learned as the weekend profile; the rest: weekday.",
+    )
+    demand_holidays: list[date] = Field(
+        default_factory=list, description="Local dates learned and forecast with the weekend profile."
+    )
+    demand_history_days: int = Field(
+        default=14, ge=0, description="Days of stored zone flow the profiles are seeded from on start (0: none)."
+    )
     leak_lps: float = Field(default=1.5, ge=0)
     leak_ref_pressure_m: float = Field(default=45.0, gt=0)
     residual_window_s: float = Field(default=3600.0, gt=0, description="Window of the level-vs-flows residual.")

@@ -10,6 +10,7 @@ from typing import Protocol, Self, runtime_checkable
 from gateway.domain.messages import NewMessage, OutboxMessage
 from gateway.domain.model import AuditEntry, CommandOutcome, Decision, Reading, Symptom, Tag, Value, WriteFailure
 from gateway.domain.remote import Rejection, RemoteOutcome, RemoteRequest
+from gateway.domain.twin import HourlyMean
 
 
 @runtime_checkable
@@ -245,6 +246,15 @@ class KnowledgeStore(Outbox, Protocol):
 
     async def asset_states(self) -> dict[str, AssetState]:
         """The stored state of every asset."""
+        ...
+
+    async def hourly_means(
+        self, tag: str, *, since: float, until: float, utc_offset_s: float = 0.0
+    ) -> list[HourlyMean]:
+        """The mean of ``tag``'s good values in each local hour (POSIX time + ``utc_offset_s``) with stored values
+        between ``since`` and ``until`` (source time), from the raw readings and the downsampled aggregates (a bucket
+        counts only when every value folded into it was good), oldest first. ``covered_s``: the downsampling
+        intervals of the hour that hold a good value, times the interval (at most the hour)."""
         ...
 
 

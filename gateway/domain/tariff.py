@@ -34,6 +34,15 @@ class Tariff:
         self.peak_price = max(b.price_per_kwh for b in self._hourly)
         self.average_price = sum(b.price_per_kwh for b in self._hourly) / 24.0
 
+    @property
+    def offset_s(self) -> float:
+        """The plant's local time minus UTC, in seconds."""
+        return self._offset_s
+
+    def local_time(self, ts: float) -> float:
+        """Seconds since 1970-01-01 00:00 in the plant's local time: the date (and so the day type) included."""
+        return ts + self._offset_s
+
     def local_seconds(self, ts: float) -> float:
         """Seconds since the plant's local midnight."""
         return (ts + self._offset_s) % DAY_S

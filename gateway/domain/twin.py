@@ -2,16 +2,17 @@
 
 Pure models with the equations of docs/plant.md; parameters come from configuration (``loop.twin``). The twin
 predicts what the station will deliver and draw with 0, 1, 2 or 3 pumps at the present levels, how the tank should
-move given the measured flows (to catch a level transmitter that lies), and the demand by hour of day, learned from
-the zone meter.
+move given the measured flows (to catch a level transmitter that lies), and the demand by hour of day and day type
+(weekday, weekend), learned from the zone meter and seeded from the stored history.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 
 RHO_G = 9.81  # kN/m³ for water: kW = RHO_G · Q[m³/s] · H[m]
 HOUR_S = 3600.0
@@ -102,12 +103,70 @@ class PlantModel:
         return gap / rate
 
 
-class DemandForecast:
-    """Zone demand by hour of the local day, starting from configured multipliers and learning from the meter.
+#: The day types a demand profile is kept for: a holiday counts as a weekend day.
+WEEKDAY = "weekday"
+WEEKEND = "weekend"
+DAY_TYPES = (WEEKDAY, WEEKEND)
+#: Share of an hour that must be seen (live, or in the stored history) for its mean to be learned.
+MIN_HOUR_COVERAGE = 0.8
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
-    Each completed hour's mean flow updates that hour's figure by exponential smoothing across days; a short-term
-    bias (measured over expected, smoothed over ``bias_tau_s``) scales the next hours, fading over ``bias_fade_s``,
-    so that a day that runs 15 % above the profile is planned as such within the hour.
+
+@dataclass(frozen=True, slots=True)
+class DayTypes:
+    """Which local days are weekend-like: ISO weekdays (1 = Monday .. 7 = Sunday) and holidays (local days since
+    1970-01-01; ``DayTypes.of`` takes dates)."""
+
+    weekend: frozenset[int] = frozenset({6, 7})
+    holiday_days: frozenset[int] = frozenset()
+
+    @classmethod
+    def of(cls, *, weekend: Iterable[int] = (6, 7), holidays: Iterable[date] = ()) -> DayTypes:
+        return cls(frozenset(weekend), frozenset(d.toordinal() - _EPOCH_ORDINAL for d in holidays))
+
+    def of_day(self, day: int) -> str:
+        """The day type of local day ``day`` (days since 1970-01-01, local; 1970-01-01 was a Thursday)."""
+        iso_weekday = (day + 3) % 7 + 1
+        return WEEKEND if iso_weekday in self.weekend or day in self.holiday_days else WEEKDAY
+
+    def at(self, local_s: float) -> str:
+        """The day type at a local time (seconds since 1970-01-01 00:00 local)."""
+        return self.of_day(math.floor(local_s / DAY_S))
+
+
+@dataclass(frozen=True, slots=True)
+class HourlyMean:
+    """A stored hour of one tag: its start (POSIX time), the mean of its good values and how much of it they cover."""
+
+    start: float
+    mean: float
+    covered_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class DemandSeed:
+    """What a warm start took from the stored history: days and hours of the day seeded, by day type."""
+
+    days: dict[str, int]
+    hours: dict[str, int]
+
+    @property
+    def empty(self) -> bool:
+        return not any(self.days.values())
+
+
+class DemandForecast:
+    """Zone demand by hour of the local day and day type, starting from configured multipliers and learning from
+    the meter.
+
+    Times are local: seconds since 1970-01-01 00:00 in the plant's local time (``Tariff.local_time``), so that the
+    date, and with it the day type (``DayTypes``: weekday or weekend, holidays weekend-like), is known. Each
+    completed hour's mean flow updates that hour's figure of its day type's profile by exponential smoothing across
+    days, and of the common profile (every day). A day type's hour not learned yet (live or from the stored history)
+    is forecast from the common profile, which starts from the configured multipliers. A short-term bias (measured
+    over expected, smoothed over ``bias_tau_s``) scales the next hours, fading over ``bias_fade_s``, so that a day
+    that runs 15 % above the profile is planned as such within the hour. Non-finite inputs are ignored, negative
+    flows count as none.
     """
 
     def __init__(
@@ -118,47 +177,101 @@ class DemandForecast:
         learn_rate: float = 0.2,
         bias_tau_s: float = 1800.0,
         bias_fade_s: float = 4 * HOUR_S,
+        day_types: DayTypes | None = None,
     ) -> None:
         if len(multipliers) != 24:
             raise ValueError("demand multipliers must have 24 hourly values")
-        self.hourly = [mean_lps * m for m in multipliers]
+        self.hourly = [mean_lps * m for m in multipliers]  # the common profile: every day
+        self.by_type: dict[str, list[float | None]] = {t: [None] * 24 for t in DAY_TYPES}
+        self.day_types = day_types or DayTypes()
         self.learn_rate = learn_rate
         self.bias = 1.0
         self._bias_tau = bias_tau_s
         self._bias_fade = bias_fade_s
-        self._hour: int | None = None
+        self._hour: int | None = None  # hours since the local epoch
         self._sum = 0.0
         self._secs = 0.0
 
+    def profile(self, day_type: str) -> list[float]:
+        """The 24 hourly figures a day of this type is forecast with."""
+        own = self.by_type[day_type]
+        return [self.hourly[h] if v is None else v for h, v in enumerate(own)]
+
+    def _figure(self, hour: int) -> float:
+        """The figure of an hour since the local epoch: its day type's, or the common one not learned yet."""
+        day, h = divmod(hour, 24)
+        own = self.by_type[self.day_types.of_day(day)][h]
+        return self.hourly[h] if own is None else own
+
     def expected(self, local_s: float) -> float:
-        """Profile flow at a local time of day, interpolated between hour centres."""
-        x = (local_s % DAY_S) / HOUR_S - 0.5
+        """Profile flow at a local time, interpolated between hour centres (across midnight into the next day's
+        type)."""
+        x = local_s / HOUR_S - 0.5
         h0 = math.floor(x)
         frac = x - h0
-        return self.hourly[h0 % 24] * (1 - frac) + self.hourly[(h0 + 1) % 24] * frac
+        return self._figure(h0) * (1 - frac) + self._figure(h0 + 1) * frac
 
     def observe(self, local_s: float, flow_lps: float, dt_s: float) -> None:
         """Feed one measured zone flow held for ``dt_s`` seconds at local time ``local_s``."""
-        if dt_s <= 0:
+        if not (math.isfinite(local_s) and math.isfinite(flow_lps) and math.isfinite(dt_s)) or dt_s <= 0:
             return
-        hour = int((local_s % DAY_S) // HOUR_S)
+        flow = max(0.0, flow_lps)
+        total = self._sum + flow * dt_s
+        if not math.isfinite(total):
+            return
+        hour = math.floor(local_s / HOUR_S)
         if hour != self._hour:
             self._close_hour()
             self._hour = hour
-        self._sum += flow_lps * dt_s
+            total = flow * dt_s
+        self._sum = total
         self._secs += dt_s
         expected = self.expected(local_s)
         if expected > 0:
             alpha = min(1.0, dt_s / self._bias_tau)
-            ratio = min(2.0, max(0.5, flow_lps / expected))
+            ratio = min(2.0, max(0.5, flow / expected))
             self.bias += alpha * (ratio - self.bias)
 
     def _close_hour(self) -> None:
-        if self._hour is not None and self._secs >= 0.8 * HOUR_S:
-            mean = self._sum / self._secs
-            self.hourly[self._hour] += self.learn_rate * (mean - self.hourly[self._hour])
+        if self._hour is not None and self._secs >= MIN_HOUR_COVERAGE * HOUR_S:
+            self._learn(self._hour, self._sum / self._secs)
         self._sum = 0.0
         self._secs = 0.0
+
+    def _learn(self, hour: int, mean: float) -> None:
+        day, h = divmod(hour, 24)
+        own = self.by_type[self.day_types.of_day(day)]
+        figure = own[h]
+        prior = self.hourly[h] if figure is None else figure
+        own[h] = prior + self.learn_rate * (mean - prior)
+        self.hourly[h] += self.learn_rate * (mean - self.hourly[h])
+
+    def seed(self, hours: Iterable[HourlyMean], *, offset_s: float = 0.0) -> DemandSeed:
+        """Warm start from the stored history: each hour of the day of each day type takes the mean of the stored
+        days' figures for it (the common profile the mean of every day's); hours covered less than
+        ``MIN_HOUR_COVERAGE`` and non-finite means are left out, hours without any keep what they had.
+        ``offset_s`` turns the stored hours' POSIX starts into local time."""
+        sums: dict[tuple[str, int], list[float]] = {}
+        days: dict[str, set[int]] = {t: set() for t in DAY_TYPES}
+        for m in hours:
+            local = m.start + offset_s
+            if not (math.isfinite(local) and math.isfinite(m.mean)) or m.covered_s < MIN_HOUR_COVERAGE * HOUR_S:
+                continue
+            hour = math.floor(local / HOUR_S + 0.5)  # a stored hour starts on the local hour
+            day, h = divmod(hour, 24)
+            kind = self.day_types.of_day(day)
+            sums.setdefault((kind, h), []).append(max(0.0, m.mean))
+            days[kind].add(day)
+        for (kind, h), values in sums.items():
+            self.by_type[kind][h] = math.fsum(values) / len(values)
+        for h in range(24):
+            values = [v for t in DAY_TYPES for v in sums.get((t, h), [])]
+            if values:
+                self.hourly[h] = math.fsum(values) / len(values)
+        return DemandSeed(
+            days={t: len(days[t]) for t in DAY_TYPES},
+            hours={t: sum(1 for k, _ in sums if k == t) for t in DAY_TYPES},
+        )
 
     def forecast(self, local_s: float, *, slot_s: float, slots: int) -> list[float]:
         """Mean demand of each of the next ``slots`` slots, the short-term bias fading out."""

@@ -28,7 +28,7 @@ from gateway.domain.leaks import BurstDetector, NightFlowRise
 from gateway.domain.model import Quality, QualityReason, Reading, Severity, Symptom, SymptomCode, Value
 from gateway.domain.snapshot import PlantSnapshot, PumpSnapshot, good, usable, value
 from gateway.domain.tariff import Tariff
-from gateway.domain.twin import PlantModel
+from gateway.domain.twin import DemandSeed, HourlyMean, PlantModel
 from gateway.mapek.knowledge import Knowledge
 
 Data = dict[str, Value | str | None]
@@ -127,6 +127,10 @@ class Analyzer:
                 return True
         return False
 
+    def seed_demand(self, hours: Iterable[HourlyMean]) -> DemandSeed:
+        """Warm start of the demand forecast from stored hourly means of the zone flow (POSIX hour starts)."""
+        return self._knowledge.twin.demand.seed(hours, offset_s=self._tariff.offset_s)
+
     # -- entry point --------------------------------------------------------------------------------------------
 
     def analyze(self, state: PlantSnapshot, facts: MonitorFacts) -> Analysis:
@@ -217,7 +221,7 @@ class Analyzer:
         cw_ok = cw is not None and not self._active(SymptomCode.SENSOR_SUSPECT, s.clearwell.level_tag)
         twin.clearwell.update(at=state.at, dh_per_s=cw_dh, measured=cw, trusted=cw_ok)
         if good(state.zone_flow) and dt > 0:
-            twin.demand.observe(self._tariff.local_seconds(state.at), q_zone, dt)
+            twin.demand.observe(self._tariff.local_time(state.at), q_zone, dt)
         self._predict(state, leak, out)
 
     def _predict(self, state: PlantSnapshot, leak: float, out: Analysis) -> None:
@@ -530,7 +534,7 @@ class Analyzer:
             return
         flow = value(state.zone_flow)
         local = self._tariff.local_seconds(state.at)
-        expected = self._knowledge.twin.demand.expected(local)
+        expected = self._knowledge.twin.demand.expected(self._tariff.local_time(state.at))
         pressure = value(state.zone_pressure) if good(state.zone_pressure) else None
         burst = self._burst.update(at=state.at, flow_lps=flow, pressure_m=pressure, expected_lps=expected)
         out.predictions["zone_excess_lps"] = round(burst.excess_lps, 2)

@@ -21,7 +21,7 @@ from gateway.config.loop import LoopSettings
 from gateway.domain.model import CommandKind, CommandOutcome, CommandStatus, Decision, Plan, PlanCode, Symptom
 from gateway.domain.schedule import Schedule
 from gateway.domain.snapshot import MODES, Mode
-from gateway.domain.twin import DemandForecast, LevelObserver, PlantModel, PumpCurve
+from gateway.domain.twin import DayTypes, DemandForecast, LevelObserver, PlantModel, PumpCurve
 from gateway.logging import get_logger
 
 log = get_logger("gateway.mapek.knowledge")
@@ -62,6 +62,7 @@ class Twin:
             multipliers=t.demand_multipliers,
             learn_rate=t.demand_learn_rate,
             bias_tau_s=t.demand_bias_tau_s,
+            day_types=DayTypes.of(weekend=t.demand_weekend_days, holidays=t.demand_holidays),
         )
         return cls(
             model=model,

@@ -19,7 +19,8 @@ from gateway.domain.model import Decision
 from gateway.domain.ports import Clock, KnowledgeStore
 from gateway.domain.remote import RemoteOutcome, RemoteRequest
 from gateway.domain.snapshot import Mode
-from gateway.domain.tariff import Tariff
+from gateway.domain.tariff import DAY_S, HOUR_S, Tariff
+from gateway.domain.twin import DemandSeed
 from gateway.logging import get_logger
 from gateway.mapek.analyze import Analyzer
 from gateway.mapek.cycle import Cycle
@@ -77,11 +78,12 @@ class ControlLoop:
         return await self.phases.run()
 
     async def restore(self) -> bool:
-        """What the loop learned before a restart and the store still holds: a drift of the tank's level (the open
-        SENSOR_DRIFT symptom's rate and onset). ``run`` calls it first; a stepped test calls it before its first
-        cycle. Only after a short stop (the tank level's last stored reading at most ``RESTORE_MAX_GAP_S`` old): a
-        transmitter may have been recalibrated during a long one. Returns whether a drift was resumed; otherwise,
-        or when the store cannot answer, the loop relearns it."""
+        """What the loop learned before a restart and the store still holds: the demand profiles (``seed_demand``)
+        and a drift of the tank's level (the open SENSOR_DRIFT symptom's rate and onset). ``run`` calls it first; a
+        stepped test calls it before its first cycle. A drift only after a short stop (the tank level's last stored
+        reading at most ``RESTORE_MAX_GAP_S`` old): a transmitter may have been recalibrated during a long one.
+        Returns whether a drift was resumed; otherwise, or when the store cannot answer, the loop relearns it."""
+        await self.seed_demand()
         tag = self.settings.tank.level_tag
         try:
             symptoms, latest = await self.store.open_symptoms(), await self.store.latest_readings()
@@ -96,6 +98,28 @@ class ControlLoop:
         if resumed:
             log.info("loop.drift_restored", tag=tag, stopped_s=round(gap))
         return resumed
+
+    async def seed_demand(self) -> DemandSeed | None:
+        """Warm start of the demand forecast from the zone flow the store holds: its hourly means over the last
+        ``twin.demand_history_days`` whole local days (up to the current hour), by day type. None when that is 0 or
+        the store cannot answer; hours without stored data keep the configured multipliers."""
+        days = self.settings.twin.demand_history_days
+        if days <= 0:
+            return None
+        now, offset, tag = self.clock.now(), self.tariff.offset_s, self.settings.zone.flow_tag
+        until = now - self.tariff.local_seconds(now) % HOUR_S
+        since = now - self.tariff.local_seconds(now) - days * DAY_S
+        try:
+            hours = await self.store.hourly_means(tag, since=since, until=until, utc_offset_s=offset)
+        except GatewayError as e:
+            log.warning("loop.demand_seed_failed", tag=tag, error=repr(e))
+            return None
+        seed = self.analyzer.seed_demand(hours)
+        if seed.empty:
+            log.info("loop.demand_not_seeded", tag=tag, history_days=days, stored_hours=len(hours))
+        else:
+            log.info("loop.demand_seeded", tag=tag, history_days=days, days=seed.days, hours=seed.hours)
+        return seed
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll every device at its interval and cycle after each poll (at least every ``cycle_s``) until ``stop``."""

@@ -84,7 +84,7 @@ class Rescheduler:
         slots = round(s.schedule.horizon_h * 3600 / slot)
         start = state.at - (state.at % slot)
         leak = twin.model.leak(value(state.zone_pressure) if good(state.zone_pressure) else None)
-        demand = twin.demand.forecast(self._tariff.local_seconds(start), slot_s=slot, slots=slots)
+        demand = twin.demand.forecast(self._tariff.local_time(start), slot_s=slot, slots=slots)
         inflow = value(state.wtp_flow) if good(state.wtp_flow) else s.treatment.nominal_lps
         inputs = ScheduleInputs(
             start_ts=start,

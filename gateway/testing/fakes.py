@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from gateway.domain.messages import (
     readings_stream,
     symptom_event_body,
 )
-from gateway.domain.model import AuditEntry, CommandOutcome, Decision, Reading, Symptom
+from gateway.domain.model import AuditEntry, CommandOutcome, Decision, Quality, Reading, Symptom
 from gateway.domain.ports import (
     AssetState,
     Clock,
@@ -41,6 +42,7 @@ from gateway.domain.ports import (
     OutboxStats,
     StoreHealth,
 )
+from gateway.domain.twin import HourlyMean
 
 
 @dataclass(slots=True)
@@ -61,8 +63,10 @@ class InMemoryKnowledgeStore(KnowledgeStore):
         max_bytes: int = 128 * 1024,
         outbox_max_rows: int = 2_000_000,
         uplink_enabled: bool = True,
+        downsample_interval_s: int = 300,
     ) -> None:
         self._clock = clock
+        self._interval = downsample_interval_s  # the slots of ``hourly_means``, as the SQLite store's retention
         self._max_readings = max_readings
         self._max_bytes = max_bytes
         self._outbox_max = outbox_max_rows
@@ -301,3 +305,23 @@ class InMemoryKnowledgeStore(KnowledgeStore):
 
     async def asset_states(self) -> dict[str, AssetState]:
         return dict(self.assets)
+
+    async def hourly_means(
+        self, tag: str, *, since: float, until: float, utc_offset_s: float = 0.0
+    ) -> list[HourlyMean]:
+        """As the SQLite store's over its raw readings (nothing is downsampled here)."""
+        hours: dict[int, tuple[float, int, set[int]]] = {}
+        for _, r in self.readings:
+            v = r.value
+            if r.tag != tag or r.quality is not Quality.GOOD or not since <= r.source_ts < until:
+                continue
+            if v is None or isinstance(v, bool) or not isinstance(v, int | float) or math.isnan(v):
+                continue
+            slot = int(r.source_ts / self._interval) * self._interval
+            hour = int((slot + utc_offset_s) / 3600.0)
+            total, n, slots = hours.get(hour, (0.0, 0, set()))
+            hours[hour] = (total + v, n + 1, slots | {slot})
+        return [
+            HourlyMean(h * 3600.0 - utc_offset_s, total / n, min(3600.0, len(slots) * self._interval))
+            for h, (total, n, slots) in sorted(hours.items())
+        ]

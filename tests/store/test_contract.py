@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
@@ -20,8 +21,18 @@ from gateway.domain.messages import (
     Priority,
     event_body,
 )
-from gateway.domain.model import AuditEntry, AuditVerdict, Severity, Symptom, SymptomCode
+from gateway.domain.model import (
+    AuditEntry,
+    AuditVerdict,
+    Quality,
+    QualityReason,
+    Reading,
+    Severity,
+    Symptom,
+    SymptomCode,
+)
 from gateway.domain.ports import KnowledgeStore
+from gateway.domain.twin import HourlyMean
 from gateway.testing.fakes import InMemoryKnowledgeStore
 from tests.store.conftest import StoreFactory, make_readings
 from tests.store.test_outbox import _decision
@@ -139,3 +150,39 @@ async def test_same_audit_replay_protection_and_responses(any_store: Opener) -> 
         ("cmd/response", 1, MessageKind.COMMAND_RESPONSE, Priority.COMMAND_RESPONSE, response.body)
     ]
     assert stats.pending == 1
+
+
+def _zone_flow(start: float) -> list[Reading]:
+    """Three hours of FIT-301 from ``start`` (a local 02:00 at UTC+2), one reading a minute, and what must not count:
+    the first hour at 10 L/s with one bad and one uncertain reading among its values; the second at 20 L/s but
+    only 30 minutes of it; the third at 30 L/s; another tag meanwhile, and NaN stored as no value."""
+    out: list[Reading] = []
+    for minute in range(180):
+        t = start + minute * 60.0
+        hour = minute // 60
+        if hour == 1 and minute % 60 >= 30:
+            continue
+        out.append(Reading("FIT-301", 10.0 * (hour + 1), Quality.GOOD, t, t, "L/s"))
+        out.append(Reading("FIT-110", 99.0, Quality.GOOD, t, t, "L/s"))
+    out.append(Reading("FIT-301", 500.0, Quality.BAD, start + 61, start + 61, "L/s", QualityReason.OUT_OF_RANGE))
+    out.append(Reading("FIT-301", 90.0, Quality.UNCERTAIN, start + 62, start + 62, "L/s", QualityReason.SUBSTITUTED))
+    out.append(Reading("FIT-301", math.nan, Quality.GOOD, start + 63, start + 63, "L/s"))
+    return out
+
+
+async def test_same_hourly_means_of_a_tag(any_store: Opener) -> None:
+    """What the loop's warm start relies on: the mean of a tag's good values by local hour, with its coverage."""
+    day, offset = 1_767_225_600.0, 2 * 3600.0  # 2026-01-01T00:00Z; the plant at UTC+2
+    async with any_store() as store:
+        await store.record_readings("rtu", _zone_flow(day))
+        await store.flush()
+        means = await store.hourly_means("FIT-301", since=day, until=day + 3 * 3600, utc_offset_s=offset)
+        later = await store.hourly_means("FIT-301", since=day + 3600, until=day + 2 * 3600, utc_offset_s=offset)
+        none = await store.hourly_means("FIT-999", since=day, until=day + 3 * 3600, utc_offset_s=offset)
+    assert means == [
+        HourlyMean(start=day, mean=10.0, covered_s=3600.0),
+        HourlyMean(start=day + 3600, mean=20.0, covered_s=1800.0),
+        HourlyMean(start=day + 7200, mean=30.0, covered_s=3600.0),
+    ]
+    assert later == [means[1]]
+    assert none == []

@@ -26,13 +26,14 @@ import asyncio
 import collections
 import contextlib
 import functools
-from collections.abc import Sequence
+import sqlite3
+from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import aiosqlite
 
-from gateway.adapters.sqlite import queries
+from gateway.adapters.sqlite import history, queries
 from gateway.adapters.sqlite.batch import BatchLimits
 from gateway.adapters.sqlite.connection import StoreLock, readonly_uri
 from gateway.adapters.sqlite.retention import RetentionPolicy, RetentionReport, retention_step
@@ -62,6 +63,7 @@ from gateway.domain.ports import (
     OutboxStats,
     StoreHealth,
 )
+from gateway.domain.twin import HourlyMean
 from gateway.logging import get_logger
 from gateway.metrics import OUTBOX_DEPTH, OUTBOX_OLDEST_AGE
 from gateway.supervision import Policy, spawn
@@ -303,7 +305,19 @@ class SqliteKnowledgeStore(KnowledgeStore):
     async def asset_states(self) -> dict[str, AssetState]:
         return {row[0]: queries.asset_of(row) for row in await self._read(queries.ASSETS)}
 
-    async def _read(self, sql: str, params: Sequence[object] = ()) -> list[queries.Row]:
+    async def hourly_means(
+        self, tag: str, *, since: float, until: float, utc_offset_s: float = 0.0
+    ) -> list[HourlyMean]:
+        """See ``KnowledgeStore.hourly_means``: slots of ``retention.downsample_interval_s``."""
+        iv = self._settings.retention.downsample_interval_s
+        params = history.hourly_params(tag=tag, since=since, until=until, utc_offset_s=utc_offset_s, interval_s=iv)
+        try:
+            rows = await self._read(history.HOURLY_MEANS, params)
+        except sqlite3.Error as exc:
+            raise StoreError(f"hourly means of {tag}: {exc}") from exc
+        return history.hourly_means_of(rows, utc_offset_s=utc_offset_s, interval_s=iv)
+
+    async def _read(self, sql: str, params: Sequence[object] | Mapping[str, Any] = ()) -> list[queries.Row]:
         if self._reader is None:
             raise StoreError("the store is not open")
         return list(await self._reader.execute_fetchall(sql, params))
