@@ -247,7 +247,10 @@ class TwinSettings(StrictModel):
         default_factory=list, description="Local dates learned and forecast with the weekend profile."
     )
     demand_history_days: int = Field(
-        default=14, ge=0, description="Days of stored zone flow the profiles are seeded from on start (0: none)."
+        default=0,
+        ge=0,
+        description="Days of stored zone flow the profiles are seeded from on start (0: none; reading the raw "
+        "readings scans every tag's rows in the window, so leave it at 0 on a store of thousands of tags).",
     )
     leak_lps: float = Field(default=1.5, ge=0)
     leak_ref_pressure_m: float = Field(default=45.0, gt=0)

@@ -16,7 +16,9 @@ from tests.loop.harness import Harness, make
 
 DAY, HOUR = 86_400.0, 3600.0
 # The plant at UTC+1; the harness starts at 2026-01-01T00:00Z, a Thursday, 01:00 local.
-SETTINGS = LoopSettings.model_validate({"strategy": "hysteresis", "tariff": {"utc_offset_h": 1.0}})
+SETTINGS = LoopSettings.model_validate(
+    {"strategy": "hysteresis", "tariff": {"utc_offset_h": 1.0}, "twin": {"demand_history_days": 14}}
+)
 
 
 def _flow_at(local: float) -> float:
