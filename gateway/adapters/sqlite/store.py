@@ -314,16 +314,26 @@ class SqliteKnowledgeStore(KnowledgeStore):
         """Run retention to completion, one short step at a time between the writer's batches."""
         total = RetentionReport()
         chunk = self._settings.batch_max_rows
+        finished: set[str] = set()
+        after = 0
         while True:
-            now = self._clock.now()
             step = await self._writer.run_maintenance(
-                functools.partial(retention_step, policy=self._policy, now=now, chunk=chunk), name="retention"
+                functools.partial(
+                    retention_step,
+                    policy=self._policy,
+                    now=self._clock.now(),
+                    chunk=chunk,
+                    finished=frozenset(finished),
+                    aggregates_after=after,
+                ),
+                name="retention",
             )
-            total.downsampled += step.downsampled
-            total.aggregates_written += step.aggregates_written
-            total.spans_folded += step.spans_folded
-            for what, n in step.deleted.items():
-                total.deleted[what] = total.deleted.get(what, 0) + n
+            total.add(step)
+            after = step.aggregates_after
+            # A kind that found nothing is done for this pass; aggregates once every tag has been looked at.
+            finished.update(what for what, n in step.deleted.items() if n == 0 and what != "aggregates")
+            if after == 0 and step.deleted.get("aggregates", 1) == 0:
+                finished.add("aggregates")
             if step.done:
                 break
         if not total.done:
