@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gateway.adapters.sqlite import readings as readings_table
+from gateway.adapters.sqlite.queries import REFERENCED
 from gateway.adapters.sqlite.writer_ops import (
     AssetOp,
     AuditOp,
@@ -262,9 +263,14 @@ class _Batch:
         chunks = chunk_readings(
             device, readings, max_readings=self.limits.max_readings, max_bytes=self.limits.max_bytes
         )
-        for body, count in chunks:
+        for _body, count in chunks:  # formed to size the messages; stored once, as the readings (see REFERENCED)
             self._message(
-                stream, MessageKind.READINGS, Priority.TELEMETRY, body, ref_first=first, ref_last=first + count - 1
+                stream,
+                MessageKind.READINGS,
+                Priority.TELEMETRY,
+                REFERENCED,
+                ref_first=first,
+                ref_last=first + count - 1,
             )
             first += count
 

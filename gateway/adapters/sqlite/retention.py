@@ -14,15 +14,24 @@ described by its own times and is not looked at again until it is old too.
 from __future__ import annotations
 
 import sqlite3
+import sys
 import time
 from dataclasses import dataclass, field
 
 from gateway.adapters.sqlite.readings import QUALITY_CODES
+from gateway.domain.messages import Priority
 from gateway.domain.model import Quality
 
 # A span whose earliest reading is older than the cutoff (the index on min_ts finds it without a scan), and the
 # spans after it in id order: old spans usually follow each other, and are folded together.
-_OLD_SPAN = "SELECT first_id FROM reading_spans WHERE min_ts < ? ORDER BY min_ts LIMIT 1"
+_OLD_SPAN = "SELECT first_id FROM reading_spans WHERE min_ts < ? AND first_id < ? ORDER BY min_ts LIMIT 1"
+# The first reading an unsent telemetry message names: telemetry stores no body, it is formed from the readings
+# when sent, so they are not folded before (the partial index on unsent (priority, row_id) finds it; reading ids
+# grow with row ids).
+_HELD_FROM = (
+    "SELECT ref_first FROM outbox WHERE sent_at IS NULL AND priority = ? AND ref_first IS NOT NULL "
+    "ORDER BY row_id LIMIT 1"
+)
 _SPANS_IN = "SELECT first_id, last_id, min_ts FROM reading_spans WHERE first_id BETWEEN ? AND ? ORDER BY first_id"
 # The old readings of one piece (consecutive old spans, at most chunk ids): a range of the table's ids.
 _PIECE = "id BETWEEN :lo AND :hi AND source_ts < :cutoff"
@@ -138,15 +147,17 @@ class RetentionReport:
 def downsample_step(conn: sqlite3.Connection, *, cutoff: float, interval_s: int, chunk: int) -> tuple[int, int, int]:
     """Fold raw readings older than ``cutoff`` (source time) into aggregates and delete them, one piece of at most
     ``chunk`` ids per transaction (consecutive old spans: one transaction for many small flushes), about ``chunk``
-    ids in all. Returns (readings removed, aggregate rows written,
-    pieces of spans looked at: a piece may hold no old reading, and there may still be more to do)."""
+    ids in all. Readings an unsent telemetry message names are kept until it is sent. Returns (readings removed,
+    aggregate rows written, pieces of spans looked at: a piece may hold no old reading, and there may be more)."""
     removed = written = scanned = pieces = 0
+    held = conn.execute(_HELD_FROM, (int(Priority.TELEMETRY),)).fetchone()
+    held_from = sys.maxsize if held is None else int(held[0])
     while scanned < chunk:
-        old = conn.execute(_OLD_SPAN, (cutoff,)).fetchone()
+        old = conn.execute(_OLD_SPAN, (cutoff, held_from)).fetchone()
         if old is None:
             break
         lo = old[0]
-        hi = _piece_end(conn, lo, cutoff=cutoff, limit=lo + chunk - scanned - 1)
+        hi = _piece_end(conn, lo, cutoff=cutoff, limit=min(lo + chunk - scanned, held_from) - 1)
         r, w = _fold_piece(conn, lo=lo, hi=hi, cutoff=cutoff, interval_s=interval_s)
         removed += r
         written += w

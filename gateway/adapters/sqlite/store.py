@@ -253,7 +253,9 @@ class SqliteKnowledgeStore(KnowledgeStore):
     ) -> list[OutboxMessage]:
         sql, params = queries.unsent_query(limit=limit, after_row_id=after_row_id, max_priority=max_priority)
         rows = await self._read(sql, params)
-        return [queries.message_of(row) for row in rows]
+        span = queries.referenced_range(rows)
+        readings = None if span is None else queries.readings_by_id(await self._read(queries.READINGS_OF, span))
+        return [queries.message_of(row, readings) for row in rows]
 
     async def mark_sent(self, row_ids: Sequence[int]) -> None:
         """Record delivery; committed by the writer without lingering, so it never contends for the write lock."""
