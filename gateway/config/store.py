@@ -31,7 +31,12 @@ class StoreSettings(StrictModel):
         "full: synchronous=FULL, also survives power loss, slower commits.",
     )
     batch_max_rows: int = Field(default=5000, ge=1, description="Rows the writer commits in one transaction at most.")
-    flush_interval_s: PositiveSeconds = Field(default=0.05, description="Longest a queued row waits for its commit.")
+    flush_interval_s: PositiveSeconds = Field(
+        default=1.0,
+        description="Longest a queued reading (or acknowledgement) waits for its commit; decisions, commands, "
+        "symptoms, events and audit entries commit at once. Also the longest a SIGKILL can lose of what was "
+        "polled.",
+    )
     queue_max_rows: int = Field(
         default=200_000,
         ge=1000,

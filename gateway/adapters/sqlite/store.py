@@ -258,11 +258,12 @@ class SqliteKnowledgeStore(KnowledgeStore):
         return [queries.message_of(row, readings) for row in rows]
 
     async def mark_sent(self, row_ids: Sequence[int]) -> None:
-        """Record delivery; committed by the writer without lingering, so it never contends for the write lock."""
+        """Record delivery; committed by the writer (never contending for the write lock) with the next batch of
+        readings, at most ``flush_interval_s`` later: an acknowledgement lost in a crash only sends a message twice."""
         if not row_ids:
             return
-        ticket = self._writer.submit_urgent(MarkSentOp(list(row_ids), at=self._clock.now()))
-        await self._writer.wait_committed(ticket)
+        ticket = self._writer.submit_now(MarkSentOp(list(row_ids), at=self._clock.now()))
+        await self._writer.wait_committed(ticket, prompt=False)
 
     async def wait_for_messages(self, after_row_id: int, timeout_s: float) -> bool:
         """Wait until a message newer than ``after_row_id`` is committed (or ``timeout_s``); True when there is one."""
