@@ -49,6 +49,7 @@ from gateway.adapters.sqlite.writer_ops import (
     ConfigOp,
     DataOp,
     DecisionOp,
+    DropUnsentOp,
     EventOp,
     MaintenanceOp,
     MarkSentOp,
@@ -89,7 +90,7 @@ _DURATIONS_KEPT = 10_000
 CHECKPOINT_INTERVAL_S = 30.0
 #: Ops committed without lingering: what the loop decided and did, what a remote request got, and the events
 #: about them. Readings, asset state and acknowledgements linger up to ``flush_interval_s`` and ride together.
-_PROMPT_OPS = (DecisionOp, CommandOp, AuditOp, SymptomOp, EventOp, ConfigOp)
+_PROMPT_OPS = (DecisionOp, CommandOp, AuditOp, SymptomOp, EventOp, ConfigOp, DropUnsentOp)
 
 
 @dataclass(frozen=True, slots=True)
@@ -509,7 +510,7 @@ class Writer:
         rows: dict[str, int] = collections.defaultdict(int, self._unreported)
         pending = dict([*self._in_flight, *self._queue])  # by ticket: a failed batch is back in the queue already
         for ticket, op in pending.items():
-            if ticket != self._carried_ticket and not isinstance(op, MarkSentOp | MaintenanceOp):
+            if ticket != self._carried_ticket and not isinstance(op, MarkSentOp | MaintenanceOp | DropUnsentOp):
                 rows[_table_of(op)] += op.rows
         since = self._unreported_since if self._unreported else None
         if self._carried is not None:

@@ -86,7 +86,19 @@ class MarkSentOp:
     rows: int = 1
 
 
-DataOp = ReadingsOp | SymptomOp | DecisionOp | CommandOp | AuditOp | EventOp | AssetOp | ConfigOp | MarkSentOp
+@dataclass(slots=True)
+class DropUnsentOp:
+    """Give up the oldest ``fraction`` of the unsent telemetry (the disk budget's last resort), with a
+    ``data_dropped`` event (``reason``) in the same transaction."""
+
+    fraction: float
+    reason: str
+    rows: int = 1
+
+
+DataOp = (
+    ReadingsOp | SymptomOp | DecisionOp | CommandOp | AuditOp | EventOp | AssetOp | ConfigOp | MarkSentOp | DropUnsentOp
+)
 
 
 @dataclass(slots=True)
