@@ -81,9 +81,12 @@ class ConfigOp:
 
 @dataclass(slots=True)
 class MarkSentOp:
+    """Acknowledgements: not data (they only free room, and a lost one sends a message twice), so they weigh no
+    row in the queue, and ``queued_rows`` counts only what a stop could lose."""
+
     row_ids: Sequence[int]
     at: float
-    rows: int = 1
+    rows: int = 0
 
 
 @dataclass(slots=True)
