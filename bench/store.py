@@ -8,6 +8,8 @@ Every reading is committed with its telemetry message (transactional outbox), as
 - the same with one reading per transaction (batch_max_rows = 1), and the ratio;
 - p50/p99/max of one batch commit (one transaction: rows, messages, commit) while producers deliver a steady
   10 000 readings/s in polls of 100 readings, at normal and full;
+- backlog fetch: readings/s ``fetch_unsent`` delivers from a backlog of telemetry (500 readings per message, 100
+  messages per fetch), its bodies formed from the stored readings;
 - retention at 10 000 tags (``--retention-tags``): CPU seconds of one pass that folds ten minutes of old readings
   (one per tag per minute) into aggregates and prunes old aggregates, of a pass with nothing to do, and the longest
   step (the writer commits nothing while a step runs on its thread: the longest hold of the write lock).
@@ -74,6 +76,21 @@ async def steady(path: Path, durability: str, *, rate: int, seconds: float, poll
             await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
         await store.flush()
         return store.recent_commit_durations()
+
+
+async def fetch_rate(path: Path, readings: list[Reading]) -> float:
+    """Readings/s fetched from a backlog of ``readings`` (best of three passes over it)."""
+    async with _store(path, "normal") as store:
+        for i in range(0, len(readings), 500):
+            await store.record_readings("plc", readings[i : i + 500])
+        await store.flush()
+        best = 0.0
+        for _ in range(3):
+            started, after = time.perf_counter(), 0
+            while batch := await store.fetch_unsent(limit=100, after_row_id=after):
+                after = batch[-1].row_id
+            best = max(best, len(readings) / (time.perf_counter() - started))
+    return best
 
 
 async def retention_passes(path: Path, tags: int) -> list[tuple[str, float, int, float]]:
@@ -150,6 +167,8 @@ async def main() -> None:
                 f"  {durability:<7} commits {len(durations):>5}  p50 {statistics.median(durations) * 1e3:6.2f} ms"
                 f"  p99 {_pct(durations, 0.99) * 1e3:6.2f} ms  max {max(durations) * 1e3:6.2f} ms"
             )
+        rate = await fetch_rate(path, _readings(args.readings, time.time()))
+        print(f"\nbacklog fetch (bodies formed from the stored readings, 500 per message): {rate:,.0f} readings/s")
         print(f"\nretention at {args.retention_tags:,} tags (ten minutes of readings to fold, aggregates to prune):")
         for label, cpu, steps, longest in await retention_passes(path, args.retention_tags):
             print(f"  {label:<14} CPU {cpu:7.3f} s  steps {steps:>5}  longest step {longest * 1e3:7.1f} ms")

@@ -70,3 +70,23 @@ def test_nan_is_null_in_the_formed_body_as_in_the_polled_one(tmp_path: Path) -> 
     r = Reading("N-1", math.nan, Quality.BAD, 1.0, 1.0, "m", QualityReason.NONE)
     (body,) = asyncio.run(_fetched(tmp_path / "g.db", "plc", [r], BatchSettings()))
     assert b'"value":null' in body
+
+
+async def test_tags_and_reasons_first_seen_after_a_fetch_are_formed_too(tmp_path: Path) -> None:
+    first = [Reading("N-1", 1.5, Quality.GOOD, 1.0, 1.0, "m")]
+    later = [
+        Reading("B-9", True, Quality.UNCERTAIN, 2.0, 2.0, "", QualityReason.LAST_USABLE),
+        Reading("N-1", 2.5, Quality.GOOD, 3.0, 3.0, "m"),
+    ]
+    cfg = StoreSettings(path=tmp_path / "g.db")
+    async with SqliteKnowledgeStore(settings=cfg, clock=SteppedClock(), retention_task=False) as store:
+        await store.record_readings("plc", first)
+        await store.flush()
+        (one,) = await store.fetch_unsent(limit=10)
+        await store.record_readings("plc", later)
+        await store.flush()
+        (two,) = await store.fetch_unsent(limit=10, after_row_id=one.row_id)
+    assert [one.body, two.body] == [
+        chunk_readings("plc", first, max_readings=500, max_bytes=131072)[0][0],
+        chunk_readings("plc", later, max_readings=500, max_bytes=131072)[0][0],
+    ]

@@ -123,6 +123,7 @@ class SqliteKnowledgeStore(KnowledgeStore):
             sent_outbox_hours=r.sent_outbox_hours,
         )
         self._lock = StoreLock(settings.path)
+        self._decoder: queries.ReadingDecoder | None = None  # tags and codes, for forming telemetry bodies
         self._budget_bytes = 0  # set on open (the default is derived from the free space then)
         self._budget_alarm = False
         self._closed = False
@@ -266,8 +267,16 @@ class SqliteKnowledgeStore(KnowledgeStore):
         sql, params = queries.unsent_query(limit=limit, after_row_id=after_row_id, max_priority=max_priority)
         rows = await self._read(sql, params)
         span = queries.referenced_range(rows)
-        readings = None if span is None else queries.readings_by_id(await self._read(queries.READINGS_OF, span))
-        return [queries.message_of(row, readings) for row in rows]
+        if span is None:
+            return [queries.message_of(row) for row in rows]
+        stored = await self._read(queries.READINGS_RAW, span)
+        if self._decoder is None or not self._decoder.knows(stored):
+            self._decoder = queries.ReadingDecoder(
+                await self._read(queries.DECODER_TAGS), await self._read(queries.DECODER_CODES)
+            )
+        # Forming bodies costs about 1 µs a reading: off the event loop, so a large fetch (a drain after an outage,
+        # up to inflight_window messages of 500 readings) never stalls the control loop.
+        return await asyncio.to_thread(_form_messages, rows, stored, self._decoder)
 
     async def mark_sent(self, row_ids: Sequence[int]) -> None:
         """Record delivery; committed by the writer (never contending for the write lock) with the next batch of
@@ -439,6 +448,13 @@ class SqliteKnowledgeStore(KnowledgeStore):
     def recent_commit_durations(self) -> list[float]:
         """Durations (s) of the last commits, newest last: for benchmarks and diagnostics."""
         return list(self._writer.durations)
+
+
+def _form_messages(
+    rows: Sequence[queries.Row], stored: Sequence[queries.Row], decoder: queries.ReadingDecoder
+) -> list[OutboxMessage]:
+    readings = decoder.readings(stored)
+    return [queries.message_of(row, readings) for row in rows]
 
 
 def _budget_event(kind: str, use: budget.DiskUse, *, at: float) -> NewMessage:
