@@ -127,6 +127,16 @@ STORE_ROWS_DROPPED = Counter(
     registry=REGISTRY,
 )
 STORE_HEALTHY = Gauge("gateway_store_healthy", "1 while the store commits, 0 after a failed write.", registry=REGISTRY)
+STORE_DISK_BUDGET = Gauge(
+    "gateway_store_disk_budget_bytes",
+    "The database's disk budget (store.max_disk_mb, or derived from the free space at start).",
+    registry=REGISTRY,
+)
+STORE_DISK_USED_RATIO = Gauge(
+    "gateway_store_disk_budget_used_ratio",
+    "Share of the disk budget the database takes (pages in use and WAL); alarm from 0.8, history shortened above 0.95.",
+    registry=REGISTRY,
+)
 OUTBOX_DEPTH = Gauge("gateway_outbox_depth", "Messages in the outbox not yet acknowledged.", registry=REGISTRY)
 OUTBOX_OLDEST_AGE = Gauge(
     "gateway_outbox_oldest_age_seconds",

@@ -21,6 +21,10 @@ ROOT = Path(__file__).resolve().parents[2]
 SMOKE: dict[str, tuple[list[str], str]] = {
     "baseline": (["--hours", "0.5"], "PLC hysteresis baseline"),
     "crosscheck": (["--smoke"], "cross-check bench:"),
+    "disk_writes": (
+        ["--seconds", "1", "--big-seconds", "1", "--big-tags", "100", "--warmup", "0.5"],
+        "disk writes per polled value",
+    ),
     "e2e": (["--smoke"], "sustained/s"),
     "faults": (["--smoke"], "good readings from bad input:"),
     "footprint": (["--quick"], "worst reconstruction error"),
@@ -31,7 +35,10 @@ SMOKE: dict[str, tuple[list[str], str]] = {
     "poll": (["--smoke"], "capacity search"),
     "savings": (["--runs", "5:0", "--hours", "1", "--jobs", "1"], "stored water valued at the average tariff"),
     "sim_day": (["--smoke"], "Modbus read of 125 input registers"),
-    "store": (["--readings", "2000", "--single", "50", "--seconds", "0.3"], "batch commit latency"),
+    "store": (
+        ["--readings", "2000", "--single", "50", "--seconds", "0.3", "--retention-tags", "100"],
+        "retention at 100 tags",
+    ),
     "uplink": (["--smoke"], "backlog drain, 500 readings/message"),
 }
 

@@ -7,6 +7,7 @@ Run as ``python store_child.py MODE DB_PATH [START]``; not collected by pytest.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import sqlite3
 import sys
@@ -28,19 +29,22 @@ def _readings(start: int, n: int) -> list[Reading]:
 
 async def crash(path: Path, start: int) -> None:
     """Write readings in small calls (several per transaction) forever; after each flush print the highest value
-    committed. The parent kills this process with SIGKILL at a random moment."""
-    settings = StoreSettings(path=path, flush_interval_s=0.002, batch_max_rows=500)
+    committed. The parent kills this process with SIGKILL at a random moment. The default cadence: readings queued
+    since the last commit (a full batch, the linger's end, or a flush) are the crash-loss window; only a flush
+    acknowledges them, and only what was acknowledged is checked."""
+    settings = StoreSettings(path=path, batch_max_rows=500)
     async with SqliteKnowledgeStore(
         settings=settings, clock=SystemClock(), batching=BatchSettings(max_readings=64), retention_task=False
     ) as store:
         print("ready", flush=True)
         value = start
-        while True:
+        for round_ in itertools.count():
             for _ in range(4):
                 await store.record_readings("plc", _readings(value, 97))
                 value += 97
-            await store.flush()
-            print(value - 1, flush=True)
+            if round_ % 3 == 2:  # the rounds between commit by size or linger, unacknowledged
+                await store.flush()
+                print(value - 1, flush=True)
 
 
 async def diskfull(path: Path) -> dict[str, object]:

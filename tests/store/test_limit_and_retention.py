@@ -81,8 +81,9 @@ async def test_retention_downsamples_old_readings(open_store: StoreFactory, db_p
     ]
     old.append(Reading("LIT-201", None, Quality.BAD, start + 320, start + 320, "m"))
     retention = RetentionSettings(raw_days=1, downsample_interval_s=300)
-    # A chunk smaller than a bucket: the bucket is folded in several passes and must still add up.
-    async with open_store(retention=retention, batch_max_rows=2) as store:
+    # A chunk smaller than a bucket: the bucket is folded in several passes and must still add up. (No uplink: the
+    # readings of unsent telemetry are kept, see test_readings_of_unsent_telemetry_are_folded_once_sent.)
+    async with open_store(retention=retention, batch_max_rows=2, uplink_enabled=False) as store:
         await store.record_readings("plc", old)
         await store.flush()
         clock.set(2 * DAY)
@@ -127,3 +128,25 @@ async def test_retention_keeps_unsent_and_open_things(
     assert unsent == messages[1:]  # three days old, never sent: kept
     assert [s.key for s in symptoms] == ["CW_LOW:CW-01"]
     assert query(db_path, "SELECT count(*) FROM decisions") == [(0,)]
+
+
+async def test_readings_of_unsent_telemetry_are_folded_once_sent(
+    open_store: StoreFactory, db_path: Path, clock: SteppedClock
+) -> None:
+    """Telemetry stores no body (it is formed from the readings when sent): readings an unsent message names stay
+    raw, however old, until it is acknowledged; then retention folds them."""
+    retention = RetentionSettings(raw_days=1, downsample_interval_s=300)
+    async with open_store(retention=retention, batching=BatchSettings(max_readings=10)) as store:
+        await store.record_readings("plc", make_readings(30))
+        await store.flush()
+        clock.set(2 * DAY)
+        messages = await store.fetch_unsent(limit=10)
+        await store.mark_sent([m.row_id for m in messages[:2]])  # readings 1-20 sent, 21-30 not
+        first = await store.run_retention()
+        later = await store.fetch_unsent(limit=10)
+        await store.mark_sent([m.row_id for m in later])
+        second = await store.run_retention()
+    assert first.downsampled == 20
+    assert [m.body for m in later] == [messages[2].body], "the unsent message is still whole"
+    assert second.downsampled == 10
+    assert query(db_path, "SELECT count(*) FROM readings") == [(0,)]

@@ -6,6 +6,7 @@ import asyncio
 import json
 from pathlib import Path
 
+from gateway.adapters.sqlite import queries
 from gateway.config.mqtt import BatchSettings
 from gateway.domain.messages import (
     STREAM_COMMAND_RESPONSES,
@@ -45,7 +46,7 @@ def check_outbox_matches_readings(path: Path) -> int:
         for row in query(path, "SELECT r.id, t.name, r.value FROM readings r JOIN tags t ON t.id = r.tag_id")
     }
     covered: dict[int, tuple[str, float]] = {}
-    for first, last, body in query(path, "SELECT ref_first, ref_last, body FROM outbox WHERE kind = 'readings'"):
+    for first, last, body in telemetry_bodies(path):
         items = json.loads(body)["readings"]
         assert len(items) == last - first + 1
         for reading_id, item in zip(range(first, last + 1), items, strict=True):
@@ -53,6 +54,19 @@ def check_outbox_matches_readings(path: Path) -> int:
             covered[reading_id] = (item["tag"], item["value"])
     assert covered == stored
     return len(stored)
+
+
+def telemetry_bodies(path: Path) -> list[tuple[int, int, bytes]]:
+    """(first, last reading id, body) of every telemetry message, sent or not, its body formed as the store forms it
+    from the readings it names (telemetry rows store none)."""
+    rows = query(
+        path,
+        "SELECT row_id, stream, seq, message_id, kind, priority, created_at, body, ref_first, ref_last FROM outbox "
+        "WHERE kind = 'readings' ORDER BY row_id",
+    )
+    span = queries.referenced_range(rows)
+    readings = {} if span is None else queries.readings_by_id(query(path, queries.READINGS_OF, span))
+    return [(row[8], row[9], queries.message_of(row, readings).body) for row in rows]
 
 
 async def test_readings_commit_with_their_messages(open_store: StoreFactory, db_path: Path) -> None:

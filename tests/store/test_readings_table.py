@@ -143,7 +143,8 @@ async def test_retention_folds_the_old_part_of_a_span_and_keeps_the_rest(
         for i in range(600)
     ]
     old = [r for r in readings if r.source_ts < cutoff]
-    async with open_store(retention=RetentionSettings(raw_days=1, downsample_interval_s=600), batch_max_rows=70) as s:
+    retention = RetentionSettings(raw_days=1, downsample_interval_s=600)
+    async with open_store(retention=retention, batch_max_rows=70, uplink_enabled=False) as s:
         await s.record_readings("plc", readings)
         await s.flush()
         report = await s.run_retention()
@@ -213,7 +214,7 @@ async def test_retention_folds_many_small_flushes_together(
 ) -> None:
     start = clock.now()
     retention = RetentionSettings(raw_days=1, downsample_interval_s=60)
-    async with open_store(retention=retention, batch_max_rows=50) as store:
+    async with open_store(retention=retention, batch_max_rows=50, uplink_enabled=False) as store:
         for i in range(30):  # 30 flushes of 4 old readings, then 5 of recent ones
             await store.record_readings("plc", make_readings(4, start=start + 4 * i, tags=2))
             await store.flush()

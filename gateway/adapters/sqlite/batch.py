@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gateway.adapters.sqlite import readings as readings_table
+from gateway.adapters.sqlite.queries import REFERENCED
 from gateway.adapters.sqlite.writer_ops import (
     AssetOp,
     AuditOp,
@@ -25,6 +26,7 @@ from gateway.adapters.sqlite.writer_ops import (
     ConfigOp,
     DataOp,
     DecisionOp,
+    DropUnsentOp,
     EventOp,
     MarkSentOp,
     ReadingsOp,
@@ -262,9 +264,14 @@ class _Batch:
         chunks = chunk_readings(
             device, readings, max_readings=self.limits.max_readings, max_bytes=self.limits.max_bytes
         )
-        for body, count in chunks:
+        for _body, count in chunks:  # formed to size the messages; stored once, as the readings (see REFERENCED)
             self._message(
-                stream, MessageKind.READINGS, Priority.TELEMETRY, body, ref_first=first, ref_last=first + count - 1
+                stream,
+                MessageKind.READINGS,
+                Priority.TELEMETRY,
+                REFERENCED,
+                ref_first=first,
+                ref_last=first + count - 1,
             )
             first += count
 
@@ -285,6 +292,9 @@ class _Batch:
             self._asset(op)
         elif isinstance(op, ConfigOp):
             self.report.config_changed.append(self._config(op))
+        elif isinstance(op, DropUnsentOp):
+            self._drop_unsent(op)
+            return
         elif isinstance(op, ReadingsOp | MarkSentOp):
             return
         self.report.rows[_TABLE_OF[type(op)]] += 1
@@ -419,22 +429,33 @@ class _Batch:
         if self.state.pending <= limit:
             return
         # Thin down to 95 % of the limit, so that drops come in chunks rather than a few rows every commit.
-        excess = self.state.pending - (limit - max(1, limit // 20))
-        dropped = drop_oldest_unsent(self.conn, excess)
+        self._drop(self.state.pending - (limit - max(1, limit // 20)), reason="outbox_limit")
+
+    def _drop_unsent(self, op: DropUnsentOp) -> None:
+        telemetry = _scalar(self.conn, _COUNT_UNSENT_OF_PRIORITY, int(Priority.TELEMETRY))
+        count = math.ceil(telemetry * op.fraction)
+        if count > 0:
+            self._drop(count, reason=op.reason, priorities=(int(Priority.TELEMETRY),))
+
+    def _drop(self, count: int, *, reason: str, priorities: Sequence[int] | None = None) -> None:
+        """Delete ``count`` unsent messages, oldest telemetry first, and say so in a ``data_dropped`` event."""
+        dropped = drop_oldest_unsent(self.conn, count, priorities)
         if not dropped:
             return
         self.state.pending -= len(dropped)
         self.state.dropped_total += len(dropped)
         self.state.oldest_pending = oldest_pending(self.conn)
+        kinds: dict[str, int] = defaultdict(int)
         for _stream, _seq, kind in dropped:
             self.report.dropped[kind] += 1
+            kinds[kind] += 1
         body = event_body(
             "data_dropped",
             at=self.now,
             severity="warning",
-            reason="outbox_limit",
+            reason=reason,
             count=len(dropped),
-            kinds=dict(self.report.dropped),
+            kinds=dict(kinds),
             streams=seq_ranges(dropped),
         )
         self._message(STREAM_EVENTS, MessageKind.EVENT, Priority.EVENT, body, ref_first=None, ref_last=None)
@@ -454,6 +475,8 @@ class _Batch:
         if self.report.dropped:
             self.conn.execute(_SAVE_COUNTER, (OUTBOX_DROPPED, self.state.dropped_total))
 
+
+_COUNT_UNSENT_OF_PRIORITY = "SELECT count(*) FROM outbox WHERE sent_at IS NULL AND priority = ?"
 
 _SAVE_COUNTER = (
     "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value"
@@ -500,11 +523,14 @@ def _sql_value(value: object) -> object:
     return int(value) if isinstance(value, bool) else value
 
 
-def drop_oldest_unsent(conn: sqlite3.Connection, count: int) -> list[tuple[str, int, str]]:
+def drop_oldest_unsent(
+    conn: sqlite3.Connection, count: int, priorities: Sequence[int] | None = None
+) -> list[tuple[str, int, str]]:
     """Delete up to ``count`` unsent messages: telemetry first, oldest first; then events and decisions; command
-    responses last. Returns (stream, seq, kind) of each dropped message. The readings themselves stay."""
+    responses last (only ``priorities``, when given). Returns (stream, seq, kind) of each dropped message. The
+    readings themselves stay."""
     dropped: list[tuple[str, int, str]] = []
-    for priority in sorted({int(p) for p in Priority}, reverse=True):
+    for priority in sorted(priorities or {int(p) for p in Priority}, reverse=True):
         if len(dropped) >= count:
             break
         rows = conn.execute(

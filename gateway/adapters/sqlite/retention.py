@@ -14,14 +14,24 @@ described by its own times and is not looked at again until it is old too.
 from __future__ import annotations
 
 import sqlite3
+import sys
+import time
 from dataclasses import dataclass, field
 
 from gateway.adapters.sqlite.readings import QUALITY_CODES
+from gateway.domain.messages import Priority
 from gateway.domain.model import Quality
 
 # A span whose earliest reading is older than the cutoff (the index on min_ts finds it without a scan), and the
 # spans after it in id order: old spans usually follow each other, and are folded together.
-_OLD_SPAN = "SELECT first_id FROM reading_spans WHERE min_ts < ? ORDER BY min_ts LIMIT 1"
+_OLD_SPAN = "SELECT first_id FROM reading_spans WHERE min_ts < ? AND first_id < ? ORDER BY min_ts LIMIT 1"
+# The first reading an unsent telemetry message names: telemetry stores no body, it is formed from the readings
+# when sent, so they are not folded before (the partial index on unsent (priority, row_id) finds it; reading ids
+# grow with row ids).
+_HELD_FROM = (
+    "SELECT ref_first FROM outbox WHERE sent_at IS NULL AND priority = ? AND ref_first IS NOT NULL "
+    "ORDER BY row_id LIMIT 1"
+)
 _SPANS_IN = "SELECT first_id, last_id, min_ts FROM reading_spans WHERE first_id BETWEEN ? AND ? ORDER BY first_id"
 # The old readings of one piece (consecutive old spans, at most chunk ids): a range of the table's ids.
 _PIECE = "id BETWEEN :lo AND :hi AND source_ts < :cutoff"
@@ -58,11 +68,18 @@ _RESPAN_PIECE = (
     "FROM readings WHERE id BETWEEN :lo AND :hi HAVING count(*) > 0"
 )
 
+#: Tags whose old aggregates one transaction deletes, at most (about 2 ms of index probes when none are old).
+TAGS_PER_TRANSACTION = 500
+
+# Tag by tag: the primary key (tag_id, bucket_start) makes each a range, never a scan of the whole table.
+_PRUNE_AGGREGATES = (
+    "DELETE FROM aggregates WHERE tag_id = :tag AND bucket_start IN (SELECT bucket_start "
+    "FROM aggregates WHERE tag_id = :tag AND bucket_start < :cutoff LIMIT :chunk)"
+)
+_NEXT_TAGS = "SELECT id FROM tags WHERE id > ? ORDER BY id LIMIT ?"
+
 #: name -> statement deleting at most :chunk rows older than :cutoff.
 _PRUNE: dict[str, str] = {
-    # Tag by tag: the primary key (tag_id, bucket_start) makes each a range, never a scan of the whole table.
-    "aggregates": "DELETE FROM aggregates WHERE tag_id = :tag AND bucket_start IN (SELECT bucket_start "
-    "FROM aggregates WHERE tag_id = :tag AND bucket_start < :cutoff LIMIT :chunk)",
     "decisions": "DELETE FROM decisions WHERE id IN (SELECT id FROM decisions WHERE at < :cutoff LIMIT :chunk)",
     "commands": "DELETE FROM commands WHERE rowid IN (SELECT rowid FROM commands WHERE requested_at < :cutoff "
     "LIMIT :chunk)",
@@ -103,24 +120,44 @@ class RetentionReport:
     aggregates_written: int = 0
     deleted: dict[str, int] = field(default_factory=dict)
     spans_folded: int = 0  # pieces of reading spans looked at (one may hold no old reading)
+    aggregates_after: int = 0  # the tag the next step resumes pruning aggregates after; 0 when all were looked at
+    steps: int = 0
+    longest_step_s: float = 0.0  # the writer commits nothing while a step runs on its thread
+
+    def add(self, step: RetentionReport) -> None:
+        """Add up the steps of a pass."""
+        self.downsampled += step.downsampled
+        self.aggregates_written += step.aggregates_written
+        self.spans_folded += step.spans_folded
+        for what, n in step.deleted.items():
+            self.deleted[what] = self.deleted.get(what, 0) + n
+        self.steps += step.steps
+        self.longest_step_s = max(self.longest_step_s, step.longest_step_s)
 
     @property
     def done(self) -> bool:
-        return self.downsampled == 0 and self.spans_folded == 0 and not any(self.deleted.values())
+        return (
+            self.downsampled == 0
+            and self.spans_folded == 0
+            and self.aggregates_after == 0
+            and not any(self.deleted.values())
+        )
 
 
 def downsample_step(conn: sqlite3.Connection, *, cutoff: float, interval_s: int, chunk: int) -> tuple[int, int, int]:
     """Fold raw readings older than ``cutoff`` (source time) into aggregates and delete them, one piece of at most
     ``chunk`` ids per transaction (consecutive old spans: one transaction for many small flushes), about ``chunk``
-    ids in all. Returns (readings removed, aggregate rows written,
-    pieces of spans looked at: a piece may hold no old reading, and there may still be more to do)."""
+    ids in all. Readings an unsent telemetry message names are kept until it is sent. Returns (readings removed,
+    aggregate rows written, pieces of spans looked at: a piece may hold no old reading, and there may be more)."""
     removed = written = scanned = pieces = 0
+    held = conn.execute(_HELD_FROM, (int(Priority.TELEMETRY),)).fetchone()
+    held_from = sys.maxsize if held is None else int(held[0])
     while scanned < chunk:
-        old = conn.execute(_OLD_SPAN, (cutoff,)).fetchone()
+        old = conn.execute(_OLD_SPAN, (cutoff, held_from)).fetchone()
         if old is None:
             break
         lo = old[0]
-        hi = _piece_end(conn, lo, cutoff=cutoff, limit=lo + chunk - scanned - 1)
+        hi = _piece_end(conn, lo, cutoff=cutoff, limit=min(lo + chunk - scanned, held_from) - 1)
         r, w = _fold_piece(conn, lo=lo, hi=hi, cutoff=cutoff, interval_s=interval_s)
         removed += r
         written += w
@@ -157,20 +194,38 @@ def _fold_piece(conn: sqlite3.Connection, *, lo: int, hi: int, cutoff: float, in
 
 
 def prune_step(conn: sqlite3.Connection, *, what: str, cutoff: float, chunk: int) -> int:
-    """Delete at most ``chunk`` rows of ``what`` (a key of the pruning table) older than ``cutoff``."""
-    if what == "aggregates":
-        return _prune_aggregates(conn, cutoff=cutoff, chunk=chunk)
+    """Delete at most ``chunk`` rows of ``what`` (a key of the pruning table but aggregates) older than ``cutoff``."""
     return _in_transaction(conn, _PRUNE[what], {"cutoff": cutoff, "chunk": chunk})
 
 
-def _prune_aggregates(conn: sqlite3.Connection, *, cutoff: float, chunk: int) -> int:
-    removed = 0
-    for (tag_id,) in conn.execute("SELECT id FROM tags ORDER BY id").fetchall():
-        if removed >= chunk:
-            break
-        params = {"tag": tag_id, "cutoff": cutoff, "chunk": chunk - removed}
-        removed += _in_transaction(conn, _PRUNE["aggregates"], params)
-    return removed
+def prune_aggregates_step(conn: sqlite3.Connection, *, cutoff: float, chunk: int, after_tag: int) -> tuple[int, int]:
+    """Delete at most ``chunk`` aggregates older than ``cutoff`` of the next ``TAGS_PER_TRANSACTION`` tags after
+    ``after_tag``, tag by tag (a range of the primary key each, never a scan of the table), in one transaction: at
+    10 000 tags one transaction per tag cost most of a core. Returns (rows removed, the tag to resume after: 0 once
+    every tag has been looked at)."""
+    tags = [t for (t,) in conn.execute(_NEXT_TAGS, (after_tag, TAGS_PER_TRANSACTION))]
+    if not tags:
+        return 0, 0
+    removed, last = _prune_tags(conn, tags, cutoff=cutoff, limit=chunk)
+    return removed, last
+
+
+def _prune_tags(conn: sqlite3.Connection, tags: list[int], *, cutoff: float, limit: int) -> tuple[int, int]:
+    """(rows removed, the tag to resume after): a tag cut short by ``limit`` is looked at again."""
+    removed, resume = 0, tags[-1]
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for i, tag_id in enumerate(tags):
+            params = {"tag": tag_id, "cutoff": cutoff, "chunk": limit - removed}
+            removed += conn.execute(_PRUNE_AGGREGATES, params).rowcount
+            if removed >= limit:
+                resume = tags[i - 1] if i else tag_id - 1
+                break
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return removed, resume
 
 
 def _in_transaction(conn: sqlite3.Connection, sql: str, params: dict[str, float | int]) -> int:
@@ -184,16 +239,34 @@ def _in_transaction(conn: sqlite3.Connection, sql: str, params: dict[str, float 
     return int(removed)
 
 
-def retention_step(conn: sqlite3.Connection, *, policy: RetentionPolicy, now: float, chunk: int) -> RetentionReport:
-    """One step of every kind; the caller repeats until ``done`` (yielding to the writer in between)."""
+def retention_step(
+    conn: sqlite3.Connection,
+    *,
+    policy: RetentionPolicy,
+    now: float,
+    chunk: int,
+    finished: frozenset[str] = frozenset(),
+    aggregates_after: int = 0,
+) -> RetentionReport:
+    """One step of every kind but those ``finished`` (a kind that deleted nothing in a step of this pass has nothing
+    more to do until the next pass); the caller repeats until ``done`` (yielding to the writer in between).
+    Aggregates are pruned for a slice of the tags per step, from the tag after ``aggregates_after``; the report's
+    ``aggregates_after`` says where the next step resumes (0: every tag looked at, in this pass)."""
+    started = time.perf_counter()
     cutoffs = policy.cutoffs(now)
-    report = RetentionReport()
+    report = RetentionReport(steps=1)
     report.downsampled, report.aggregates_written, report.spans_folded = downsample_step(
         conn, cutoff=cutoffs["readings"], interval_s=policy.downsample_interval_s, chunk=chunk
     )
+    if "aggregates" not in finished:
+        report.deleted["aggregates"], report.aggregates_after = prune_aggregates_step(
+            conn, cutoff=cutoffs["aggregates"], chunk=chunk, after_tag=aggregates_after
+        )
     for what in _PRUNE:
-        report.deleted[what] = prune_step(conn, what=what, cutoff=cutoffs[what], chunk=chunk)
+        if what not in finished:
+            report.deleted[what] = prune_step(conn, what=what, cutoff=cutoffs[what], chunk=chunk)
+    report.longest_step_s = time.perf_counter() - started
     return report
 
 
-PRUNED = tuple(_PRUNE)
+PRUNED = ("aggregates", *_PRUNE)

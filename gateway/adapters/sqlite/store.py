@@ -33,7 +33,7 @@ from typing import Any, Self
 
 import aiosqlite
 
-from gateway.adapters.sqlite import history, queries
+from gateway.adapters.sqlite import budget, history, queries
 from gateway.adapters.sqlite.batch import BatchLimits
 from gateway.adapters.sqlite.connection import StoreLock, readonly_uri
 from gateway.adapters.sqlite.retention import RetentionPolicy, RetentionReport, retention_step
@@ -44,6 +44,7 @@ from gateway.adapters.sqlite.writer_ops import (
     CommandOp,
     ConfigOp,
     DecisionOp,
+    DropUnsentOp,
     EventOp,
     MarkSentOp,
     ReadingsOp,
@@ -52,7 +53,7 @@ from gateway.adapters.sqlite.writer_ops import (
 from gateway.config.mqtt import BatchSettings
 from gateway.config.store import StoreSettings
 from gateway.domain.errors import StoreError
-from gateway.domain.messages import NewMessage, OutboxMessage
+from gateway.domain.messages import STREAM_EVENTS, MessageKind, NewMessage, OutboxMessage, Priority, event_body
 from gateway.domain.model import AuditEntry, CommandOutcome, Decision, Reading, Symptom
 from gateway.domain.ports import (
     AssetState,
@@ -65,13 +66,15 @@ from gateway.domain.ports import (
 )
 from gateway.domain.twin import HourlyMean
 from gateway.logging import get_logger
-from gateway.metrics import OUTBOX_DEPTH, OUTBOX_OLDEST_AGE
+from gateway.metrics import OUTBOX_DEPTH, OUTBOX_OLDEST_AGE, STORE_DISK_BUDGET, STORE_DISK_USED_RATIO
 from gateway.supervision import Policy, spawn
 
 log = get_logger("gateway.store")
 
 #: How long closing waits for queued rows to commit before giving up on them (and saying how many).
 CLOSE_TIMEOUT_S = 10.0
+#: How often the background task checks the disk budget (retention itself runs every ``check_interval_s``).
+BUDGET_CHECK_S = 60.0
 
 
 class SqliteKnowledgeStore(KnowledgeStore):
@@ -122,6 +125,9 @@ class SqliteKnowledgeStore(KnowledgeStore):
             sent_outbox_hours=r.sent_outbox_hours,
         )
         self._lock = StoreLock(settings.path)
+        self._decoder: queries.ReadingDecoder | None = None  # tags and codes, for forming telemetry bodies
+        self._budget_bytes = 0  # set on open (the default is derived from the free space then)
+        self._budget_alarm = False
         self._closed = False
         self._reader: aiosqlite.Connection | None = None
         self._retention: asyncio.Task[None] | None = None
@@ -136,7 +142,11 @@ class SqliteKnowledgeStore(KnowledgeStore):
 
     async def __aenter__(self) -> Self:
         self._lock.acquire()  # first: a second gateway on this file stops here, having touched nothing
+        path = self._settings.path
         try:
+            self._budget_bytes = self._settings.disk_budget_bytes(
+                free_bytes=budget.free_bytes(path), database_bytes=budget.file_bytes(path)
+            )
             await self._writer.start()
         except BaseException:
             self._lock.release()
@@ -151,9 +161,12 @@ class SqliteKnowledgeStore(KnowledgeStore):
             raise
         OUTBOX_DEPTH.set_function(lambda: float(self._writer.state.pending))
         OUTBOX_OLDEST_AGE.set_function(self._oldest_age)
+        STORE_DISK_BUDGET.set(self._budget_bytes)
         if self._retention_task_enabled:
             self._retention = spawn("store-retention", self._retention_loop, policy=Policy.RESTART)
-        log.info("store.opened", path=self.path, durability=self._settings.durability)
+        log.info(
+            "store.opened", path=self.path, durability=self._settings.durability, disk_budget_bytes=self._budget_bytes
+        )
         return self
 
     async def __aexit__(
@@ -255,14 +268,25 @@ class SqliteKnowledgeStore(KnowledgeStore):
     ) -> list[OutboxMessage]:
         sql, params = queries.unsent_query(limit=limit, after_row_id=after_row_id, max_priority=max_priority)
         rows = await self._read(sql, params)
-        return [queries.message_of(row) for row in rows]
+        span = queries.referenced_range(rows)
+        if span is None:
+            return [queries.message_of(row) for row in rows]
+        stored = await self._read(queries.READINGS_RAW, span)
+        if self._decoder is None or not self._decoder.knows(stored):
+            self._decoder = queries.ReadingDecoder(
+                await self._read(queries.DECODER_TAGS), await self._read(queries.DECODER_CODES)
+            )
+        # Forming bodies costs about 1 µs a reading: off the event loop, so a large fetch (a drain after an outage,
+        # up to inflight_window messages of 500 readings) never stalls the control loop.
+        return await asyncio.to_thread(_form_messages, rows, stored, self._decoder)
 
     async def mark_sent(self, row_ids: Sequence[int]) -> None:
-        """Record delivery; committed by the writer without lingering, so it never contends for the write lock."""
+        """Record delivery; committed by the writer (never contending for the write lock) with the next batch of
+        readings, at most ``flush_interval_s`` later: an acknowledgement lost in a crash only sends a message twice."""
         if not row_ids:
             return
-        ticket = self._writer.submit_urgent(MarkSentOp(list(row_ids), at=self._clock.now()))
-        await self._writer.wait_committed(ticket)
+        ticket = self._writer.submit_now(MarkSentOp(list(row_ids), at=self._clock.now()))
+        await self._writer.wait_committed(ticket, prompt=False)
 
     async def wait_for_messages(self, after_row_id: int, timeout_s: float) -> bool:
         """Wait until a message newer than ``after_row_id`` is committed (or ``timeout_s``); True when there is one."""
@@ -326,35 +350,135 @@ class SqliteKnowledgeStore(KnowledgeStore):
 
     async def run_retention(self) -> RetentionReport:
         """Run retention to completion, one short step at a time between the writer's batches."""
-        total = RetentionReport()
-        chunk = self._settings.batch_max_rows
-        while True:
-            now = self._clock.now()
-            step = await self._writer.run_maintenance(
-                functools.partial(retention_step, policy=self._policy, now=now, chunk=chunk), name="retention"
-            )
-            total.downsampled += step.downsampled
-            total.aggregates_written += step.aggregates_written
-            total.spans_folded += step.spans_folded
-            for what, n in step.deleted.items():
-                total.deleted[what] = total.deleted.get(what, 0) + n
-            if step.done:
-                break
+        total = await self._retention_pass(self._policy)
         if not total.done:
             log.info("store.retention_done", downsampled=total.downsampled, deleted=total.deleted)
         return total
 
+    async def _retention_pass(self, policy: RetentionPolicy) -> RetentionReport:
+        total = RetentionReport()
+        chunk = self._settings.batch_max_rows
+        finished: set[str] = set()
+        after = 0
+        while True:
+            step = await self._writer.run_maintenance(
+                functools.partial(
+                    retention_step,
+                    policy=policy,
+                    now=self._clock.now(),
+                    chunk=chunk,
+                    finished=frozenset(finished),
+                    aggregates_after=after,
+                ),
+                name="retention",
+            )
+            total.add(step)
+            after = step.aggregates_after
+            # A kind that found nothing is done for this pass; aggregates once every tag has been looked at.
+            finished.update(what for what, n in step.deleted.items() if n == 0 and what != "aggregates")
+            if after == 0 and step.deleted.get("aggregates", 1) == 0:
+                finished.add("aggregates")
+            if step.done:
+                return total
+
     async def _retention_loop(self) -> None:
         interval = self._settings.retention.check_interval_s
+        every = min(interval, BUDGET_CHECK_S)
+        waited = 0.0
         while True:
-            await self._clock.sleep(interval)
+            await self._clock.sleep(every)
+            waited += every
             try:
-                await self.run_retention()
+                if waited >= interval:
+                    waited = 0.0
+                    await self.run_retention()
+                await self.check_disk_budget()
             except StoreError as exc:
                 log.warning("store.retention_failed", error=str(exc))
+
+    # -- the disk budget -----------------------------------------------------------------------------------------
+
+    @property
+    def disk_budget_bytes(self) -> int:
+        """``store.max_disk_mb``, or the default derived from the free space when the store opened."""
+        return self._budget_bytes
+
+    async def disk_use(self) -> budget.DiskUse:
+        """The database's pages in use and its WAL, against the budget (from the read connection: no write)."""
+        (row,) = await self._read(budget.PAGES_SQL)
+        return budget.DiskUse(budget.used_bytes(row, self._settings.path), self._budget_bytes)
+
+    async def check_disk_budget(self) -> budget.DiskUse:
+        """Report the use of the budget (metric, alarm) and, above ``budget.HIGH_WATER``, shorten history until the
+        database is under ``budget.LOW_WATER`` (see ``budget``). The background task calls it every minute."""
+        use = await self.disk_use()
+        await self._report_use(use)
+        if use.ratio > budget.HIGH_WATER:
+            use = await self._fit_budget(use)
+            await self._report_use(use)
+        return use
+
+    async def _fit_budget(self, use: budget.DiskUse) -> budget.DiskUse:
+        target = budget.LOW_WATER * self._budget_bytes
+        log.warning("store.over_budget_shortening", used_bytes=use.used_bytes, budget_bytes=self._budget_bytes)
+        use = await self._use_after_work()
+        for policy in budget.shortened(self._policy):
+            if use.used_bytes <= target:
+                return use
+            await self._retention_pass(policy)
+            use = await self._use_after_work()
+        shortest = budget.shortest(self._policy)
+        for _ in range(budget.MAX_DROP_ROUNDS):
+            if use.used_bytes <= target:
+                return use
+            ticket = self._writer.submit_now(DropUnsentOp(0.5, reason="disk_budget"))
+            await self._writer.wait_committed(ticket)
+            if (await self._retention_pass(shortest)).done:
+                break  # nothing was dropped, or it freed nothing to fold: there is nothing left to give up
+            use = await self._use_after_work()
+        if use.used_bytes > target:
+            log.error("store.over_budget", used_bytes=use.used_bytes, budget_bytes=self._budget_bytes)
+        return use
+
+    async def _use_after_work(self) -> budget.DiskUse:
+        """The use once the WAL, grown by what was just written and deleted, is copied back and truncated."""
+        if budget.wal_too_large(self._settings.path, self._budget_bytes):
+            await self._writer.run_maintenance(budget.truncate_wal, name="wal-truncate")
+        return await self.disk_use()
+
+    async def _report_use(self, use: budget.DiskUse) -> None:
+        STORE_DISK_USED_RATIO.set(use.ratio)
+        if not self._budget_alarm and use.ratio >= budget.ALARM_AT:
+            self._budget_alarm = True
+            log.warning("store.disk_budget_high", used_bytes=use.used_bytes, budget_bytes=use.budget_bytes)
+            await self.record_event(_budget_event("disk_budget_high", use, at=self._clock.now()))
+        elif self._budget_alarm and use.ratio < budget.ALARM_CLEAR_AT:
+            self._budget_alarm = False
+            log.info("store.disk_budget_ok", used_bytes=use.used_bytes, budget_bytes=use.budget_bytes)
+            await self.record_event(_budget_event("disk_budget_ok", use, at=self._clock.now()))
 
     # -- diagnostics ---------------------------------------------------------------------------------------------
 
     def recent_commit_durations(self) -> list[float]:
         """Durations (s) of the last commits, newest last: for benchmarks and diagnostics."""
         return list(self._writer.durations)
+
+
+def _form_messages(
+    rows: Sequence[queries.Row], stored: Sequence[queries.Row], decoder: queries.ReadingDecoder
+) -> list[OutboxMessage]:
+    readings = decoder.readings(stored)
+    return [queries.message_of(row, readings) for row in rows]
+
+
+def _budget_event(kind: str, use: budget.DiskUse, *, at: float) -> NewMessage:
+    severity = "warning" if kind == "disk_budget_high" else "info"
+    body = event_body(
+        kind,
+        at=at,
+        severity=severity,
+        used_bytes=use.used_bytes,
+        budget_bytes=use.budget_bytes,
+        ratio=round(use.ratio, 4),
+    )
+    return NewMessage(STREAM_EVENTS, MessageKind.EVENT, Priority.EVENT, body)

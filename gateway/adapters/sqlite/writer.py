@@ -43,7 +43,20 @@ from gateway.adapters.sqlite.batch import (
     write_latest,
 )
 from gateway.adapters.sqlite.connection import Durability, checkpoint, open_checkpointer, open_writer
-from gateway.adapters.sqlite.writer_ops import ConfigOp, DataOp, EventOp, MaintenanceOp, MarkSentOp, Op, ReadingsOp
+from gateway.adapters.sqlite.writer_ops import (
+    AuditOp,
+    CommandOp,
+    ConfigOp,
+    DataOp,
+    DecisionOp,
+    DropUnsentOp,
+    EventOp,
+    MaintenanceOp,
+    MarkSentOp,
+    Op,
+    ReadingsOp,
+    SymptomOp,
+)
 from gateway.domain.errors import StoreError
 from gateway.domain.messages import STREAM_EVENTS, MessageKind, NewMessage, Priority, event_body
 from gateway.domain.ports import Clock, HealthListener, StoreHealth
@@ -70,8 +83,14 @@ _RETRY_MAX_S = 30.0
 _RESERVE_FRACTION = 10
 #: Commit durations kept for ``recent_commit_durations`` (benchmarks, diagnostics).
 _DURATIONS_KEPT = 10_000
-#: How often the background connection checkpoints the WAL while the writer commits.
-CHECKPOINT_INTERVAL_S = 1.0
+#: How often the background connection checkpoints the WAL while the writer commits. Each checkpoint copies every page
+#: changed since the last one into the database file and syncs both files: the pages every commit touches (the tails
+#: of the tables and indexes, ``latest``, the counters) are written once per checkpoint, not once per commit, so a
+#: longer interval writes less; the WAL grows meanwhile by what the commits write (a few MB at 10 000 readings/s).
+CHECKPOINT_INTERVAL_S = 30.0
+#: Ops committed without lingering: what the loop decided and did, what a remote request got, and the events
+#: about them. Readings, asset state and acknowledgements linger up to ``flush_interval_s`` and ride together.
+_PROMPT_OPS = (DecisionOp, CommandOp, AuditOp, SymptomOp, EventOp, ConfigOp, DropUnsentOp)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +99,7 @@ class WriterSettings:
     durability: Durability = "normal"
     busy_timeout_s: float = 5.0
     batch_max_rows: int = 5000
-    flush_interval_s: float = 0.05
+    flush_interval_s: float = 1.0
     queue_max_rows: int = 200_000
     limits: BatchLimits = field(default_factory=BatchLimits)
 
@@ -111,6 +130,7 @@ class Writer:
         self._urgent = asyncio.Event()
         self._space = asyncio.Event()
         self._first_queued_at = 0.0
+        self._prompt_until = 0  # the last ticket someone wants committed without lingering
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._stopped = False
@@ -244,20 +264,25 @@ class Writer:
     def _enqueue(self, op: Op, *, urgent: bool = False) -> int:
         if not self._queue:
             self._first_queued_at = time.monotonic()
+        urgent = urgent or isinstance(op, _PROMPT_OPS)
         self._last_ticket += 1
         self._queue.append((self._last_ticket, op))
         self._queued_rows += op.rows
         self._has_data.set()
+        if urgent:
+            self._prompt_until = self._last_ticket
         if urgent or self._queued_rows >= self._cfg.batch_max_rows:
             self._urgent.set()
         return self._last_ticket
 
-    def submit_urgent(self, op: DataOp) -> int:
-        """Queue a small op that someone awaits (``mark_sent``): it is committed without lingering."""
+    def submit_now(self, op: DataOp) -> int:
+        """Queue a small op without waiting for room (``mark_sent``: acknowledgements only free room). It rides
+        with the next commit, lingering like readings; ``wait_committed(..., prompt=False)`` keeps it so."""
         self._check_accepting()
-        return self._enqueue(op, urgent=True)
+        return self._enqueue(op)
 
-    async def wait_committed(self, ticket: int) -> None:
+    async def wait_committed(self, ticket: int, *, prompt: bool = True) -> None:
+        """Wait until ``ticket`` is committed; ``prompt``: commit at once rather than after the linger."""
         if self._committed >= ticket:
             return
         self._check_running()
@@ -265,7 +290,9 @@ class Writer:
             raise StoreError(f"the store cannot write ({self._health.reason}) and the gateway is stopping")
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((ticket, fut))
-        self._urgent.set()
+        if prompt or self._impatient:
+            self._prompt_until = max(self._prompt_until, ticket)
+            self._urgent.set()
         await fut
 
     async def flush(self) -> None:
@@ -283,6 +310,7 @@ class Writer:
         """From now on, while the store cannot write, callers of ``flush``/``wait_committed`` get ``StoreError`` at
         once instead of waiting for a disk that may never come back (the gateway is stopping)."""
         self._impatient = True
+        self._urgent.set()  # stopping: nothing lingers any more
         if not self._health.healthy:
             self._fail_waiters(f"the store cannot write ({self._health.reason}) and the gateway is stopping")
 
@@ -354,12 +382,12 @@ class Writer:
             else:
                 await self._commit(entries)
             self._in_flight = []
-            if not self._queue:
-                self._urgent.clear()
+            if self._committed >= self._prompt_until and self._queued_rows < self._cfg.batch_max_rows:
+                self._urgent.clear()  # what is left may linger
 
     async def _linger(self) -> None:
         """Wait for more rows, up to ``flush_interval_s`` after the first queued one, unless someone is waiting."""
-        if self._closing or self._urgent.is_set() or self._queued_rows >= self._cfg.batch_max_rows:
+        if self._closing or self._impatient or self._urgent.is_set():
             return
         remaining = self._first_queued_at + self._cfg.flush_interval_s - time.monotonic()
         if remaining > 0:
@@ -482,7 +510,7 @@ class Writer:
         rows: dict[str, int] = collections.defaultdict(int, self._unreported)
         pending = dict([*self._in_flight, *self._queue])  # by ticket: a failed batch is back in the queue already
         for ticket, op in pending.items():
-            if ticket != self._carried_ticket and not isinstance(op, MarkSentOp | MaintenanceOp):
+            if ticket != self._carried_ticket and not isinstance(op, MarkSentOp | MaintenanceOp | DropUnsentOp):
                 rows[_table_of(op)] += op.rows
         since = self._unreported_since if self._unreported else None
         if self._carried is not None:

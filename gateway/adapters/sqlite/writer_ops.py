@@ -81,12 +81,27 @@ class ConfigOp:
 
 @dataclass(slots=True)
 class MarkSentOp:
+    """Acknowledgements: not data (they only free room, and a lost one sends a message twice), so they weigh no
+    row in the queue, and ``queued_rows`` counts only what a stop could lose."""
+
     row_ids: Sequence[int]
     at: float
+    rows: int = 0
+
+
+@dataclass(slots=True)
+class DropUnsentOp:
+    """Give up the oldest ``fraction`` of the unsent telemetry (the disk budget's last resort), with a
+    ``data_dropped`` event (``reason``) in the same transaction."""
+
+    fraction: float
+    reason: str
     rows: int = 1
 
 
-DataOp = ReadingsOp | SymptomOp | DecisionOp | CommandOp | AuditOp | EventOp | AssetOp | ConfigOp | MarkSentOp
+DataOp = (
+    ReadingsOp | SymptomOp | DecisionOp | CommandOp | AuditOp | EventOp | AssetOp | ConfigOp | MarkSentOp | DropUnsentOp
+)
 
 
 @dataclass(slots=True)
