@@ -29,7 +29,8 @@ async def test_hourly_means_are_the_same_from_raw_readings_aggregates_or_both(
     start = clock.now()
     retention = RetentionSettings(raw_days=1, downsample_interval_s=300)
     window = {"since": start - DAY, "until": start + DAY}
-    async with open_store(retention=retention) as store:
+    # No uplink: readings that unsent telemetry names stay raw until sent, and these must be folded.
+    async with open_store(retention=retention, uplink_enabled=False) as store:
         await store.record_readings("rtu", _flow(start))
         await store.flush()
         raw = await store.hourly_means("FIT-301", **window)
