@@ -143,6 +143,8 @@ def test_the_readme_example_loads_and_means_what_the_readme_says(tmp_path: Path)
     assert rules["FQI-110"] == _rule(1.0, min_interval=60.0)
     assert rules["JI-101"] is EVERY_POLL
     assert rules["YS-101"] == _rule(0.0)
+    assert rules["LIT-201"] == _rule(0.02, compression=Compression.SWINGING_DOOR)
+    assert rules["LIT-201.f32"].linear
 
 
 # -- fuzzing -----------------------------------------------------------------------------------------------------------
