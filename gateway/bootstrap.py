@@ -56,6 +56,7 @@ from gateway.domain.ports import Clock, FieldDevice
 from gateway.logging import get_logger
 from gateway.mapek.build import build_control_loop
 from gateway.mapek.loop import ControlLoop
+from gateway.mapek.monitor import Monitor
 from gateway.metrics import REGISTRY
 from gateway.readiness import DeviceReadiness, assess_device
 from gateway.supervision import EXIT_TASK_FAILED, Policy, Supervisor, spawn
@@ -297,6 +298,7 @@ async def _build(
         gw.uplink = await uplink.__aenter__()
         stack.push_async_callback(_close_uplink, uplink, budget)
     stack.push_async_callback(_drain_store, store, budget)
+    stack.push_async_callback(_flush_held_back, loop.monitor)  # before the drain: what the swinging door holds
     # Everything long-lived exists now: keep it out of the cyclic collector's full passes, which otherwise stall
     # polls for 70-90 ms at high tag counts (measured in bench/poll.py and bench/loop_latency.py).
     gc.freeze()
@@ -373,6 +375,13 @@ async def _drain_store(store: SqliteKnowledgeStore, budget: StopBudget) -> None:
                 await store.flush()
     finally:
         store.stop_waiting()
+
+
+async def _flush_held_back(monitor: Monitor) -> None:
+    """The polls have stopped: the readings report by exception holds back are queued for the drain, without
+    waiting for room (a full queue drops and counts them), nor for a writer that failed."""
+    with contextlib.suppress(StoreError):
+        await monitor.flush_report(timeout_s=0)
 
 
 def _exception_filter(settings: GatewaySettings) -> ExceptionFilter | None:

@@ -11,7 +11,8 @@ Layers, each setting only what it names, the later winning field by field:
    (the point-map areas it selects);
 5. ``[reporting.tags."<name or glob>"]``, in the order of the file.
 
-``deadband`` and ``deadband_pct`` go together: a layer that sets one replaces both. Nothing of this applies until
+``deadband`` and ``deadband_pct`` go together: a layer that sets one replaces both. ``compression`` (``deadband``,
+the default, or ``swinging_door``) is set at any layer like the others. Nothing of this applies until
 ``reporting.by_exception`` is true: until then every poll is stored and sent, as it is with a deadband of 0.
 """
 
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Annotated
 from pydantic import Field, model_validator
 
 from gateway.config.common import StrictModel
-from gateway.domain.exception import EVERY_POLL, ReportRule
+from gateway.domain.exception import EVERY_POLL, Compression, ReportRule
 from gateway.domain.model import DataType, Tag
 
 if TYPE_CHECKING:
@@ -54,6 +55,11 @@ class ReportingRule(StrictModel):
         default=None,
         description="Shortest time between two values sent for a change of value (counters, totalisers).",
     )
+    compression: Compression | None = Field(
+        default=None,
+        description="deadband (a value out of the deadband of the last one stored; read back by sample-and-hold) or "
+        "swinging_door (fewer points for trends; read back by linear interpolation, within the same deadband).",
+    )
 
     @model_validator(mode="after")
     def _one_deadband(self) -> ReportingRule:
@@ -69,6 +75,7 @@ class ReportingRule(StrictModel):
             deadband_pct=self.deadband_pct if sets_deadband else below.deadband_pct,
             max_silence_s=_first(self.max_silence_s, below.max_silence_s),
             min_interval_s=_first(self.min_interval_s, below.min_interval_s),
+            compression=self.compression if self.compression is not None else below.compression,
         )
 
 
@@ -164,6 +171,7 @@ def to_report_rule(rule: ReportingRule, tag: Tag) -> ReportRule:
         deadband=deadband,
         max_silence_s=rule.max_silence_s if rule.max_silence_s is not None else EVERY_POLL.max_silence_s,
         min_interval_s=rule.min_interval_s or 0.0,
+        compression=rule.compression or Compression.DEADBAND,
     )
 
 

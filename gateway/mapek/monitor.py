@@ -160,6 +160,17 @@ class Monitor:
             report.forget(stored)  # dropped (and counted by the store): the next ones are stored again
         return readings
 
+    async def flush_report(self, *, timeout_s: float | None = None) -> int:
+        """Store the readings report by exception still holds back (the swinging door's pending ones): at shutdown,
+        once polling has stopped. Returns how many there were."""
+        held = [] if self._report is None else self._report.flush()
+        by_device: dict[str, list[Reading]] = {}
+        for r in held:
+            by_device.setdefault(self._device_of.get(r.tag, ""), []).append(r)
+        for name, readings in by_device.items():
+            await self._store.record_readings(name, readings, timeout_s=timeout_s)
+        return len(held)
+
     @staticmethod
     def _reportable(report: ExceptionFilter, name: str, readings: list[Reading]) -> list[Reading]:
         stored = report.select(readings)

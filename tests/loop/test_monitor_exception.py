@@ -10,7 +10,7 @@ from gateway.bootstrap import _exception_filter
 from gateway.clock import SteppedClock
 from gateway.config import load_config
 from gateway.config.loop import ValidationSettings
-from gateway.domain.exception import ExceptionFilter, ReportRule
+from gateway.domain.exception import Compression, ExceptionFilter, ReportRule
 from gateway.domain.model import Quality, QualityReason, Reading
 from gateway.domain.ports import FieldDevice
 from gateway.mapek.monitor import Monitor
@@ -85,3 +85,22 @@ def test_the_composition_root_filters_only_when_the_configuration_asks(tmp_path:
     assert example.rule("FQI-110") == ReportRule(
         every_poll=False, deadband=1.0, max_silence_s=600.0, min_interval_s=60.0
     )
+
+
+async def test_the_swinging_door_stores_the_previous_poll_and_the_held_back_reading_at_shutdown() -> None:
+    clock = SteppedClock(start=1000.0)
+    store = InMemoryKnowledgeStore(clock=clock)
+    device = FakeDevice(clock, name="plc-sdt")
+    sdt = ReportRule(every_poll=False, deadband=0.05, max_silence_s=60.0, compression=Compression.SWINGING_DOOR)
+    report = ExceptionFilter({"A": sdt}, default=ReportRule(every_poll=False))
+    monitor = Monitor(devices={"plc-sdt": device}, store=store, clock=clock, validation=ValidationSettings())
+    monitor.report_by_exception(report)
+    for a in [4.0, 4.1, 4.2, 4.3, 4.0, 3.7]:  # a ramp up, then down
+        await monitor.accept("plc-sdt", _poll(clock, a, False))
+        await clock.advance(1.0)
+    stored = [(r.tag, r.value, r.receive_ts) for _, r in store.readings]
+    assert stored == [("A", 4.0, 1000.0), ("B", False, 1000.0), ("A", 4.3, 1003.0)]  # 4.3 once 4.0 bent the line
+    assert monitor.snapshot["A"].value == 3.7
+    assert await monitor.flush_report() == 1
+    assert [(r.tag, r.value, r.receive_ts) for _, r in store.readings][3:] == [("A", 3.7, 1005.0)]
+    assert await monitor.flush_report() == 0

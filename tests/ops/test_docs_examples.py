@@ -68,6 +68,7 @@ CHECK_CONFIG = (
 ON_THE_DEMO_DB = (
     "gateway status -c FILE",
     "gateway export -c FILE --since=-2h --format csv",
+    "gateway export -c FILE --since 2026-06-15T10:00 --until 2026-06-15T10:30 --tags LIT-201 --reconstruct 10",
     "gateway status -c gateway.toml [-n 10]",
     "gateway export -c gateway.toml --since=-2h [--until now] [--tags LIT-201,FIT-110] [--format csv|jsonl] [-o FILE]",
 )
@@ -469,7 +470,12 @@ def test_status_and_export_as_written(
     if "export" in command:
         written = (clone / "var" / "export.csv").read_text() if "-o" in argv else result.stdout
         assert written.startswith("time,tag,device,value,unit,quality")
-        assert re.search(r"exported \d+ readings", result.stderr)
+        if "--reconstruct" in argv:  # the demo's minutes after 10:00, a value every 10 s between its first and last
+            assert re.search(r"exported [1-9]\d* values every 10 s from \d+ readings", result.stderr), result.stderr
+            times = [line.split(",", 1)[0] for line in written.splitlines()[1:]]
+            assert all(re.fullmatch(r"2026-06-15T10:[0-2]\d:\d0\.000Z", t) for t in times), times
+        else:
+            assert re.search(r"exported \d+ readings", result.stderr)
     else:
         assert "LIT-201" in result.stdout
 

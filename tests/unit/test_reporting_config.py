@@ -18,7 +18,7 @@ from gateway.cli.check_config import summary, values_per_day
 from gateway.config import load_config
 from gateway.config.loader import inspect_config
 from gateway.config.reporting import report_rules
-from gateway.domain.exception import EVERY_POLL, ReportRule
+from gateway.domain.exception import EVERY_POLL, Compression, ReportRule
 from gateway.paths import bundled_config_dir
 from tests.hypothesis_profiles import examples
 from tests.unit.test_config import MINIMAL, problems_of, write
@@ -63,8 +63,16 @@ deadband = 0
 """
 
 
-def _rule(deadband: float, *, silence: float = 600.0, min_interval: float = 0.0) -> ReportRule:
-    return ReportRule(every_poll=False, deadband=deadband, max_silence_s=silence, min_interval_s=min_interval)
+def _rule(
+    deadband: float,
+    *,
+    silence: float = 600.0,
+    min_interval: float = 0.0,
+    compression: Compression = Compression.DEADBAND,
+) -> ReportRule:
+    return ReportRule(
+        every_poll=False, deadband=deadband, max_silence_s=silence, min_interval_s=min_interval, compression=compression
+    )
 
 
 def test_each_layer_sets_what_it_names_and_the_later_one_wins(tmp_path: Path) -> None:
@@ -135,15 +143,18 @@ def test_the_readme_example_loads_and_means_what_the_readme_says(tmp_path: Path)
     assert rules["FQI-110"] == _rule(1.0, min_interval=60.0)
     assert rules["JI-101"] is EVERY_POLL
     assert rules["YS-101"] == _rule(0.0)
+    assert rules["LIT-201"] == _rule(0.02, compression=Compression.SWINGING_DOOR)
+    assert rules["LIT-201.f32"].linear
 
 
 # -- fuzzing -----------------------------------------------------------------------------------------------------------
 
-_FIELDS = ["deadband", "deadband_pct", "max_silence_s", "min_interval_s", "deadbnad"]
+_FIELDS = ["deadband", "deadband_pct", "max_silence_s", "min_interval_s", "compression", "deadbnad"]
 _VALUES = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.integers(-(10**6), 10**6),
     st.booleans(),
+    st.sampled_from(["deadband", "swinging_door"]),
     st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=5),
 )
 _LAYER = st.dictionaries(st.sampled_from(_FIELDS), _VALUES, max_size=4)
@@ -200,3 +211,27 @@ def test_any_reporting_section_loads_into_sane_rules_or_is_refused_with_paths(
         assert rule.max_silence_s > 0
         assert math.isfinite(rule.min_interval_s)
         assert rule.min_interval_s >= 0
+
+
+def test_compression_is_set_at_every_layer_and_defaults_to_the_deadband(tmp_path: Path) -> None:
+    text = STATION.replace(
+        "reporting = { max_silence_s = 600 }", 'reporting = { max_silence_s = 600, compression = "swinging_door" }'
+    )
+    text = text.replace("min_interval_s = 300\n", 'min_interval_s = 300\ncompression = "deadband"\n')
+    text = text.replace("reporting = { deadband = 0.02 }", 'reporting = { deadband = 0.02, compression = "deadband" }')
+    rules = report_rules(load_config(write(tmp_path, text)).settings)
+    sdt = Compression.SWINGING_DOOR
+    assert rules["LIT-101"] == ReportRule(every_poll=False, deadband=0.025, max_silence_s=600.0, compression=sdt)
+    assert rules["LIT-201"].compression is Compression.DEADBAND  # the import's own, over the device's
+    assert rules["FQI-110"].compression is Compression.DEADBAND  # the pattern, last
+    assert rules["LIT-101"].linear
+    assert not rules["LIT-201"].linear
+    typed = STATION.replace("[reporting.types.float64]\n", '[reporting.types.float64]\ncompression = "swinging_door"\n')
+    assert report_rules(load_config(write(tmp_path, typed)).settings)["FQI-110"].compression is sdt
+    assert report_rules(load_config(write(tmp_path, STATION)).settings)["LIT-101"].compression is Compression.DEADBAND
+
+
+def test_an_unknown_compression_is_refused_with_its_path(tmp_path: Path) -> None:
+    text = STATION.replace("[reporting.types.float64]\n", '[reporting.types.float64]\ncompression = "zip"\n')
+    problems = dict(problems_of(write(tmp_path, text)))
+    assert "deadband" in problems["reporting.types.float64.compression"]
