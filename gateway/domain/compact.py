@@ -3,8 +3,8 @@
 The store forms every telemetry body in the JSON form (``messages.readings_body``); with ``[mqtt] telemetry_format =
 "compact"`` the uplink rewrites it at publish time into the compact form, still JSON::
 
-    {"device": "pump-plc", "tags": "1f0c9a3b5d7e", "t0": 1764160000100,
-     "r": [[0, 0, 4.12], [1, 0, true], [2, 1000, null, 2, 2], ["XT-9", 0, 1.5, 0, 0, "m"]]}
+    {"device": "pump-plc", "tags": "aa79923e87cc", "t0": 1764160000100,
+     "r": [[0, 0, 4.12], [1, 0, true], [2, 0, null, 2, 2], [0, 1000, 4.13], ["XT-9", 0, 1.5, 0, 0, "bar"]]}
 
 * ``tags`` names the tag dictionary (its ``version``), published retained on ``…/tags/{version}``;
 * a row is ``[id, dt, value]``, ``[id, dt, value, quality]`` or ``[id, dt, value, quality, reason]``: ``id`` is the

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import zlib
 from pathlib import Path
 from typing import Any
@@ -175,3 +176,26 @@ def test_garbage_and_zlib_bombs_are_refused() -> None:
         payload_json(b"\x00\x01")
     with pytest.raises(DecodeError, match="inflates beyond"):
         payload_json(zlib.compress(b"{" + b" " * (65 * 1024 * 1024) + b"}", 9))
+
+
+def _docs_examples() -> list[dict[str, Any]]:
+    text = (Path(__file__).parents[2] / "docs" / "uplink.md").read_text(encoding="utf-8")
+    return [json.loads(block) for block in re.findall(r"```json\n(.*?)```", text, flags=re.S)]
+
+
+def test_the_docs_compact_example_decodes_with_the_docs_dictionary_into_the_json_form() -> None:
+    docs = _docs_examples()
+    [compact] = [d for d in docs if d.get("kind") == "readings_compact"]
+    [tags] = [d for d in docs if "version" in d and "tags" in d]
+    entries = [TagEntry(*t) for t in tags["tags"]]
+    assert tags["version"] == TagDictionary(entries).version  # the version is what the gateway computes
+    decoder = Decoder()
+    decoder.add_dictionary(zlib.compress(json.dumps(tags).encode()))
+    decoded = decoder.decode(json.dumps(compact).encode())
+    validate("readings", decoded["data"])
+    assert [(r["tag"], r["value"], r["quality"], r["ts"], r.get("reason")) for r in decoded["data"]["readings"]] == [
+        ("LIT-201", 4.12, "good", 1_764_160_000_100, None),
+        ("P-101.RUN", True, "good", 1_764_160_000_100, None),
+        ("FT-101", None, "bad", 1_764_160_000_100, "comm_loss"),
+        ("LIT-201", 4.13, "good", 1_764_160_001_100, None),
+    ]
