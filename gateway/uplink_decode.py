@@ -11,8 +11,8 @@ Standard library only, so that a consumer can copy this file. Usage::
 messages per topic only): keep the message and decode it again once ``add_dictionary`` has seen that version.
 
 How a payload is told apart (docs/uplink.md, "Compact telemetry and compression"): its first byte is ``{`` for JSON,
-``0x78`` for a zlib stream (RFC 1950) of the same JSON; with MQTT 5 the message also carries the user property
-``encoding`` = ``zlib`` or ``json``.
+``0x78`` for a zlib stream (RFC 1950) of the same JSON; with MQTT 5 a zlib one also carries the user property
+``encoding`` = ``zlib``.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The store forms every message as today (the same id, stream, seq, body); only th
 telemetry body is rewritten from the JSON one here, at publish time (``gateway.domain.compact``), so backlogs stored
 by any version, and resends, go out in the configured form. A consumer tells the forms apart by the envelope's
 ``kind`` (``readings_compact``) and a compressed payload by its first byte (``0x78``, a zlib stream; JSON starts with
-``{``), and with MQTT 5 by the user property ``encoding``.
+``{``), and with MQTT 5 by the user property ``encoding`` = ``zlib``.
 """
 
 from __future__ import annotations
@@ -45,9 +45,10 @@ class WireEncoder:
         return self.telemetry_format == "compact"
 
     @property
-    def encoding(self) -> str:
-        """The MQTT 5 user property ``encoding`` of every payload but state: ``zlib`` or ``json``."""
-        return "zlib" if self.compress == "zlib" else "json"
+    def encoding(self) -> str | None:
+        """The MQTT 5 user property ``encoding`` of every payload but state: ``zlib``, or none for JSON (so that the
+        default form costs no more bytes than before)."""
+        return "zlib" if self.compress == "zlib" else None
 
     def encode(self, msg: OutboxMessage, *, historical: bool) -> bytes:
         """The payload of ``msg``: its envelope, telemetry in the configured form, compressed when so configured."""

@@ -198,7 +198,7 @@ class Link:
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False, encoding: str | None = None) -> int:
         """Hand one message to paho; return its mid. Raises ``LinkLost`` when the connection is gone. ``encoding``
-        (``json``, ``zlib``) goes with it as the user property ``encoding`` when the session is MQTT 5."""
+        (``zlib``) goes with it as the user property ``encoding`` when the session is MQTT 5."""
         if self.is_lost:
             raise LinkLost(self.lost.result())
         props = self._encoding_properties(encoding) if self._opt.mqtt5 and encoding else None
@@ -212,9 +212,6 @@ class Link:
     def _encoding_properties(encoding: str) -> Properties:
         props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         props.UserProperty = [("encoding", encoding)]
-        if encoding == "json":
-            props.PayloadFormatIndicator = 1  # UTF-8
-            props.ContentType = "application/json"
         return props
 
     def publish_tracked(
