@@ -23,10 +23,12 @@ integrity sends in proportion, its first poll standing for one): values stored p
 (file + WAL, the WAL checkpointed at the end) per stored value and per day; bytes written to the disk per day
 (``/proc/self/io`` write_bytes, WAL and checkpoints included: one per tick, as the writer's once a second, and the
 last at the end); MQTT payload bytes per day of the telemetry messages put into the outbox (as the uplink publishes
-them, ``wire_message``); CPU in % of one core at 1 Hz (this process's CPU time, the generation of the signals left
-out, per simulated second); and the worst reconstruction error: every polled value against the last stored one before
-it (sample-and-hold), read back from the database, in deadbands (at most 1: within), the tags with a min interval
-(counters, heartbeats) apart: they lag by design. Prints figures; asserts nothing.
+them, ``WireEncoder``: the JSON format, and per stored value also the compact format and compact with zlib, see
+``[mqtt] telemetry_format`` and ``compress`` in docs/uplink.md); CPU in % of one core at 1 Hz (this process's CPU
+time, the generation of the signals left out, per simulated second); and the worst reconstruction error: every
+polled value against the last stored one before it (sample-and-hold), read back from the database, in deadbands (at
+most 1: within), the tags with a min interval (counters, heartbeats) apart: they lag by design. Prints figures;
+asserts nothing.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
+from gateway.adapters.mqtt.encoding import WireEncoder, dictionary_of
 from gateway.adapters.sqlite import SqliteKnowledgeStore
 from gateway.adapters.sqlite.connection import checkpoint, open_checkpointer
 from gateway.clock import SteppedClock
@@ -53,7 +56,7 @@ from gateway.config.pointmap import load_point_map
 from gateway.config.reporting import ReportingRule, ReportingSettings, resolve_rule
 from gateway.config.store import StoreSettings
 from gateway.domain.exception import EVERY_POLL, ExceptionFilter, ReportRule
-from gateway.domain.messages import MessageKind, wire_message
+from gateway.domain.messages import MessageKind
 from gateway.domain.model import DataType, EngineeringRange, OpcUaAddress, Quality, Reading, Tag, Value
 from gateway.domain.ports import DeviceHealth, FieldDevice
 from gateway.logging import configure_logging
@@ -104,7 +107,9 @@ class Result:
     stored: int = 0
     disk_bytes: int = 0
     written_bytes: int = 0
-    upstream_bytes: int = 0
+    upstream_bytes: int = 0  # the JSON format (the default)
+    upstream_compact: int = 0  # telemetry_format = "compact"
+    upstream_zlib: int = 0  # compact and compress = "zlib"
     cpu_s: float = 0.0
     wall_s: float = 0.0
     worst: dict[str, float] = field(default_factory=dict)
@@ -305,24 +310,30 @@ async def run(workload: Workload, mode: str, ticks: int, directory: Path) -> tup
             checkpoint(checkpointer)
         result.cpu_s = time.process_time() - cpu0 - gen_cpu
         result.wall_s = time.perf_counter() - wall0
-        result.upstream_bytes = await _upstream_bytes(store)
+        result.upstream_bytes, result.upstream_compact, result.upstream_zlib = await _upstream_bytes(store, workload)
         checkpointer.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # what is left of the WAL into the file
         checkpointer.close()
     result.disk_bytes, result.written_bytes = _disk(path) - disk0, _write_bytes() - written0
     return result, path
 
 
-async def _upstream_bytes(store: SqliteKnowledgeStore) -> int:
-    """Payload bytes of the telemetry messages in the outbox, as the uplink would publish them."""
-    total, after = 0, 0
+async def _upstream_bytes(store: SqliteKnowledgeStore, workload: Workload) -> tuple[int, int, int]:
+    """Payload bytes of the telemetry messages in the outbox, as the uplink would publish them: JSON, compact, and
+    compact with zlib (``WireEncoder``, the dictionary of the workload's tags)."""
+    dictionary = dictionary_of(workload.tags)
+    encoders = [
+        WireEncoder(site="bs01", gateway="edge-1"),
+        WireEncoder(site="bs01", gateway="edge-1", telemetry_format="compact", dictionary=dictionary),
+        WireEncoder(site="bs01", gateway="edge-1", telemetry_format="compact", compress="zlib", dictionary=dictionary),
+    ]
+    totals, after = [0, 0, 0], 0
     while batch := await store.fetch_unsent(limit=2000, after_row_id=after):
-        total += sum(
-            len(wire_message(m, site="bs01", gateway="edge-1", historical=False))
-            for m in batch
-            if m.kind is MessageKind.READINGS
-        )
+        for m in batch:
+            if m.kind is MessageKind.READINGS:
+                for i, encoder in enumerate(encoders):
+                    totals[i] += len(encoder.encode(m, historical=False))
         after = batch[-1].row_id
-    return total
+    return totals[0], totals[1], totals[2]
 
 
 # -- reconstruction ----------------------------------------------------------------------------------------------------
@@ -384,7 +395,7 @@ def report(workload: Workload, results: list[Result]) -> None:
     print(f"\n{workload.name}: {len(workload.tags)} tags @ 1 Hz, {r0.ticks} simulated s, {r0.polled:,} polled values")
     print(
         f"  {'mode':<13}{'stored':>9}{'disk/value':>12}{'disk/day':>12}{'written/day':>13}{'written/stored':>16}"
-        f"{'upstream/day':>14}{'up/value':>10}{'CPU %':>7}{'real s':>8}"
+        f"{'upstream/day':>14}{'up/value':>10}{'compact':>9}{'+zlib':>7}{'CPU %':>7}{'real s':>8}"
     )
     for r in results:
         stored = max(r.stored, 1)
@@ -393,6 +404,7 @@ def report(workload: Workload, results: list[Result]) -> None:
             f"{_mb(r.per_day(r.disk_bytes)):>12}"
             f"{_mb(r.per_day(r.written_bytes)):>13}{r.written_bytes / max(r.disk_bytes, 1):>15.1f}x"
             f"{_mb(r.per_day(r.upstream_bytes)):>14}{r.upstream_bytes / stored:>8.0f} B"
+            f"{r.upstream_compact / stored:>7.0f} B{r.upstream_zlib / stored:>5.0f} B"
             f"{100 * r.cpu_s / r.ticks:>7.1f}{r.wall_s:>8.1f}"
         )
     for r in results:

@@ -10,6 +10,8 @@ from gateway.config.common import ExistingFile, Port, PositiveSeconds, StrictMod
 
 RemoteRequestKind = Literal["set_mode", "set_setpoint", "release_setpoint", "rotate_pumps", "ack_alarm"]
 MqttProtocol = Literal["3.1.1", "5"]
+TelemetryFormat = Literal["json", "compact"]
+Compression = Literal["none", "zlib"]
 
 
 class TlsSettings(StrictModel):
@@ -127,6 +129,16 @@ class MqttSettings(StrictModel):
         default=5.0, description="A clean stop waits this long for PUBACKs in flight and the offline state."
     )
     batching: BatchSettings = Field(default_factory=BatchSettings)
+    telemetry_format: TelemetryFormat = Field(
+        default="json",
+        description="Telemetry on readings/{device}: json (readings.schema.json), or compact (readings as arrays of "
+        "tag ids from the retained tag dictionary on tags/{version}, timestamps as deltas; docs/uplink.md).",
+    )
+    compress: Compression = Field(
+        default="none",
+        description="zlib: every payload but state is a zlib stream of its JSON (its first byte 0x78, never '{'; "
+        "with MQTT 5 also the user property encoding=zlib).",
+    )
     reconnect_min_s: PositiveSeconds = 0.5
     reconnect_max_s: PositiveSeconds = Field(
         default=4.0,

@@ -381,11 +381,15 @@ def session_taken_over_message(
     return NewMessage(STREAM_EVENTS, MessageKind.EVENT, Priority.EVENT, body)
 
 
-def wire_message(msg: OutboxMessage, *, site: str, gateway: str, historical: bool) -> bytes:
-    """The published payload: header fields, then the stored body under ``data``."""
+def wire_message(
+    msg: OutboxMessage, *, site: str, gateway: str, historical: bool, kind: str | None = None, body: bytes | None = None
+) -> bytes:
+    """The published payload: header fields, then the stored body under ``data`` (or ``body``, with ``kind``, when
+    the uplink sends another form of it: compact telemetry)."""
+    kind = kind or msg.kind.value
     head = (
-        f'{{"id":"{msg.message_id}","stream":{json.dumps(msg.stream)},"seq":{msg.seq},"kind":"{msg.kind.value}",'
+        f'{{"id":"{msg.message_id}","stream":{json.dumps(msg.stream)},"seq":{msg.seq},"kind":"{kind}",'
         f'"site":{json.dumps(site)},"gateway":{json.dumps(gateway)},"created_at":{msg.created_at!r},'
         f'"historical":{"true" if historical else "false"},"data":'
     )
-    return head.encode() + msg.body + b"}"
+    return head.encode() + (msg.body if body is None else body) + b"}"

@@ -345,7 +345,7 @@ SCHEMAS = {
     for p in (ROOT / "config" / "schemas").glob("*.schema.json")
 }
 REGISTRY = Registry().with_resources((s["$id"], Resource.from_contents(s)) for s in SCHEMAS.values())
-_BODY_SCHEMA = {kind: kind for kind in ("readings", "event", "decision", "command_response")}
+_BODY_SCHEMA = {kind: kind for kind in ("readings", "readings_compact", "event", "decision", "command_response")}
 _REQUEST_TYPES = frozenset(SCHEMAS["command"]["properties"]["type"]["enum"])
 
 
@@ -379,12 +379,16 @@ def test_every_json_example_is_valid(example: Example) -> None:
         _validate(_BODY_SCHEMA[doc["kind"]], doc["data"])
     elif "state" in doc:
         _validate("state", doc)
+    elif "version" in doc and "tags" in doc:
+        _validate("tags", doc)
     elif "type" in doc and "severity" in doc:
         _validate("event", doc)
     elif set(doc) == set(PlantSimulator(clock=SteppedClock()).endpoints()) | {"pid"}:
         pass  # gateway-sim's ready file: what it writes, key for key
     else:
-        pytest.fail(f"{example.where}: a JSON example of no known kind (request, envelope, state, event, ready file)")
+        pytest.fail(
+            f"{example.where}: a JSON example of no known kind (request, envelope, state, tags, event, ready file)"
+        )
 
 
 def test_a_request_naming_no_configured_setpoint_is_caught() -> None:

@@ -13,6 +13,7 @@ from uplink_fakes import FakeHandler
 from gateway.adapters.mqtt import Uplink, UplinkIdentity
 from gateway.clock import SystemClock
 from gateway.config.mqtt import MqttSettings
+from gateway.domain.compact import TagDictionary
 from gateway.domain.model import Quality, Reading
 from gateway.domain.ports import Clock, KnowledgeStore, RemoteRequestHandler
 from gateway.testing.fakes import InMemoryKnowledgeStore
@@ -64,6 +65,7 @@ async def running_uplink(
     *,
     handler: RemoteRequestHandler | None = None,
     clock: Clock | None = None,
+    dictionary: TagDictionary | None = None,
 ) -> AsyncIterator[Uplink]:
     clock = clock or SystemClock()
     intake = command_intake(
@@ -73,7 +75,10 @@ async def running_uplink(
         clock=clock,
         pumps=PUMPS,
     )
-    async with Uplink(settings=settings, identity=IDENTITY, outbox=store, intake=intake, clock=clock) as uplink:
+    uplink = Uplink(
+        settings=settings, identity=IDENTITY, outbox=store, intake=intake, clock=clock, dictionary=dictionary
+    )
+    async with uplink:
         yield uplink
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from gateway.adapters.mqtt.encoding import dictionary_of
 from gateway.adapters.mqtt.health import HealthSource
 from gateway.adapters.mqtt.publisher import UplinkOutbox
 from gateway.adapters.mqtt.uplink import EventSink, Uplink, UplinkIdentity
@@ -28,7 +29,9 @@ def build_uplink(
         client_id=settings.client_id(),
         config_hash=config_hash,
     )
+    compact = settings.mqtt.telemetry_format == "compact"
     return Uplink(
+        dictionary=dictionary_of(settings.all_tags().values()) if compact else None,
         settings=settings.mqtt,
         identity=identity,
         outbox=outbox,

@@ -37,6 +37,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.adapters.mqtt.errors import BrokerUnavailable, ConnectRefused, LinkLost
@@ -194,29 +196,41 @@ class Link:
             self.abort(f"refused: {reason}")
             raise ConnectRefused(f"broker refused the connection: {reason}")
 
-    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> int:
-        """Hand one message to paho; return its mid. Raises ``LinkLost`` when the connection is gone."""
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False, encoding: str | None = None) -> int:
+        """Hand one message to paho; return its mid. Raises ``LinkLost`` when the connection is gone. ``encoding``
+        (``zlib``) goes with it as the user property ``encoding`` when the session is MQTT 5."""
         if self.is_lost:
             raise LinkLost(self.lost.result())
-        info = self._client.publish(topic, payload, qos=self._opt.qos, retain=retain)
+        props = self._encoding_properties(encoding) if self._opt.mqtt5 and encoding else None
+        info = self._client.publish(topic, payload, qos=self._opt.qos, retain=retain, properties=props)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             raise LinkLost(f"publish refused: {mqtt.error_string(info.rc)}")
         self._owed[info.mid] = time.monotonic()
         return info.mid
 
-    def publish_tracked(self, topic: str, payload: bytes, *, retain: bool) -> asyncio.Future[bool]:
+    @staticmethod
+    def _encoding_properties(encoding: str) -> Properties:
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        props.UserProperty = [("encoding", encoding)]
+        return props
+
+    def publish_tracked(
+        self, topic: str, payload: bytes, *, retain: bool, encoding: str | None = None
+    ) -> asyncio.Future[bool]:
         """Publish; the future says whether the PUBACK came (False when the connection ended first)."""
         waiter: asyncio.Future[bool] = self._loop.create_future()
-        mid = self.publish(topic, payload, retain=retain)
+        mid = self.publish(topic, payload, retain=retain, encoding=encoding)
         self._waiters[mid] = waiter
         if self.is_lost and not waiter.done():
             waiter.set_result(False)
         waiter.add_done_callback(lambda _: self._waiters.pop(mid, None))
         return waiter
 
-    async def publish_confirmed(self, topic: str, payload: bytes, *, retain: bool, timeout_s: float) -> bool:
+    async def publish_confirmed(
+        self, topic: str, payload: bytes, *, retain: bool, timeout_s: float, encoding: str | None = None
+    ) -> bool:
         """Publish and wait for the PUBACK (or the write, at QoS 0); False when it did not come in time."""
-        waiter = self.publish_tracked(topic, payload, retain=retain)
+        waiter = self.publish_tracked(topic, payload, retain=retain, encoding=encoding)
         try:
             async with asyncio.timeout(timeout_s):
                 return await waiter

@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from gateway.adapters.memory import release_free_memory
+from gateway.adapters.mqtt.encoding import WireEncoder
 from gateway.adapters.mqtt.errors import LinkLost
 from gateway.adapters.mqtt.topics import Topics
-from gateway.domain.messages import OutboxMessage, Priority, wire_message
+from gateway.domain.messages import OutboxMessage, Priority
 from gateway.domain.ports import Outbox
 from gateway.logging import get_logger
 from gateway.metrics import MESSAGES_PUBLISHED
@@ -52,7 +53,7 @@ class Sender(Protocol):
     @property
     def is_lost(self) -> bool: ...
 
-    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> int: ...
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False, encoding: str | None = None) -> int: ...
 
 
 class AckBook:
@@ -136,8 +137,11 @@ class Publisher:
         window: int,
         live_start: int,
         poll_interval_s: float,
+        encoder: WireEncoder | None = None,
     ) -> None:
+        """``encoder`` forms the payloads (default: the JSON envelope, uncompressed)."""
         self._outbox = outbox
+        self._encoder = encoder or WireEncoder(site=topics.site, gateway=topics.gateway)
         self._sender = sender
         self._topics = topics
         self._acks = acks
@@ -284,11 +288,9 @@ class Publisher:
         return chosen
 
     def _publish(self, lane: _Lane, msg: OutboxMessage) -> bool:
-        payload = wire_message(
-            msg, site=self._topics.site, gateway=self._topics.gateway, historical=msg.row_id <= self.live_start
-        )
+        payload = self._encoder.encode(msg, historical=msg.row_id <= self.live_start)
         try:
-            mid = self._sender.publish(self._topics.stream(msg.stream), payload)
+            mid = self._sender.publish(self._topics.stream(msg.stream), payload, encoding=self._encoder.encoding)
         except LinkLost:
             # Not sent: the next connection's lanes start from the oldest unsent row again.
             return False

@@ -27,6 +27,10 @@ class Topics:
         """Requests from the central system (subscribed, QoS 1)."""
         return f"{self.base}/cmd"
 
+    def tags(self, version: str) -> str:
+        """The retained tag dictionary of the compact telemetry format, one topic per version."""
+        return f"{self.base}/tags/{version}"
+
     def stream(self, stream: str) -> str:
         """The topic of an outbox stream: ``readings/{device}``, ``events``, ``decisions``, ``cmd/response``."""
         return f"{self.base}/{stream}"

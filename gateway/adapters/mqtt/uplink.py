@@ -29,6 +29,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from gateway import __version__
+from gateway.adapters.mqtt.encoding import WireEncoder
 from gateway.adapters.mqtt.errors import LinkLost, TlsVerifyFailed
 from gateway.adapters.mqtt.health import HealthLane, HealthSource, store_unhealthy
 from gateway.adapters.mqtt.link import Link, LinkOptions, LossKind
@@ -37,6 +38,7 @@ from gateway.adapters.mqtt.takeover import DetectedBy, Takeover, TakeoverWatch
 from gateway.adapters.mqtt.tls import client_context
 from gateway.adapters.mqtt.topics import Topics
 from gateway.config.mqtt import MqttSettings
+from gateway.domain.compact import TagDictionary
 from gateway.domain.errors import GatewayError, UplinkError
 from gateway.domain.messages import HealthKind, HealthProblem, NewMessage, session_taken_over_message, state_body
 from gateway.domain.ports import Clock, RemoteIntake
@@ -116,17 +118,26 @@ class Uplink:
         rng: random.Random | None = None,
         health: HealthSource | None = None,
         events: EventSink | None = None,
+        dictionary: TagDictionary | None = None,
     ) -> None:
         """``intake``: where the requests on the command topic go; the uplink runs its loops while commands are
         enabled, and at close has it answer what it still holds. ``health``: what is wrong with the gateway now,
         reported on the state topic (none: not reported). ``events``: where ``session_taken_over`` and
-        ``health_changed`` events go (none: logged only)."""
+        ``health_changed`` events go (none: logged only). ``dictionary``: the tags of the compact telemetry format
+        (required by it)."""
         self._cfg = settings
         self._id = identity
         self._outbox = outbox
         self._clock = clock
         self._rng = rng or random.Random()
         self.topics = Topics(settings.topic_prefix, identity.site, identity.gateway)
+        self.encoder = WireEncoder(
+            site=identity.site,
+            gateway=identity.gateway,
+            telemetry_format=settings.telemetry_format,
+            compress=settings.compress,
+            dictionary=dictionary,
+        )
         self.started_at = clock.now()
         self._acks = AckBook(outbox=outbox)
         self.intake = intake
@@ -330,6 +341,7 @@ class Uplink:
         ):
             raise UplinkError("no PUBACK for the online state")
         self._health_published = frozenset(p.key for p in problems)
+        await self._publish_tags(link)
         if self._cfg.commands.enabled:
             await link.subscribe(self.topics.cmd, timeout_s=self._cfg.connect_timeout_s)
         await self._acks.flush()
@@ -341,6 +353,7 @@ class Uplink:
             window=self._cfg.inflight_window,
             live_start=live_start,
             poll_interval_s=self._cfg.poll_interval_s,
+            encoder=self.encoder,
         )
         self.publisher = publisher
         await self._connected(live_start)
@@ -359,6 +372,18 @@ class Uplink:
             publisher.wake()
             pump.cancel()
             keepalive.cancel()
+
+    async def _publish_tags(self, link: Link) -> None:
+        """With the compact format, the retained tag dictionary on ``tags/{version}``, before any telemetry: on every
+        connect (the broker may have lost it), so a changed configuration is announced before its first message."""
+        document = self.encoder.tags_document()
+        if document is None or self.encoder.dictionary is None:
+            return
+        topic = self.topics.tags(self.encoder.dictionary.version)
+        if not await link.publish_confirmed(
+            topic, document, retain=True, timeout_s=self._cfg.connect_timeout_s, encoding=self.encoder.encoding
+        ):
+            raise UplinkError("no PUBACK for the tag dictionary")
 
     async def _until_lost_or_stopped(self, link: Link) -> None:
         stop: asyncio.Future[object] = asyncio.ensure_future(self._stop.wait())
