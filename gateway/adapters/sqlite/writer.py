@@ -192,8 +192,9 @@ class Writer:
 
     def _close(self) -> None:
         if self._conn is not None:
-            with contextlib.suppress(sqlite3.Error):
+            with contextlib.suppress(sqlite3.Error):  # a disk that cannot write must not keep the connection open
                 self._write_held_latest(self._conn)
+            with contextlib.suppress(sqlite3.Error):
                 self._conn.close()
             self._conn = None
 
