@@ -113,7 +113,11 @@ async def test_unsent_telemetry_goes_last_and_says_how_much(
     assert stats.dropped_total == count
     types = [e["type"] for e in _events(db_path)]
     assert types[0] == "disk_budget_high"
-    assert types[-1] == "disk_budget_ok", "well under the budget again: the alarm is cleared"
+    # Shortening stops at LOW_WATER; the alarm is cleared only below ALARM_CLEAR_AT (how far under LOW_WATER the last
+    # drop lands depends on the file's sizes: with schema 3 two drops land at 77 %, where the alarm stays).
+    cleared = use.ratio < budget.ALARM_CLEAR_AT
+    assert (types[-1] == "disk_budget_ok") is cleared, "the alarm is cleared once under ALARM_CLEAR_AT, not before"
+    assert types.count("disk_budget_ok") == int(cleared)
     # What is still unsent is whole: its readings were not folded.
     left = query(db_path, "SELECT min(ref_first) FROM outbox WHERE kind = 'readings' AND sent_at IS NULL")[0][0]
     assert query(db_path, "SELECT min(id) FROM readings")[0][0] <= left

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from gateway.adapters.sqlite import SCHEMA_VERSION
+from gateway.adapters.sqlite.connection import PAGE_SIZE
 from gateway.adapters.sqlite.schema import MIGRATIONS, migrate
 from gateway.domain.errors import SchemaTooNew, StoreError
 from tests.store.conftest import StoreFactory, make_readings, query
@@ -18,6 +19,7 @@ async def test_a_new_file_gets_the_current_schema_in_wal_mode(open_store: StoreF
         pass
     assert query(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     assert query(db_path, "PRAGMA journal_mode") == [("wal",)]
+    assert query(db_path, "PRAGMA page_size") == [(PAGE_SIZE,)]  # set before the first table
     tables = {name for (name,) in query(db_path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"readings", "reading_spans", "qualities", "reasons", "latest", "aggregates", "outbox", "streams"} <= tables
     assert {"decisions", "commands", "audit"} <= tables

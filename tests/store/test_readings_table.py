@@ -36,19 +36,30 @@ def check_spans(path: Path) -> None:
         assert low <= ts <= high, f"reading {reading_id} at {ts} outside its span's times {low}..{high}"
 
 
-async def test_each_flush_writes_one_span_with_its_times(open_store: StoreFactory, db_path: Path) -> None:
+async def test_flushes_extend_one_span_with_its_times_up_to_span_max_rows(
+    open_store: StoreFactory, db_path: Path
+) -> None:
+    from gateway.adapters.sqlite.batch import SPAN_MAX_ROWS
+
     n = 2 * ROWS_PER_STATEMENT + 17  # multi-row statements and single rows in one flush
+    spans = "SELECT * FROM reading_spans ORDER BY first_id"
     async with open_store() as store:
         await store.record_readings("plc", make_readings(n, start=1000.0))
         await store.flush()
-        # A device whose clock went back: the span still bounds its readings.
+        assert query(db_path, spans) == [(1, n, 1000.0, 1000.0 + n - 1)]
+        # A device whose clock went back: the extended span still bounds its readings.
         await store.record_readings("rtu", [*make_readings(3, start=5000.0), *make_readings(2, start=10.0)])
         await store.flush()
-    assert query(db_path, "SELECT * FROM reading_spans ORDER BY first_id") == [
-        (1, n, 1000.0, 1000.0 + n - 1),
-        (n + 1, n + 5, 10.0, 5002.0),
+        assert query(db_path, spans) == [(1, n + 5, 10.0, 5002.0)]
+        await store.record_readings("plc", make_readings(SPAN_MAX_ROWS, start=6000.0))  # too many: a new span
+        await store.flush()
+    assert query(db_path, spans) == [
+        (1, n + 5, 10.0, 5002.0),
+        (n + 6, n + 5 + SPAN_MAX_ROWS, 6000.0, 6000.0 + SPAN_MAX_ROWS - 1),
     ]
-    assert query(db_path, "SELECT count(*), min(id), max(id) FROM readings") == [(n + 5, 1, n + 5)]
+    assert query(db_path, "SELECT count(*), min(id), max(id) FROM readings") == [
+        (n + 5 + SPAN_MAX_ROWS, 1, n + 5 + SPAN_MAX_ROWS)
+    ]
     check_spans(db_path)
 
 
@@ -227,12 +238,14 @@ async def test_retention_folds_many_small_flushes_together(
     assert report.spans_folded == 3  # 120 old ids in pieces of at most 50: three transactions, not thirty
     assert query(db_path, "SELECT sum(n), count(DISTINCT tag_id) FROM aggregates") == [(120, 2)]
     assert query(db_path, "SELECT count(*) FROM readings") == [(20,)]
-    assert query(db_path, "SELECT count(*) FROM reading_spans") == [(5,)]
+    # The 35 flushes extended one span (SPAN_MAX_ROWS); what the fold left of it is one span with its own times.
+    assert query(db_path, "SELECT first_id, last_id, min_ts FROM reading_spans") == [(101, 140, start + 2 * DAY)]
     check_spans(db_path)
 
 
-async def test_latest_is_refreshed_at_most_every_two_seconds_and_on_close(tmp_path: Path) -> None:
+async def test_latest_is_refreshed_at_most_every_latest_every_s_and_on_close(tmp_path: Path) -> None:
     from gateway.adapters.sqlite import SqliteKnowledgeStore
+    from gateway.adapters.sqlite.batch import LATEST_EVERY_S
     from gateway.clock import SteppedClock
     from gateway.config.store import StoreSettings
     from gateway.domain.model import Quality, Reading
@@ -248,15 +261,15 @@ async def test_latest_is_refreshed_at_most_every_two_seconds_and_on_close(tmp_pa
         await store.record_readings("plc", reading(1.0))
         await store.flush()
         assert (await store.latest_readings())["LIT-201"].value == 1.0  # the first flush writes it
-        clock.set(1.0)
+        clock.set(LATEST_EVERY_S / 2)
         await store.record_readings("plc", reading(2.0))
         await store.flush()
-        assert (await store.latest_readings())["LIT-201"].value == 1.0  # held back: within 2 s
-        clock.set(2.5)
+        assert (await store.latest_readings())["LIT-201"].value == 1.0  # held back: within LATEST_EVERY_S
+        clock.set(LATEST_EVERY_S * 1.25)
         await store.record_readings("plc", reading(3.0))
         await store.flush()
         assert (await store.latest_readings())["LIT-201"].value == 3.0
-        clock.set(3.0)
+        clock.set(LATEST_EVERY_S * 1.5)
         await store.record_readings("plc", reading(4.0))
     async with SqliteKnowledgeStore(settings=StoreSettings(path=path), clock=clock, retention_task=False) as again:
         assert (await again.latest_readings())["LIT-201"].value == 4.0  # written on close

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from gateway.adapters.sqlite import marks
 from gateway.adapters.sqlite import readings as readings_table
 from gateway.adapters.sqlite.queries import REFERENCED
 from gateway.adapters.sqlite.writer_ops import (
@@ -48,13 +49,17 @@ from gateway.domain.messages import (
 )
 from gateway.domain.model import CommandOutcome, QualityReason, Reading
 
-#: Counter names in the ``counters`` table.
+#: Counter names in the ``counters`` table (the high-water marks' are in ``marks``).
 OUTBOX_DROPPED = "outbox_dropped"
-NEXT_READING_ID = "next_reading_id"
+NEXT_READING_ID = marks.NEXT_READING_ID
 
+
+#: A span covers the readings of consecutive flushes up to this many ids (at 10 000 tags a flush is larger: one span
+#: each, as before). Export reads whole spans, so they stay short: at the station, about 15 s of readings.
+SPAN_MAX_ROWS = 1000
 
 #: How often the ``latest`` table is refreshed (seconds of the injected clock).
-LATEST_EVERY_S = 2.0
+LATEST_EVERY_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +87,8 @@ class WriterState:
     dropped_total: int = 0
     latest: dict[int, readings_table.LatestRef] = field(default_factory=dict)  # held back for ``latest``
     latest_written_at: float = 0.0
+    marks_saved_at: float = 0.0
+    span: readings_table.Span | None = None  # the last span, while the next flush may extend it
 
     def copy(self) -> WriterState:
         return replace(
@@ -111,18 +118,20 @@ def write_latest(conn: sqlite3.Connection, state: WriterState, now: float) -> No
     state.latest_written_at = now
 
 
+def save_marks(conn: sqlite3.Connection, state: WriterState, now: float) -> None:
+    """Save the high-water marks of ``state`` (inside the caller's transaction; ``state`` is that of the file)."""
+    marks.save(conn, next_reading_id=state.next_reading_id, next_row_id=state.next_row_id, seqs=state.seqs)
+    state.marks_saved_at = now
+
+
 def load_state(conn: sqlite3.Connection) -> WriterState:
     """Read the writer's state from the file (once, on open)."""
     st = WriterState()
     st.tag_ids = {name: tag_id for tag_id, name in conn.execute("SELECT id, name FROM tags")}
     st.next_tag_id = _scalar(conn, "SELECT coalesce(max(id), 0) FROM tags") + 1
     st.reason_codes = {name: code for code, name in conn.execute("SELECT code, name FROM reasons")}
-    seq = dict(conn.execute("SELECT name, seq FROM sqlite_sequence").fetchall())
-    st.next_reading_id = _scalar(conn, "SELECT value FROM counters WHERE name = ?", NEXT_READING_ID)
-    if st.next_reading_id == 0:  # not recorded yet: the table is empty or predates the counter
-        st.next_reading_id = _scalar(conn, "SELECT coalesce(max(id), 0) FROM readings") + 1
-    st.next_row_id = max(seq.get("outbox", 0), _scalar(conn, "SELECT coalesce(max(row_id), 0) FROM outbox")) + 1
-    st.seqs = dict(conn.execute("SELECT stream, last_seq FROM streams").fetchall())
+    m = marks.load(conn)
+    st.next_reading_id, st.next_row_id, st.seqs = m.next_reading_id, m.next_row_id, m.seqs
     # Once per start; the partial index keeps it an index-only count.
     st.pending = _scalar(conn, "SELECT count(*) FROM outbox WHERE sent_at IS NULL")
     st.oldest_pending = oldest_pending(conn)
@@ -198,6 +207,7 @@ class _Batch:
         self._enforce_outbox_limit()
         self._mark_sent([op for op in others if isinstance(op, MarkSentOp)])
         self._save_counters()
+        self._save_marks()
 
     # -- readings ------------------------------------------------------------------------------------------------
 
@@ -211,13 +221,22 @@ class _Batch:
             self.state.next_reading_id += len(readings)
         cols = readings_table.concat(parts)
         readings_table.insert(self.conn, cols)
-        readings_table.insert_span(self.conn, cols)
+        self._span(cols)
         self._latest(cols)
-        self.conn.execute(_SAVE_COUNTER, (NEXT_READING_ID, self.state.next_reading_id))
         self.report.rows["readings"] += len(cols[0])
         if self.limits.telemetry:
             for (device, readings), first in zip(groups, firsts, strict=True):
                 self._telemetry(device, readings, first)
+
+    def _span(self, cols: readings_table.Columns) -> None:
+        """A flush extends the last span when it follows it, up to ``SPAN_MAX_ROWS`` readings: a span row and its
+        two index entries per flush were three of the pages a small commit writes. ``Writer`` forgets the last span
+        whenever something else (retention) may have changed the spans."""
+        span = self.state.span
+        if span is not None and cols[0] and span[1] + 1 == cols[0][0] and cols[0][-1] - span[0] < SPAN_MAX_ROWS:
+            self.state.span = readings_table.extend_span(self.conn, span, cols)
+        else:
+            self.state.span = readings_table.insert_span(self.conn, cols)
 
     def _latest(self, cols: readings_table.Columns) -> None:
         """``latest`` (for people: ``gateway status``) is refreshed at most every ``LATEST_EVERY_S``: upserting
@@ -410,16 +429,11 @@ class _Batch:
     def _flush_outbox(self) -> None:
         if not self.outbox:
             return
+        # The row ids and seqs given are not saved here (see ``marks``): a start derives them from these rows.
         self.conn.executemany(
             "INSERT INTO outbox (row_id, stream, seq, message_id, kind, priority, created_at, body, ref_first, "
             "ref_last) VALUES (?,?,?,?,?,?,?,?,?,?)",
             self.outbox,
-        )
-        streams = {row[1] for row in self.outbox}
-        self.conn.executemany(
-            "INSERT INTO streams (stream, last_seq) VALUES (?, ?) "
-            "ON CONFLICT (stream) DO UPDATE SET last_seq = excluded.last_seq",
-            [(s, self.state.seqs[s]) for s in streams],
         )
         self.report.rows["outbox"] += len(self.outbox)
         self.outbox = []
@@ -475,6 +489,11 @@ class _Batch:
         if self.report.dropped:
             self.conn.execute(_SAVE_COUNTER, (OUTBOX_DROPPED, self.state.dropped_total))
 
+    def _save_marks(self) -> None:
+        """Every ``marks.SAVE_EVERY_S``, not every commit: a start reads back what was committed since."""
+        if self.now - self.state.marks_saved_at >= marks.SAVE_EVERY_S:
+            save_marks(self.conn, self.state, self.now)
+
 
 _COUNT_UNSENT_OF_PRIORITY = "SELECT count(*) FROM outbox WHERE sent_at IS NULL AND priority = ?"
 
@@ -529,6 +548,7 @@ def drop_oldest_unsent(
     """Delete up to ``count`` unsent messages: telemetry first, oldest first; then events and decisions; command
     responses last (only ``priorities``, when given). Returns (stream, seq, kind) of each dropped message. The
     readings themselves stay."""
+    marks.save_derived(conn)  # the newest rows may be among those deleted
     dropped: list[tuple[str, int, str]] = []
     for priority in sorted(priorities or {int(p) for p in Priority}, reverse=True):
         if len(dropped) >= count:

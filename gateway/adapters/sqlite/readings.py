@@ -83,15 +83,34 @@ def insert(conn: sqlite3.Connection, cols: Columns) -> None:
         conn.executemany(_INSERT_ONE, zip(*(column[full:] for column in cols), strict=True))
 
 
-def insert_span(conn: sqlite3.Connection, cols: Columns) -> None:
+def insert_span(conn: sqlite3.Connection, cols: Columns) -> Span | None:
     """Record which ids this flush wrote and the range of their source times (see ``reading_spans``)."""
     ids, source_ts = cols[0], cols[2]
     if not ids:
-        return
+        return None
+    span = (ids[0], ids[-1], min(source_ts), max(source_ts))
+    conn.execute("INSERT INTO reading_spans (first_id, last_id, min_ts, max_ts) VALUES (?,?,?,?)", span)
+    return span
+
+
+Span = tuple[int, int, float, float]  # first id, last id, earliest and latest source time
+
+
+def extend_span(conn: sqlite3.Connection, span: Span, cols: Columns) -> Span:
+    """Extend ``span`` (the last span, which ends just before ``cols``) over ``cols``: only the columns that change
+    are set, so that an index whose column does not change (``min_ts``, mostly) is not touched."""
+    first, _, low, high = span
+    last, new_low, new_high = cols[0][-1], min(cols[2]), max(cols[2])
+    sets = ["last_id = :last"]
+    if new_low < low:
+        sets.append("min_ts = :low")
+    if new_high > high:
+        sets.append("max_ts = :high")
     conn.execute(
-        "INSERT INTO reading_spans (first_id, last_id, min_ts, max_ts) VALUES (?,?,?,?)",
-        (ids[0], ids[-1], min(source_ts), max(source_ts)),
+        f"UPDATE reading_spans SET {', '.join(sets)} WHERE first_id = :first",  # noqa: S608 - constant fragments
+        {"first": first, "last": last, "low": new_low, "high": new_high},
     )
+    return first, last, min(low, new_low), max(high, new_high)
 
 
 LatestRef = tuple[Columns, int]  # the columns of a flush and the index of a tag's last reading in them

@@ -16,8 +16,10 @@ from __future__ import annotations
 import sqlite3
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from gateway.adapters.sqlite import marks
 from gateway.adapters.sqlite.readings import QUALITY_CODES
 from gateway.domain.messages import Priority
 from gateway.domain.model import Quality
@@ -181,6 +183,7 @@ def _fold_piece(conn: sqlite3.Connection, *, lo: int, hi: int, cutoff: float, in
     params: dict[str, float | int] = {"lo": lo, "hi": hi, "cutoff": cutoff, "iv": interval_s}
     conn.execute("BEGIN IMMEDIATE")
     try:
+        marks.save_derived(conn)  # the newest readings may be among those deleted
         written = conn.execute(_DOWNSAMPLE, params).rowcount
         removed = conn.execute(_DELETE_PIECE, params).rowcount
         conn.execute(_RESPAN_REST, params)
@@ -195,7 +198,8 @@ def _fold_piece(conn: sqlite3.Connection, *, lo: int, hi: int, cutoff: float, in
 
 def prune_step(conn: sqlite3.Connection, *, what: str, cutoff: float, chunk: int) -> int:
     """Delete at most ``chunk`` rows of ``what`` (a key of the pruning table but aggregates) older than ``cutoff``."""
-    return _in_transaction(conn, _PRUNE[what], {"cutoff": cutoff, "chunk": chunk})
+    before = marks.save_derived if what == "outbox_sent" else None  # the newest rows may be among those deleted
+    return _in_transaction(conn, _PRUNE[what], {"cutoff": cutoff, "chunk": chunk}, before=before)
 
 
 def prune_aggregates_step(conn: sqlite3.Connection, *, cutoff: float, chunk: int, after_tag: int) -> tuple[int, int]:
@@ -228,9 +232,17 @@ def _prune_tags(conn: sqlite3.Connection, tags: list[int], *, cutoff: float, lim
     return removed, resume
 
 
-def _in_transaction(conn: sqlite3.Connection, sql: str, params: dict[str, float | int]) -> int:
+def _in_transaction(
+    conn: sqlite3.Connection,
+    sql: str,
+    params: dict[str, float | int],
+    *,
+    before: Callable[[sqlite3.Connection], None] | None = None,
+) -> int:
     conn.execute("BEGIN IMMEDIATE")
     try:
+        if before is not None:
+            before(conn)
         removed = conn.execute(sql, params).rowcount
         conn.execute("COMMIT")
     except BaseException:

@@ -214,8 +214,47 @@ _V2 = """
 CREATE INDEX audit_request_id ON audit (request_id) WHERE request_id IS NOT NULL;
 """
 
+_V3 = """
+-- Fewer pages written by every commit (docs/store.md, *The commit cadence*).
+-- The outbox's row ids are no longer AUTOINCREMENT (which rewrites the sqlite_sequence row with every insert): the
+-- writer gives them, and the high-water marks (the next row id, the next reading id, each stream's last seq) are
+-- saved in counters and streams before rows are deleted and every few minutes, and derived from the rows on start
+-- (gateway/adapters/sqlite/marks.py). Row ids are still never reused. The last row id AUTOINCREMENT gave is kept.
+INSERT INTO counters (name, value)
+SELECT 'next_row_id', max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'outbox'), 0),
+                          coalesce((SELECT max(row_id) FROM outbox), 0)) + 1
+WHERE true
+ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value);
+INSERT INTO counters (name, value)
+SELECT 'next_reading_id', coalesce((SELECT max(id) FROM readings), 0) + 1
+WHERE true
+ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value);
+CREATE TABLE outbox_v3 (
+    row_id INTEGER PRIMARY KEY,
+    stream TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    message_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    body BLOB NOT NULL,
+    sent_at REAL,
+    ref_first INTEGER,
+    ref_last INTEGER
+) STRICT;
+INSERT INTO outbox_v3 (row_id, stream, seq, message_id, kind, priority, created_at, body, sent_at, ref_first, ref_last)
+SELECT row_id, stream, seq, message_id, kind, priority, created_at, body, sent_at, ref_first, ref_last
+FROM outbox ORDER BY row_id;
+DROP TABLE outbox;
+ALTER TABLE outbox_v3 RENAME TO outbox;
+-- One partial index on the unsent rows instead of two (each is rewritten by every commit): in row-id order for the
+-- uplink's backlog, with the priority for the limit policy and retention (an index-only filter).
+CREATE INDEX outbox_unsent ON outbox (row_id, priority) WHERE sent_at IS NULL;
+CREATE INDEX outbox_sent ON outbox (sent_at) WHERE sent_at IS NOT NULL;
+"""
+
 #: Migration ``i`` (1-based) brings the schema from version ``i - 1`` to ``i``. Append only; never edit a shipped one.
-MIGRATIONS: Sequence[str] = (_V1, _V2)
+MIGRATIONS: Sequence[str] = (_V1, _V2, _V3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
