@@ -39,11 +39,10 @@ HOUR = 3600.0
 
 
 async def _one(seed: int, start_hour: float, hours: float) -> dict[str, Any]:
-    from gateway.domain.model import CommandKind, CommandStatus
     from gateway.logging import configure_logging
     from simulators.scoring import run_baseline
     from simulators.simulation import DEFAULT_EPOCH
-    from tests.loop.scenario import stack
+    from tests.loop.scenario import confirmed_starts, stack
 
     configure_logging("error")
     wall = time.perf_counter()
@@ -51,12 +50,7 @@ async def _one(seed: int, start_hour: float, hours: float) -> dict[str, Any]:
         async with stack(Path(tmp), seed=seed, start_hour=start_hour) as s:
             await s.run(hours * HOUR, step_s=20)
             gw = s.sim.scorecard()
-            starts = [
-                (o.command.target, o.finished_at)
-                for d in s.decisions
-                for o in d.outcomes
-                if o.command.kind is CommandKind.START_PUMP and o.status is CommandStatus.CONFIRMED
-            ]
+            starts = confirmed_starts(s.decisions)
     base = run_baseline(hours, seed=seed, epoch0=DEFAULT_EPOCH + start_hour * HOUR)
     bound = foresight_bound(seed, start_hour, hours)
     run_h = sum(gw.run_hours.values())

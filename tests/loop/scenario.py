@@ -21,7 +21,7 @@ from gateway.adapters.sqlite.store import SqliteKnowledgeStore
 from gateway.clock import SteppedClock
 from gateway.config import load_config
 from gateway.config.root import GatewaySettings
-from gateway.domain.model import Decision
+from gateway.domain.model import CommandKind, CommandStatus, Decision
 from gateway.mapek.build import build_control_loop
 from gateway.mapek.loop import ControlLoop
 from gateway.paths import bundled_config_dir
@@ -121,3 +121,13 @@ async def stack(
             stale_after_s={d.name: 60.0 for d in settings.devices},
         )
         yield Stack(sim, control, store, clock)
+
+
+def confirmed_starts(decisions: list[Decision]) -> list[tuple[str, float]]:
+    """(pump, time) of every pump start the loop commanded and saw confirmed."""
+    return [
+        (o.command.target, o.finished_at)
+        for d in decisions
+        for o in d.outcomes
+        if o.command.kind is CommandKind.START_PUMP and o.status is CommandStatus.CONFIRMED
+    ]

@@ -11,7 +11,7 @@ import pytest
 from gateway.domain.model import CommandKind, CommandStatus, PlanCode, Quality, QualityReason
 from simulators.scoring import Scorecard, run_baseline
 from simulators.simulation import DEFAULT_EPOCH
-from tests.loop.scenario import HOUR, Stack, stack
+from tests.loop.scenario import HOUR, Stack, confirmed_starts, stack
 
 pytestmark = pytest.mark.slow
 
@@ -30,12 +30,7 @@ async def test_72_hours_baseline_and_cost_against_the_plc(tmp_path: Path) -> Non
     async with stack(tmp_path) as s:
         await s.run(72 * HOUR, step_s=20)
         gw = s.sim.scorecard()
-        starts = [
-            (o.command.target, o.finished_at)
-            for d in s.decisions
-            for o in d.outcomes
-            if o.command.kind is CommandKind.START_PUMP and o.status is CommandStatus.CONFIRMED
-        ]
+        starts = confirmed_starts(s.decisions)
         print(f"\n72 h: {s.cycles} cycles in {s.wall_s:.0f} s wall")
         ratios = {p: None if r is None else round(r, 3) for p, r in s.loop.analyzer.efficiency_ratios().items()}
         print(f"pumps' energy per m³ running alone against the pump curve: {ratios}")
