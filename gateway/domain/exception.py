@@ -174,6 +174,7 @@ def _swing(rule: ReportRule, held: _Held, r: Reading) -> tuple[Reading, ...]:
     """The swinging door (see the module): what ``r`` stores."""
     elapsed = r.receive_ts - held.at
     sloped = elapsed > 0 and r.quality is not Quality.BAD and _number(r.value) and _number(held.value)
+    sloped = sloped and all(math.isfinite(s) for s in held.slope(r, rule.deadband))  # no overflow near float's end
     if r.quality is not held.quality or r.reason is not held.reason or elapsed < 0:
         return _store(held, r)
     if elapsed >= rule.max_silence_s:
@@ -230,16 +231,18 @@ def resample(
     """The series ``stored`` (in time order) at each of ``times`` (ascending): the last stored sample at or before
     it, held, or with ``linear`` interpolated towards the next one when both are finite numbers of the same quality
     and reason; a bad quality gives no value. Nothing is extrapolated: times before the first stored sample are
-    skipped, and so are those after the last one — except, held (not ``linear``), those less than ``hold_s`` after
-    it (the tag's ``max_silence_s``: the filter would have stored a reading by then)."""
+    skipped, and so are those after the last one — except, held, those less than ``hold_s`` after it (the tag's
+    ``max_silence_s``: the filter would have stored a reading by then); under ``linear`` only when the last sample is
+    no finite good number (a bad quality, a discrete), which has no slope to extrapolate and no pending reading."""
     if not stored:
         return
     i, last = 0, len(stored) - 1
     end = stored[last].at
+    held_at_end = not linear or stored[last].quality is Quality.BAD or not _number(stored[last].value)
     for t in times:
         if t < stored[0].at:
             continue
-        if t > end and (linear or t - end >= hold_s):
+        if t > end and (not held_at_end or t - end >= hold_s):
             return
         while i < last and stored[i + 1].at <= t:
             i += 1
@@ -251,7 +254,8 @@ def _at(a: Sample, b: Sample, t: float, *, linear: bool) -> Sample:
         return Sample(t, None, a.quality, a.reason)
     value = a.value
     same = (a.quality, a.reason) == (b.quality, b.reason)
-    if linear and same and b.at > a.at and _number(a.value) and _number(b.value):
+    if linear and same and t > a.at and b.at > a.at and _number(a.value) and _number(b.value):
         v0, v1 = float(a.value), float(b.value)  # type: ignore[arg-type]
-        value = v0 + (v1 - v0) * ((t - a.at) / (b.at - a.at))
+        if math.isfinite(v1 - v0):  # else held: two stored readings too far apart to draw a line between
+            value = v0 + (v1 - v0) * ((t - a.at) / (b.at - a.at))
     return Sample(t, value, a.quality, a.reason)

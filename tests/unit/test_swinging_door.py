@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import random
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from gateway.domain.exception import Compression, ExceptionFilter, ReportRule, Sample, resample
@@ -85,8 +85,15 @@ def _report(name: str, rule: ReportRule, polled: list[Reading], stored: int, wor
     )
 
 
+_SDT_TIGHT = ReportRule(every_poll=False, deadband=0.0, max_silence_s=1.0, compression=SDT)
+_LOST = QualityReason.COMM_LOSS
+
+
 @settings(max_examples=examples(300))
 @given(rule=rules, polled=random_series())
+# found by the exploring profile: a bad reading held at the end of a linear series; a slope past float's range
+@example(rule=_SDT_TIGHT, polled=[_reading(0.1, None, Quality.BAD, _LOST), _reading(0.2, None, Quality.BAD, _LOST)])
+@example(rule=_SDT_TIGHT, polled=[_reading(0.1 * (i + 1), v) for i, v in enumerate([0.0, 3.6e307, 0.0, 0.0])])
 def test_random_series_reconstruct_within_the_deadband(rule: ReportRule, polled: list[Reading]) -> None:
     _assert_reconstructs(rule, polled)
 
