@@ -198,3 +198,20 @@ def trusted_certificates(directory: Path) -> dict[Path, x509.Certificate | Certi
         except CertificateError as exc:
             found[path] = exc
     return found
+
+
+def ensure_own(files: OwnFiles, *, uri: str, common_name: str, days: int = DEFAULT_DAYS) -> bool:
+    """Make and write our certificate and key if either is missing; True if made now. An existing pair is kept
+    (peers have pinned it), but only if its URI is ``uri`` and its key is private."""
+    if files.certificate.is_file() and files.private_key.is_file():
+        cert = read_certificate(files.certificate)
+        if uri_of(cert) != uri:
+            raise CertificateError(
+                f"{files.certificate} is for application URI {uri_of(cert)!r}, not {uri!r}: move it away to make a "
+                "new one"
+            )
+        check_private_key(files.private_key)
+        return False
+    cert, key = make_certificate(uri, common_name, days=days)
+    write_own(files, cert, key)
+    return True

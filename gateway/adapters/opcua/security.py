@@ -175,6 +175,11 @@ class SecureSetup:
                 "(gateway-sim: its pki/trusted/ directory; other servers: their trusted peers store, or move it from "
                 "their rejected list) and connect again; `gateway certs list` shows it"
             )
+        if code in _USER_REFUSALS and self.config.username is None:
+            return (
+                f"the server refused an anonymous session ({_status_name(code)}): it wants a user; set "
+                "security.username and password_file (mode SignAndEncrypt)"
+            )
         if code in _USER_REFUSALS:
             return (
                 f"the server refused user {self.config.username!r} ({_status_name(code)}): check the username and "
