@@ -22,13 +22,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gateway.adapters.opcua.certificates import CertificateError, read_certificate, thumbprint, trusted_dir
 from gateway.clock import ScaledClock
 from gateway.config.common import read_secret
 from gateway.config.printing import print_config_error
 from gateway.domain.errors import ConfigError
 from gateway.lifecycle import run_until_shutdown
 from gateway.logging import configure_logging, get_logger
+from gateway.pki import CertificateError, read_certificate, thumbprint, trusted_dir
 from simulators.config import PlantConfig, default_plant_file, load_plant_config
 from simulators.opcua_security import ServerSecurity, parse_policies
 from simulators.plant_simulator import PlantSimulator

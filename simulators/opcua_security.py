@@ -3,7 +3,7 @@ certificates and, optionally, users.
 
 - Policies are offered only as asked: ``None`` is one of them, never implied. Names are the gateway's policy and
   mode joined, ``Basic256Sha256_SignAndEncrypt``, ``Aes128_Sha256_RsaOaep_Sign`` ...
-- The server's certificate and key live in ``<pki>/own/`` (``gateway.adapters.opcua.certificates`` layout); they are
+- The server's certificate and key live in ``<pki>/own/`` (``gateway.pki`` layout); they are
   made on the first start and kept afterwards, since clients pin them.
 - A client's certificate is accepted in CreateSession only if the same certificate is in ``<pki>/trusted/`` (read at
   every session, so that trusting a client needs no restart) and is within its validity. An untrusted one is refused
@@ -30,7 +30,8 @@ from asyncua.ua.status_codes import StatusCodes
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from gateway.adapters.opcua.certificates import (
+from gateway.logging import get_logger
+from gateway.pki import (
     OwnFiles,
     ensure_own,
     rejected_dir,
@@ -39,7 +40,6 @@ from gateway.adapters.opcua.certificates import (
     trusted_dir,
     write_certificate,
 )
-from gateway.logging import get_logger
 
 log = get_logger("simulators.opcua")
 

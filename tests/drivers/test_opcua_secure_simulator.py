@@ -19,12 +19,12 @@ from asyncua.ua.uaerrors import BadIdentityTokenRejected, BadUserAccessDenied
 from structlog.testing import capture_logs
 
 from gateway.adapters.opcua import OpcUaDevice
-from gateway.adapters.opcua.certificates import OwnFiles, make_certificate, read_certificate, thumbprint, write_own
 from gateway.adapters.opcua.security import POLICIES
 from gateway.clock import SystemClock
 from gateway.config.devices import OpcUaDeviceSettings
 from gateway.domain.errors import ConfigError
 from gateway.domain.model import DataType, OpcUaAddress, Quality, QualityReason, Tag
+from gateway.pki import OwnFiles, make_certificate, read_certificate, thumbprint, write_own
 from simulators.opcua_security import SECURE_POLICIES, ServerSecurity
 from tests.drivers.conftest import UA_CLIENT_URI, Pki, ServerThread
 from tests.drivers.station import Station
@@ -142,7 +142,7 @@ async def test_an_untrusted_server_certificate_is_refused(secure_station: Statio
 
 
 def thumbprint_sha256(path: Path) -> str:
-    from gateway.adapters.opcua.certificates import sha256_fingerprint
+    from gateway.pki import sha256_fingerprint
 
     return sha256_fingerprint(read_certificate(path))
 

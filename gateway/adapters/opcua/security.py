@@ -30,15 +30,15 @@ from asyncua.ua.uaerrors import UaStatusCodeError
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from gateway.adapters.opcua.certificates import (
+from gateway.config.common import read_secret
+from gateway.config.devices import OpcUaSecurity
+from gateway.pki import (
     CertificateError,
     check_private_key,
     parse_certificate,
     sha256_fingerprint,
     thumbprint,
 )
-from gateway.config.common import read_secret
-from gateway.config.devices import OpcUaSecurity
 
 _MODES = {"Sign": ua.MessageSecurityMode.Sign, "SignAndEncrypt": ua.MessageSecurityMode.SignAndEncrypt}
 POLICIES: dict[str, type[SecurityPolicy]] = {

@@ -1,4 +1,4 @@
-"""OPC UA application instance certificates: made, written, read and described for the operator.
+"""OPC UA application instance certificates (the gateway's and the simulator's): made, written, read, described.
 
 One layout for the gateway and the bundled simulator alike (the one most OPC UA stacks use)::
 
