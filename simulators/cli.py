@@ -204,7 +204,7 @@ def _announce(sim: PlantSimulator, ready_file: Path | None) -> None:
         print(f"modbus listening on {sim.host}:{port}")
     if ends["opcua_endpoint"]:
         print(f"opcua listening on {ends['opcua_endpoint']}")
-        ends.update(_opcua_security_lines(sim))
+        _print_opcua_security(sim)
     if ends["control_port"] is not None:
         print(f"control listening on {sim.host}:{ends['control_port']}")
     sys.stdout.flush()
@@ -214,18 +214,16 @@ def _announce(sim: PlantSimulator, ready_file: Path | None) -> None:
         tmp.replace(ready_file)
 
 
-def _opcua_security_lines(sim: PlantSimulator) -> dict[str, str | None]:
-    """Print what the OPC UA server offers and where its certificate is; the same for the ready file."""
+def _print_opcua_security(sim: PlantSimulator) -> None:
+    """What the OPC UA server offers, and where its certificate and trust list are."""
     assert sim.opcua is not None
     security = sim.opcua.security
     print(f"opcua security: {', '.join(security.policies)}")
-    if not security.secure:
-        return {"opcua_certificate": None}
-    assert security.pki is not None
-    own = security.own.certificate
-    print(f"opcua certificate {own} thumbprint {thumbprint(read_certificate(own))}")
-    print(f"opcua trusted client certificates: {trusted_dir(security.pki)}/")
-    return {"opcua_certificate": str(own.resolve())}
+    if security.secure:
+        assert security.pki is not None
+        own = security.own.certificate
+        print(f"opcua certificate {own} thumbprint {thumbprint(read_certificate(own))}")
+        print(f"opcua trusted client certificates: {trusted_dir(security.pki)}/")
 
 
 async def _watch(sim: PlantSimulator, cfg: PlantConfig, stop: asyncio.Event, duration: float | None) -> None:

@@ -292,7 +292,14 @@ class PlantSimulator:
             "opcua_endpoint": self.opcua.endpoint if self.opcua else None,
             "opcua_port": self.opcua.port if self.opcua else None,
             "control_port": self.control_port,
+            "opcua_certificate": self._opcua_certificate(),
         }
+
+    def _opcua_certificate(self) -> str | None:
+        """The OPC UA server's certificate file, for clients to pin (None while it offers security None only)."""
+        if self.opcua is None or not self.opcua.security.secure:
+            return None
+        return str(self.opcua.security.own.certificate.resolve())
 
     # --- time ---------------------------------------------------------------------------------------------------
 
