@@ -175,7 +175,7 @@ class ModbusDeviceSettings(_DeviceCommon):
 
 class OpcUaSecurity(StrictModel):
     """OPC UA security. Anything but None needs our certificate and key and the server's certificate (pinned); a
-    username and password travel only over a SignAndEncrypt channel. ``gateway certs`` makes and fetches the files."""
+    username and password travel only over a SignAndEncrypt channel. `gateway certs` makes and fetches the files."""
 
     policy: Literal["None", "Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss"] = "None"
     mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
