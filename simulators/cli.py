@@ -6,7 +6,9 @@ On start it prints one line per listener to stdout, for people and for parent pr
     opcua listening on opc.tcp://127.0.0.1:4840/bs01
     control listening on 127.0.0.1:5021
 
-and, with ``--ready-file PATH``, writes the same as JSON (``{"modbus_port": 5020, ...}``) once everything listens.
+(with OPC UA security, three lines after them: the policies offered, the server certificate's path and thumbprint,
+its trust directory) and, with ``--ready-file PATH``, writes the same as JSON (``{"modbus_port": 5020, ...}``) once
+everything listens.
 Logs go to stderr (structlog): where each server listens, every fault and state change, and the plant state once a
 minute. Ctrl-C or SIGTERM stops it cleanly; a second Ctrl-C forces the exit.
 """
@@ -204,9 +206,9 @@ def _announce(sim: PlantSimulator, ready_file: Path | None) -> None:
         print(f"modbus listening on {sim.host}:{port}")
     if ends["opcua_endpoint"]:
         print(f"opcua listening on {ends['opcua_endpoint']}")
-        _print_opcua_security(sim)
     if ends["control_port"] is not None:
         print(f"control listening on {sim.host}:{ends['control_port']}")
+    _print_opcua_security(sim)
     sys.stdout.flush()
     if ready_file is not None:
         tmp = ready_file.with_name(ready_file.name + ".tmp")
@@ -215,15 +217,16 @@ def _announce(sim: PlantSimulator, ready_file: Path | None) -> None:
 
 
 def _print_opcua_security(sim: PlantSimulator) -> None:
-    """What the OPC UA server offers, and where its certificate and trust list are."""
-    assert sim.opcua is not None
+    """With security: what the OPC UA server offers, where its certificate and trust list are (after the
+    listeners' lines, which parent processes read; security None prints nothing more)."""
+    if sim.opcua is None or not sim.opcua.security.secure:
+        return
     security = sim.opcua.security
+    assert security.pki is not None
+    own = security.own.certificate
     print(f"opcua security: {', '.join(security.policies)}")
-    if security.secure:
-        assert security.pki is not None
-        own = security.own.certificate
-        print(f"opcua certificate {own} thumbprint {thumbprint(read_certificate(own))}")
-        print(f"opcua trusted client certificates: {trusted_dir(security.pki)}/")
+    print(f"opcua certificate {own} thumbprint {thumbprint(read_certificate(own))}")
+    print(f"opcua trusted client certificates: {trusted_dir(security.pki)}/")
 
 
 async def _watch(sim: PlantSimulator, cfg: PlantConfig, stop: asyncio.Event, duration: float | None) -> None:
