@@ -136,11 +136,10 @@ def read_certificate(path: Path) -> x509.Certificate:
     return parse_certificate(data, str(path))
 
 
-def check_private_key(path: Path) -> None:
-    """Refuse a private key that the group or others may read, or that holds no usable RSA key."""
+def check_key_mode(path: Path) -> None:
+    """Refuse a private key file that the group or others may read (or that cannot be read at all)."""
     try:
         mode = stat.S_IMODE(path.stat().st_mode)
-        data = path.read_bytes()
     except OSError as exc:
         raise CertificateError(f"cannot read the private key {path}: {exc.strerror or exc}") from exc
     if mode & 0o077:
@@ -148,6 +147,15 @@ def check_private_key(path: Path) -> None:
             f"the private key {path} has mode {mode:04o}: the group or others may read it; "
             f"make it the service's alone (chmod 600 {path}), or deliver it with systemd LoadCredential="
         )
+
+
+def check_private_key(path: Path) -> None:
+    """Refuse a private key that the group or others may read, or that holds no usable RSA key."""
+    check_key_mode(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CertificateError(f"cannot read the private key {path}: {exc.strerror or exc}") from exc
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:

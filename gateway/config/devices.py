@@ -18,6 +18,7 @@ from gateway.domain.model import (
     Tag,
     WordOrder,
 )
+from gateway.pki import CertificateError, check_key_mode
 
 #: The default clock skew allowed beside a poll interval: RTU clocks are often set by hand or drift between syncs.
 CLOCK_SKEW_MARGIN_S = 5.0
@@ -194,6 +195,11 @@ class OpcUaSecurity(StrictModel):
             missing = [f for f in ("certificate", "private_key", "server_certificate") if getattr(self, f) is None]
             if missing:
                 raise ValueError(f"security policy {self.policy} needs {', '.join(missing)}")
+        if self.private_key is not None:
+            try:
+                check_key_mode(self.private_key)
+            except CertificateError as exc:
+                raise ValueError(str(exc)) from exc
         has_password = self.password is not None or self.password_file is not None
         if self.username is None and has_password:
             raise ValueError("a password needs a username")

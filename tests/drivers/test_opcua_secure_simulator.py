@@ -20,9 +20,9 @@ from structlog.testing import capture_logs
 
 from gateway.adapters.opcua import OpcUaDevice
 from gateway.adapters.opcua.security import POLICIES
+from gateway.cli import main
 from gateway.clock import SystemClock
 from gateway.config.devices import OpcUaDeviceSettings
-from gateway.domain.errors import ConfigError
 from gateway.domain.model import DataType, OpcUaAddress, Quality, QualityReason, Tag
 from gateway.pki import OwnFiles, make_certificate, read_certificate, thumbprint, write_own
 from simulators.opcua_security import SECURE_POLICIES, ServerSecurity
@@ -223,15 +223,33 @@ def test_username_without_an_encrypted_channel_is_a_config_error(pki: Pki, sim_p
         )
 
 
-def test_a_private_key_others_may_read_is_refused_at_start(pki: Pki, sim_pki: Path, tmp_path: Path) -> None:
+def test_a_private_key_others_may_read_is_refused_at_start(
+    pki: Pki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """At load, so that ``gateway run`` does not start and ``check-config`` says so, with the field's path."""
     loose = tmp_path / "key.pem"
     loose.write_bytes(pki.client_key.read_bytes())
-    loose.chmod(0o644)
-    security = security_of(pki, sim_pki, "Basic256Sha256", "Sign", private_key=str(loose))
-    security["server_certificate"] = str(pki.server_cert)
-    endpoint = "opc.tcp://127.0.0.1:4840"
-    device_settings = OpcUaDeviceSettings.model_validate(
-        {"name": "x", "protocol": "opcua", "endpoint": endpoint, "security": security}
+    loose.chmod(0o640)
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f"""
+[[devices]]
+name = "tank-rtu"
+protocol = "opcua"
+endpoint = "opc.tcp://127.0.0.1:4840"
+[devices.security]
+policy = "Basic256Sha256"
+mode = "Sign"
+certificate = "{pki.client_cert}"
+private_key = "{loose}"
+server_certificate = "{pki.server_cert}"
+""",
+        encoding="utf-8",
     )
-    with pytest.raises(ConfigError, match=rf"the private key {loose} has mode 0644: .*chmod 600"):
-        OpcUaDevice(settings=device_settings, tags=[LEVEL_TAG], clock=SystemClock())
+    assert main(["check-config", "-c", str(config)]) == 2
+    error = capsys.readouterr().err
+    assert f"devices[0].security: the private key {loose} has mode 0640: the group or others may read it" in error
+    assert f"chmod 600 {loose}" in error
+    loose.chmod(0o600)
+    main(["check-config", "-c", str(config)])
+    assert "private key" not in capsys.readouterr().err
