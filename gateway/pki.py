@@ -18,12 +18,15 @@ import datetime
 import os
 import socket
 import stat
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 KEY_SIZE = 2048
@@ -119,13 +122,41 @@ def write_certificate(path: Path, cert: x509.Certificate) -> None:
 
 
 def parse_certificate(data: bytes, what: str) -> x509.Certificate:
-    """A certificate from DER or PEM bytes; ``CertificateError`` naming ``what`` if they hold none."""
+    """A certificate from DER or PEM bytes, every part of it read now (cryptography reads extensions lazily, and
+    a malformed one would otherwise fail later, anywhere); ``CertificateError`` naming ``what`` if it is not one."""
     try:
-        if data.lstrip().startswith(b"-----BEGIN"):
-            return x509.load_pem_x509_certificate(data)
-        return x509.load_der_x509_certificate(data)
-    except ValueError as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", CryptographyDeprecationWarning)  # e.g. a serial number that is not positive
+            if data.lstrip().startswith(b"-----BEGIN"):
+                cert = x509.load_pem_x509_certificate(data)
+            else:
+                cert = x509.load_der_x509_certificate(data)
+            _read_all(cert)
+    except _UNREADABLE as exc:
         raise CertificateError(f"{what} is not a DER or PEM certificate ({exc})") from exc
+    return cert
+
+
+#: What cryptography raises for a malformed certificate: not all of it is a ValueError.
+_UNREADABLE = (
+    ValueError,
+    TypeError,
+    UnsupportedAlgorithm,
+    CryptographyDeprecationWarning,
+    x509.InvalidVersion,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+)
+
+
+def _read_all(cert: x509.Certificate) -> None:
+    for extension in cert.extensions:
+        if isinstance(extension.value, x509.SubjectAlternativeName):
+            list(extension.value)
+    cert.subject.rfc4514_string()
+    cert.issuer.rfc4514_string()
+    cert.public_key()
+    _ = (cert.not_valid_before_utc, cert.not_valid_after_utc, cert.serial_number, cert.signature_hash_algorithm)
 
 
 def read_certificate(path: Path) -> x509.Certificate:

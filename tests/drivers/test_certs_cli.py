@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.adapters.opcua import OpcUaDevice
-from gateway.adapters.opcua.security import SecurityRefused, load_certificate
+from gateway.adapters.opcua.security import SecurityRefused, application_uri, check_validity, load_certificate
 from gateway.cli import main
 from gateway.clock import SystemClock
 from gateway.domain.errors import ConfigError
@@ -24,6 +24,7 @@ from gateway.pki import (
     CertificateError,
     OwnFiles,
     check_private_key,
+    describe,
     parse_certificate,
     read_certificate,
     thumbprint,
@@ -186,3 +187,55 @@ def test_a_device_with_a_garbage_certificate_or_key_is_a_config_error(
     } | {which: str(path)}
     with pytest.raises(ConfigError, match=r"devices\[rtu\]\.security"):
         OpcUaDevice(settings=ua_settings(ua_server, security=security), tags=[], clock=SystemClock())
+
+
+_FLIPS = st.lists(st.tuples(st.integers(0, 4096), st.integers(0, 255)), min_size=1, max_size=3)
+
+
+def _mutated(data: bytes, flips: list[tuple[int, int]]) -> bytes:
+    out = bytearray(data)
+    for index, value in flips:
+        out[index % len(out)] = value
+    return bytes(out)
+
+
+@settings(max_examples=examples(200), suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(flips=_FLIPS, pem=st.booleans())
+def test_a_damaged_certificate_is_read_whole_or_refused(flips: list[tuple[int, int]], pem: bool, pki: Pki) -> None:
+    """A valid certificate with a few bytes changed: cryptography may load it and fail later, on a lazily read
+    extension, with errors that are not ValueErrors; every part is read at once, or the whole is refused."""
+    data = _mutated(pki.server_cert.read_bytes(), flips)
+    try:
+        cert = parse_certificate(_pem(data) if pem else data, "damaged")
+    except CertificateError as exc:
+        assert str(exc).startswith("damaged is not a DER or PEM certificate")  # noqa: PT017 - the message is the point
+        return
+    assert len(describe(cert)) == 5  # everything an operator is shown, readable
+    try:
+        application_uri(cert)
+        check_validity(cert, "damaged")
+    except SecurityRefused as exc:
+        assert "damaged" in str(exc) or "application URI" in str(exc) or "subjectAltName" in str(exc)  # noqa: PT017
+
+
+@settings(max_examples=examples(40), suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(flips=_FLIPS, which=st.sampled_from(["certificate", "server_certificate"]))
+def test_a_device_with_a_damaged_certificate_starts_or_is_a_config_error(
+    flips: list[tuple[int, int]], which: str, tmp_path: Path, ua_server: UaServer, pki: Pki
+) -> None:
+    source = pki.client_cert if which == "certificate" else pki.server_cert
+    path = tmp_path / f"{which}.der"
+    path.write_bytes(_mutated(source.read_bytes(), flips))
+    security = {
+        "policy": "Basic256Sha256",
+        "mode": "Sign",
+        "certificate": str(pki.client_cert),
+        "private_key": str(pki.client_key),
+        "server_certificate": str(pki.server_cert),
+    } | {which: str(path)}
+    try:
+        device = OpcUaDevice(settings=ua_settings(ua_server, security=security), tags=[], clock=SystemClock())
+    except ConfigError as exc:
+        assert "devices[rtu].security" in str(exc)  # noqa: PT017 - which field, said
+    else:
+        assert device.name == "rtu"

@@ -236,6 +236,6 @@ def _fingerprint_of(data: bytes | None) -> str:
     if not data:
         return "(none)"
     try:
-        return fingerprint(x509.load_der_x509_certificate(data))
-    except ValueError:  # a chain: the first certificate is the server's
+        return fingerprint(parse_certificate(data, "the server's certificate"))
+    except CertificateError:  # a chain: the first certificate is the server's
         return "(unreadable)"
