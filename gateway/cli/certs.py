@@ -129,7 +129,9 @@ def _create(args: argparse.Namespace) -> int:
 def default_uri(config: Path) -> str:
     """``urn:water-edge-gateway:<site>:<gateway_id>`` from the configuration file (read as plain TOML: a file whose
     certificates do not exist yet does not load as settings)."""
-    gateway: dict[str, Any] = _raw(config).get("gateway", {})
+    gateway = _raw(config).get("gateway")
+    if not isinstance(gateway, dict):
+        gateway = {}
     site = str(gateway.get("site", "site"))
     gateway_id = str(gateway.get("gateway_id", socket.gethostname()))
     return f"urn:water-edge-gateway:{site}:{gateway_id}"
@@ -188,11 +190,13 @@ def _fetch_target(args: argparse.Namespace) -> tuple[str, Path]:
 
 
 def _device_paths(config: Path, name: str) -> tuple[str, Path]:
-    devices = [d for d in _raw(config).get("devices", []) if isinstance(d, dict) and d.get("name") == name]
+    listed = _raw(config).get("devices")
+    devices = [d for d in listed if isinstance(d, dict) and d.get("name") == name] if isinstance(listed, list) else []
     if not devices:
         raise ValueError(f"{config} has no device {name!r}")
     device = devices[0]
-    path = device.get("security", {}).get("server_certificate")
+    security = device.get("security")
+    path = security.get("server_certificate") if isinstance(security, dict) else None
     if not isinstance(path, str) or "endpoint" not in device:
         raise ValueError(f"device {name!r} in {config} names no endpoint and security.server_certificate")
     return str(device["endpoint"]), _config_path(config, path)

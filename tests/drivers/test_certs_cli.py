@@ -125,6 +125,26 @@ def test_fetch_for_a_device_writes_where_its_configuration_expects_and_list_show
     assert "  broken.pem\n    unreadable:" in out
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "gateway = 5\ndevices = 3",
+        "[[devices]]\nname = 'tank-rtu'\nsecurity = 'none'",
+        "[[devices]]\nname = 'tank-rtu'\nendpoint = 'opc.tcp://h:1'\n[devices.security]\nserver_certificate = 7",
+        "not toml [",
+    ],
+)
+def test_a_configuration_of_odd_shape_is_a_plain_refusal(
+    text: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "odd.toml"
+    config.write_text(text, encoding="utf-8")
+    assert main(["certs", "fetch", "--device", "tank-rtu", "-c", str(config)]) == 2
+    assert "gateway certs fetch: " in capsys.readouterr().err
+    assert main(["certs", "create", "-c", str(config), "--days", "1"]) == 0  # a URI of defaults
+    assert "application URI: urn:water-edge-gateway:site:" in capsys.readouterr().out
+
+
 def test_fetch_from_nothing_listening_fails_plainly(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import socket
 
