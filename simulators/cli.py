@@ -6,7 +6,9 @@ On start it prints one line per listener to stdout, for people and for parent pr
     opcua listening on opc.tcp://127.0.0.1:4840/bs01
     control listening on 127.0.0.1:5021
 
-and, with ``--ready-file PATH``, writes the same as JSON (``{"modbus_port": 5020, ...}``) once everything listens.
+(with OPC UA security, three lines after them: the policies offered, the server certificate's path and thumbprint,
+its trust directory) and, with ``--ready-file PATH``, writes the same as JSON (``{"modbus_port": 5020, ...}``) once
+everything listens.
 Logs go to stderr (structlog): where each server listens, every fault and state change, and the plant state once a
 minute. Ctrl-C or SIGTERM stops it cleanly; a second Ctrl-C forces the exit.
 """
@@ -23,11 +25,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gateway.clock import ScaledClock
+from gateway.config.common import read_secret
 from gateway.config.printing import print_config_error
 from gateway.domain.errors import ConfigError
 from gateway.lifecycle import run_until_shutdown
 from gateway.logging import configure_logging, get_logger
+from gateway.pki import CertificateError, read_certificate, thumbprint, trusted_dir
 from simulators.config import PlantConfig, default_plant_file, load_plant_config
+from simulators.opcua_security import ServerSecurity, parse_policies
 from simulators.plant_simulator import PlantSimulator
 from simulators.scenario import load_scenario
 
@@ -52,6 +57,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", default=None, metavar="ISO", help="simulated start time, e.g. 2026-01-01T00:00:00Z")
     p.add_argument("--modbus-port", type=int, default=None, metavar="N", help="Modbus TCP port (0 = free)")
     p.add_argument("--opcua-port", type=int, default=None, metavar="N", help="OPC UA port (0 = free)")
+    p.add_argument(
+        "--opcua-security",
+        default="None",
+        metavar="POLICIES",
+        help="comma-separated OPC UA security policies to offer: None, secure (all below), Basic256Sha256_Sign, "
+        "Basic256Sha256_SignAndEncrypt, Aes128_Sha256_RsaOaep_Sign, Aes128_Sha256_RsaOaep_SignAndEncrypt, "
+        "Aes256_Sha256_RsaPss_Sign, Aes256_Sha256_RsaPss_SignAndEncrypt (default: None; None is offered only if "
+        "listed)",
+    )
+    p.add_argument(
+        "--opcua-pki",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="the OPC UA server's certificate (own/, made on first start) and trusted client certificates "
+        "(trusted/; refused ones land in rejected/); default: $STATE_DIRECTORY/pki, else var/sim-pki",
+    )
+    p.add_argument("--opcua-user", default=None, metavar="NAME", help="require this user (SignAndEncrypt only)")
+    p.add_argument("--opcua-password-file", type=Path, default=None, metavar="FILE", help="the user's password")
     p.add_argument("--control-port", type=int, default=None, metavar="N", help="control port (0 = free)")
     p.add_argument("--no-control", action="store_true", help="do not open the control port")
     p.add_argument("--scenario", type=Path, default=None, metavar="FILE", help="scenario file of timed faults")
@@ -82,10 +106,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``gateway-sim``; returns the exit code (0 ok, 1 could not start, 2 configuration error)."""
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level, args.log_format)
-    # asyncua warns at start that only the unencrypted endpoint is offered; that is the simulator's design.
+    # asyncua warns at start that only the unencrypted endpoint is offered; that is the default, asked for.
     logging.getLogger("asyncua.server.server").setLevel(logging.ERROR)
     try:
         cfg = _config(args)
+        security = _opcua_security(args)
         if args.check_config:
             if cfg.simulation.scenario is not None:
                 load_scenario(cfg.simulation.scenario)
@@ -95,8 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_config_error(exc)
         return EXIT_CONFIG
     try:
-        result = asyncio.run(run_until_shutdown(lambda stop: _run(cfg, args, stop), drain_timeout_s=10.0))
-    except (OSError, RuntimeError) as exc:
+        result = asyncio.run(run_until_shutdown(lambda stop: _run(cfg, args, stop, security), drain_timeout_s=10.0))
+    except (OSError, RuntimeError, CertificateError) as exc:
         log.error("sim.failed", error=str(exc))  # noqa: TRY400 - a port in use needs no traceback
         print(f"gateway-sim: {exc}", file=sys.stderr)
         return EXIT_FAILURE
@@ -130,12 +155,33 @@ def _config(args: argparse.Namespace) -> PlantConfig:
         raise ConfigError([("", str(exc))], source="command line") from exc
 
 
+def _opcua_security(args: argparse.Namespace) -> ServerSecurity:
+    try:
+        policies = parse_policies(args.opcua_security)
+    except ValueError as exc:
+        raise ConfigError([("--opcua-security", str(exc))], source="command line") from exc
+    users: dict[str, str] = {}
+    if args.opcua_user is not None:
+        if not any(p.endswith("_SignAndEncrypt") for p in policies):
+            raise ConfigError([("--opcua-user", "a user needs a SignAndEncrypt policy")], source="command line")
+        if args.opcua_password_file is None:
+            raise ConfigError([("--opcua-user", "needs --opcua-password-file")], source="command line")
+        users[args.opcua_user] = read_secret(None, args.opcua_password_file) or ""
+    return ServerSecurity(policies=policies, pki=args.opcua_pki or default_pki(), users=users)
+
+
+def default_pki() -> Path:
+    """Where ``gateway-sim`` keeps its OPC UA certificates: the systemd unit's state directory, else ``var/``."""
+    state = os.environ.get("STATE_DIRECTORY")
+    return Path(state.split(":")[0]) / "pki" if state else Path("var/sim-pki")
+
+
 def _start_epoch(cfg: PlantConfig) -> float | None:
     start = cfg.simulation.start
     return start.timestamp() if start is not None else None
 
 
-async def _run(cfg: PlantConfig, args: argparse.Namespace, stop: asyncio.Event) -> int:
+async def _run(cfg: PlantConfig, args: argparse.Namespace, stop: asyncio.Event, security: ServerSecurity) -> int:
     clock = ScaledClock(speed=cfg.simulation.speed, start=_start_epoch(cfg))
     control = cfg.servers.control
     async with PlantSimulator(
@@ -144,6 +190,7 @@ async def _run(cfg: PlantConfig, args: argparse.Namespace, stop: asyncio.Event) 
         modbus_port=None,
         opcua_port=None,
         control_port=control.port if control.enabled else None,
+        opcua_security=security,
     ) as sim:
         _announce(sim, args.ready_file)
         await _watch(sim, cfg, stop, args.duration)
@@ -161,11 +208,25 @@ def _announce(sim: PlantSimulator, ready_file: Path | None) -> None:
         print(f"opcua listening on {ends['opcua_endpoint']}")
     if ends["control_port"] is not None:
         print(f"control listening on {sim.host}:{ends['control_port']}")
+    _print_opcua_security(sim)
     sys.stdout.flush()
     if ready_file is not None:
         tmp = ready_file.with_name(ready_file.name + ".tmp")
         tmp.write_text(json.dumps({**ends, "pid": os.getpid()}), encoding="utf-8")
         tmp.replace(ready_file)
+
+
+def _print_opcua_security(sim: PlantSimulator) -> None:
+    """With security: what the OPC UA server offers, where its certificate and trust list are (after the
+    listeners' lines, which parent processes read; security None prints nothing more)."""
+    if sim.opcua is None or not sim.opcua.security.secure:
+        return
+    security = sim.opcua.security
+    assert security.pki is not None
+    own = security.own.certificate
+    print(f"opcua security: {', '.join(security.policies)}")
+    print(f"opcua certificate {own} thumbprint {thumbprint(read_certificate(own))}")
+    print(f"opcua trusted client certificates: {trusted_dir(security.pki)}/")
 
 
 async def _watch(sim: PlantSimulator, cfg: PlantConfig, stop: asyncio.Event, duration: float | None) -> None:

@@ -36,6 +36,8 @@ from gateway.domain.model import RAW_LIMITS, DataType
 from gateway.logging import get_logger
 from simulators.faults import OpcUaClockOffset
 from simulators.modbus_server import SignalSource
+from simulators.opcua_security import ServerSecurity, restrict_user_tokens
+from simulators.opcua_security import apply as apply_security
 from simulators.plc import Value, WriteRejected
 from simulators.simulation import ReadOnlySignal
 
@@ -125,8 +127,10 @@ class OpcUaPlc:
         path: str,
         on_write: Callable[[], None] | None = None,
         clock_offset_s: float = 0.0,
+        security: ServerSecurity | None = None,
     ) -> None:
         self._source = source
+        self.security = security or ServerSecurity()
         self.clock_offset_s = clock_offset_s
         self._on_write = on_write
         self.point_map = point_map
@@ -157,7 +161,7 @@ class OpcUaPlc:
         await server.init()
         server.set_endpoint(f"opc.tcp://{self.host}:{self.port}{self.path}")
         server.set_server_name("Booster station BS-01 (gateway-sim)")
-        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        await apply_security(server, self.security)
         # The server's own clock task writes ServerStatus every second; our time is the simulation's.
         server.disable_clock()
         self.namespace_index = await server.register_namespace(self.point_map.meta.opcua_namespace)
@@ -168,10 +172,11 @@ class OpcUaPlc:
         server.subscribe_server_callback(CallbackType.PreWrite, self._pre_write)
         server.subscribe_server_callback(CallbackType.PostWrite, self._post_write)
         await server.start()
+        restrict_user_tokens(server)
         if server.bserver is not None:
             self.port = server.bserver.port
         self.up = True
-        log.info("opcua.listening", endpoint=self.endpoint, nodes=len(self._vars))
+        log.info("opcua.listening", endpoint=self.endpoint, nodes=len(self._vars), security=self.security.policies)
 
     async def stop(self) -> None:
         """Stop the server for good."""

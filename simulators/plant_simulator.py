@@ -53,6 +53,7 @@ from simulators.faults import (
     parse_fault,
 )
 from simulators.modbus_server import ModbusDeviceSpec, ModbusFaults, ModbusPlc, ModbusServerSpec, SimulatedModbusDevice
+from simulators.opcua_security import ServerSecurity
 from simulators.opcua_server import OpcUaPlc
 from simulators.plc import Hoa, Value
 from simulators.recorder import TrueStateRecorder
@@ -88,6 +89,7 @@ class PlantSimulator:
         opcua: bool = True,
         opcua_port: int | None = 0,
         opcua_point_map: PointMap | Path | None = None,
+        opcua_security: ServerSecurity | None = None,
         control_port: int | None = None,
         scenario: Scenario | Path | None = None,
         record_csv: Path | None = None,
@@ -106,6 +108,7 @@ class PlantSimulator:
         self._opcua_enabled = opcua
         self._opcua_port = cfg.servers.opcua.port if opcua_port is None else opcua_port
         self._opcua_map_arg = opcua_point_map
+        self._opcua_security = opcua_security
         self._control_port = control_port
         self._scenario_arg = scenario if scenario is not None else cfg.simulation.scenario
         self._record_csv = record_csv if record_csv is not None else cfg.simulation.record_csv
@@ -211,6 +214,7 @@ class PlantSimulator:
             port=self._opcua_port,
             path=self.cfg.servers.opcua.path,
             on_write=self._dirty.set,
+            security=self._opcua_security,
         )
         await server.start()
         self._stack.push_async_callback(server.stop)
@@ -288,7 +292,14 @@ class PlantSimulator:
             "opcua_endpoint": self.opcua.endpoint if self.opcua else None,
             "opcua_port": self.opcua.port if self.opcua else None,
             "control_port": self.control_port,
+            "opcua_certificate": self._opcua_certificate(),
         }
+
+    def _opcua_certificate(self) -> str | None:
+        """The OPC UA server's certificate file, for clients to pin (None while it offers security None only)."""
+        if self.opcua is None or not self.opcua.security.secure:
+            return None
+        return str(self.opcua.security.own.certificate.resolve())
 
     # --- time ---------------------------------------------------------------------------------------------------
 

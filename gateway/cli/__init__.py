@@ -8,13 +8,13 @@ import sys
 from collections.abc import Sequence
 
 from gateway import __version__
-from gateway.cli import check_config, demo, export, run, status
+from gateway.cli import certs, check_config, demo, export, run, status
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
 
-_COMMANDS = (demo, run, check_config, status, export)
+_COMMANDS = (demo, run, check_config, status, export, certs)
 
 
 def build_parser() -> argparse.ArgumentParser:

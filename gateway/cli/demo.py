@@ -25,9 +25,10 @@ from typing import Any, TextIO
 
 from gateway.cli.clock_info import ClockInfo, write_clock_file
 from gateway.cli.common import add_config_option, load_or_report
+from gateway.cli.demo_secure import prepare as prepare_secure
 from gateway.cli.export import parse_time
 from gateway.config import LoadedConfig
-from gateway.config.devices import ModbusDeviceSettings, OpcUaDeviceSettings
+from gateway.config.devices import ModbusDeviceSettings, OpcUaDeviceSettings, OpcUaSecurity
 from gateway.lifecycle import run_until_shutdown
 from gateway.logging import configure_logging
 
@@ -72,6 +73,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "its demand and tariff follow it",
     )
     p.add_argument("--no-view", action="store_true", help="log only, no live view")
+    p.add_argument(
+        "--secure",
+        action="store_true",
+        help="OPC UA secured end to end: certificates made in var/demo-pki (beside --db), the simulator offering "
+        "Basic256Sha256 SignAndEncrypt only and trusting the gateway's certificate, the gateway pinning the "
+        "simulator's and logging in as user demo",
+    )
     p.set_defaults(handler=_run)
 
 
@@ -110,10 +118,17 @@ async def demo(loaded: LoadedConfig, stop: asyncio.Event, *, args: argparse.Name
     info = ClockInfo("simulated", speed=args.speed, simulated_start=clock.now(), real_start=time.time())
     write_clock_file(args.db.resolve(), info)
     started: asyncio.Future[Gateway] = asyncio.get_running_loop().create_future()
-    async with PlantSimulator(clock=clock, seed=args.seed) as sim:
-        demo_cfg = _demo_config(loaded, sim.modbus_port, sim.opcua_endpoint, db=args.db.resolve(), speed=args.speed)
+    secure = prepare_secure(args.db.resolve().parent / "demo-pki") if args.secure else None
+    server_security = secure.server if secure is not None else None
+    async with PlantSimulator(clock=clock, seed=args.seed, opcua_security=server_security) as sim:
+        opcua, security = sim.opcua_endpoint, None
+        if secure is not None:
+            secure.pin(secure.server.own.certificate)
+            opcua, security = f"{opcua} secured: {secure.summary()}", secure.client_security()
+        db = args.db.resolve()
+        demo_cfg = _demo_config(loaded, sim.modbus_port, sim.opcua_endpoint, db=db, speed=args.speed, security=security)
         broker = _broker_answers(demo_cfg.settings.mqtt.host, demo_cfg.settings.mqtt.port)
-        print(_banner(demo_cfg, sim.modbus_port, sim.opcua_endpoint, args.speed, broker), flush=True)
+        print(_banner(demo_cfg, sim.modbus_port, opcua, args.speed, broker), flush=True)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(run_gateway(demo_cfg, stop, clock=clock, on_started=started.set_result), name="gateway")
             gw = await started
@@ -127,7 +142,13 @@ async def demo(loaded: LoadedConfig, stop: asyncio.Event, *, args: argparse.Name
 
 
 def _demo_config(
-    loaded: LoadedConfig, modbus_port: int, opcua_endpoint: str, *, db: Path, speed: float
+    loaded: LoadedConfig,
+    modbus_port: int,
+    opcua_endpoint: str,
+    *,
+    db: Path,
+    speed: float,
+    security: OpcUaSecurity | None = None,
 ) -> LoadedConfig:
     """The configuration pointed at the simulators' ports and the demo database.
 
@@ -143,7 +164,7 @@ def _demo_config(
         if isinstance(dev, ModbusDeviceSettings):
             update |= {"host": "127.0.0.1", "port": modbus_port}
         elif isinstance(dev, OpcUaDeviceSettings):
-            update |= {"endpoint": opcua_endpoint}
+            update |= {"endpoint": opcua_endpoint} | ({"security": security} if security is not None else {})
         devices.append(dev.model_copy(update=update))
     slowest = max((d.poll_interval_s for d in devices), default=floor)
     # Three slowed polls, and never under two real seconds: a busy laptop must not flap COMM_LOSS at --speed 60.

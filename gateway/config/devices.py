@@ -18,6 +18,7 @@ from gateway.domain.model import (
     Tag,
     WordOrder,
 )
+from gateway.pki import CertificateError, check_key_mode
 
 #: The default clock skew allowed beside a poll interval: RTU clocks are often set by hand or drift between syncs.
 CLOCK_SKEW_MARGIN_S = 5.0
@@ -174,14 +175,15 @@ class ModbusDeviceSettings(_DeviceCommon):
 
 
 class OpcUaSecurity(StrictModel):
-    """OPC UA security. Anything but None needs our certificate and key and the server's certificate (pinned)."""
+    """OPC UA security. Anything but None needs our certificate and key and the server's certificate (pinned); a
+    username and password travel only over a SignAndEncrypt channel. `gateway certs` makes and fetches the files."""
 
-    policy: Literal["None", "Basic256Sha256"] = "None"
+    policy: Literal["None", "Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss"] = "None"
     mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
     certificate: ExistingFile | None = None
-    private_key: ExistingFile | None = None
+    private_key: ExistingFile | None = Field(default=None, description="PEM, mode 0600 (checked at start).")
     server_certificate: ExistingFile | None = None
-    username: str | None = None
+    username: str | None = Field(default=None, description="Only with mode SignAndEncrypt.")
     password: SecretStr | None = None
     password_file: ExistingFile | None = None
 
@@ -193,6 +195,19 @@ class OpcUaSecurity(StrictModel):
             missing = [f for f in ("certificate", "private_key", "server_certificate") if getattr(self, f) is None]
             if missing:
                 raise ValueError(f"security policy {self.policy} needs {', '.join(missing)}")
+        if self.private_key is not None:
+            try:
+                check_key_mode(self.private_key)
+            except CertificateError as exc:
+                raise ValueError(str(exc)) from exc
+        has_password = self.password is not None or self.password_file is not None
+        if self.username is None and has_password:
+            raise ValueError("a password needs a username")
+        if self.username is not None and self.mode != "SignAndEncrypt":
+            raise ValueError(
+                f"username {self.username!r} with mode {self.mode}: a username and password travel only over an "
+                "encrypted channel (mode SignAndEncrypt)"
+            )
         return self
 
 

@@ -473,6 +473,7 @@ def _make_certificate(
     key_path.write_bytes(
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
+    key_path.chmod(0o600)  # the gateway refuses a private key that others may read
     return cert_path, key_path
 
 

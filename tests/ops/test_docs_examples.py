@@ -114,6 +114,11 @@ NOT_RUN: tuple[tuple[str, str], ...] = (
         "tests/ops/test_http.py reads /metrics",
     ),
     (r"python - <<'EOF'", "talks to the control port of a running gateway-sim"),
+    (
+        r"gateway demo --secure --duration 3 --speed 60 --no-view|gateway certs( .*)?"
+        r"|cp config/pki/own/gateway\.der .*",
+        "tests/ops/test_opcua_certificates_readme.py runs the README's certificate workflow and secure demo as written",
+    ),
 )
 
 
@@ -329,7 +334,7 @@ def test_every_option_of_our_programs_exists(example: Example) -> None:
     assert problems == [], f"{example.where}: `{example.text}`: {problems}"
 
 
-@pytest.mark.parametrize("command", ["demo", "run", "check-config", "status", "export"])
+@pytest.mark.parametrize("command", ["demo", "run", "check-config", "status", "export", "certs"])
 def test_every_subcommand_has_help(command: str) -> None:
     out = io.StringIO()
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exit_:

@@ -386,7 +386,9 @@ class OpcUaDevice:
             async with ua_deadline(4 * s.timeout_s + 1.0):  # endpoints, hello, channel, session, activation
                 if self._security is not None:
                     await self._security.apply(client)
-                await client.connect()
+                    await self._security.connect(client)
+                else:
+                    await client.connect()
                 opened = True
                 return await self._prepare(client)
         except SecurityRefused as exc:

@@ -1,4 +1,5 @@
-"""OPC UA security: Basic256Sha256 with our certificate and a pinned, validated server certificate.
+"""OPC UA security: Basic256Sha256 (or Aes128_Sha256_RsaOaep, Aes256_Sha256_RsaPss) with our certificate and a
+pinned, validated server certificate.
 
 No trust on first use: the server's certificate comes from the configuration, never from the server. It is checked
 three times on every connect: before anything else (the certificate the server's endpoint presents must be the pinned
@@ -17,16 +18,37 @@ from pathlib import Path
 from asyncua import ua
 from asyncua.client.client import Client
 from asyncua.common.utils import ServiceError
-from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
+from asyncua.crypto.security_policies import (
+    SecurityPolicy,
+    SecurityPolicyAes128Sha256RsaOaep,
+    SecurityPolicyAes256Sha256RsaPss,
+    SecurityPolicyBasic256Sha256,
+)
 from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
 from asyncua.ua.status_codes import StatusCodes
+from asyncua.ua.uaerrors import UaStatusCodeError
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 
 from gateway.config.common import read_secret
 from gateway.config.devices import OpcUaSecurity
+from gateway.pki import (
+    CertificateError,
+    check_private_key,
+    parse_certificate,
+    sha256_fingerprint,
+    thumbprint,
+)
 
 _MODES = {"Sign": ua.MessageSecurityMode.Sign, "SignAndEncrypt": ua.MessageSecurityMode.SignAndEncrypt}
+POLICIES: dict[str, type[SecurityPolicy]] = {
+    "Basic256Sha256": SecurityPolicyBasic256Sha256,
+    "Aes128_Sha256_RsaOaep": SecurityPolicyAes128Sha256RsaOaep,
+    "Aes256_Sha256_RsaPss": SecurityPolicyAes256Sha256RsaPss,
+}
+_POLICY_NAMES = {cls.URI: name for name, cls in POLICIES.items()} | {
+    "http://opcfoundation.org/UA/SecurityPolicy#None": "None"
+}
 
 
 class SecurityRefused(Exception):
@@ -35,18 +57,17 @@ class SecurityRefused(Exception):
 
 def load_certificate(path: Path) -> x509.Certificate:
     """A certificate from a DER or PEM file; ``SecurityRefused`` if the file holds none."""
-    data = path.read_bytes()
     try:
-        if data.lstrip().startswith(b"-----BEGIN"):
-            return x509.load_pem_x509_certificate(data)
-        return x509.load_der_x509_certificate(data)
-    except ValueError as exc:
-        raise SecurityRefused(f"{path} is not a DER or PEM certificate ({exc})") from exc
+        return parse_certificate(path.read_bytes(), str(path))
+    except OSError as exc:
+        raise SecurityRefused(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except CertificateError as exc:
+        raise SecurityRefused(str(exc)) from exc
 
 
 def fingerprint(cert: x509.Certificate) -> str:
     """SHA-256 fingerprint, colon-separated hex, as certificate tools print it."""
-    return cert.fingerprint(hashes.SHA256()).hex(":").upper()
+    return sha256_fingerprint(cert)
 
 
 def der(cert: x509.Certificate) -> bytes:
@@ -100,14 +121,22 @@ class SecureSetup:
         """None for security policy None; otherwise the loaded certificates, or ``SecurityRefused``."""
         if config.policy == "None":
             return None
-        if config.certificate is None or config.server_certificate is None:
-            raise SecurityRefused(f"security policy {config.policy} needs certificate and server_certificate")
+        if config.certificate is None or config.server_certificate is None or config.private_key is None:
+            raise SecurityRefused(f"security policy {config.policy} needs certificate, private_key, server_certificate")
         own = load_certificate(config.certificate)
         pinned = load_certificate(config.server_certificate)
         check_validity(own, f"our certificate {config.certificate}")
         check_validity(pinned, f"the pinned server certificate {config.server_certificate}")
         application_uri(own)
+        try:
+            check_private_key(config.private_key)
+        except CertificateError as exc:
+            raise SecurityRefused(str(exc)) from exc
         return cls(config=config, own=own, pinned=pinned)
+
+    @property
+    def policy(self) -> type[SecurityPolicy]:
+        return POLICIES[self.config.policy]
 
     async def apply(self, client: Client) -> None:
         """Check the server presents the pinned certificate, then configure the client's secure channel."""
@@ -115,7 +144,7 @@ class SecureSetup:
         client.application_uri = application_uri(self.own)
         await self._check_endpoint(client, mode)
         await client.set_security(
-            SecurityPolicyBasic256Sha256,
+            self.policy,
             certificate=str(self.config.certificate),
             private_key=str(self.config.private_key),
             server_certificate=str(self.config.server_certificate),
@@ -128,13 +157,47 @@ class SecureSetup:
             if password is not None:
                 client.set_password(password)
 
+    async def connect(self, client: Client) -> None:
+        """``client.connect()``, with the server's refusals of our certificate or user said plainly."""
+        try:
+            await client.connect()
+        except UaStatusCodeError as exc:
+            reason = self._refusal(exc.code)
+            if reason is None:
+                raise
+            raise SecurityRefused(reason) from exc
+
+    def _refusal(self, code: int) -> str | None:
+        if code in _CERTIFICATE_REFUSALS:
+            return (
+                f"the server refused our certificate {self.config.certificate} "
+                f"(thumbprint {thumbprint(self.own)}, {_status_name(code)}): copy it to the server's trust list "
+                "(gateway-sim: its pki/trusted/ directory; other servers: their trusted peers store, or move it from "
+                "their rejected list) and connect again; `gateway certs list` shows it"
+            )
+        if code in _USER_REFUSALS and self.config.username is None:
+            return (
+                f"the server refused an anonymous session ({_status_name(code)}): it wants a user; set "
+                "security.username and password_file (mode SignAndEncrypt)"
+            )
+        if code in _USER_REFUSALS:
+            return (
+                f"the server refused user {self.config.username!r} ({_status_name(code)}): check the username and "
+                "the password (file) against the server's users"
+            )
+        return None
+
     async def _check_endpoint(self, client: Client, mode: ua.MessageSecurityMode) -> None:
         # GetEndpoints is open to anyone over a None channel; what it returns is only compared, never trusted.
         endpoints = await client.connect_and_get_server_endpoints()
-        policy = SecurityPolicyBasic256Sha256.URI
+        policy = self.policy.URI
         matching = [e for e in endpoints if e.SecurityPolicyUri == policy and e.SecurityMode == mode]
         if not matching:
-            raise SecurityRefused(f"the server offers no Basic256Sha256 {self.config.mode} endpoint")
+            offered = sorted({_offer(e) for e in endpoints}) or ["nothing"]
+            raise SecurityRefused(
+                f"the server offers no {self.config.policy} {self.config.mode} endpoint (it offers: "
+                f"{', '.join(offered)}); refusing to connect with less than the configured security"
+            )
         presented = matching[0].ServerCertificate
         if not presented or not presented.startswith(der(self.pinned)):
             raise SecurityRefused(
@@ -143,10 +206,36 @@ class SecureSetup:
             )
 
 
+_CERTIFICATE_REFUSALS = frozenset(
+    {
+        StatusCodes.BadCertificateUntrusted,
+        StatusCodes.BadCertificateInvalid,
+        StatusCodes.BadCertificateUseNotAllowed,
+        StatusCodes.BadCertificateUriInvalid,
+        StatusCodes.BadCertificateTimeInvalid,
+        StatusCodes.BadSecurityChecksFailed,
+    }
+)
+_USER_REFUSALS = frozenset(
+    {StatusCodes.BadUserAccessDenied, StatusCodes.BadIdentityTokenRejected, StatusCodes.BadIdentityTokenInvalid}
+)
+
+
+def _status_name(code: int) -> str:
+    return ua.StatusCode(ua.UInt32(code)).name
+
+
+def _offer(endpoint: ua.EndpointDescription) -> str:
+    policy = _POLICY_NAMES.get(endpoint.SecurityPolicyUri, endpoint.SecurityPolicyUri.rsplit("#", 1)[-1])
+    if endpoint.SecurityMode == ua.MessageSecurityMode.None_:
+        return "None"
+    return f"{policy} {endpoint.SecurityMode.name}"
+
+
 def _fingerprint_of(data: bytes | None) -> str:
     if not data:
         return "(none)"
     try:
-        return fingerprint(x509.load_der_x509_certificate(data))
-    except ValueError:  # a chain: the first certificate is the server's
+        return fingerprint(parse_certificate(data, "the server's certificate"))
+    except CertificateError:  # a chain: the first certificate is the server's
         return "(unreadable)"
