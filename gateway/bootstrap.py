@@ -284,19 +284,24 @@ async def _build(
         from gateway.problems import gateway_problems
 
         intake = build_intake(settings, log_store=store, handler=loop, responses=JsonCommandResponses(), clock=clock)
-        uplink = build_uplink(
-            settings,
-            outbox=store,
-            intake=intake,
-            clock=clock,
-            config_hash=loaded.config_hash,
-            # The health lane: what is wrong goes on the retained state topic directly, never through the store.
-            health=functools.partial(gateway_problems, store=store, devices=devices, loop=loop, supervisor=supervisor),
-            events=functools.partial(_record_event, store, supervisor, settings.store, clock),
-        )
-        store.add_health_listener(uplink.health_changed)
-        gw.uplink = await uplink.__aenter__()
-        stack.push_async_callback(_close_uplink, uplink, budget)
+        if settings.mqtt.format != "json":
+            await _start_sparkplug(settings, stack, store=store, intake=intake, clock=clock, budget=budget)
+        if settings.mqtt.format != "sparkplug":
+            uplink = build_uplink(
+                settings,
+                outbox=store,
+                intake=intake,
+                clock=clock,
+                config_hash=loaded.config_hash,
+                # The health lane: what is wrong goes on the retained state topic directly, never through the store.
+                health=functools.partial(
+                    gateway_problems, store=store, devices=devices, loop=loop, supervisor=supervisor
+                ),
+                events=functools.partial(_record_event, store, supervisor, settings.store, clock),
+            )
+            store.add_health_listener(uplink.health_changed)
+            gw.uplink = await uplink.__aenter__()
+            stack.push_async_callback(_close_uplink, uplink, budget)
     stack.push_async_callback(_drain_store, store, budget)
     stack.push_async_callback(_flush_held_back, loop.monitor)  # before the drain: what the swinging door holds
     # Everything long-lived exists now: keep it out of the cyclic collector's full passes, which otherwise stall
@@ -392,6 +397,23 @@ def _exception_filter(settings: GatewaySettings) -> ExceptionFilter | None:
 
 async def _close_store(store: SqliteKnowledgeStore, budget: StopBudget) -> None:
     await store.close(timeout_s=min(STORE_CLOSE_S, budget.left(keep_s=0.5)))
+
+
+async def _start_sparkplug(
+    settings: GatewaySettings,
+    stack: AsyncExitStack,
+    *,
+    store: SqliteKnowledgeStore,
+    intake: Any,
+    clock: Clock,
+    budget: StopBudget,
+) -> None:
+    """The Sparkplug B node (``[mqtt] format`` sparkplug or both), on its own MQTT session."""
+    from gateway.adapters.sparkplug import build_sparkplug_node
+
+    node = build_sparkplug_node(settings, outbox=store, latest=store.latest_readings, intake=intake, clock=clock)
+    await node.__aenter__()
+    stack.push_async_callback(_close_uplink, node, budget)
 
 
 async def _close_uplink(uplink: Any, budget: StopBudget) -> None:
