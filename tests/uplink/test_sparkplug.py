@@ -4,6 +4,9 @@ coming back with nothing stored lost."""
 
 from __future__ import annotations
 
+import asyncio
+import signal
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -270,3 +273,28 @@ async def test_a_done_write_is_reported_as_the_confirmed_value(
         dbirth = host.of("DBIRTH", "tank-rtu")[0]
     assert {m.alias: m.name for m in dbirth.payload.metrics}[confirmed.alias] == "PCV-301.SP"
     assert confirmed.float_value == 44.0
+
+
+async def test_sigkill_mid_stream_gives_ndeath_by_the_broker_then_a_birth_with_the_next_bdseq(
+    broker: Mosquitto, pb: Any, tmp_path: Path
+) -> None:
+    child = Path(__file__).with_name("sparkplug_child.py")
+    bdseq = tmp_path / "bdseq"
+    with Host(broker.port, pb) as host:
+        for run in range(2):
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, str(child), str(broker.port), str(bdseq), stdout=asyncio.subprocess.DEVNULL
+            )
+            try:
+                await eventually(lambda n=run: len(host.of("NBIRTH")) == n + 1, what="a birth")
+                seen = len(host.of("DDATA"))
+                await eventually(lambda s=seen: len(host.of("DDATA")) >= s + 5, what="data streaming")
+            finally:
+                proc.send_signal(signal.SIGKILL)
+                await proc.wait()
+            await eventually(lambda n=run: len(host.of("NDEATH")) == n + 1, what="NDEATH published by the broker")
+        messages = host.snapshot()
+    assert [b.metric("bdSeq").long_value for b in host.of("NBIRTH")] == [0, 1]
+    assert [d.metric("bdSeq").long_value for d in host.of("NDEATH")] == [0, 1]
+    assert all(d.qos == 1 and not d.retain for d in host.of("NDEATH"))  # the will
+    check_sequence(messages)
