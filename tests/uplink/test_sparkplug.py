@@ -298,3 +298,25 @@ async def test_sigkill_mid_stream_gives_ndeath_by_the_broker_then_a_birth_with_t
     assert [d.metric("bdSeq").long_value for d in host.of("NDEATH")] == [0, 1]
     assert all(d.qos == 1 and not d.retain for d in host.of("NDEATH"))  # the will
     check_sequence(messages)
+
+
+def test_readme_sparkplug_example_and_topic_tree_are_what_the_gateway_uses() -> None:
+    import re
+    import tomllib
+
+    from gateway.adapters.sparkplug.topics import SparkplugTopics, state_topic
+    from gateway.config.sparkplug import SparkplugSettings
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- sparkplug-example -->\n```toml\n", 1)[1].split("```", 1)[0]
+    doc = tomllib.loads(block)
+    mqtt = MqttSettings.model_validate(doc["mqtt"])
+    spb = SparkplugSettings.model_validate(doc["sparkplug"])
+    assert mqtt.format == "sparkplug"
+    topics = SparkplugTopics(spb.group_id, spb.edge_node_id or "")
+    table = readme.split("<!-- sparkplug-topics -->", 1)[1].split("\n\n", 1)[0]
+    documented = re.findall(r"^\| `([^`]+)` \|", table, flags=re.MULTILINE)
+    expected = [topics.node_topic(k) for k in ("NBIRTH", "NDEATH", "NDATA", "NCMD")]
+    expected += [topics.device_topic(k, "pump-plc") for k in ("DBIRTH", "DDATA", "DDEATH", "DCMD")]
+    expected.append(state_topic(spb.primary_host_id or ""))
+    assert documented == expected
