@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PUMPS, mqtt_settings
+from conftest import PUMPS, mqtt_settings, running_uplink
 from sparkplug_host import Host, check_sequence, host_proto, prop, quality
 from uplink_fakes import FakeHandler, eventually
 
 from gateway.adapters.sparkplug.bdseq import BdSeqFile
 from gateway.adapters.sparkplug.catalog import Catalog, NamedSetpoint
-from gateway.adapters.sparkplug.feed import OwnFeed
+from gateway.adapters.sparkplug.feed import OwnFeed, SharedFeed
 from gateway.adapters.sparkplug.node import NodeIdentity, SparkplugNode
 from gateway.clock import SystemClock
 from gateway.config.mqtt import MqttSettings
@@ -74,6 +74,7 @@ async def running_node(
     *,
     primary: str | None = None,
     handler: FakeHandler | None = None,
+    shared: bool = False,
 ) -> AsyncIterator[SparkplugNode]:
     clock = SystemClock()
     intake = command_intake(settings.commands, store=store, handler=handler or FakeHandler(), clock=clock, pumps=PUMPS)
@@ -81,11 +82,11 @@ async def running_node(
         settings=settings,
         identity=NodeIdentity("water", "edge-1", "gw-bs01-edge-1-spb", primary),
         catalog=Catalog(TAGS, SETPOINTS),
-        feed=OwnFeed(store),
+        feed=SharedFeed(store) if shared else OwnFeed(store),
         outbox=store,
         latest=store.latest_readings,
         intake=intake,
-        run_intake=True,
+        run_intake=not shared,
         bdseq=BdSeqFile(tmp / "bdseq"),
         clock=clock,
     )
@@ -320,3 +321,31 @@ def test_readme_sparkplug_example_and_topic_tree_are_what_the_gateway_uses() -> 
     expected += [topics.device_topic(k, "pump-plc") for k in ("DBIRTH", "DDATA", "DDEATH", "DCMD")]
     expected.append(state_topic(spb.primary_host_id or ""))
     assert documented == expected
+
+
+async def test_both_formats_share_the_outbox_without_taking_each_others_rows(
+    broker: Mosquitto, store: InMemoryKnowledgeStore, pb: Any, tmp_path: Path
+) -> None:
+    """format = "both": the JSON uplink marks rows sent on its PUBACKs; the Sparkplug lane, with its own cursor,
+    still sends every row — also those the JSON side sent while the primary host was away."""
+    settings = mqtt_settings(broker.port, format="both")
+    with Host(broker.port, pb) as host:
+        host.state(True, 1)
+        async with (
+            running_uplink(settings, store) as uplink,
+            running_node(settings, store, tmp_path, primary="scada", shared=True),
+        ):
+            await uplink.wait_connected()
+            await eventually(lambda: len(host.of("DBIRTH")) == 2, what="births")
+            host.state(False, 2)
+            await eventually(lambda: len(host.of("NDEATH")) == 1, what="the host away")
+            for i in range(4):
+                await store.record_readings("tank-rtu", [reading("LIC-201.LEVEL", 1.0 + i, i=i)])
+            await eventually(lambda: store.pending == 0, what="the JSON uplink sent and marked them")
+            assert not host.of("DDATA")
+            host.state(True, 3)
+            await eventually(lambda: len(host.of("DDATA")) == 4, what="the Sparkplug lane sent them too")
+        messages = host.snapshot()
+    check_sequence(messages)
+    assert [m.payload.metrics[0].float_value for m in host.of("DDATA")] == [1.0, 2.0, 3.0, 4.0]
+    assert all(m.payload.metrics[0].is_historical for m in host.of("DDATA"))

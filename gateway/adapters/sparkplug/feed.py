@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Protocol
 
 from gateway.adapters.mqtt.publisher import AckBook, UplinkOutbox
@@ -86,7 +87,7 @@ class SharedFeed:
         self._written = row_id if self._written is None else max(self._written, row_id)
 
     async def run(self) -> None:
-        return
+        await asyncio.Event().wait()  # nothing to write: the cursor lives in memory; ends when cancelled
 
     async def flush(self) -> None:
         return
