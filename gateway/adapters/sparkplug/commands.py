@@ -25,6 +25,7 @@ from gateway.adapters.sparkplug.catalog import MODE, NEXT_SERVER, REBIRTH, Catal
 
 #: What of an undecodable payload goes into the audited request (hex).
 _SHOWN_BYTES = 48
+_SCALARS = frozenset({"int_value", "long_value", "float_value", "double_value", "boolean_value", "string_value"})
 _SIGNED_BITS: dict[int, int] = {pb.Int8: 8, pb.Int16: 16, pb.Int32: 32, pb.Int64: 64}
 
 
@@ -90,11 +91,8 @@ def metric_value(m: Any, datatype: int) -> object:
     if m.is_null:
         return None
     which = m.WhichOneof("value")
-    if which is None or which not in {"int_value", "long_value", "float_value", "double_value"} | {
-        "boolean_value",
-        "string_value",
-    }:
-        return None
+    if which not in _SCALARS:
+        return None  # none, or a dataset, template, bytes or extension: nothing a write can carry
     value = getattr(m, which)
     bits = _SIGNED_BITS.get(datatype)
     if which in ("int_value", "long_value") and bits is not None and value >= 1 << (bits - 1):
