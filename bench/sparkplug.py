@@ -1,6 +1,6 @@
 """Sparkplug B against the JSON topics: the whole gateway process at 10 000 tags at 1 Hz, once per format.
 
-    python -m bench.sparkplug            # about 1.5 minutes
+    python -m bench.sparkplug            # about 2.5 minutes
     python -m bench.sparkplug --smoke    # 200 tags, windows of seconds: it runs, figures meaningless
 
 The set-up of ``bench/e2e.py`` (simulators, load devices, a private Mosquitto, ``python -m gateway run``), with

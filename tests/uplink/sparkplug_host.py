@@ -106,9 +106,9 @@ class Host:
         with self._lock:
             return list(self.messages)
 
-    def state(self, online: bool, timestamp: int) -> None:
+    def state(self, online: bool, timestamp: int, *, retain: bool = True) -> None:
         doc = f'{{"online": {"true" if online else "false"}, "timestamp": {timestamp}}}'
-        self.client.publish(f"spBv1.0/STATE/{self.host_id}", doc.encode(), qos=1, retain=True).wait_for_publish(10)
+        self.client.publish(f"spBv1.0/STATE/{self.host_id}", doc.encode(), qos=1, retain=retain).wait_for_publish(10)
 
     def command(self, topic: str, metrics: list[dict[str, Any]], *, timestamp: int) -> None:
         payload = self.pb.Payload(timestamp=timestamp)

@@ -349,3 +349,33 @@ async def test_both_formats_share_the_outbox_without_taking_each_others_rows(
     check_sequence(messages)
     assert [m.payload.metrics[0].float_value for m in host.of("DDATA")] == [1.0, 2.0, 3.0, 4.0]
     assert all(m.payload.metrics[0].is_historical for m in host.of("DDATA"))
+
+
+async def test_next_server_ends_the_session_and_an_older_state_is_ignored(
+    broker: Mosquitto, store: InMemoryKnowledgeStore, pb: Any, tmp_path: Path
+) -> None:
+    now_ms = int(SystemClock().now() * 1000)
+    with Host(broker.port, pb) as host:
+        host.state(True, 10)
+        async with running_node(mqtt_settings(broker.port), store, tmp_path, primary="scada") as node:
+            await eventually(lambda: len(host.of("NBIRTH")) == 1, what="a birth")
+            host.state(False, 5, retain=False)  # older than the online it follows (a stale copy): ignored
+            host.command(
+                NODE.format(kind="NCMD"),
+                [{"name": "Node Control/Next Server", "datatype": pb.Boolean, "boolean_value": True}],
+                timestamp=now_ms,
+            )
+            await eventually(lambda: len(host.of("NBIRTH")) == 2, what="a new session's birth")
+            assert node.bdseq == 1
+            host.state(False, 20)
+            await eventually(lambda: len(host.of("NDEATH")) == 2, what="the host away")
+            await asyncio.sleep(8)  # longer than 1.5 keepalives (5 s): the waiting session must keep its connection
+            assert node.bdseq == 2  # still the session that waits, not reconnecting
+            host.state(True, 30)
+            await eventually(lambda: len(host.of("NBIRTH")) == 3, what="the birth when the host is back")
+        await eventually(lambda: len(host.of("NDEATH")) == 3, what="NDEATH at the stop")
+        messages = host.snapshot()
+    check_sequence(messages)
+    deaths = ["NBIRTH", "NDEATH"] * 3
+    assert [m.kind for m in messages if m.kind in ("NBIRTH", "NDEATH")] == deaths
+    assert [b.metric("bdSeq").long_value for b in host.of("NBIRTH")] == [0, 1, 2]

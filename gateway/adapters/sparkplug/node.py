@@ -46,6 +46,7 @@ from gateway.domain.messages import MessageKind, OutboxMessage
 from gateway.domain.model import Reading
 from gateway.domain.ports import Clock, RemoteIntake
 from gateway.logging import get_logger
+from gateway.metrics import SPARKPLUG_HOST_ONLINE, SPARKPLUG_MESSAGES, SPARKPLUG_ONLINE
 from gateway.supervision import Policy, spawn
 
 log = get_logger("gateway.sparkplug")
@@ -107,7 +108,7 @@ class SparkplugNode:
         self.link: Link | None = None
         self.bdseq: int | None = None
         self._seq = 0
-        self._rows: dict[int, int] = {}  # mid -> outbox row id
+        self._rows: dict[int, list[int]] = {}  # mid -> the outbox rows acknowledged once it is written
         self._wake = asyncio.Event()
         self._rebirth = False
         self._next_server = False
@@ -217,39 +218,44 @@ class SparkplugNode:
         finally:
             link.abort("session ended")
             self.connected.clear()
+            SPARKPLUG_ONLINE.set(0)
             self.link = None
             self._rows.clear()
             if not self._stop.is_set():
                 log.warning("sparkplug.session_ended", reason=link.lost.result() if link.lost.done() else "ended")
 
     async def _serve(self, link: Link, bdseq: int) -> None:
+        # The link's keepalive and silence watch, for the whole session: waiting for the host included.
+        watcher = asyncio.ensure_future(self._tick(link))
+        try:
+            if await self._open_session(link):
+                await self._birth(link, bdseq)
+                live_start = await self._outbox.last_row_id()
+                self.connected.set()
+                SPARKPLUG_ONLINE.set(1)
+                log.info("sparkplug.online", bdseq=bdseq, live_start=live_start, node=self._id.node)
+                await self._pump(link, bdseq, live_start)
+                if not link.is_lost:
+                    await self._goodbye(link, bdseq)
+            elif not link.is_lost:
+                # Stopped while waiting for the host: DISCONNECT, so that no NDEATH ends a birth that never was.
+                await link.close(timeout_s=self._cfg.shutdown_timeout_s)
+        finally:
+            watcher.cancel()
+
+    async def _open_session(self, link: Link) -> bool:
+        """Subscribe; with a primary host, wait until it says online. False when the session ended meanwhile."""
         timeout = self._cfg.connect_timeout_s
         self._next_server = False
         self._host_offline.clear()
         await link.subscribe(self.topics.node_topic("NCMD"), timeout_s=timeout)
         await link.subscribe(self.topics.device_topic("DCMD", "+"), timeout_s=timeout)
-        if self._id.primary_host is not None:
-            self._host_online.clear()
-            await link.subscribe(state_topic(self._id.primary_host), timeout_s=timeout)
-            if not await self._until(link, self._host_online, offline_ends=False):
-                return await self._not_born(link)
-        await self._birth(link, bdseq)
-        live_start = await self._outbox.last_row_id()
-        self.connected.set()
-        log.info("sparkplug.online", bdseq=bdseq, live_start=live_start, node=self._id.node)
-        watcher = asyncio.ensure_future(self._tick(link))
-        try:
-            await self._pump(link, bdseq, live_start)
-        finally:
-            watcher.cancel()
-        if not link.is_lost:
-            await self._goodbye(link, bdseq)
-        return None
-
-    async def _not_born(self, link: Link) -> None:
-        """Stopped while waiting for the host: DISCONNECT, so that no NDEATH ends a birth that never was."""
-        if not link.is_lost:
-            await link.close(timeout_s=self._cfg.shutdown_timeout_s)
+        if self._id.primary_host is None:
+            SPARKPLUG_HOST_ONLINE.set(1)
+            return True
+        self._host_online.clear()
+        await link.subscribe(state_topic(self._id.primary_host), timeout_s=timeout)
+        return await self._until(link, self._host_online, offline_ends=False)
 
     def _ending(self, link: Link) -> bool:
         return link.is_lost or self._stop.is_set() or self._host_offline.is_set() or self._next_server
@@ -314,6 +320,7 @@ class SparkplugNode:
         timeout = self._cfg.shutdown_timeout_s
         with contextlib.suppress(LinkLost):
             await link.publish_confirmed(self.topics.node_topic("NDEATH"), death, retain=False, timeout_s=timeout)
+        SPARKPLUG_MESSAGES.labels("NDEATH").inc()
         await link.close(timeout_s=timeout)
         log.info("sparkplug.node_death", bdseq=bdseq, stop=self._stop.is_set(), next_server=self._next_server)
 
@@ -350,8 +357,9 @@ class SparkplugNode:
         payload.seq = self._seq
         self._seq = (self._seq + 1) % 256
         mid = link.publish(topic, payload.SerializeToString())
+        SPARKPLUG_MESSAGES.labels(topic.split("/", 3)[2]).inc()
         if row_id is not None:
-            self._rows[mid] = row_id
+            self._rows[mid] = [row_id]
         self.published += 1
 
     async def _publish_row(self, link: Link, msg: OutboxMessage, *, historical: bool) -> None:
@@ -380,7 +388,7 @@ class SparkplugNode:
         device, items = str(body.get("device", "")), body.get("readings", [])
         metrics = self.catalog.devices.get(device)
         if metrics is None:
-            self._feed.acknowledge(msg.row_id)  # a device no longer configured: nothing to publish it under
+            self._skipped(msg.row_id)  # a device no longer configured: nothing to publish it under
             return
         if items and all(i.get("quality") == "bad" and i.get("reason") in _LOST_REASONS for i in items):
             if device not in self._lost_devices:
@@ -393,7 +401,7 @@ class SparkplugNode:
                 )
                 log.info("sparkplug.device_death", device=device)
             else:
-                self._feed.acknowledge(msg.row_id)
+                self._skipped(msg.row_id)
             return
         if device in self._lost_devices:
             self._lost_devices.discard(device)
@@ -405,6 +413,13 @@ class SparkplugNode:
             )
         payload, _ = payloads.readings_data(self.catalog, items, at=msg.created_at, historical=historical)
         self._send(link, self.topics.device_topic("DDATA", device), payload, row_id=msg.row_id)
+
+    def _skipped(self, row_id: int) -> None:
+        """A row with nothing to publish: acknowledged after the rows before it (rows are acknowledged in order)."""
+        if self._rows:
+            self._rows[next(reversed(self._rows))].append(row_id)
+        else:
+            self._feed.acknowledge(row_id)
 
     def _confirmed(self, link: Link, msg: OutboxMessage) -> None:
         """A ``done`` answer to a write from a host: the metric's confirmed (read back) value as DDATA/NDATA."""
@@ -429,9 +444,10 @@ class SparkplugNode:
     # From paho (on the loop's thread) ------------------------------------------------------------------------
 
     def _on_written(self, mid: int, ok: bool) -> None:
-        row_id = self._rows.pop(mid, None)
-        if row_id is not None and ok:
-            self._feed.acknowledge(row_id)
+        rows = self._rows.pop(mid, None)
+        if rows is not None and ok:
+            for row_id in rows:
+                self._feed.acknowledge(row_id)
         self._wake.set()
 
     def _on_message(self, topic: str, payload: bytes) -> None:
@@ -448,6 +464,7 @@ class SparkplugNode:
             log.warning("sparkplug.state_ignored", host=self._id.primary_host, size=len(payload))
             return
         self._host_ts = ts
+        SPARKPLUG_HOST_ONLINE.set(int(online))
         if online:
             self._host_offline.clear()
             self._host_online.set()
