@@ -62,3 +62,24 @@ async def test_a_host_sees_the_plant_and_a_dcmd_is_confirmed_on_the_plc(tmp_path
         assert sim.read("PCV-301.SP") == pytest.approx(target, abs=0.05)  # on the PLC itself
         assert all(a["request_id"].startswith("spb-") for a in answers)
         assert [a["status"] for a in answers][:2] == ["accepted", "done"]
+
+
+async def test_sparkplug_alone_is_the_outbox_only_consumer(tmp_path: Path, pb: Any) -> None:
+    """format = "sparkplug": no JSON topic is published, and the Sparkplug node marks the store's rows sent."""
+    async with whole_gateway(tmp_path, gateway_id="edge-spo", mqtt_extra='format = "sparkplug"') as (gw, sim, broker):
+        assert gw.uplink is None
+        with Host(broker.port, pb) as host, Consumer(broker.port, topic="water/#") as json:
+            host.command(
+                "spBv1.0/water/NCMD/edge-spo",
+                [{"name": "Node Control/Rebirth", "datatype": pb.Boolean, "boolean_value": True}],
+                timestamp=int(sim.clock.now() * 1000),
+            )
+            await eventually(lambda: len(host.of("DDATA")) >= 3, what="telemetry as DDATA")
+
+            async def drained() -> bool:
+                await gw.store.flush()
+                return (await gw.store.stats()).pending <= 2  # at most what was committed a moment ago
+
+            await eventually(drained, what="rows marked sent by the Sparkplug node")
+            assert not json.snapshot()
+        assert {d.device for d in host.of("DBIRTH")} == {"pump-plc", "tank-rtu"}

@@ -41,7 +41,8 @@ async def whole_gateway(
             )
             async with running_gateway(cfg, clock=clock, guard_s=30) as gw:
                 await eventually(lambda: in_control(gw), timeout_s=60, what="the PLC confirmed the loop's control")
-                await gw.uplink.wait_connected()
+                if gw.uplink is not None:  # none with format = "sparkplug"
+                    await gw.uplink.wait_connected()
                 yield gw, sim, broker
     finally:
         broker.stop()
