@@ -18,6 +18,7 @@ from gateway.adapters.sparkplug import sparkplug_b_pb2 as pb
 from gateway.adapters.sparkplug.catalog import Catalog
 from gateway.adapters.sparkplug.commands import decode_command
 from gateway.adapters.sparkplug.node import host_state
+from gateway.adapters.sparkplug.payloads import set_value
 from gateway.clock import SystemClock
 from gateway.config.mqtt import CommandSettings
 from gateway.domain.model import AuditVerdict
@@ -97,3 +98,19 @@ def test_any_state_message_is_read_or_ignored(data: bytes) -> None:
     online, ts = host_state(data)
     assert online is None or isinstance(online, bool)
     assert isinstance(ts, int)
+
+
+@given(
+    datatype=st.sampled_from(
+        [pb.Boolean, pb.Int8, pb.Int16, pb.Int32, pb.UInt16, pb.UInt32, pb.Int64, pb.Float, pb.Double, pb.String]
+    ),
+    value=st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+)
+def test_any_value_is_encoded_or_sent_null_never_raises(datatype: int, value: object) -> None:
+    payload = pb.Payload()
+    m = payload.metrics.add(alias=7, datatype=datatype)
+    set_value(m, datatype, value)
+    decoded = pb.Payload.FromString(payload.SerializeToString()).metrics[0]
+    assert decoded.is_null or decoded.WhichOneof("value") is not None
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        assert decoded.is_null

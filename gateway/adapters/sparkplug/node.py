@@ -412,6 +412,9 @@ class SparkplugNode:
                 payloads.device_birth(metrics, latest, at=self._clock.now()),
             )
         payload, _ = payloads.readings_data(self.catalog, items, at=msg.created_at, historical=historical)
+        if not payload.metrics:
+            self._skipped(msg.row_id)  # only tags no longer configured
+            return
         self._send(link, self.topics.device_topic("DDATA", device), payload, row_id=msg.row_id)
 
     def _skipped(self, row_id: int) -> None:

@@ -29,8 +29,16 @@ def now_ms(at: float) -> int:
 
 
 def set_value(m: Any, datatype: int, value: object) -> None:
-    """Put ``value`` into metric (or property value) ``m`` as ``datatype``; null when there is none or it is not
-    finite."""
+    """Put ``value`` into metric (or property value) ``m`` as ``datatype``; null when there is none, it is not
+    finite or it does not fit the datatype (never raises: a value the tag's type cannot carry is no value)."""
+    try:
+        _set_value(m, datatype, value)
+    except (TypeError, ValueError, OverflowError):
+        m.ClearField("value")
+        m.is_null = True
+
+
+def _set_value(m: Any, datatype: int, value: object) -> None:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         m.is_null = True
     elif datatype == pb.Boolean:
