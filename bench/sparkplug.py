@@ -157,7 +157,7 @@ def table(results: list[Result]) -> str:
 
 async def main(smoke: bool) -> None:
     level = Level("200/s", 200, 1.0) if smoke else Level("10 000/s", 10_000, 1.0)
-    warmup_s, window_s = (3.0, 3.0) if smoke else (10.0, 25.0)
+    warmup_s, window_s = (1.0, 2.0) if smoke else (10.0, 25.0)
     broker_dir = Path(tempfile.mkdtemp(prefix="bench-spb-broker-"))
     broker = Mosquitto(broker_dir)
     broker.start()
