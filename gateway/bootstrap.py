@@ -111,6 +111,7 @@ class Gateway:
     loop: ControlLoop
     supervisor: Supervisor
     uplink: Any | None = None
+    sparkplug: Any | None = None
     http: HealthServer | None = None
     started_at: float = field(default_factory=time.time)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
@@ -155,6 +156,8 @@ class Gateway:
             not_ready["store"] = store.reason or "not committing"
         if self.uplink is not None:
             checks["uplink"] = self.uplink.status().as_check()  # informative: the cloud is optional
+        if self.sparkplug is not None:
+            checks["sparkplug"] = self.sparkplug.status()  # informative too
         loop = self.loop.health()
         checks["loop"] = {"in_control": loop.in_control, "failsafe_reason": loop.failsafe_reason or None}
         if not_ready:
@@ -285,7 +288,9 @@ async def _build(
 
         intake = build_intake(settings, log_store=store, handler=loop, responses=JsonCommandResponses(), clock=clock)
         if settings.mqtt.format != "json":
-            await _start_sparkplug(settings, stack, store=store, intake=intake, clock=clock, budget=budget)
+            gw.sparkplug = await _start_sparkplug(
+                settings, stack, store=store, intake=intake, clock=clock, budget=budget
+            )
         if settings.mqtt.format != "sparkplug":
             uplink = build_uplink(
                 settings,
@@ -407,13 +412,14 @@ async def _start_sparkplug(
     intake: Any,
     clock: Clock,
     budget: StopBudget,
-) -> None:
-    """The Sparkplug B node (``[mqtt] format`` sparkplug or both), on its own MQTT session."""
+) -> Any:
+    """The Sparkplug B node (``[mqtt] format`` sparkplug or both), on its own MQTT session, started."""
     from gateway.adapters.sparkplug import build_sparkplug_node
 
     node = build_sparkplug_node(settings, outbox=store, latest=store.latest_readings, intake=intake, clock=clock)
     await node.__aenter__()
     stack.push_async_callback(_close_uplink, node, budget)
+    return node
 
 
 async def _close_uplink(uplink: Any, budget: StopBudget) -> None:

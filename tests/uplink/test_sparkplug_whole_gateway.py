@@ -83,3 +83,7 @@ async def test_sparkplug_alone_is_the_outbox_only_consumer(tmp_path: Path, pb: A
             await eventually(drained, what="rows marked sent by the Sparkplug node")
             assert not json.snapshot()
         assert {d.device for d in host.of("DBIRTH")} == {"pump-plc", "tank-rtu"}
+        ready = gw.readyz().checks["sparkplug"]
+        assert ready["online"] is True
+        assert ready["bdseq"] == 0
+        assert ready["primary_host_online"] is None

@@ -157,6 +157,16 @@ class SparkplugNode:
             with contextlib.suppress(GatewayError):
                 await self._feed.flush()
 
+    def status(self) -> dict[str, Any]:
+        """For ``/readyz``: born or not, the session's bdSeq, the primary host's state (None without one)."""
+        return {
+            "online": self.connected.is_set(),
+            "bdseq": self.bdseq,
+            "primary_host_online": None if self._id.primary_host is None else self._host_online.is_set(),
+            "births": self.births,
+            "published": self.published,
+        }
+
     def rebirth(self) -> None:
         """Birth again at the next chance (what an NCMD ``Node Control/Rebirth`` does)."""
         self._rebirth = True
