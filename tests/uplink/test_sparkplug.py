@@ -379,3 +379,22 @@ async def test_next_server_ends_the_session_and_an_older_state_is_ignored(
     deaths = ["NBIRTH", "NDEATH"] * 3
     assert [m.kind for m in messages if m.kind in ("NBIRTH", "NDEATH")] == deaths
     assert [b.metric("bdSeq").long_value for b in host.of("NBIRTH")] == [0, 1, 2]
+
+
+async def test_the_shared_cursor_survives_a_restart(store: InMemoryKnowledgeStore, tmp_path: Path) -> None:
+    """format = "both": where the Sparkplug lane stopped is kept beside the database; a new gateway goes on from
+    there (rows sent by the JSON side since included), and on a first start it begins at the newest row."""
+    cursor = tmp_path / "gw.db.sparkplug-cursor"
+    for i in range(3):
+        await store.record_readings("tank-rtu", [reading("LIC-201.LEVEL", float(i), i=i)])
+    first = SharedFeed(store, cursor)
+    assert await first.resume_point() == 3  # first start: from the newest row on
+    for i in range(3, 6):
+        await store.record_readings("tank-rtu", [reading("LIC-201.LEVEL", float(i), i=i)])
+    rows = await first.fetch(after_row_id=3, limit=10)
+    first.acknowledge(rows[0].row_id)
+    await first.flush()
+    await store.mark_sent([r.row_id for r in rows])  # the JSON side sent them all
+    again = SharedFeed(store, cursor)
+    assert await again.resume_point() == 4
+    assert [r.row_id for r in await again.fetch(after_row_id=4, limit=10)] == [5, 6]

@@ -43,7 +43,8 @@ def build_sparkplug_node(
     the outbox's acknowledgements and runs the intake (when commands are enabled)."""
     mqtt = settings.mqtt
     shared = mqtt.format == "both"
-    feed: Feed = SharedFeed(outbox) if shared else OwnFeed(outbox)
+    beside = settings.store.path
+    feed: Feed = SharedFeed(outbox, beside.with_name(beside.name + ".sparkplug-cursor")) if shared else OwnFeed(outbox)
     return SparkplugNode(
         settings=mqtt,
         identity=node_identity(settings),
@@ -53,7 +54,7 @@ def build_sparkplug_node(
         latest=latest,
         intake=intake,
         run_intake=not shared or not mqtt.commands.enabled,
-        bdseq=BdSeqFile(settings.store.path.with_name(settings.store.path.name + ".sparkplug-bdseq")),
+        bdseq=BdSeqFile(beside.with_name(beside.name + ".sparkplug-bdseq")),
         clock=clock,
         ssl_context=client_context(mqtt.tls) if mqtt.tls.enabled else None,
     )

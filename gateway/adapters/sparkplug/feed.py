@@ -5,17 +5,24 @@
   oldest unsent one — across restarts too.
 * ``SharedFeed`` (``format = "both"``): the JSON uplink owns the outbox's acknowledgements (``sent_at``); the
   Sparkplug lane keeps a cursor of its own — the last row it wrote — and reads rows sent or not
-  (``fetch_since``). Its store-and-forward spans broker and primary-host outages while the gateway runs (sent rows
-  are kept ``store.sent_outbox_hours``); it starts at the newest row when the gateway starts.
+  (``fetch_since``), recorded in a file beside the database so that a restart goes on from it. Rows the JSON side
+  has sent are kept ``store.sent_outbox_hours``: a Sparkplug host away longer than that loses the oldest of them.
+  On the very first start it begins at the newest row.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+from pathlib import Path
 from typing import Protocol
 
 from gateway.adapters.mqtt.publisher import AckBook, UplinkOutbox
 from gateway.domain.messages import OutboxMessage
+
+#: How often the shared feed records its cursor.
+_SAVE_S = 1.0
 
 
 class SparkplugOutbox(UplinkOutbox, Protocol):
@@ -69,16 +76,29 @@ class OwnFeed:
 
 
 class SharedFeed:
-    """A cursor of the Sparkplug lane's own beside the JSON uplink's acknowledgements."""
+    """A cursor of the Sparkplug lane's own beside the JSON uplink's acknowledgements, kept in ``cursor_file`` (written
+    at most every ``_SAVE_S`` and at close: a crash resends at most that much, never skips a row)."""
 
-    def __init__(self, outbox: SparkplugOutbox) -> None:
+    def __init__(self, outbox: SparkplugOutbox, cursor_file: Path | None = None) -> None:
         self._outbox = outbox
+        self._file = cursor_file
         self._written: int | None = None
+        self._saved: int | None = None
 
     async def resume_point(self) -> int:
         if self._written is None:
-            self._written = await self._outbox.last_row_id()
+            self._written = self._load()
+            if self._written is None:
+                self._written = await self._outbox.last_row_id()  # first start: from the newest row on
+            self._saved = self._written
         return self._written
+
+    def _load(self) -> int | None:
+        if self._file is None:
+            return None
+        with contextlib.suppress(OSError, ValueError):
+            return max(0, int(self._file.read_text(encoding="ascii").strip()))
+        return None
 
     async def fetch(self, *, after_row_id: int, limit: int) -> list[OutboxMessage]:
         return await self._outbox.fetch_since(after_row_id=after_row_id, limit=limit)
@@ -87,7 +107,20 @@ class SharedFeed:
         self._written = row_id if self._written is None else max(self._written, row_id)
 
     async def run(self) -> None:
-        await asyncio.Event().wait()  # nothing to write: the cursor lives in memory; ends when cancelled
+        while True:
+            await asyncio.sleep(_SAVE_S)
+            await self.flush()
 
     async def flush(self) -> None:
-        return
+        """Record the cursor (when it moved)."""
+        if self._file is None or self._written is None or self._written == self._saved:
+            return
+        value = self._written
+        tmp = self._file.with_name(self._file.name + ".tmp")
+        await asyncio.to_thread(_replace, tmp, self._file, f"{value}\n")
+        self._saved = value
+
+
+def _replace(tmp: Path, path: Path, text: str) -> None:
+    tmp.write_text(text, encoding="ascii")
+    os.replace(tmp, path)
