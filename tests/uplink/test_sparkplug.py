@@ -398,3 +398,19 @@ async def test_the_shared_cursor_survives_a_restart(store: InMemoryKnowledgeStor
     again = SharedFeed(store, cursor)
     assert await again.resume_point() == 4
     assert [r.row_id for r in await again.fetch(after_row_id=4, limit=10)] == [5, 6]
+
+
+def test_readme_decision_example_names_the_aliases_the_node_declares() -> None:
+    import re
+
+    from gateway.adapters.sparkplug.catalog import Catalog
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- sparkplug-decision -->\n```text\n", 1)[1].split("```", 1)[0]
+    pairs = re.findall(r"alias (\d+),? \(?(Gateway/[A-Za-z ]+?)[,;)\n]", block)
+    assert len(pairs) == 3
+    catalog = Catalog([])  # the node metrics come first, whatever the tags
+    for alias, name in pairs:
+        metric = catalog.find(None, name=name)
+        assert metric is not None
+        assert metric.alias == int(alias)
