@@ -111,6 +111,7 @@ class Gateway:
     loop: ControlLoop
     supervisor: Supervisor
     uplink: Any | None = None
+    sparkplug: Any | None = None
     http: HealthServer | None = None
     started_at: float = field(default_factory=time.time)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
@@ -155,6 +156,8 @@ class Gateway:
             not_ready["store"] = store.reason or "not committing"
         if self.uplink is not None:
             checks["uplink"] = self.uplink.status().as_check()  # informative: the cloud is optional
+        if self.sparkplug is not None:
+            checks["sparkplug"] = self.sparkplug.status()  # informative too
         loop = self.loop.health()
         checks["loop"] = {"in_control": loop.in_control, "failsafe_reason": loop.failsafe_reason or None}
         if not_ready:
@@ -284,19 +287,26 @@ async def _build(
         from gateway.problems import gateway_problems
 
         intake = build_intake(settings, log_store=store, handler=loop, responses=JsonCommandResponses(), clock=clock)
-        uplink = build_uplink(
-            settings,
-            outbox=store,
-            intake=intake,
-            clock=clock,
-            config_hash=loaded.config_hash,
-            # The health lane: what is wrong goes on the retained state topic directly, never through the store.
-            health=functools.partial(gateway_problems, store=store, devices=devices, loop=loop, supervisor=supervisor),
-            events=functools.partial(_record_event, store, supervisor, settings.store, clock),
-        )
-        store.add_health_listener(uplink.health_changed)
-        gw.uplink = await uplink.__aenter__()
-        stack.push_async_callback(_close_uplink, uplink, budget)
+        if settings.mqtt.format != "json":
+            gw.sparkplug = await _start_sparkplug(
+                settings, stack, store=store, intake=intake, clock=clock, budget=budget
+            )
+        if settings.mqtt.format != "sparkplug":
+            uplink = build_uplink(
+                settings,
+                outbox=store,
+                intake=intake,
+                clock=clock,
+                config_hash=loaded.config_hash,
+                # The health lane: what is wrong goes on the retained state topic directly, never through the store.
+                health=functools.partial(
+                    gateway_problems, store=store, devices=devices, loop=loop, supervisor=supervisor
+                ),
+                events=functools.partial(_record_event, store, supervisor, settings.store, clock),
+            )
+            store.add_health_listener(uplink.health_changed)
+            gw.uplink = await uplink.__aenter__()
+            stack.push_async_callback(_close_uplink, uplink, budget)
     stack.push_async_callback(_drain_store, store, budget)
     stack.push_async_callback(_flush_held_back, loop.monitor)  # before the drain: what the swinging door holds
     # Everything long-lived exists now: keep it out of the cyclic collector's full passes, which otherwise stall
@@ -392,6 +402,24 @@ def _exception_filter(settings: GatewaySettings) -> ExceptionFilter | None:
 
 async def _close_store(store: SqliteKnowledgeStore, budget: StopBudget) -> None:
     await store.close(timeout_s=min(STORE_CLOSE_S, budget.left(keep_s=0.5)))
+
+
+async def _start_sparkplug(
+    settings: GatewaySettings,
+    stack: AsyncExitStack,
+    *,
+    store: SqliteKnowledgeStore,
+    intake: Any,
+    clock: Clock,
+    budget: StopBudget,
+) -> Any:
+    """The Sparkplug B node (``[mqtt] format`` sparkplug or both), on its own MQTT session, started."""
+    from gateway.adapters.sparkplug import build_sparkplug_node
+
+    node = build_sparkplug_node(settings, outbox=store, latest=store.latest_readings, intake=intake, clock=clock)
+    await node.__aenter__()
+    stack.push_async_callback(_close_uplink, node, budget)
+    return node
 
 
 async def _close_uplink(uplink: Any, budget: StopBudget) -> None:

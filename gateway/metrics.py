@@ -186,6 +186,24 @@ REMOTE_REQUESTS = Counter(
     registry=REGISTRY,
 )
 
+SPARKPLUG_ONLINE = Gauge(
+    "gateway_sparkplug_online",
+    "1 while the Sparkplug node is born (NBIRTH sent on a live session), 0 while it is disconnected or waits for its "
+    "primary host.",
+    registry=REGISTRY,
+)
+SPARKPLUG_HOST_ONLINE = Gauge(
+    "gateway_sparkplug_host_online",
+    "1 while the primary host's STATE says online (1 without a primary host once connected).",
+    registry=REGISTRY,
+)
+SPARKPLUG_MESSAGES = Counter(
+    "gateway_sparkplug_messages_total",
+    "Sparkplug messages published, by type (NBIRTH, DBIRTH, DDATA, NDATA, DDEATH, NDEATH).",
+    ["type"],
+    registry=REGISTRY,
+)
+
 # Supervision
 TASK_RESTARTS = Counter(
     "gateway_task_restarts_total",

@@ -11,6 +11,7 @@ from gateway.config.common import ExistingFile, Port, PositiveSeconds, StrictMod
 RemoteRequestKind = Literal["set_mode", "set_setpoint", "release_setpoint", "rotate_pumps", "ack_alarm"]
 MqttProtocol = Literal["3.1.1", "5"]
 TelemetryFormat = Literal["json", "compact"]
+NorthboundFormat = Literal["json", "sparkplug", "both"]
 Compression = Literal["none", "zlib"]
 
 
@@ -129,6 +130,11 @@ class MqttSettings(StrictModel):
         default=5.0, description="A clean stop waits this long for PUBACKs in flight and the offline state."
     )
     batching: BatchSettings = Field(default_factory=BatchSettings)
+    format: NorthboundFormat = Field(
+        default="json",
+        description="What goes north: json (the topics under topic_prefix), sparkplug (Sparkplug B 3.0, see "
+        "[sparkplug]) or both (each on its own MQTT session with its own will).",
+    )
     telemetry_format: TelemetryFormat = Field(
         default="json",
         description="Telemetry on readings/{device}: json (readings.schema.json), or compact (readings as arrays of "

@@ -21,6 +21,7 @@ from gateway.config.loop import LoopSettings
 from gateway.config.mqtt import MqttSettings
 from gateway.config.observability import LogSettings, MetricsSettings
 from gateway.config.reporting import ReportingSettings
+from gateway.config.sparkplug import SparkplugSettings
 from gateway.config.store import StoreSettings
 from gateway.domain.model import Tag
 
@@ -61,6 +62,7 @@ class GatewaySettings(BaseSettings):
     reporting: ReportingSettings = Field(default_factory=ReportingSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    sparkplug: SparkplugSettings = Field(default_factory=SparkplugSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     @classmethod

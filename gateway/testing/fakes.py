@@ -273,6 +273,10 @@ class InMemoryKnowledgeStore(KnowledgeStore):
                 out.append(m)
         return out
 
+    async def fetch_since(self, *, after_row_id: int, limit: int) -> list[OutboxMessage]:
+        rows = (s.message for row_id, s in self._outbox.items() if row_id > after_row_id)
+        return [m for _, m in zip(range(limit), rows, strict=False)]
+
     async def mark_sent(self, row_ids: Sequence[int]) -> None:
         now = self._clock.now()
         for row_id in row_ids:

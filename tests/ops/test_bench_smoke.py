@@ -36,6 +36,7 @@ SMOKE: dict[str, tuple[list[str], str]] = {
     "poll": (["--smoke"], "capacity search"),
     "savings": (["--runs", "5:0", "--hours", "1", "--jobs", "1"], "stored water valued at the average tariff"),
     "sim_day": (["--smoke"], "Modbus read of 125 input registers"),
+    "sparkplug": (["--smoke"], "wire B/value"),
     "store": (
         ["--readings", "2000", "--single", "50", "--seconds", "0.3", "--retention-tags", "100"],
         "retention at 100 tags",

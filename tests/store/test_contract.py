@@ -186,3 +186,19 @@ async def test_same_hourly_means_of_a_tag(any_store: Opener) -> None:
     ]
     assert later == [means[1]]
     assert none == []
+
+
+async def test_same_fetch_since_reads_sent_and_unsent_rows_in_order(any_store: Opener) -> None:
+    """A second consumer's read (the Sparkplug lane beside the JSON uplink): rows after a cursor whatever their
+    ``sent_at``, with the same bodies as ``fetch_unsent`` forms."""
+    async with any_store() as store:
+        await store.record_readings("plc", make_readings(25))
+        await store.record_event(NewMessage(STREAM_EVENTS, MessageKind.EVENT, Priority.EVENT, event_body("a", at=1.0)))
+        await store.flush()
+        unsent = await store.fetch_unsent(limit=100)
+        await store.mark_sent([m.row_id for m in unsent[:2]])
+        await store.flush()
+        everything = await store.fetch_since(after_row_id=0, limit=100)
+        after_first = await store.fetch_since(after_row_id=unsent[0].row_id, limit=2)
+    assert everything == unsent
+    assert after_first == unsent[1:3]

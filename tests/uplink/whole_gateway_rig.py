@@ -21,9 +21,11 @@ from simulators.plant_simulator import PlantSimulator
 
 
 @asynccontextmanager
-async def whole_gateway(tmp_path: Path, *, gateway_id: str) -> AsyncIterator[tuple[Gateway, PlantSimulator, Mosquitto]]:
+async def whole_gateway(
+    tmp_path: Path, *, gateway_id: str, mqtt_extra: str = ""
+) -> AsyncIterator[tuple[Gateway, PlantSimulator, Mosquitto]]:
     """A private Mosquitto, the simulators (seed 3, by day) and the gateway ``gateway_id`` on them, until the block
-    ends."""
+    ends; ``mqtt_extra``: more lines of ``[mqtt]``."""
     broker = Mosquitto(tmp_path / "broker")
     broker.start()
     clock = day_clock()  # the loop's night rules would change PCV-301.SP at takeover between 00:00 and 05:00
@@ -35,11 +37,12 @@ async def whole_gateway(tmp_path: Path, *, gateway_id: str) -> AsyncIterator[tup
                 modbus_port=sim.modbus_port,
                 opcua_endpoint=sim.opcua_endpoint,
                 metrics_port=0,  # any free port, bound by the gateway itself: none picked here for another to take
-                mqtt=f"port = {broker.port}\nreconnect_min_s = 0.1",
+                mqtt=f"port = {broker.port}\nreconnect_min_s = 0.1\n{mqtt_extra}",
             )
             async with running_gateway(cfg, clock=clock, guard_s=30) as gw:
                 await eventually(lambda: in_control(gw), timeout_s=60, what="the PLC confirmed the loop's control")
-                await gw.uplink.wait_connected()
+                if gw.uplink is not None:  # none with format = "sparkplug"
+                    await gw.uplink.wait_connected()
                 yield gw, sim, broker
     finally:
         broker.stop()

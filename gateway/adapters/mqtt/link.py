@@ -81,6 +81,7 @@ class LinkOptions:
     will_topic: str
     will_payload: bytes
     ack_timeout_s: float = 8.0
+    will_retain: bool = True  # Sparkplug's NDEATH will is not retained
     mqtt5: bool = False
     username: str | None = None
     password: str | None = None
@@ -131,7 +132,7 @@ class Link:
             client.tls_set_context(opt.ssl_context)
         if opt.username is not None:
             client.username_pw_set(opt.username, opt.password)
-        client.will_set(opt.will_topic, opt.will_payload, qos=1, retain=True)
+        client.will_set(opt.will_topic, opt.will_payload, qos=1, retain=opt.will_retain)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish

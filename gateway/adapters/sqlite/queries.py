@@ -92,6 +92,11 @@ _UNSENT = (
 )
 UNSENT = _UNSENT + "AND row_id > ? ORDER BY row_id LIMIT ?"
 UNSENT_UP_TO_PRIORITY = _UNSENT + "AND row_id > ? AND priority <= ? ORDER BY row_id LIMIT ?"
+#: Rows sent or not, for a consumer with a cursor of its own (the Sparkplug lane beside the JSON uplink).
+SINCE = (
+    "SELECT row_id, stream, seq, message_id, kind, priority, created_at, body, ref_first, ref_last FROM outbox "
+    "WHERE row_id > ? ORDER BY row_id LIMIT ?"
+)
 
 
 def unsent_query(*, limit: int, after_row_id: int, max_priority: int | None) -> tuple[str, tuple[int, ...]]:

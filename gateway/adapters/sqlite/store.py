@@ -267,7 +267,13 @@ class SqliteKnowledgeStore(KnowledgeStore):
         self, *, limit: int, after_row_id: int = 0, max_priority: int | None = None
     ) -> list[OutboxMessage]:
         sql, params = queries.unsent_query(limit=limit, after_row_id=after_row_id, max_priority=max_priority)
-        rows = await self._read(sql, params)
+        return await self._messages(await self._read(sql, params))
+
+    async def fetch_since(self, *, after_row_id: int, limit: int) -> list[OutboxMessage]:
+        """Messages with ``row_id > after_row_id``, sent or not, oldest first (a second consumer's own cursor)."""
+        return await self._messages(await self._read(queries.SINCE, (after_row_id, limit)))
+
+    async def _messages(self, rows: Sequence[queries.Row]) -> list[OutboxMessage]:
         span = queries.referenced_range(rows)
         if span is None:
             return [queries.message_of(row) for row in rows]
