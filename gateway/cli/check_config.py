@@ -122,7 +122,7 @@ def _device_lines(s: GatewaySettings, dev: ModbusDeviceSettings | OpcUaDeviceSet
     tags = s.tags_of(dev.name)
     state = "" if dev.enabled else " (disabled)"
     if isinstance(dev, ModbusDeviceSettings):
-        where = f"modbus tcp {dev.host}:{dev.port} unit {dev.unit_id}"
+        where = dev.where()
     else:
         where = f"opcua {dev.endpoint} ({dev.read_mode}, security {dev.security.policy}/{dev.security.mode})"
     lines = [
