@@ -66,6 +66,13 @@ POLL_SLOTS_MISSED = Counter(
     ["device"],
     registry=REGISTRY,
 )
+LINE_BUSY = Counter(
+    "gateway_line_busy_seconds_total",
+    "Time a Modbus RTU line (serial port, or RTU-over-TCP host:port) was held by a request and its answer; its rate "
+    "is the line's measured load (check-config estimates it from the read plan).",
+    ["line"],
+    registry=REGISTRY,
+)
 
 # Loop
 LOOP_CYCLE = Histogram(

@@ -14,6 +14,10 @@ from gateway.domain.ports import Clock, FieldDevice
 
 def build_devices(settings: GatewaySettings, *, clock: Clock) -> list[FieldDevice]:
     """One adapter per enabled device, with its tags (its own list and the top-level tags naming it)."""
+    from gateway.adapters.modbus.line import build_lines
+
+    # Modbus RTU devices on one serial line (or one RTU-over-TCP connection) share it.
+    lines = build_lines([d for d in settings.devices if isinstance(d, ModbusDeviceSettings)], clock=clock)
     devices: list[FieldDevice] = []
     for dev in settings.devices:
         if not dev.enabled:
@@ -22,7 +26,8 @@ def build_devices(settings: GatewaySettings, *, clock: Clock) -> list[FieldDevic
         if isinstance(dev, ModbusDeviceSettings):
             from gateway.adapters.modbus import ModbusDevice
 
-            devices.append(ModbusDevice(settings=dev, tags=tags, clock=clock))
+            line = lines.get(dev.line_key)
+            devices.append(ModbusDevice(settings=dev, tags=tags, clock=clock, line=line))
         else:
             from gateway.adapters.opcua import OpcUaDevice  # asyncua is slow to import: only when configured
 
