@@ -56,6 +56,7 @@ class LineShaper:
         self._pty: tuple[int, int] | None = None
         self.port = 0
         self.pty_path: str | None = None
+        self.accepted = 0  # RTU-over-TCP connections accepted (a gateway shares one per line)
 
     async def listen(self, port: int) -> int:
         """Serve RTU over TCP on ``port`` (0: a free port); returns the port."""
@@ -99,6 +100,7 @@ class LineShaper:
         task.add_done_callback(self._tasks.discard)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
         try:
             up_reader, up_writer = await asyncio.open_connection(self._host, self._server_port)
         except OSError:

@@ -135,6 +135,7 @@ class ModbusDevice:
         self._client: ModbusBaseClient | None = None
         self._framer: CheckedSocketFramer | CheckedRtuFramer | None = None
         self._in_flight = False
+        self._down_reason = QualityReason.COMM_LOSS
         self._books = DeviceBooks(name=self.name, protocol="modbus", clock=clock, stale_limit_s=settings.stale_limit_s)
         self._breaker = CircuitBreaker(
             name=self.name,
@@ -261,8 +262,8 @@ class ModbusDevice:
     # -- polling ---------------------------------------------------------------------------------------------------
 
     async def _poll_locked(self) -> list[Reading]:
-        if not self._breaker.allow():
-            return self._books.quality.missed(self._tags, QualityReason.COMM_LOSS)
+        if not self._breaker.allow():  # failing fast: for the reason it failed (over RTU: silent, CRC, timeout)
+            return self._books.quality.missed(self._tags, self._down_reason)
         fresh: list[Reading] = []
         malformed: list[str] = []
         try:
@@ -272,7 +273,7 @@ class ModbusDevice:
             self._breaker.record_failure()
             self._books.status.failed(str(exc))
             got = {r.tag for r in fresh}
-            reason = exc.reason if isinstance(exc, LineFault) else QualityReason.COMM_LOSS
+            reason = self._down_reason = exc.reason if isinstance(exc, LineFault) else QualityReason.COMM_LOSS
             return fresh + self._books.quality.missed([t for t in self._tags if t.name not in got], reason)
         except BaseException:
             self._breaker.release()
