@@ -10,6 +10,7 @@ from gateway.cli.common import add_config_option, load_or_report
 from gateway.config import LoadedConfig
 from gateway.config.devices import ModbusDeviceSettings, OpcUaDeviceSettings
 from gateway.config.loader import ConfigReport, inspect_config
+from gateway.config.printing import print_warnings
 from gateway.config.reporting import PROJECTION_ASSUMPTION, device_rules, projected_per_day
 from gateway.config.root import GatewaySettings
 from gateway.domain.model import ModbusAddress, Tag
@@ -45,8 +46,34 @@ def _run(args: argparse.Namespace) -> int:
     loaded = load_or_report(args.config)
     if loaded is None:
         return EXIT_CONFIG
+    print_warnings(_line_warnings(loaded.settings))
     print(summary(loaded, verbose=args.verbose))
     return 0
+
+
+def _line_warnings(s: GatewaySettings) -> list[tuple[str, str]]:
+    if not any(isinstance(d, ModbusDeviceSettings) and d.is_rtu for d in s.devices):
+        return []
+    from gateway.adapters.modbus.line_load import load_warnings
+
+    return load_warnings(s)
+
+
+def _line_lines(s: GatewaySettings) -> list[str]:
+    """Each RTU line's load, and each of its devices' line time per poll (from the merged read plan)."""
+    if not any(isinstance(d, ModbusDeviceSettings) and d.is_rtu for d in s.devices):
+        return []
+    from gateway.adapters.modbus.line_load import line_loads
+
+    lines = []
+    for line in line_loads(s):
+        lines.append(f"  {line.describe()}")
+        lines += [
+            f"      {d.name} (unit {d.unit_id}): {d.requests} requests, {d.seconds_per_poll:.3f} s of line time per "
+            f"poll every {d.poll_interval_s:g} s ({d.load:.0%})"
+            for d in line.devices
+        ]
+    return lines
 
 
 def as_json(report: ConfigReport, *, verbose: bool = False) -> dict[str, Any]:
@@ -60,6 +87,7 @@ def as_json(report: ConfigReport, *, verbose: bool = False) -> dict[str, Any]:
     }
     if report.loaded is not None:
         doc |= _json_summary(report.loaded, verbose=verbose)
+        doc["warnings"] += [{"path": p, "message": m} for p, m in _line_warnings(report.loaded.settings)]
     return doc
 
 
@@ -110,6 +138,7 @@ def summary(loaded: LoadedConfig, *, verbose: bool = False) -> str:
     for dev in s.devices:
         lines += _device_lines(s, dev, verbose=verbose)
     lines.append(f"  ({PROJECTION_ASSUMPTION})")
+    lines += _line_lines(s)
     lines.append(f"loop: {'enabled' if s.loop.enabled else 'disabled'}, mode {s.loop.mode}, cycle {s.loop.cycle_s} s")
     lines.append(f"store: {s.store.path} (durability {s.store.durability})")
     lines.append(_uplink_line(s))
