@@ -72,6 +72,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "its demand and tariff follow it",
     )
     p.add_argument("--no-view", action="store_true", help="log only, no live view")
+    p.add_argument(
+        "--transport",
+        choices=["tcp", "rtu", "rtu-pty"],
+        default="tcp",
+        help="how the Modbus devices reach the simulated PLC: Modbus TCP (default), Modbus RTU over TCP (a serial "
+        "server or radio modem), or Modbus RTU on a pseudo-terminal (a serial port); RTU at --baud",
+    )
+    p.add_argument("--baud", type=int, default=19200, help="simulated RTU line speed, bits/s (default: %(default)s)")
     p.set_defaults(handler=_run)
 
 
@@ -110,8 +118,11 @@ async def demo(loaded: LoadedConfig, stop: asyncio.Event, *, args: argparse.Name
     info = ClockInfo("simulated", speed=args.speed, simulated_start=clock.now(), real_start=time.time())
     write_clock_file(args.db.resolve(), info)
     started: asyncio.Future[Gateway] = asyncio.get_running_loop().create_future()
-    async with PlantSimulator(clock=clock, seed=args.seed) as sim:
-        demo_cfg = _demo_config(loaded, sim.modbus_port, sim.opcua_endpoint, db=args.db.resolve(), speed=args.speed)
+    async with PlantSimulator(clock=clock, seed=args.seed, modbus=_modbus_serving(args)) as sim:
+        rtu = _rtu_update(args, sim.modbus_servers[0].pty_path if sim.modbus_servers else None)
+        demo_cfg = _demo_config(
+            loaded, sim.modbus_port, sim.opcua_endpoint, db=args.db.resolve(), speed=args.speed, rtu=rtu
+        )
         broker = _broker_answers(demo_cfg.settings.mqtt.host, demo_cfg.settings.mqtt.port)
         print(_banner(demo_cfg, sim.modbus_port, sim.opcua_endpoint, args.speed, broker), flush=True)
         async with asyncio.TaskGroup() as tg:
@@ -126,10 +137,41 @@ async def demo(loaded: LoadedConfig, stop: asyncio.Event, *, args: argparse.Name
     return 0
 
 
+def _modbus_serving(args: argparse.Namespace) -> Any:
+    """The simulated PLC's Modbus side: Modbus TCP (``True``, its default) or the station's map on an RTU line."""
+    if args.transport == "tcp":
+        return True
+    from simulators.modbus_server import ModbusDeviceSpec, ModbusServerSpec
+    from simulators.rtu_line import RtuServing
+
+    serving = RtuServing(baud_rate=args.baud, pty=args.transport == "rtu-pty")  # 11 bits a byte: 8E1 or 8N2
+    return [ModbusServerSpec(devices=(ModbusDeviceSpec(unit_id=1),), rtu=serving)]
+
+
+def _rtu_update(args: argparse.Namespace, pty: str | None) -> dict[str, Any]:
+    """What turns the configuration's Modbus devices into RTU devices on the simulator's line (empty for TCP)."""
+    from gateway.config.devices import RtuLineSettings
+
+    if args.transport == "rtu":
+        return {"transport": "rtu_tcp", "unit_id": 1, "line": RtuLineSettings(baud_rate=args.baud)}
+    if args.transport == "rtu-pty" and pty is not None:
+        # A pseudo-terminal refuses a parity bit: no parity and two stop bits, as the standard has it.
+        line = RtuLineSettings(port=pty, baud_rate=args.baud, parity="N", stop_bits=2)
+        return {"transport": "rtu_serial", "host": "", "unit_id": 1, "line": line}
+    return {}
+
+
 def _demo_config(
-    loaded: LoadedConfig, modbus_port: int, opcua_endpoint: str, *, db: Path, speed: float
+    loaded: LoadedConfig,
+    modbus_port: int,
+    opcua_endpoint: str,
+    *,
+    db: Path,
+    speed: float,
+    rtu: dict[str, Any] | None = None,
 ) -> LoadedConfig:
-    """The configuration pointed at the simulators' ports and the demo database.
+    """The configuration pointed at the simulators' ports and the demo database (``rtu``: its Modbus devices on the
+    simulator's RTU line instead).
 
     Polls keep their configured interval in simulated time, but not faster than four times per real second, so
     that ``--speed 60`` does not poll 60 times a real second.
@@ -141,7 +183,7 @@ def _demo_config(
         interval = max(dev.poll_interval_s, floor)
         update: dict[str, Any] = {"poll_interval_s": interval, "stale_after_s": 3 * interval}
         if isinstance(dev, ModbusDeviceSettings):
-            update |= {"host": "127.0.0.1", "port": modbus_port}
+            update |= {"host": "127.0.0.1", "port": modbus_port} | (rtu or {})
         elif isinstance(dev, OpcUaDeviceSettings):
             update |= {"endpoint": opcua_endpoint}
         devices.append(dev.model_copy(update=update))
@@ -176,6 +218,13 @@ def _broker_answers(host: str, port: int) -> bool:
         return False
 
 
+def _modbus_where(cfg: LoadedConfig, modbus_port: int) -> str:
+    for dev in cfg.settings.devices:
+        if isinstance(dev, ModbusDeviceSettings) and dev.is_rtu:
+            return dev.where()
+    return f"Modbus TCP 127.0.0.1:{modbus_port}"
+
+
 def _banner(cfg: LoadedConfig, modbus_port: int, opcua: str, speed: float, broker: bool) -> str:
     s = cfg.settings
     mqtt = f"{s.mqtt.host}:{s.mqtt.port}"
@@ -186,7 +235,7 @@ def _banner(cfg: LoadedConfig, modbus_port: int, opcua: str, speed: float, broke
     return "\n".join(
         [
             "water edge gateway demo — simulated booster station BS-01 (no hardware, no cloud needed)",
-            f"  simulators: Modbus TCP 127.0.0.1:{modbus_port}, OPC UA {opcua}; speed x{speed:g}",
+            f"  simulators: {_modbus_where(cfg, modbus_port)}, OPC UA {opcua}; speed x{speed:g}",
             f"  store: {s.store.path}",
             f"  uplink: {uplink}",
             f"  metrics: http://{s.metrics.host}:{s.metrics.port or '(free port)'}/metrics, /healthz, /readyz",
