@@ -16,6 +16,7 @@ import pytest
 
 from gateway.adapters.factory import build_devices
 from gateway.adapters.modbus import ModbusDevice
+from gateway.adapters.modbus.line_load import load_warnings
 from gateway.clock import SystemClock
 from gateway.config import load_config
 from gateway.config.root import GatewaySettings
@@ -231,3 +232,56 @@ async def test_at_9600_baud_merged_reads_poll_the_station_within_a_second_and_on
                 durations[mode] = time.perf_counter() - started
             assert all(r.quality is Quality.GOOD for r in readings), mode
     assert durations["merged"] < 1.0 < durations["per_tag"], durations
+
+
+# -- verified writes, and a line with more to do than time --------------------------------------------------------
+
+
+async def test_a_write_over_a_serial_line_is_confirmed_by_read_back(
+    server_thread: ServerThread, tmp_path: Path
+) -> None:
+    with rtu_station(server_thread, pty=True) as station:
+        settings = line_settings(tmp_path, transport="rtu_serial", pty=plc(station).pty_path)
+        device = modbus_devices(settings, FastClock())[0]
+        async with device:
+            result = await device.write("PCV-301.SP", 47.5)
+        held = station.read("PCV-301.SP")
+    assert result.confirmed, result.detail
+    assert result.read_back == pytest.approx(47.5)
+    assert held == pytest.approx(47.5)  # the PLC took it
+
+
+async def test_an_overloaded_line_counts_the_slots_it_misses_and_check_config_warns_of_it(
+    server_thread: ServerThread, tmp_path: Path
+) -> None:
+    """At 9 600 baud the station's map takes ≈ 0.4 s a poll: polled every 0.3 s, unit 1 misses slots (counted), the
+    small units 2 and 3 still get their turns, and check-config's load says so beforehand."""
+    with rtu_station(server_thread, baud_rate=9600, latency_s=0.005) as station:
+        settings = line_settings(
+            tmp_path, transport="rtu_tcp", host_port=plc(station).port, baud=9600, poll_interval_s=0.3, timeout_s=0.25
+        )
+        devices = modbus_devices(settings, SystemClock())
+        done = asyncio.Event()
+        polls: dict[str, int] = {d.name: 0 for d in devices}
+        not_good: list[Reading] = []
+
+        async def sink(name: str, readings: list[Reading]) -> None:
+            not_good.extend(r for r in readings if r.quality is not Quality.GOOD)
+            polls[name] += 1
+            if polls["rtu-1"] >= 5:
+                done.set()
+
+        clock = SystemClock()
+        schedulers = [PollScheduler(device=d, interval_s=0.3, clock=clock, sink=sink) for d in devices]
+        async with devices[0], devices[1], devices[2], asyncio.TaskGroup() as group:
+            tasks = [s.start(group) for s in schedulers]
+            async with asyncio.timeout(30):  # only against a hang: five polls take ≈ 2.5 s
+                await done.wait()
+            for task in tasks:
+                task.cancel()
+    one, two, three = schedulers
+    assert not_good == []  # late, not failed: every poll answered within its timeouts
+    assert one.missed_slots >= 3
+    assert min(two.polls, three.polls) >= one.polls  # the small units are not starved by the big one
+    [(_, warning)] = load_warnings(settings)
+    assert "busy (above 70%)" in warning
