@@ -229,6 +229,13 @@ class _NoSuchUnit:
         return ExcCodes.GATEWAY_NO_RESPONSE
 
 
+class _NoUnitOnTheLine:
+    """Leaves requests for unknown unit ids unanswered, as a multi-drop RTU line does (nobody there to answer)."""
+
+    async def action(self, *_args: object) -> ExcCodes:
+        raise NoSuchIdException("no such unit on the line")
+
+
 class ModbusPlc:
     """One Modbus TCP listener over one or more devices; can be stopped and restarted on the same port."""
 
@@ -266,9 +273,9 @@ class ModbusPlc:
     async def start(self) -> None:
         """Listen (on the port bound before, after a restart) and serve the devices."""
         sim_devices = [d.sim_device() for d in self.devices]
-        if self.rtu is None and all(d.unit_id != 0 for d in self.devices):
+        if all(d.unit_id != 0 for d in self.devices):
             fallback = self.devices[0].sim_device(unit_id=0)
-            fallback.action = _NoSuchUnit().action
+            fallback.action = (_NoSuchUnit() if self.rtu is None else _NoUnitOnTheLine()).action
             sim_devices.append(fallback)
         server = ModbusTcpServer(
             sim_devices,
