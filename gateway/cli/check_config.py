@@ -59,6 +59,25 @@ def _line_warnings(s: GatewaySettings) -> list[tuple[str, str]]:
     return load_warnings(s)
 
 
+def _json_lines(s: GatewaySettings) -> list[dict[str, Any]]:
+    if not any(isinstance(d, ModbusDeviceSettings) and d.is_rtu for d in s.devices):
+        return []
+    from gateway.adapters.modbus.line_load import line_loads
+
+    return [
+        {
+            "line": line.where,
+            "frame": line.frame,
+            "load": round(line.load, 4),
+            "devices": [
+                {"name": d.name, "unit_id": d.unit_id, "requests": d.requests, "seconds_per_poll": d.seconds_per_poll}
+                for d in line.devices
+            ],
+        }
+        for line in line_loads(s)
+    ]
+
+
 def _line_lines(s: GatewaySettings) -> list[str]:
     """Each RTU line's load, and each of its devices' line time per poll (from the merged read plan)."""
     if not any(isinstance(d, ModbusDeviceSettings) and d.is_rtu for d in s.devices):
@@ -98,6 +117,7 @@ def _json_summary(loaded: LoadedConfig, *, verbose: bool) -> dict[str, Any]:
         "site": s.gateway.site,
         "gateway_id": s.gateway.gateway_id,
         "devices": [_json_device(s, dev, verbose=verbose) for dev in s.devices],
+        "rtu_lines": _json_lines(s),
         "loop": {"enabled": s.loop.enabled, "mode": s.loop.mode, "cycle_s": s.loop.cycle_s},
         "store": {"path": str(s.store.path), "durability": s.store.durability},
         "uplink": None if not s.mqtt.enabled else _uplink_line(s).removeprefix("uplink: "),

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.adapters.modbus.line_load import LOAD_WARNING, line_loads, load_warnings
-from gateway.cli.check_config import summary
+from gateway.cli.check_config import as_json, summary
 from gateway.config import load_config
 from gateway.config.devices import RtuLineSettings
 from gateway.config.loader import inspect_config
@@ -60,6 +60,12 @@ def test_the_readme_example_loads_and_check_config_prints_the_loads_the_readme_s
         assert line in text  # the figures the README shows are what check-config prints
     assert "modbus rtu /dev/serial/by-id/usb-FTDI_RS485-if00-port0 9600 8E1 unit 3" in text
     assert "modbus rtu over tcp 10.20.0.15:4001 4800 8E1 unit 1" in text
+    doc = as_json(inspect_config(example_config(tmp_path)))
+    assert [(line["line"], line["load"]) for line in doc["rtu_lines"]] == [
+        (serial.where, round(serial.load, 4)),
+        (radio.where, round(radio.load, 4)),
+    ]
+    assert doc["rtu_lines"][1]["devices"][0]["requests"] == 6
 
 
 def test_the_radio_polled_every_4_s_is_over_70_percent_as_the_readme_says(tmp_path: Path) -> None:
