@@ -13,8 +13,14 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pymodbus.pdu import DecodePDU, ModbusPDU
-from pymodbus.pdu.bit_message import ReadCoilsRequest
-from pymodbus.pdu.register_message import ReadHoldingRegistersRequest, ReadInputRegistersRequest
+from pymodbus.pdu.bit_message import ReadCoilsRequest, WriteSingleCoilRequest
+from pymodbus.pdu.register_message import (
+    MaskWriteRegisterRequest,
+    ReadHoldingRegistersRequest,
+    ReadInputRegistersRequest,
+    WriteMultipleRegistersRequest,
+    WriteSingleRegisterRequest,
+)
 
 from gateway.adapters.modbus.frames import CheckedRtuFramer, MalformedAnswer
 from tests.hypothesis_profiles import examples
@@ -158,3 +164,40 @@ def test_a_shorter_frame_that_checks_is_refused_without_waiting_for_the_timeout(
     other_unit = Line(request).feed(framed(bytes([6, 0x03, 20]) + bytes(20)))
     assert isinstance(other_unit, MalformedAnswer)
     assert "unit id 6" in other_unit.problem
+
+
+@st.composite
+def writes(draw: st.DrawFn) -> ModbusPDU:
+    unit, address = draw(st.integers(1, 247)), draw(st.integers(0, 65000))
+    kind = draw(st.sampled_from(["coil", "register", "registers", "mask"]))
+    if kind == "coil":
+        return WriteSingleCoilRequest(address=address, bits=[draw(st.booleans())], dev_id=unit)
+    if kind == "register":
+        return WriteSingleRegisterRequest(address=address, registers=[draw(st.integers(0, 0xFFFF))], dev_id=unit)
+    if kind == "mask":
+        masks = {"and_mask": draw(st.integers(0, 0xFFFF)), "or_mask": draw(st.integers(0, 0xFFFF))}
+        return MaskWriteRegisterRequest(address=address, dev_id=unit, **masks)
+    values = draw(st.lists(st.integers(0, 0xFFFF), min_size=1, max_size=4))
+    return WriteMultipleRegistersRequest(address=address, registers=values, dev_id=unit)
+
+
+def echo_of(request: ModbusPDU) -> bytes:
+    """The normal answer to a write: FC05/06/22 echo the request, FC16 echoes its address and count."""
+    pdu = bytes([request.function_code]) + request.encode()
+    return framed(bytes([request.dev_id]) + (pdu[:5] if request.function_code == 16 else pdu))
+
+
+@settings(max_examples=examples(200))
+@given(request=writes(), data=st.data())
+def test_a_write_is_confirmed_by_its_echo_and_a_changed_echo_is_refused(
+    request: ModbusPDU, data: st.DataObject
+) -> None:
+    echo = echo_of(request)
+    answer = Line(request).feed(echo)
+    assert answer is not None
+    assert not isinstance(answer, MalformedAnswer)
+    assert not answer.isError()
+    changed = bytearray(echo)
+    changed[data.draw(st.integers(0, len(echo) - 1))] ^= data.draw(st.integers(1, 255))
+    refused = Line(request).feed(bytes(changed))
+    assert isinstance(refused, MalformedAnswer), refused

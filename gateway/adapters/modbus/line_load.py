@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from gateway.adapters.modbus.planner import PlanLimits, PlanMode, ReadPlan, ReadRequest, plan_reads
 from gateway.config.devices import ModbusDeviceSettings, RtuLineSettings
 from gateway.config.root import GatewaySettings
+from gateway.domain.errors import ConfigError
 from gateway.domain.model import Tag
 
 #: The load above which ``check-config`` warns: the rest is the slack for retries, writes and read-backs.
@@ -70,10 +71,20 @@ class LineLoad:
 
 
 def device_load(dev: ModbusDeviceSettings, tags: Sequence[Tag], *, mode: PlanMode = "merged") -> DeviceLoad:
-    """The line time one poll of ``dev`` takes (its line settings must be set)."""
+    """The line time one poll of ``dev`` takes (its line settings must be set; a tag no request can hold, which
+    check-config reports on its own, is left out)."""
     assert dev.line is not None
-    plan = plan_reads(tags, limits=PlanLimits.of(dev), mode=mode)
+    plan = _plan(dev, tags, mode)
     return DeviceLoad(dev.name, dev.unit_id, len(plan.requests), plan_seconds(plan, dev.line), dev.poll_interval_s)
+
+
+def _plan(dev: ModbusDeviceSettings, tags: Sequence[Tag], mode: PlanMode = "merged") -> ReadPlan:
+    limits = PlanLimits.of(dev)
+    try:
+        return plan_reads(tags, limits=limits, mode=mode)
+    except ConfigError:
+        size = limits.max_registers
+        return plan_reads([t for t in tags if t.data_type.register_count <= size], limits=limits, mode=mode)
 
 
 def line_loads(settings: GatewaySettings) -> list[LineLoad]:
@@ -108,7 +119,7 @@ def load_warnings(settings: GatewaySettings) -> list[tuple[str, str]]:
     for i, dev in enumerate(settings.devices):
         if not (isinstance(dev, ModbusDeviceSettings) and dev.is_rtu and dev.enabled and dev.line is not None):
             continue
-        plan = plan_reads(settings.tags_of(dev.name), limits=PlanLimits.of(dev))
+        plan = _plan(dev, settings.tags_of(dev.name))
         longest = max((request_seconds(r, dev.line) for r in plan.requests), default=0.0)
         if longest >= dev.timeout_s:
             warnings.append(
