@@ -30,6 +30,7 @@ from simulators.rtu_line import RtuServing
 from tests.drivers.conftest import FastClock, ServerThread
 from tests.drivers.station import POINT_MAP_FILE, Station, _toml
 from tests.drivers.test_modbus_on_simulator import MODBUS_POINTS, assert_served
+from tests.drivers.test_modbus_rtu_frames import framed
 
 UNITS = (1, 2, 3)
 
@@ -285,3 +286,68 @@ async def test_an_overloaded_line_counts_the_slots_it_misses_and_check_config_wa
     assert min(two.polls, three.polls) >= one.polls  # the small units are not starved by the big one
     [(_, warning)] = load_warnings(settings)
     assert "busy (above 70%)" in warning
+
+
+class ScriptedLine:
+    """An RTU-over-TCP outstation on raw asyncio streams (no pymodbus), answering FC03/FC04 reads by unit id: 1 half
+    an answer, 2 nothing, 3 a whole answer with a bad CRC, 4 correctly (registers = their addresses)."""
+
+    def __init__(self) -> None:
+        self.server: asyncio.Server | None = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while request := await reader.readexactly(8):
+                unit, fc = request[0], request[1]
+                address, count = int.from_bytes(request[2:4], "big"), int.from_bytes(request[4:6], "big")
+                data = b"".join((address + i).to_bytes(2, "big") for i in range(count))
+                answer = framed(bytes([unit, fc, len(data)]) + data)
+                if unit == 1:
+                    writer.write(answer[: len(answer) // 2])
+                elif unit == 3:
+                    writer.write(answer[:-1] + bytes([answer[-1] ^ 0x5A]))
+                elif unit == 4:
+                    writer.write(answer)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def __aenter__(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def __aexit__(self, *_exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+
+async def test_crc_errors_incomplete_answers_and_a_silent_unit_are_told_apart(tmp_path: Path) -> None:
+    text = '[gateway]\nsite = "bs01"\ngateway_id = "edge-test"\n[loop]\nenabled = false\n'
+    async with ScriptedLine() as port:
+        for unit in (1, 2, 3, 4):
+            text += (
+                f'[[devices]]\nname = "u{unit}"\nprotocol = "modbus"\ntransport = "rtu_tcp"\nhost = "127.0.0.1"\n'
+                f"port = {port}\nunit_id = {unit}\ntimeout_s = 0.2\nretries = 0\nline = {{ baud_rate = 19200 }}\n"
+                f'tags = [{{ name = "R{unit}", table = "holding_register", address = 7, data_type = "uint16" }}]\n'
+            )
+        path = tmp_path / "gateway.toml"
+        path.write_text(text, encoding="utf-8")
+        devices = modbus_devices(load_config(path).settings, SystemClock())
+        before = {(d.name, k): errors(d.name, k) for d in devices for k in ("timeout", "silent", "crc")}
+        async with devices[0], devices[1], devices[2], devices[3]:
+            # one after the other on the line: the half answer unit 1 left must not count for unit 2 (silent)
+            polls = [await d.poll() for d in devices]
+            again = await devices[3].poll()
+    kinds = {
+        d.name: {k for k in ("timeout", "silent", "crc") if errors(d.name, k) > before[(d.name, k)]} for d in devices
+    }
+    assert kinds == {"u1": {"timeout"}, "u2": {"silent"}, "u3": {"crc"}, "u4": set()}
+    assert [(r.quality, r.reason) for poll in polls[:3] for r in poll] == [
+        (Quality.BAD, QualityReason.TIMEOUT),
+        (Quality.BAD, QualityReason.UNIT_SILENT),
+        (Quality.BAD, QualityReason.CRC_ERROR),
+    ]
+    assert [(r.value, r.quality) for r in polls[3] + again] == [(7, Quality.GOOD), (7, Quality.GOOD)]
