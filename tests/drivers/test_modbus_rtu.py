@@ -351,3 +351,20 @@ async def test_crc_errors_incomplete_answers_and_a_silent_unit_are_told_apart(tm
         (Quality.BAD, QualityReason.CRC_ERROR),
     ]
     assert [(r.value, r.quality) for r in polls[3] + again] == [(7, Quality.GOOD), (7, Quality.GOOD)]
+
+
+async def test_a_crc_error_is_retried_at_once_and_the_retry_delivers(
+    server_thread: ServerThread, tmp_path: Path
+) -> None:
+    with rtu_station(server_thread) as station:
+        async with FaultProxy(target_port=plc(station).port) as proxy:
+            settings = line_settings(tmp_path, transport="rtu_tcp", host_port=proxy.port, retries=1)
+            device = modbus_devices(settings, FastClock())[0]
+            served = {name: station.read(point.signal_name) for name, point in MODBUS_POINTS.items()}
+            before = errors("rtu-1", "crc")
+            async with device:
+                proxy.corrupt(every=2)  # the first answer to each request: its retry gets through
+                polls = [await device.poll() for _ in range(3)]
+    assert errors("rtu-1", "crc") - before == 3 * len(device.plan.requests)
+    for reading in (r for poll in polls for r in poll):
+        assert_served(MODBUS_POINTS[reading.tag], reading, served[reading.tag])
