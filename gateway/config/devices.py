@@ -205,7 +205,7 @@ class ModbusDeviceSettings(_DeviceCommon):
         default="tcp",
         description="tcp (Modbus TCP), rtu_serial (RTU on the serial port line.port), rtu_tcp (RTU to host:port)",
     )
-    host: str = Field(default="", description="Modbus TCP or RTU-over-TCP host; not for rtu_serial.")
+    host: str = Field(description="Modbus TCP or RTU-over-TCP host; not for rtu_serial.")
     port: int = Field(default=502, ge=1, le=65535)
     unit_id: int = Field(default=1, ge=0, le=255)
     line: RtuLineSettings | None = Field(
@@ -222,6 +222,14 @@ class ModbusDeviceSettings(_DeviceCommon):
         description="Write with FC15/FC16 even a single coil or register (for devices without FC5/FC6).",
     )
     tags: list[ModbusTagSettings] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_host_on_a_serial_line(cls, data: object) -> object:
+        # host stays required (a missing one is reported at its path) except on a serial line, which has none
+        if isinstance(data, dict) and data.get("transport") == "rtu_serial" and "host" not in data:
+            return {**data, "host": ""}
+        return data
 
     @model_validator(mode="after")
     def _transport_fields(self) -> ModbusDeviceSettings:

@@ -99,7 +99,8 @@ def test_the_silence_between_frames_is_3_5_characters_and_1_75_ms_above_19200_ba
     [
         ({"transport": "rtu_serial", "line": {"baud_rate": 9600}}, "devices[0]", "needs line.port"),
         ({"transport": "rtu_serial"}, "devices[0]", "needs a line"),
-        ({"transport": "rtu_tcp", "line": {"baud_rate": 9600}}, "devices[0]", "needs host"),
+        ({"transport": "rtu_tcp", "line": {"baud_rate": 9600}}, "devices[0].host", "required"),
+        ({"transport": "rtu_tcp", "host": "", "line": {}}, "devices[0]", "needs host"),
         ({"transport": "tcp", "host": "h", "line": {"baud_rate": 9600}}, "devices[0]", "not tcp"),
         ({"transport": "rtu_tcp", "host": "h", "line": {"port": "/dev/ttyS0"}}, "devices[0]", "rtu_tcp uses host"),
         ({"transport": "rtu_tcp", "host": "h", "unit_id": 0, "line": {}}, "devices[0]", "1-247"),
