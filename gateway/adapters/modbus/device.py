@@ -281,6 +281,7 @@ class ModbusDevice:
         if malformed:
             self._breaker.record_failure()
             self._books.status.failed(malformed[0])
+            self._down_reason = QualityReason.COMM_LOSS  # an open breaker after wrong answers: as over Modbus TCP
         else:
             self._breaker.record_success()
             self._books.status.succeeded()
