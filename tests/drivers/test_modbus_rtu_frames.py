@@ -124,15 +124,21 @@ def test_random_bytes_never_raise_and_are_taken_only_as_a_whole_frame_that_check
         if coils
         else ReadHoldingRegistersRequest(address=0, count=count, dev_id=unit)
     )
-    if data.draw(st.booleans()):  # often start like the answer, so that the checks past the header run too
-        size = (count + 7) // 8 if coils else 2 * count
+    size = (count + 7) // 8 if coils else 2 * count
+    start = data.draw(st.sampled_from(["noise", "header", "answer"]))
+    if start == "header":  # start like the answer, so that the checks past the header run too
         noise = bytes([unit, request.function_code, size]) + noise
+    elif start == "answer":  # a whole good answer, then noise: taken, and the noise after it dropped
+        noise = framed(bytes([unit, request.function_code, size]) + noise[:size].ljust(size, b"\0")) + noise
     line = Line(request)
     answer = None
     for chunk in splits(data.draw, noise) if noise else []:
         answer = line.feed(chunk)
         if answer is not None:
             break
+    if start == "answer":
+        assert answer is not None
+        assert not isinstance(answer, MalformedAnswer)
     if answer is None or isinstance(answer, MalformedAnswer):
         return
     size = 5 + ((count + 7) // 8 if coils else 2 * count)
