@@ -29,7 +29,8 @@ DEVICE_REQUESTS = Counter(
 DEVICE_ERRORS = Counter(
     "gateway_device_errors_total",
     "Failed device requests by kind (timeout, connection, busy, exception, protocol: an answer that did not match its "
-    "request, security, unexpected).",
+    "request, security, unexpected; on a Modbus RTU line also crc: an answer the line corrupted, silent: a unit that "
+    "sent nothing, while timeout there is an answer begun but not finished).",
     ["device", "kind"],
     registry=REGISTRY,
 )
@@ -62,8 +63,15 @@ DEVICE_CONNECTED = Gauge(
 )
 POLL_SLOTS_MISSED = Counter(
     "gateway_poll_slots_missed_total",
-    "Poll slots skipped because the previous poll overran.",
+    "Poll slots skipped because the previous poll overran (on a shared Modbus RTU line: or waited for the line).",
     ["device"],
+    registry=REGISTRY,
+)
+LINE_BUSY = Counter(
+    "gateway_line_busy_seconds_total",
+    "Time a Modbus RTU line (serial port, or RTU-over-TCP host:port) was held by a request and its answer; its rate "
+    "is the line's measured load (check-config estimates it from the read plan).",
+    ["line"],
     registry=REGISTRY,
 )
 

@@ -6,6 +6,11 @@ On start it prints one line per listener to stdout, for people and for parent pr
     opcua listening on opc.tcp://127.0.0.1:4840/bs01
     control listening on 127.0.0.1:5021
 
+and, with ``--rtu-port`` or ``--rtu-pty`` (the same PLC, unit and map over a Modbus RTU line, at ``--rtu-baud``)::
+
+    modbus rtu over tcp listening on 127.0.0.1:5022
+    modbus rtu on pty /dev/pts/3
+
 (with OPC UA security, three lines after them: the policies offered, the server certificate's path and thumbprint,
 its trust directory) and, with ``--ready-file PATH``, writes the same as JSON (``{"modbus_port": 5020, ...}``) once
 everything listens.
@@ -32,8 +37,10 @@ from gateway.lifecycle import run_until_shutdown
 from gateway.logging import configure_logging, get_logger
 from gateway.pki import CertificateError, read_certificate, thumbprint, trusted_dir
 from simulators.config import PlantConfig, default_plant_file, load_plant_config
+from simulators.modbus_server import ModbusDeviceSpec, ModbusServerSpec
 from simulators.opcua_security import ServerSecurity, parse_policies
 from simulators.plant_simulator import PlantSimulator
+from simulators.rtu_line import RtuServing
 from simulators.scenario import load_scenario
 
 log = get_logger("simulators.cli")
@@ -77,6 +84,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opcua-user", default=None, metavar="NAME", help="require this user (SignAndEncrypt only)")
     p.add_argument("--opcua-password-file", type=Path, default=None, metavar="FILE", help="the user's password")
     p.add_argument("--control-port", type=int, default=None, metavar="N", help="control port (0 = free)")
+    p.add_argument(
+        "--rtu-port", type=int, default=None, metavar="N", help="also serve Modbus RTU over TCP on N (0 = free)"
+    )
+    p.add_argument(
+        "--rtu-pty", action="store_true", help="also serve Modbus RTU on a pseudo-terminal (its path is printed)"
+    )
+    p.add_argument(
+        "--rtu-baud", type=int, default=None, metavar="BPS", help="simulated RTU line speed (default: unlimited)"
+    )
+    p.add_argument(
+        "--rtu-latency", type=float, default=0.0, metavar="S", help="RTU answers held S seconds (turnaround, radio)"
+    )
     p.add_argument("--no-control", action="store_true", help="do not open the control port")
     p.add_argument("--scenario", type=Path, default=None, metavar="FILE", help="scenario file of timed faults")
     p.add_argument("--record", type=Path, default=None, metavar="CSV", help="record the true plant state here")
@@ -187,6 +206,7 @@ async def _run(cfg: PlantConfig, args: argparse.Namespace, stop: asyncio.Event, 
     async with PlantSimulator(
         cfg,
         clock=clock,
+        modbus=_modbus_specs(cfg, args),
         modbus_port=None,
         opcua_port=None,
         control_port=control.port if control.enabled else None,
@@ -200,10 +220,27 @@ async def _run(cfg: PlantConfig, args: argparse.Namespace, stop: asyncio.Event, 
     return EXIT_OK
 
 
+def _modbus_specs(cfg: PlantConfig, args: argparse.Namespace) -> bool | list[ModbusServerSpec]:
+    """The configured Modbus TCP listener, and the RTU line the options ask for (same unit, same map)."""
+    if args.rtu_port is None and not args.rtu_pty:
+        return True
+    mb = cfg.servers.modbus
+    device = ModbusDeviceSpec(unit_id=mb.unit_id or 1, point_map=cfg.servers.point_map)
+    specs = [ModbusServerSpec(port=mb.port, devices=(device,))] if mb.enabled else []
+    serving = RtuServing(baud_rate=args.rtu_baud, latency_s=args.rtu_latency, pty=args.rtu_pty)
+    return [*specs, ModbusServerSpec(port=args.rtu_port or 0, devices=(device,), rtu=serving)]
+
+
 def _announce(sim: PlantSimulator, ready_file: Path | None) -> None:
     ends = sim.endpoints()
-    for port in sim.modbus_ports:
-        print(f"modbus listening on {sim.host}:{port}")
+    for plc in sim.modbus_servers:
+        if plc.rtu is None:
+            print(f"modbus listening on {sim.host}:{plc.port}")
+            continue
+        ends |= {"rtu_port": plc.port, "rtu_pty": plc.pty_path}
+        print(f"modbus rtu over tcp listening on {sim.host}:{plc.port}")
+        if plc.pty_path is not None:
+            print(f"modbus rtu on pty {plc.pty_path}")
     if ends["opcua_endpoint"]:
         print(f"opcua listening on {ends['opcua_endpoint']}")
     if ends["control_port"] is not None:

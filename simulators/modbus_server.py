@@ -1,4 +1,5 @@
-"""The simulated PLC on Modbus TCP: pymodbus 3.16 serving register images built from point maps, with comm faults.
+"""The simulated PLC on Modbus TCP (or RTU: ``rtu_line.py``): pymodbus 3.16 serving register images built from
+point maps, with comm faults.
 
 One ``ModbusPlc`` is one TCP listener; it serves one ``SimulatedModbusDevice`` per unit id, each with its own point
 map (several devices or several listeners may share one plant, e.g. to spread 10 000 points over devices). Requests
@@ -24,6 +25,7 @@ from typing import Protocol, cast
 
 from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import NoSuchIdException
+from pymodbus.framer import FramerType
 from pymodbus.pdu import ModbusPDU
 from pymodbus.pdu.device import ModbusDeviceIdentification
 from pymodbus.server import ModbusTcpServer
@@ -37,6 +39,7 @@ from simulators.config import default_point_map_file
 from simulators.faults import ModbusDrop, ModbusExceptionFault, ModbusNoAnswer, ModbusSlow
 from simulators.plc import Value, WriteRejected
 from simulators.registers import RegisterImage, Table
+from simulators.rtu_line import LineShaper, RtuServing
 from simulators.simulation import ReadOnlySignal
 
 log = get_logger("simulators.modbus")
@@ -80,10 +83,12 @@ class ModbusDeviceSpec:
 
 @dataclass(frozen=True, slots=True)
 class ModbusServerSpec:
-    """One Modbus TCP listener (port 0 = a free port) and the devices behind it."""
+    """One Modbus TCP listener (port 0 = a free port) and the devices behind it; with ``rtu``, an RTU line instead
+    (RTU over TCP on ``port``, and a pseudo-terminal if asked) at a simulated speed."""
 
     port: int = 0
     devices: tuple[ModbusDeviceSpec, ...] = (ModbusDeviceSpec(),)
+    rtu: RtuServing | None = None
 
 
 @dataclass
@@ -224,13 +229,30 @@ class _NoSuchUnit:
         return ExcCodes.GATEWAY_NO_RESPONSE
 
 
+class _NoUnitOnTheLine:
+    """Leaves requests for unknown unit ids unanswered, as a multi-drop RTU line does (nobody there to answer)."""
+
+    async def action(self, *_args: object) -> ExcCodes:
+        raise NoSuchIdException("no such unit on the line")
+
+
 class ModbusPlc:
     """One Modbus TCP listener over one or more devices; can be stopped and restarted on the same port."""
 
-    def __init__(self, *, index: int, host: str, port: int, devices: Iterable[SimulatedModbusDevice]) -> None:
+    def __init__(
+        self,
+        *,
+        index: int,
+        host: str,
+        port: int,
+        devices: Iterable[SimulatedModbusDevice],
+        rtu: RtuServing | None = None,
+    ) -> None:
         self.index = index
         self.host = host
         self.port = port
+        self.rtu = rtu
+        self.line: LineShaper | None = None
         self.devices = list(devices)
         for d in self.devices:
             d.server = self
@@ -243,25 +265,45 @@ class ModbusPlc:
     def running(self) -> bool:
         return self._server is not None
 
+    @property
+    def pty_path(self) -> str | None:
+        """The serial port (pseudo-terminal slave) of an RTU line served on a pty."""
+        return self.line.pty_path if self.line is not None else None
+
     async def start(self) -> None:
         """Listen (on the port bound before, after a restart) and serve the devices."""
         sim_devices = [d.sim_device() for d in self.devices]
         if all(d.unit_id != 0 for d in self.devices):
             fallback = self.devices[0].sim_device(unit_id=0)
-            fallback.action = _NoSuchUnit().action
+            fallback.action = (_NoSuchUnit() if self.rtu is None else _NoUnitOnTheLine()).action
             sim_devices.append(fallback)
         server = ModbusTcpServer(
             sim_devices,
-            address=(self.host, self.port),
+            framer=FramerType.SOCKET if self.rtu is None else FramerType.RTU,
+            address=(self.host, self.port if self.rtu is None else 0),
             ignore_missing_devices=True,
             identity=_IDENTITY,
             trace_pdu=self._count_request,
         )
         await server.serve_forever(background=True)
         listener = cast(asyncio.Server, server.transport)
-        self.port = listener.sockets[0].getsockname()[1]
+        port = listener.sockets[0].getsockname()[1]
         self._server = server
-        log.info("modbus.listening", server=self.index, host=self.host, port=self.port)
+        if self.rtu is None:
+            self.port = port
+        else:
+            await self._start_line(port)
+        log.info("modbus.listening", server=self.index, host=self.host, port=self.port, pty=self.pty_path)
+
+    async def _start_line(self, server_port: int) -> None:
+        assert self.rtu is not None
+        if self.line is None:
+            self.line = LineShaper(serving=self.rtu, host=self.host, server_port=server_port)
+            self.port = await self.line.listen(self.port)
+            if self.rtu.pty:
+                await self.line.open_pty()
+        else:  # a restart: the line (its port, its pty) stays; it reaches the PLC's new internal port
+            self.line.retarget(server_port)
 
     def _count_request(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
         """pymodbus's ``trace_pdu`` hook: sees every PDU received and sent."""
@@ -275,6 +317,13 @@ class ModbusPlc:
         if server is not None:
             await server.shutdown()  # type: ignore[no-untyped-call]
             log.info("modbus.stopped", server=self.index, port=self.port)
+
+    async def close(self) -> None:
+        """Stop, and close the RTU line (its port and pty) too."""
+        await self.stop()
+        line, self.line = self.line, None
+        if line is not None:
+            await line.close()
 
     def drop_connections(self) -> int:
         """Close every client connection now (the listener stays); return how many were closed."""

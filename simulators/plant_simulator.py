@@ -184,12 +184,12 @@ class PlantSimulator:
                 SimulatedModbusDevice(d, source=self.sim, faults=self.modbus_faults, on_write=self._client_wrote)
                 for d in spec.devices
             ]
-            server = ModbusPlc(index=index, host=self.host, port=spec.port, devices=devices)
+            server = ModbusPlc(index=index, host=self.host, port=spec.port, devices=devices, rtu=spec.rtu)
             values = self.sim.image()
             for device in devices:
                 device.publish(values, force=True)
             await server.start()
-            self._stack.push_async_callback(server.stop)
+            self._stack.push_async_callback(server.close)
             self.modbus_servers.append(server)
 
     def _modbus_specs(self) -> list[ModbusServerSpec]:

@@ -7,13 +7,25 @@ when it connects) and hands them to the control loop, whose Monitor polls each o
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from gateway.config.devices import ModbusDeviceSettings
 from gateway.config.root import GatewaySettings
 from gateway.domain.ports import Clock, FieldDevice
 
+if TYPE_CHECKING:
+    from gateway.adapters.modbus.line import RtuLine
+
 
 def build_devices(settings: GatewaySettings, *, clock: Clock) -> list[FieldDevice]:
     """One adapter per enabled device, with its tags (its own list and the top-level tags naming it)."""
+    # Modbus RTU devices on one serial line (or one RTU-over-TCP connection) share it.
+    rtu = [d for d in settings.devices if isinstance(d, ModbusDeviceSettings) and d.is_rtu]
+    lines: dict[str, RtuLine] = {}
+    if rtu:
+        from gateway.adapters.modbus.line import build_lines
+
+        lines = build_lines(rtu, clock=clock)
     devices: list[FieldDevice] = []
     for dev in settings.devices:
         if not dev.enabled:
@@ -22,7 +34,8 @@ def build_devices(settings: GatewaySettings, *, clock: Clock) -> list[FieldDevic
         if isinstance(dev, ModbusDeviceSettings):
             from gateway.adapters.modbus import ModbusDevice
 
-            devices.append(ModbusDevice(settings=dev, tags=tags, clock=clock))
+            line = lines.get(dev.line_key)
+            devices.append(ModbusDevice(settings=dev, tags=tags, clock=clock, line=line))
         else:
             from gateway.adapters.opcua import OpcUaDevice  # asyncua is slow to import: only when configured
 

@@ -10,6 +10,7 @@ from gateway.cli.common import add_config_option, load_or_report
 from gateway.config import LoadedConfig
 from gateway.config.devices import ModbusDeviceSettings, OpcUaDeviceSettings
 from gateway.config.loader import ConfigReport, inspect_config
+from gateway.config.printing import print_warnings
 from gateway.config.reporting import PROJECTION_ASSUMPTION, device_rules, projected_per_day
 from gateway.config.root import GatewaySettings
 from gateway.domain.model import ModbusAddress, Tag
@@ -45,8 +46,53 @@ def _run(args: argparse.Namespace) -> int:
     loaded = load_or_report(args.config)
     if loaded is None:
         return EXIT_CONFIG
+    print_warnings(_line_warnings(loaded.settings))
     print(summary(loaded, verbose=args.verbose))
     return 0
+
+
+def _line_warnings(s: GatewaySettings) -> list[tuple[str, str]]:
+    if not any(isinstance(d, ModbusDeviceSettings) and d.is_rtu for d in s.devices):
+        return []
+    from gateway.adapters.modbus.line_load import load_warnings
+
+    return load_warnings(s)
+
+
+def _json_lines(s: GatewaySettings) -> list[dict[str, Any]]:
+    if not any(isinstance(d, ModbusDeviceSettings) and d.is_rtu for d in s.devices):
+        return []
+    from gateway.adapters.modbus.line_load import line_loads
+
+    return [
+        {
+            "line": line.where,
+            "frame": line.frame,
+            "load": round(line.load, 4),
+            "devices": [
+                {"name": d.name, "unit_id": d.unit_id, "requests": d.requests, "seconds_per_poll": d.seconds_per_poll}
+                for d in line.devices
+            ],
+        }
+        for line in line_loads(s)
+    ]
+
+
+def _line_lines(s: GatewaySettings) -> list[str]:
+    """Each RTU line's load, and each of its devices' line time per poll (from the merged read plan)."""
+    if not any(isinstance(d, ModbusDeviceSettings) and d.is_rtu for d in s.devices):
+        return []
+    from gateway.adapters.modbus.line_load import line_loads
+
+    lines = []
+    for line in line_loads(s):
+        lines.append(f"  {line.describe()}")
+        lines += [
+            f"      {d.name} (unit {d.unit_id}): {d.requests} requests, {d.seconds_per_poll:.3f} s of line time per "
+            f"poll every {d.poll_interval_s:g} s ({d.load:.0%})"
+            for d in line.devices
+        ]
+    return lines
 
 
 def as_json(report: ConfigReport, *, verbose: bool = False) -> dict[str, Any]:
@@ -60,6 +106,7 @@ def as_json(report: ConfigReport, *, verbose: bool = False) -> dict[str, Any]:
     }
     if report.loaded is not None:
         doc |= _json_summary(report.loaded, verbose=verbose)
+        doc["warnings"] += [{"path": p, "message": m} for p, m in _line_warnings(report.loaded.settings)]
     return doc
 
 
@@ -70,6 +117,7 @@ def _json_summary(loaded: LoadedConfig, *, verbose: bool) -> dict[str, Any]:
         "site": s.gateway.site,
         "gateway_id": s.gateway.gateway_id,
         "devices": [_json_device(s, dev, verbose=verbose) for dev in s.devices],
+        "rtu_lines": _json_lines(s),
         "loop": {"enabled": s.loop.enabled, "mode": s.loop.mode, "cycle_s": s.loop.cycle_s},
         "store": {"path": str(s.store.path), "durability": s.store.durability},
         "uplink": None if not s.mqtt.enabled else _uplink_line(s).removeprefix("uplink: "),
@@ -110,6 +158,7 @@ def summary(loaded: LoadedConfig, *, verbose: bool = False) -> str:
     for dev in s.devices:
         lines += _device_lines(s, dev, verbose=verbose)
     lines.append(f"  ({PROJECTION_ASSUMPTION})")
+    lines += _line_lines(s)
     lines.append(f"loop: {'enabled' if s.loop.enabled else 'disabled'}, mode {s.loop.mode}, cycle {s.loop.cycle_s} s")
     lines.append(f"store: {s.store.path} (durability {s.store.durability})")
     lines.append(_uplink_line(s))
@@ -122,7 +171,7 @@ def _device_lines(s: GatewaySettings, dev: ModbusDeviceSettings | OpcUaDeviceSet
     tags = s.tags_of(dev.name)
     state = "" if dev.enabled else " (disabled)"
     if isinstance(dev, ModbusDeviceSettings):
-        where = f"modbus tcp {dev.host}:{dev.port} unit {dev.unit_id}"
+        where = dev.where()
     else:
         where = f"opcua {dev.endpoint} ({dev.read_mode}, security {dev.security.policy}/{dev.security.mode})"
     lines = [

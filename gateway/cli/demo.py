@@ -80,6 +80,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "Basic256Sha256 SignAndEncrypt only and trusting the gateway's certificate, the gateway pinning the "
         "simulator's and logging in as user demo",
     )
+    p.add_argument(
+        "--transport",
+        choices=["tcp", "rtu", "rtu-pty"],
+        default="tcp",
+        help="how the Modbus devices reach the simulated PLC: Modbus TCP (default), Modbus RTU over TCP (a serial "
+        "server or radio modem), or Modbus RTU on a pseudo-terminal (a serial port); RTU at --baud",
+    )
+    p.add_argument("--baud", type=int, default=19200, help="simulated RTU line speed, bits/s (default: %(default)s)")
     p.set_defaults(handler=_run)
 
 
@@ -120,13 +128,22 @@ async def demo(loaded: LoadedConfig, stop: asyncio.Event, *, args: argparse.Name
     started: asyncio.Future[Gateway] = asyncio.get_running_loop().create_future()
     secure = prepare_secure(args.db.resolve().parent / "demo-pki") if args.secure else None
     server_security = secure.server if secure is not None else None
-    async with PlantSimulator(clock=clock, seed=args.seed, opcua_security=server_security) as sim:
+    serving = _modbus_serving(args)
+    async with PlantSimulator(clock=clock, seed=args.seed, modbus=serving, opcua_security=server_security) as sim:
         opcua, security = sim.opcua_endpoint, None
         if secure is not None:
             secure.pin(secure.server.own.certificate)
             opcua, security = f"{opcua} secured: {secure.summary()}", secure.client_security()
-        db = args.db.resolve()
-        demo_cfg = _demo_config(loaded, sim.modbus_port, sim.opcua_endpoint, db=db, speed=args.speed, security=security)
+        rtu = _rtu_update(args, sim.modbus_servers[0].pty_path if sim.modbus_servers else None)
+        demo_cfg = _demo_config(
+            loaded,
+            sim.modbus_port,
+            sim.opcua_endpoint,
+            db=args.db.resolve(),
+            speed=args.speed,
+            security=security,
+            rtu=rtu,
+        )
         broker = _broker_answers(demo_cfg.settings.mqtt.host, demo_cfg.settings.mqtt.port)
         print(_banner(demo_cfg, sim.modbus_port, opcua, args.speed, broker), flush=True)
         async with asyncio.TaskGroup() as tg:
@@ -141,6 +158,30 @@ async def demo(loaded: LoadedConfig, stop: asyncio.Event, *, args: argparse.Name
     return 0
 
 
+def _modbus_serving(args: argparse.Namespace) -> Any:
+    """The simulated PLC's Modbus side: Modbus TCP (``True``, its default) or the station's map on an RTU line."""
+    if args.transport == "tcp":
+        return True
+    from simulators.modbus_server import ModbusDeviceSpec, ModbusServerSpec
+    from simulators.rtu_line import RtuServing
+
+    serving = RtuServing(baud_rate=args.baud, pty=args.transport == "rtu-pty")  # 11 bits a byte: 8E1 or 8N2
+    return [ModbusServerSpec(devices=(ModbusDeviceSpec(unit_id=1),), rtu=serving)]
+
+
+def _rtu_update(args: argparse.Namespace, pty: str | None) -> dict[str, Any]:
+    """What turns the configuration's Modbus devices into RTU devices on the simulator's line (empty for TCP)."""
+    from gateway.config.devices import RtuLineSettings
+
+    if args.transport == "rtu":
+        return {"transport": "rtu_tcp", "unit_id": 1, "line": RtuLineSettings(baud_rate=args.baud)}
+    if args.transport == "rtu-pty" and pty is not None:
+        # A pseudo-terminal refuses a parity bit: no parity and two stop bits, as the standard has it.
+        line = RtuLineSettings(port=pty, baud_rate=args.baud, parity="N", stop_bits=2)
+        return {"transport": "rtu_serial", "host": "", "unit_id": 1, "line": line}
+    return {}
+
+
 def _demo_config(
     loaded: LoadedConfig,
     modbus_port: int,
@@ -149,8 +190,10 @@ def _demo_config(
     db: Path,
     speed: float,
     security: OpcUaSecurity | None = None,
+    rtu: dict[str, Any] | None = None,
 ) -> LoadedConfig:
-    """The configuration pointed at the simulators' ports and the demo database.
+    """The configuration pointed at the simulators' ports and the demo database (``rtu``: its Modbus devices on the
+    simulator's RTU line instead).
 
     Polls keep their configured interval in simulated time, but not faster than four times per real second, so
     that ``--speed 60`` does not poll 60 times a real second.
@@ -162,7 +205,7 @@ def _demo_config(
         interval = max(dev.poll_interval_s, floor)
         update: dict[str, Any] = {"poll_interval_s": interval, "stale_after_s": 3 * interval}
         if isinstance(dev, ModbusDeviceSettings):
-            update |= {"host": "127.0.0.1", "port": modbus_port}
+            update |= {"host": "127.0.0.1", "port": modbus_port} | (rtu or {})
         elif isinstance(dev, OpcUaDeviceSettings):
             update |= {"endpoint": opcua_endpoint} | ({"security": security} if security is not None else {})
         devices.append(dev.model_copy(update=update))
@@ -197,6 +240,13 @@ def _broker_answers(host: str, port: int) -> bool:
         return False
 
 
+def _modbus_where(cfg: LoadedConfig, modbus_port: int) -> str:
+    for dev in cfg.settings.devices:
+        if isinstance(dev, ModbusDeviceSettings) and dev.is_rtu:
+            return dev.where()
+    return f"Modbus TCP 127.0.0.1:{modbus_port}"
+
+
 def _banner(cfg: LoadedConfig, modbus_port: int, opcua: str, speed: float, broker: bool) -> str:
     s = cfg.settings
     mqtt = f"{s.mqtt.host}:{s.mqtt.port}"
@@ -207,7 +257,7 @@ def _banner(cfg: LoadedConfig, modbus_port: int, opcua: str, speed: float, broke
     return "\n".join(
         [
             "water edge gateway demo — simulated booster station BS-01 (no hardware, no cloud needed)",
-            f"  simulators: Modbus TCP 127.0.0.1:{modbus_port}, OPC UA {opcua}; speed x{speed:g}",
+            f"  simulators: {_modbus_where(cfg, modbus_port)}, OPC UA {opcua}; speed x{speed:g}",
             f"  store: {s.store.path}",
             f"  uplink: {uplink}",
             f"  metrics: http://{s.metrics.host}:{s.metrics.port or '(free port)'}/metrics, /healthz, /readyz",

@@ -35,6 +35,7 @@ def check_settings(settings: GatewaySettings) -> list[Problem]:
     problems += _check_comm_loss(settings)
     problems += _check_remote_setpoints(settings)
     problems += _check_reporting(settings)
+    problems += _check_rtu_lines(settings)
     return problems
 
 
@@ -238,3 +239,20 @@ def _check_reporting(settings: GatewaySettings) -> Iterator[Problem]:
     for pattern in settings.reporting.tags:
         if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
             yield f"reporting.tags.{pattern}", f"unknown tag {pattern!r}: no configured tag matches it"
+
+
+def _check_rtu_lines(settings: GatewaySettings) -> Iterator[Problem]:
+    """Devices on one RTU line (same serial port, or same RTU-over-TCP host:port) share it: they must describe it
+    alike, and each needs its own unit id (two units answering one address garble each other's answers)."""
+    first: dict[str, tuple[int, ModbusDeviceSettings]] = {}
+    units: dict[tuple[str, int], int] = {}
+    for i, dev in enumerate(settings.devices):
+        if not (isinstance(dev, ModbusDeviceSettings) and dev.is_rtu and dev.enabled):
+            continue
+        key = dev.line_key
+        j, other = first.setdefault(key, (i, dev))
+        if j != i and dev.line != other.line:
+            yield f"devices[{i}].line", f"the line {key.split(':', 1)[1]} is described otherwise in devices[{j}]"
+        seen = units.setdefault((key, dev.unit_id), i)
+        if seen != i:
+            yield f"devices[{i}].unit_id", f"unit {dev.unit_id} is also devices[{seen}] on the line"

@@ -154,13 +154,64 @@ class _DeviceCommon(StrictModel):
         return self.stale_after_s if self.stale_after_s is not None else 3 * self.poll_interval_s
 
 
+#: The fixed inter-frame silence above 19 200 baud (Modbus over serial line, V1.02, 2.5.1.1).
+RTU_FAST_GAP_S = 0.00175
+RTU_FAST_BAUD = 19200
+
+ModbusTransport = Literal["tcp", "rtu_serial", "rtu_tcp"]
+
+
+class RtuLineSettings(StrictModel):
+    """The serial line a Modbus RTU device is on: the port itself (``rtu_serial``) or the line beyond a serial
+    server or radio modem that forwards raw RTU frames over TCP (``rtu_tcp``: its speed still sets the timing and
+    the line load). Every device on one line (same ``port``, or same ``host:port`` for ``rtu_tcp``) must give the
+    same line settings; they share it, one request at a time."""
+
+    port: str = Field(default="", description="Serial device (/dev/ttyUSB0, /dev/serial/by-id/...); rtu_serial only.")
+    baud_rate: int = Field(default=19200, ge=300, le=921600)
+    parity: Literal["N", "E", "O"] = Field(default="E", description="N, E or O; the standard's default is even.")
+    stop_bits: Literal[1, 2] = 1
+    byte_size: Literal[7, 8] = 8
+    latency_s: float = Field(
+        default=0.01,
+        ge=0,
+        le=10,
+        description=(
+            "Expected time from a request's last byte to the answer's first (device turnaround, radio modem delay): "
+            "counted in the line load; a radio link needs hundreds of milliseconds here and in timeout_s."
+        ),
+    )
+
+    @property
+    def char_bits(self) -> int:
+        """Bits on the wire per byte: start bit, data bits, parity bit (if any), stop bits."""
+        return 1 + self.byte_size + (0 if self.parity == "N" else 1) + self.stop_bits
+
+    @property
+    def char_s(self) -> float:
+        """Time on the wire of one byte."""
+        return self.char_bits / self.baud_rate
+
+    @property
+    def frame_gap_s(self) -> float:
+        """The silence between two frames: 3.5 character times, a fixed 1.75 ms above 19 200 baud."""
+        return 3.5 * self.char_s if self.baud_rate <= RTU_FAST_BAUD else RTU_FAST_GAP_S
+
+
 class ModbusDeviceSettings(_DeviceCommon):
-    """A Modbus TCP PLC or RTU."""
+    """A Modbus PLC or RTU: over TCP, over a serial line (RTU), or RTU frames over TCP (serial server, radio)."""
 
     protocol: Literal["modbus"]
-    host: str = Field(min_length=1)
+    transport: ModbusTransport = Field(
+        default="tcp",
+        description="tcp (Modbus TCP), rtu_serial (RTU on the serial port line.port), rtu_tcp (RTU to host:port)",
+    )
+    host: str = Field(description="Modbus TCP or RTU-over-TCP host; not for rtu_serial.")
     port: int = Field(default=502, ge=1, le=65535)
     unit_id: int = Field(default=1, ge=0, le=255)
+    line: RtuLineSettings | None = Field(
+        default=None, description="The RTU line (required for rtu_serial and rtu_tcp)."
+    )
     max_gap: int = Field(default=16, ge=0, le=124, description="Unused registers a merged read may bridge.")
     max_bit_gap: int = Field(
         default=256, ge=0, le=1999, description="Unused coils or discrete inputs a merged read may bridge."
@@ -172,6 +223,55 @@ class ModbusDeviceSettings(_DeviceCommon):
         description="Write with FC15/FC16 even a single coil or register (for devices without FC5/FC6).",
     )
     tags: list[ModbusTagSettings] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_host_on_a_serial_line(cls, data: object) -> object:
+        # host stays required (a missing one is reported at its path) except on a serial line, which has none
+        if isinstance(data, dict) and data.get("transport") == "rtu_serial" and "host" not in data:
+            return {**data, "host": ""}
+        return data
+
+    @model_validator(mode="after")
+    def _transport_fields(self) -> ModbusDeviceSettings:
+        if self.transport != "rtu_serial" and not self.host:
+            raise ValueError(f"transport {self.transport} needs host")
+        if self.transport == "tcp":
+            if self.line is not None:
+                raise ValueError("line is for transport rtu_serial or rtu_tcp, not tcp")
+            return self
+        if self.line is None:
+            raise ValueError(f"transport {self.transport} needs a line (at least line.baud_rate)")
+        if self.transport == "rtu_serial" and not self.line.port:
+            raise ValueError("transport rtu_serial needs line.port (the serial device)")
+        if self.transport == "rtu_tcp" and self.line.port:
+            raise ValueError("line.port is the serial device of rtu_serial; rtu_tcp uses host and port")
+        if self.transport == "rtu_serial" and self.host:
+            raise ValueError("host is not used by rtu_serial; the line is line.port")
+        if not 1 <= self.unit_id <= 247:
+            raise ValueError(f"unit_id {self.unit_id}: an RTU unit address is 1-247 (0 is broadcast, unanswered)")
+        return self
+
+    @property
+    def is_rtu(self) -> bool:
+        return self.transport != "tcp"
+
+    @property
+    def line_key(self) -> str:
+        """What identifies the line the device is on: devices with the same key share it (``tcp:host:port`` for a
+        Modbus TCP device, which shares nothing)."""
+        if self.transport == "rtu_serial":
+            return f"serial:{self.line.port if self.line else ''}"
+        return f"{self.transport}:{self.host}:{self.port}"
+
+    def where(self) -> str:
+        """Where the device is, for messages: ``tcp 10.0.0.5:502 unit 1``, ``rtu /dev/ttyUSB0 9600 8E1 unit 3``."""
+        if self.transport == "tcp" or self.line is None:
+            return f"modbus tcp {self.host}:{self.port} unit {self.unit_id}"
+        ln = self.line
+        frame = f"{ln.baud_rate} {ln.byte_size}{ln.parity}{ln.stop_bits}"
+        at = ln.port if self.transport == "rtu_serial" else f"over tcp {self.host}:{self.port}"
+        return f"modbus rtu {at} {frame} unit {self.unit_id}"
 
 
 class OpcUaSecurity(StrictModel):

@@ -53,6 +53,9 @@ REASONS: tuple[str, ...] = (
     "clock_skew",
     "corrected",
     "contradicted",
+    "crc_error",
+    "timeout",
+    "unit_silent",
 )
 _QUALITY_CODE = {q: i for i, q in enumerate(QUALITIES)}
 _REASON_CODE = {r: i for i, r in enumerate(REASONS)}

@@ -213,6 +213,9 @@ class QualityReason(StrEnum):
     CLOCK_SKEW = "clock_skew"  # uncertain: the source timestamp is implausibly far from the gateway's clock
     CORRECTED = "corrected"  # uncertain: a drifting transmitter's value corrected by the tank's mass balance
     CONTRADICTED = "contradicted"  # bad: an independent discrete (float switch, PLC interlock) says otherwise
+    CRC_ERROR = "crc_error"  # bad: a Modbus RTU answer arrived corrupted (its CRC does not check): line noise
+    TIMEOUT = "timeout"  # bad: a Modbus RTU unit began to answer but no whole frame came within the timeout
+    UNIT_SILENT = "unit_silent"  # bad: a Modbus RTU unit sent not a byte within the timeout (off, wrong unit id)
 
 
 class Reading(NamedTuple):

@@ -8,6 +8,7 @@
         proxy.refuse()  # drop every connection and reset each new one until resume() (a device switched off)
         proxy.black_hole()  # accept and read, never answer, until resume() (a cut cable, a hung device)
         proxy.resume()  # forward again
+        proxy.corrupt(every=3)  # flip a byte of every 3rd chunk the target sends (a noisy serial line); 0: stop
 
 A black hole swallows whole requests, so a connection it held cannot carry on in step (OPC UA numbers its messages,
 Modbus pairs answers with requests): ``resume()`` resets those connections, as TCP itself would after a long enough
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
@@ -66,6 +68,9 @@ class FaultProxy:
         self._connect_timeout_s = connect_timeout_s
         self.mode = ProxyMode.FORWARD
         self.accepted = 0
+        self.corrupt_every = 0
+        self.corrupted = 0  # chunks corrupted so far
+        self._chunks_down = 0
         self._server: asyncio.Server | None = None
         self._links: set[_Link] = set()
         self._handlers: set[asyncio.Task[None]] = set()
@@ -112,6 +117,23 @@ class FaultProxy:
         self.mode = ProxyMode.FORWARD
         self._reset({link for link in self._links if link.holed})
 
+    def corrupt(self, *, every: int) -> None:
+        """From now on flip one byte (all its bits) of every ``every``-th chunk on its way from the target to the
+        client, the first one included; ``every=0`` forwards them intact again. Which byte is flipped moves on from
+        chunk to chunk, so that over a run every position of an answer is hit (deterministic: no randomness)."""
+        self.corrupt_every = every
+        self._chunks_down = 0
+
+    def _downstream(self, data: bytes) -> bytes:
+        if not self.corrupt_every:
+            return data
+        n, self._chunks_down = self._chunks_down, self._chunks_down + 1
+        if n % self.corrupt_every:
+            return data
+        self.corrupted += 1
+        at = (n // self.corrupt_every * 7) % len(data)
+        return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :]
+
     @property
     def connections(self) -> int:
         """Client connections open now."""
@@ -154,7 +176,7 @@ class FaultProxy:
         link.writers.append(up_writer)
         pumps = [
             asyncio.create_task(_pump(link, reader, up_writer), name="fault-proxy.up"),
-            asyncio.create_task(_pump(link, up_reader, link.writers[0]), name="fault-proxy.down"),
+            asyncio.create_task(_pump(link, up_reader, link.writers[0], self._downstream), name="fault-proxy.down"),
         ]
         try:
             await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
@@ -166,13 +188,18 @@ class FaultProxy:
                     await pump
 
 
-async def _pump(link: _Link, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+async def _pump(
+    link: _Link,
+    src: asyncio.StreamReader,
+    dst: asyncio.StreamWriter,
+    alter: Callable[[bytes], bytes] = lambda data: data,
+) -> None:
     """Copy ``src`` to ``dst`` until either side ends; while the link is holed, the bytes go nowhere."""
     with contextlib.suppress(OSError):
         while data := await src.read(_CHUNK):
             if link.holed:
                 continue
-            dst.write(data)
+            dst.write(alter(data))
             await dst.drain()
 
 

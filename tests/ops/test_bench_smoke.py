@@ -34,6 +34,7 @@ SMOKE: dict[str, tuple[list[str], str]] = {
     "opcua_restart": (["--restarts", "1", "--down-s", "0.5"], "time to good after the server is back"),
     "outage": (["--smoke"], "first FAILSAFE_LOCAL blamed"),
     "poll": (["--smoke"], "capacity search"),
+    "rtu_line": (["--smoke"], "requests/poll"),
     "savings": (["--runs", "5:0", "--hours", "1", "--jobs", "1"], "stored water valued at the average tariff"),
     "sim_day": (["--smoke"], "Modbus read of 125 input registers"),
     "sparkplug": (["--smoke"], "wire B/value"),

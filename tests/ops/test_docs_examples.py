@@ -101,6 +101,7 @@ NOT_RUN: tuple[tuple[str, str], ...] = (
     (r"python -m gateway\.testing\.broken_modbus .*", "a misbehaving Modbus server: " + _FOREVER),
     (r"(python -m )?gateway run( -c \S+)?", _FOREVER + " against the PLCs; tests/ops/test_run_process.py runs it"),
     (r"gateway demo( --speed 60)?", _FOREVER + "; the demo runs as `" + DEMO + "`"),
+    (r"gateway demo --transport rtu", _FOREVER + "; tests/ops/test_demo_rtu.py runs it (and rtu-pty) for 4 s"),
     (
         r"gateway status -c config/gateway\.toml",
         "reads the database of a `gateway run` (a fresh clone has none); `gateway status` runs on the demo's database",

@@ -130,3 +130,49 @@ def test_a_taken_port_is_a_clean_failure(tmp_path: Path) -> None:
         )
     assert result.returncode == 1
     assert "gateway-sim:" in result.stderr
+
+
+async def test_gateway_sim_serves_modbus_rtu_over_tcp_and_on_a_pty_beside_modbus_tcp(tmp_path: Path) -> None:
+    from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+    from pymodbus.framer import FramerType
+
+    ready = tmp_path / "ready.json"
+    args = ["--modbus-port", "0", "--opcua-port", "0", "--no-control", "--rtu-port", "0", "--rtu-pty"]
+    proc = await asyncio.create_subprocess_exec(
+        *GATEWAY_SIM,
+        *args,
+        *("--rtu-baud", "19200", "--ready-file", str(ready), "--log-format", "json"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        ends = await _ready(ready, proc)
+        rtu_port, pty = int(str(ends["rtu_port"])), str(ends["rtu_pty"])
+        clients = [
+            AsyncModbusTcpClient("127.0.0.1", port=rtu_port, framer=FramerType.RTU, timeout=0.5, retries=0),
+            AsyncModbusSerialClient(
+                pty, framer=FramerType.RTU, baudrate=19200, parity="N", stopbits=2, timeout=0.5, retries=0
+            ),
+        ]
+        for client in clients:
+            assert await client.connect()
+            try:
+                rr = await client.read_input_registers(13, count=1, device_id=1)  # HB-PLC, as over Modbus TCP
+                assert not rr.isError()
+                silent = client.read_input_registers(13, count=1, device_id=9)  # no unit 9 on the line
+                with pytest.raises(Exception, match="No response"):
+                    await silent
+            finally:
+                client.close()
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(60):  # only against a hang
+            out_b, _ = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0
+    lines = out_b.decode().splitlines()
+    assert f"modbus listening on 127.0.0.1:{ends['modbus_port']}" in lines
+    assert f"modbus rtu over tcp listening on 127.0.0.1:{rtu_port}" in lines
+    assert f"modbus rtu on pty {pty}" in lines

@@ -1,4 +1,4 @@
-"""Modbus TCP southbound: read planner, register codec and the device adapter."""
+"""Modbus southbound (TCP, and RTU on serial lines or over TCP): read planner, register codec, the device adapter."""
 
 from gateway.adapters.modbus.device import ModbusDevice
 from gateway.adapters.modbus.planner import PlanLimits, ReadPlan, ReadRequest, describe_plan, plan_reads

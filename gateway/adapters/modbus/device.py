@@ -1,4 +1,4 @@
-"""The Modbus TCP adapter: a ``FieldDevice`` over one pymodbus connection.
+"""The Modbus adapter: a ``FieldDevice`` over one pymodbus connection (Modbus TCP) or a shared RTU line.
 
 Per device: one connection and one lock (a PLC answers one request at a time on a connection, and a write must not
 interleave with a poll), a deadline on every request, retries of transient errors only, and a circuit breaker around
@@ -12,26 +12,41 @@ that request turn bad with reason ``device_exception``; not retried; the breaker
 that does not match its request (``frames.py`` checks every one before it is decoded) → ``ProtocolError`` (the tags of
 that request turn bad with reason ``protocol_error``; not retried; the connection is closed to start clean; the
 breaker counts the poll or write as failed).
+
+Over Modbus RTU (``transport = "rtu_serial"`` or ``"rtu_tcp"``) the device shares its line (``line.py``) with the
+other units on it and takes one turn per request. A timeout or a malformed answer does not close the line; a CRC
+error, an answer begun but not finished and a unit that sends nothing are ``LineFault``s (kinds ``crc``, ``timeout``,
+``silent``): retried like a timeout, and the reasons of the readings they leave bad (``crc_error``, ``timeout``,
+``unit_silent``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Self
 
 from prometheus_client import Counter
 from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.client.base import ModbusBaseClient
 from pymodbus.exceptions import ConnectionException, ModbusIOException
 from pymodbus.pdu import ModbusPDU
 
 from gateway.adapters.breaker import BreakerState, CircuitBreaker
 from gateway.adapters.device_common import DeviceBooks, ReadBack, confirm_by_read_back
 from gateway.adapters.modbus.codec import BlockDecoder, ReadingBuilder, modbus_address, raw_fits
-from gateway.adapters.modbus.frames import CheckedSocketFramer, MalformedAnswer, ProtocolError, use_checked_framer
+from gateway.adapters.modbus.frames import (
+    CheckedRtuFramer,
+    CheckedSocketFramer,
+    MalformedAnswer,
+    ProtocolError,
+    use_checked_framer,
+)
+from gateway.adapters.modbus.line import LineFault, RtuLine
 from gateway.adapters.modbus.planner import PlanLimits, PlanMode, ReadPlan, ReadRequest, plan_reads, split_at_gaps
 from gateway.adapters.modbus.pymodbus_calls import Call, WriteOp, payload_length, payload_size, read_call, write_op
 from gateway.adapters.modbus.responses import use_fast_responses
@@ -90,7 +105,9 @@ class _Compiled:
 class ModbusDevice:
     """A Modbus TCP PLC or RTU behind the ``FieldDevice`` port. Use as an async context manager.
 
-    ``plan_mode="per_tag"`` reads each tag with its own request: only for benchmarks (the baseline to beat).
+    ``line`` is the RTU line the device shares with the other units on it (the factory builds one per line); an RTU
+    device given none gets a line of its own. ``plan_mode="per_tag"`` reads each tag with its own request: only for
+    benchmarks (the baseline to beat).
     """
 
     def __init__(
@@ -101,6 +118,7 @@ class ModbusDevice:
         clock: Clock,
         plan_mode: PlanMode = "merged",
         rng: random.Random | None = None,
+        line: RtuLine | None = None,
     ) -> None:
         self.name = settings.name
         self._settings = settings
@@ -111,9 +129,13 @@ class ModbusDevice:
         plan = plan_reads(tags, limits=PlanLimits.of(settings), mode=plan_mode)
         self._compiled = [_Compiled(r, settings.unit_id) for r in plan.requests]
         self._lock = asyncio.Lock()
-        self._client: AsyncModbusTcpClient | None = None
-        self._framer: CheckedSocketFramer | None = None
+        if settings.is_rtu and line is None:
+            line = RtuLine(settings=settings, clock=clock)
+        self._line = line if settings.is_rtu else None
+        self._client: ModbusBaseClient | None = None
+        self._framer: CheckedSocketFramer | CheckedRtuFramer | None = None
         self._in_flight = False
+        self._down_reason = QualityReason.COMM_LOSS
         self._books = DeviceBooks(name=self.name, protocol="modbus", clock=clock, stale_limit_s=settings.stale_limit_s)
         self._breaker = CircuitBreaker(
             name=self.name,
@@ -150,8 +172,17 @@ class ModbusDevice:
     def health(self) -> DeviceHealth:
         return self._books.status.health(self._breaker.state.value)
 
+    @property
+    def line(self) -> RtuLine | None:
+        """The RTU line the device is on (None over Modbus TCP)."""
+        return self._line
+
     async def __aenter__(self) -> Self:
         s = self._settings
+        if self._line is not None:
+            self._line.attach(self._connection_changed)
+            self._client, self._framer = self._line.client, self._line.framer
+            return await self._first_connect()
         # Retries and reconnects are ours (on the injected clock, under the breaker): pymodbus's are switched off.
         # Its own timeout is only a backstop behind our deadline, so that it never logs a request as lost first.
         self._client = AsyncModbusTcpClient(
@@ -166,6 +197,9 @@ class ModbusDevice:
         )
         self._framer = use_checked_framer(self._client)
         use_fast_responses(self._client)
+        return await self._first_connect()
+
+    async def _first_connect(self) -> Self:
         try:
             async with self._lock:
                 await self._connected_client()
@@ -177,7 +211,10 @@ class ModbusDevice:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._drop_connection()
+        if self._line is not None:
+            self._line.detach(self._connection_changed)
+        else:
+            self._drop_connection()
         self._client = None
 
     async def poll(self) -> list[Reading]:
@@ -225,8 +262,8 @@ class ModbusDevice:
     # -- polling ---------------------------------------------------------------------------------------------------
 
     async def _poll_locked(self) -> list[Reading]:
-        if not self._breaker.allow():
-            return self._books.quality.missed(self._tags, QualityReason.COMM_LOSS)
+        if not self._breaker.allow():  # failing fast: for the reason it failed (over RTU: silent, CRC, timeout)
+            return self._books.quality.missed(self._tags, self._down_reason)
         fresh: list[Reading] = []
         malformed: list[str] = []
         try:
@@ -236,15 +273,15 @@ class ModbusDevice:
             self._breaker.record_failure()
             self._books.status.failed(str(exc))
             got = {r.tag for r in fresh}
-            return fresh + self._books.quality.missed(
-                [t for t in self._tags if t.name not in got], QualityReason.COMM_LOSS
-            )
+            reason = self._down_reason = exc.reason if isinstance(exc, LineFault) else QualityReason.COMM_LOSS
+            return fresh + self._books.quality.missed([t for t in self._tags if t.name not in got], reason)
         except BaseException:
             self._breaker.release()
             raise
         if malformed:
             self._breaker.record_failure()
             self._books.status.failed(malformed[0])
+            self._down_reason = QualityReason.COMM_LOSS  # an open breaker after wrong answers: as over Modbus TCP
         else:
             self._breaker.record_success()
             self._books.status.succeeded()
@@ -349,45 +386,73 @@ class ModbusDevice:
 
     # -- the connection --------------------------------------------------------------------------------------------
 
-    async def _connected_client(self) -> AsyncModbusTcpClient:
+    async def _connected_client(self) -> ModbusBaseClient:
         client = self._client
         if client is None:
             raise RuntimeError(f"{self.name}: the adapter is used outside its 'async with' block")
         if client.connected:
             return client
-        s = self._settings
-        try:
-            with cancellation_kept():
-                async with asyncio.timeout(s.timeout_s):
-                    connected = await client.connect()
-        except TimeoutError:
-            connected = False
+        async with self._line.connecting if self._line is not None else contextlib.nullcontext():
+            if client.connected:  # another device on the line connected it meanwhile
+                return client
+            try:
+                with cancellation_kept():
+                    async with asyncio.timeout(self._settings.timeout_s):
+                        connected = await client.connect()
+            except TimeoutError:
+                connected = False
         if not connected:
             DEVICE_ERRORS.labels(self.name, "connection").inc()
-            raise DeviceUnavailable(self.name, f"cannot connect to {s.host}:{s.port}")
+            raise DeviceUnavailable(self.name, f"cannot connect: {self._settings.where()}")
         return client
+
+    @contextlib.asynccontextmanager
+    async def _turn(self) -> AsyncIterator[None]:
+        """Over RTU, one request at a time on the line; over Modbus TCP the device's own lock is enough."""
+        if self._line is None:
+            yield
+            return
+        async with self._line.turn():
+            yield
 
     async def _request(self, call: Call, counter: Counter) -> ModbusPDU:
         """One request under the deadline, its errors translated. Not retried here."""
-        client = await self._connected_client()
-        counter.inc()
-        self._in_flight = True
-        try:
-            with cancellation_kept():
-                async with asyncio.timeout(self._settings.timeout_s):
-                    response = await call(client)
-        except TimeoutError as exc:
-            self._failed_request("timeout")
-            raise DeviceUnavailable(self.name, f"no answer within {self._settings.timeout_s} s") from exc
-        except (ConnectionException, ModbusIOException, OSError) as exc:
-            self._failed_request("connection")
-            raise DeviceUnavailable(self.name, f"connection lost: {exc}") from exc
-        finally:
-            self._in_flight = False
+        async with self._turn():
+            client = await self._connected_client()
+            counter.inc()
+            self._in_flight = True
+            try:
+                with cancellation_kept():
+                    async with asyncio.timeout(self._settings.timeout_s):
+                        response = await call(client)
+            except TimeoutError as exc:
+                raise self._timed_out() from exc
+            except (ConnectionException, ModbusIOException, OSError) as exc:
+                self._failed_request("connection", line_wide=True)
+                raise DeviceUnavailable(self.name, f"connection lost: {exc}") from exc
+            finally:
+                self._in_flight = False
         if isinstance(response, MalformedAnswer):
+            if response.kind == "crc":
+                self._failed_request("crc")
+                raise LineFault(self.name, response.problem, kind="crc", reason=QualityReason.CRC_ERROR)
             self._failed_request("protocol")
             raise ProtocolError(self.name, f"malformed answer: {response.problem}")
         return self._checked(response)
+
+    def _timed_out(self) -> DeviceUnavailable:
+        timeout = self._settings.timeout_s
+        if self._line is None:
+            self._failed_request("timeout")
+            return DeviceUnavailable(self.name, f"no answer within {timeout} s")
+        heard = self._line.heard
+        if heard:
+            self._failed_request("timeout")
+            text = f"answer incomplete after {timeout} s ({heard} bytes)"
+            return LineFault(self.name, text, kind="timeout", reason=QualityReason.TIMEOUT)
+        self._failed_request("silent")
+        text = f"unit {self._settings.unit_id} sent nothing within {timeout} s"
+        return LineFault(self.name, text, kind="silent", reason=QualityReason.UNIT_SILENT)
 
     def _checked(self, response: ModbusPDU) -> ModbusPDU:
         if not response.isError():
@@ -400,8 +465,13 @@ class ModbusDevice:
         DEVICE_ERRORS.labels(self.name, "exception").inc()
         raise DeviceRejected(self.name, text, code=code)
 
-    def _failed_request(self, kind: str) -> None:
+    def _failed_request(self, kind: str, *, line_wide: bool = False) -> None:
         DEVICE_ERRORS.labels(self.name, kind).inc()
+        if self._line is not None and not line_wide:
+            # The other units on the line are fine: drop only what still comes for this request, and the line
+            # waits for silence before the next one.
+            self._line.forget_request()
+            return
         # After a timeout a late answer could still arrive, after a malformed answer the rest of a frame: either could
         # be taken for the next request's answer. Start clean.
         self._drop_connection()

@@ -18,16 +18,27 @@ answer that does not match consumes the buffer and completes the request at once
 the adapter turns into ``ProtocolError``. Bytes that arrive while no request is waiting are dropped.
 
 The checks run once per answer, on its header and first bytes: nothing runs per register or bit.
+
+Modbus RTU (a serial line, or RTU frames over TCP): pymodbus's ``FramerRTU`` hunts for a frame in whatever arrives
+and, on a CRC that does not check, empties its buffer without a word, so that a corrupted answer waits for the
+timeout like no answer at all. ``CheckedRtuFramer`` frames the answer by what the request implies instead (the
+function code, or its exception form, gives the length), checks the CRC over exactly those bytes (a failure is a
+``crc`` error at once, not a timeout), then the unit id, the function code and the byte count or echo, as above. A
+short answer whose own CRC checks (an exception to another function, fewer registers) is refused as soon as it is
+complete. It also notes how many bytes the request in flight has heard and when the line last carried a byte: no
+byte at all is a silent unit, some bytes a timeout, and the next request waits for the line to be quiet.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
 from pymodbus.client import AsyncModbusTcpClient
-from pymodbus.framer import FramerSocket
+from pymodbus.client.base import ModbusBaseClient
+from pymodbus.framer import FramerRTU, FramerSocket
 from pymodbus.pdu import DecodePDU, ModbusPDU
 
 from gateway.domain.errors import DeviceError
@@ -132,12 +143,20 @@ def _prefix_mismatch(shape: AnswerShape, pdu: bytes) -> AnswerMismatch:
     return AnswerMismatch(f"answer {pdu.hex()} is not {shape.what}, {shape.prefix.hex()}")
 
 
-class MalformedAnswer(ModbusPDU):
-    """Stands in for an answer that did not match its request, so that the request completes at once."""
+class CrcMismatch(AnswerMismatch):
+    """Raised by ``rtu_answer_size`` for an RTU frame whose CRC does not check: the line corrupted it."""
 
-    def __init__(self, problem: str) -> None:
+
+class MalformedAnswer(ModbusPDU):
+    """Stands in for an answer that did not match its request, so that the request completes at once.
+
+    ``kind`` is ``protocol`` (another answer than the one asked for) or ``crc`` (an RTU frame the line corrupted).
+    """
+
+    def __init__(self, problem: str, kind: str = "protocol") -> None:
         super().__init__()
         self.problem = problem
+        self.kind = kind
 
     def __str__(self) -> str:
         return f"MalformedAnswer({self.problem})"
@@ -165,7 +184,7 @@ class CheckedSocketFramer(FramerSocket):
             size = answer_size(expected, data)
             if not size:
                 return 0, None
-            answer = self._decoded(data[7:size])
+            answer = _decoded(self.decoder, data[7:size])
         except AnswerMismatch as exc:
             answer = MalformedAnswer(str(exc))
         self.expected = None
@@ -175,15 +194,6 @@ class CheckedSocketFramer(FramerSocket):
     def expect_nothing(self) -> None:
         """Forget the request in flight (its connection is gone)."""
         self.expected = None
-
-    def _decoded(self, pdu: bytes) -> ModbusPDU:
-        try:
-            answer = self.decoder.decode(pdu)
-        except Exception as exc:  # whatever the decoder raises must not reach asyncio's data_received
-            raise AnswerMismatch(f"undecodable answer: {exc!r}") from exc
-        if answer is None:
-            raise AnswerMismatch(f"undecodable answer {pdu.hex()}")
-        return answer
 
 
 def use_checked_framer(client: AsyncModbusTcpClient) -> CheckedSocketFramer:
@@ -196,6 +206,134 @@ def use_checked_framer(client: AsyncModbusTcpClient) -> CheckedSocketFramer:
     if type(ctx.framer) is not FramerSocket:
         raise TypeError(f"expected pymodbus's FramerSocket at client.ctx.framer, found {type(ctx.framer).__name__}")
     framer = CheckedSocketFramer(ctx.framer.decoder)
+    ctx.framer = framer
+    ctx.max_buffer_size = _MAX_BUFFER
+    return framer
+
+
+# -- Modbus RTU ----------------------------------------------------------------------------------------------------
+
+_RTU_EXCEPTION_SIZE = 5  # unit id, function code | 0x80, exception code, CRC
+
+
+def crc_ok(frame: bytes) -> bool:
+    """Whether the last two bytes of ``frame`` are the Modbus CRC-16 of the bytes before them."""
+    return len(frame) >= 4 and FramerRTU.compute_CRC(frame[:-2]) == int.from_bytes(frame[-2:], "big")
+
+
+def rtu_answer_size(expected: ExpectedAnswer, data: bytes) -> int:
+    """How many bytes at the start of ``data`` are the expected RTU answer (unit id, PDU, CRC); 0 while incomplete.
+
+    Raises ``CrcMismatch`` when the bytes where the answer must end do not check, ``AnswerMismatch`` when a frame
+    that checks is not the answer (unit id, function code, byte count or echo).
+    """
+    if len(data) < 2:
+        return 0
+    shape, fc = expected.shape, data[1]
+    if not shape.length:
+        raise AnswerMismatch(f"cannot frame an answer to FC{shape.function_code:02d} on an RTU line")
+    size = _RTU_EXCEPTION_SIZE if fc == shape.function_code | 0x80 else shape.length + 2
+    _refuse_short_frame(expected, data, size)
+    if len(data) < size:
+        return 0
+    frame = data[:size]
+    if not crc_ok(frame):
+        raise CrcMismatch(f"CRC error: {size}-byte frame {frame.hex()} does not check")
+    _check_rtu_frame(expected, frame)
+    return size
+
+
+def _refuse_short_frame(expected: ExpectedAnswer, data: bytes, size: int) -> None:
+    """An answer shorter than the one expected whose own CRC checks (an exception to another function, a read with
+    fewer values) is refused as soon as it is there, not left to time out. Only a frame that does not start like the
+    expected answer is looked at: the first bytes of a good answer may check by chance (1 in 65 536)."""
+    if len(data) < 3 or data[1:3] == expected.shape.prefix[:2]:
+        return
+    candidates = {_RTU_EXCEPTION_SIZE}
+    if data[1] in _BIT_READS | _REGISTER_READS:
+        candidates.add(5 + data[2])
+    for length in sorted(candidates):
+        if length < size and len(data) >= length and crc_ok(data[:length]):
+            _check_rtu_frame(expected, data[:length])
+            raise AnswerMismatch(f"{length}-byte answer, expected {size} bytes ({expected.shape.what})")
+
+
+def _check_rtu_frame(expected: ExpectedAnswer, frame: bytes) -> None:
+    unit, fc, shape = frame[0], frame[1], expected.shape
+    if unit != expected.unit:
+        raise AnswerMismatch(f"unit id {unit}, expected {expected.unit}")
+    if fc == shape.function_code | 0x80:
+        return
+    if fc != shape.function_code:
+        raise AnswerMismatch(
+            f"function code {fc}, expected {shape.function_code} ({shape.function_code | 0x80} for an exception)"
+        )
+    if frame[1 : 1 + len(shape.prefix)] != shape.prefix:
+        raise _prefix_mismatch(shape, frame[1:-2])
+
+
+class CheckedRtuFramer(FramerRTU):
+    """pymodbus's RTU framer, with every answer framed by its request and checked (CRC first) before it is decoded.
+
+    ``heard`` is how many bytes the request in flight has received; ``last_byte_at`` when the line last carried
+    one (``stamp()``, the adapter's clock), for the silence before the next request.
+    """
+
+    def __init__(self, decoder: DecodePDU, *, stamp: Callable[[], float]) -> None:
+        super().__init__(decoder)
+        self.expected: ExpectedAnswer | None = None
+        self.heard = 0
+        self._stamp = stamp
+        self.last_byte_at = stamp()
+
+    def buildFrame(self, message: ModbusPDU) -> bytes:  # noqa: N802 - pymodbus's name
+        pdu = message.function_code.to_bytes(1, "big") + message.encode()
+        self.expected = ExpectedAnswer(0, message.dev_id, answer_shape(pdu))
+        self.heard = 0
+        return self.encode(pdu, message.dev_id, 0)
+
+    def handleFrame(self, data: bytes, exp_devid: int, exp_tid: int) -> tuple[int, ModbusPDU | None]:  # noqa: N802
+        """``(bytes used, answer)``; ``(0, None)`` to wait for more. Never raises (it runs in ``data_received``)."""
+        self.last_byte_at = self._stamp()
+        expected = self.expected
+        if expected is None:
+            return len(data), None  # nobody asked (a late answer, line noise): drop it
+        self.heard = len(data)
+        answer: ModbusPDU
+        try:
+            size = rtu_answer_size(expected, data)
+            if not size:
+                return 0, None
+            answer = _decoded(self.decoder, data[1 : size - 2])
+        except CrcMismatch as exc:
+            answer = MalformedAnswer(str(exc), kind="crc")
+        except AnswerMismatch as exc:
+            answer = MalformedAnswer(str(exc))
+        self.expected = None
+        answer.dev_id, answer.transaction_id = expected.unit, 0
+        return len(data), answer
+
+    def expect_nothing(self) -> None:
+        """Forget the request in flight (it timed out, or the connection is gone)."""
+        self.expected = None
+
+
+def _decoded(decoder: DecodePDU, pdu: bytes) -> ModbusPDU:
+    try:
+        answer = decoder.decode(pdu)
+    except Exception as exc:  # whatever the decoder raises must not reach asyncio's data_received
+        raise AnswerMismatch(f"undecodable answer: {exc!r}") from exc
+    if answer is None:
+        raise AnswerMismatch(f"undecodable answer {pdu.hex()}")
+    return answer
+
+
+def use_checked_rtu_framer(client: ModbusBaseClient, *, stamp: Callable[[], float]) -> CheckedRtuFramer:
+    """Make ``client`` (serial, or TCP with ``FramerType.RTU``) frame and check answers with a ``CheckedRtuFramer``."""
+    ctx = client.ctx
+    if type(ctx.framer) is not FramerRTU:
+        raise TypeError(f"expected pymodbus's FramerRTU at client.ctx.framer, found {type(ctx.framer).__name__}")
+    framer = CheckedRtuFramer(ctx.framer.decoder, stamp=stamp)
     ctx.framer = framer
     ctx.max_buffer_size = _MAX_BUFFER
     return framer

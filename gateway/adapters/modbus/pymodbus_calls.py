@@ -9,13 +9,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.client.base import ModbusBaseClient
 from pymodbus.pdu import ModbusPDU
 
 from gateway.adapters.modbus.codec import BlockDecoder, encode_registers, modbus_address
 from gateway.domain.model import DataType, ModbusTable, Tag, Value
 
-Call = Callable[[AsyncModbusTcpClient], Awaitable[ModbusPDU]]
+Call = Callable[[ModbusBaseClient], Awaitable[ModbusPDU]]
 
 
 def read_call(table: ModbusTable, address: int, count: int, unit: int) -> Call:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import struct
 from itertools import chain
 
-from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.client.base import ModbusBaseClient
 from pymodbus.exceptions import ModbusIOException
 from pymodbus.pdu import ModbusPDU
 from pymodbus.pdu.bit_message import ReadCoilsResponse, ReadDiscreteInputsResponse
@@ -79,7 +79,7 @@ FAST_RESPONSES = (
 )
 
 
-def use_fast_responses(client: AsyncModbusTcpClient) -> None:
+def use_fast_responses(client: ModbusBaseClient) -> None:
     """Make ``client`` decode read responses with the classes above (for as long as the client lives)."""
     for response in FAST_RESPONSES:
         client.register(response)
