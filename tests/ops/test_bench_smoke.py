@@ -38,6 +38,7 @@ SMOKE: dict[str, tuple[list[str], str]] = {
     "savings": (["--runs", "5:0", "--hours", "1", "--jobs", "1"], "stored water valued at the average tariff"),
     "sim_day": (["--smoke"], "Modbus read of 125 input registers"),
     "sparkplug": (["--smoke"], "wire B/value"),
+    "station_writes": (["--minutes", "0.02", "--warmup-s", "0"], "as shipped:"),
     "store": (
         ["--readings", "2000", "--single", "50", "--seconds", "0.3", "--retention-tags", "100"],
         "retention at 100 tags",
