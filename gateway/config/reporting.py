@@ -94,9 +94,10 @@ class ReportingSettings(StrictModel):
     """Report by exception: which polled values are stored and sent upstream (the loop sees every poll)."""
 
     by_exception: bool = Field(
-        default=False,
+        default=True,
         description="Store and send a value only when it leaves its deadband, its quality changes, a discrete "
-        "changes or max_silence_s passed; false = every poll.",
+        "changes or max_silence_s passed (the built-in defaults: 0.5 % of the range, at least every 900 s); "
+        "false = every poll (the full-rate mode).",
     )
     types: dict[DataType, ReportingRule] = Field(
         default_factory=dict, description="Defaults per data type, over the built-in ones."

@@ -78,8 +78,14 @@ async def test_readings_the_store_dropped_are_stored_at_the_next_poll() -> None:
     assert [(r.tag, r.value) for _, r in store.readings] == [("A", 4.0), ("B", False), ("A", 4.2), ("B", True)]
 
 
-def test_the_composition_root_filters_only_when_the_configuration_asks(tmp_path: Path) -> None:
-    assert _exception_filter(load_config(bundled_config_dir() / "gateway.toml").settings) is None
+def test_the_composition_root_filters_unless_the_configuration_asks_for_every_poll(tmp_path: Path) -> None:
+    settings = load_config(bundled_config_dir() / "gateway.toml").settings
+    shipped = _exception_filter(settings)
+    assert shipped is not None
+    assert shipped.reduces  # on by default, as shipped
+    assert shipped.rule("LIT-201") == ReportRule(every_poll=False, deadband=0.04, max_silence_s=900.0)
+    full_rate = settings.model_copy(update={"reporting": settings.reporting.model_copy(update={"by_exception": False})})
+    assert _exception_filter(full_rate) is None
     example = _exception_filter(load_config(bundled_config_dir() / "gateway.example.toml").settings)
     assert example is not None
     assert example.rule("FQI-110") == ReportRule(

@@ -85,10 +85,14 @@ def test_each_layer_sets_what_it_names_and_the_later_one_wins(tmp_path: Path) ->
     assert rules["HB-PLC"] == _rule(0.0)  # a percentage without a range: every change
 
 
-def test_without_by_exception_every_poll_is_stored(tmp_path: Path) -> None:
-    rules = report_rules(load_config(write(tmp_path, STATION.replace("by_exception = true", ""))).settings)
+def test_by_exception_false_stores_every_poll_and_leaving_it_out_reports_by_exception(tmp_path: Path) -> None:
+    full_rate = STATION.replace("by_exception = true", "by_exception = false")
+    rules = report_rules(load_config(write(tmp_path, full_rate)).settings)
     assert set(rules.values()) == {EVERY_POLL}
     assert "LIT-201" in rules
+    default = report_rules(load_config(write(tmp_path, STATION.replace("by_exception = true", ""))).settings)
+    assert default == report_rules(load_config(write(tmp_path, STATION)).settings)  # the default: by exception
+    assert default != rules
 
 
 def test_a_tag_listed_in_the_file_takes_its_own_reporting(tmp_path: Path) -> None:
@@ -124,12 +128,12 @@ def test_a_bad_reporting_of_an_import_is_one_problem_not_one_per_tag(tmp_path: P
 
 
 def test_check_config_projects_the_values_stored_per_day_and_says_what_it_assumes(tmp_path: Path) -> None:
-    loaded = load_config(write(tmp_path, MINIMAL + "\n[reporting]\nby_exception = true\n"))
+    loaded = load_config(write(tmp_path, MINIMAL))  # by exception: the default
     text = summary(loaded)
     # LEVEL has a range (a crossing a minute); FLOW and SETPOINT have none (every change, assumed every poll)
     assert "values stored per day: 259 200 at every poll, ≈ 174 240 by exception (on)" in text
     assert "assumes a number leaves its deadband once a minute, a discrete changes twice an hour" in text
-    off = load_config(write(tmp_path, MINIMAL))
+    off = load_config(write(tmp_path, MINIMAL + "\n[reporting]\nby_exception = false\n"))
     assert "≈ 174 240 by exception (off: every poll is stored)" in summary(off)
     assert values_per_day(off.settings, off.settings.devices[0]) == {"every_poll": 259_200, "by_exception": 174_240}
 
