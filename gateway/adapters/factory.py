@@ -13,18 +13,20 @@ from gateway.domain.ports import Clock, FieldDevice
 
 
 def build_devices(settings: GatewaySettings, *, clock: Clock) -> list[FieldDevice]:
-    """One adapter per enabled device, with its tags (its own list and the top-level tags naming it)."""
+    """One adapter per enabled device, with its tags (its own list and the top-level tags naming it) as domain tags;
+    its settings without the tag entries, which the running gateway releases (``GatewaySettings.without_tags``)."""
     devices: list[FieldDevice] = []
     for dev in settings.devices:
         if not dev.enabled:
             continue
         tags = settings.tags_of(dev.name)
-        if isinstance(dev, ModbusDeviceSettings):
+        own = dev.model_copy(update={"tags": []})  # the adapter gets its tags as domain tags: the entries can go
+        if isinstance(own, ModbusDeviceSettings):
             from gateway.adapters.modbus import ModbusDevice
 
-            devices.append(ModbusDevice(settings=dev, tags=tags, clock=clock))
+            devices.append(ModbusDevice(settings=own, tags=tags, clock=clock))
         else:
             from gateway.adapters.opcua import OpcUaDevice  # asyncua is slow to import: only when configured
 
-            devices.append(OpcUaDevice(settings=dev, tags=tags, clock=clock))
+            devices.append(OpcUaDevice(settings=own, tags=tags, clock=clock))
     return devices
