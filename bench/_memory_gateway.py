@@ -3,10 +3,11 @@
     BENCH_MEMORY_REPORT=/tmp/report.json [BENCH_TRACEMALLOC=1] python -m bench._memory_gateway -c gateway.toml
 
 On SIGUSR1 the process writes ``BENCH_MEMORY_REPORT``: Python's allocated blocks, glibc malloc's bytes in use and held
-free (``mallinfo2``), the live objects by type (``gc.get_objects``, frozen ones included), and with
-``BENCH_TRACEMALLOC=<frames>`` (traced from before the configuration is loaded) the Python heap by file and by line,
-and the traced peak. Tracing costs memory of its own: the resident figures of ``bench/memory.py`` come from a run
-without it.
+free (``mallinfo2``) and SQLite's heap, the live objects by type (``gc.get_objects`` after ``gc.unfreeze``: the report
+ends a run), and with ``BENCH_TRACEMALLOC=<frames>`` (traced from before the configuration is loaded) the Python heap
+by file and by line, and the traced peak; glibc's ``malloc_stats`` (every arena) and Python's ``_debugmallocstats``
+(its own arenas) go to stderr, the gateway's log. Tracing costs memory of its own: the resident figures of
+``bench/memory.py`` come from a run without it.
 """
 
 from __future__ import annotations
@@ -34,19 +35,24 @@ def _where(filename: str) -> str:
 
 
 def _mallinfo() -> dict[str, int]:
-    from bench._soak_gateway import _MallInfo2
+    """glibc's figures (main arena) and SQLite's heap, as ``bench/soak.py`` reads them; every arena's on stderr."""
+    from bench._soak_gateway import HeapUse
 
-    libc = ctypes.CDLL(ctypes.util.find_library("c"))
-    mallinfo2 = getattr(libc, "mallinfo2", None)
-    if mallinfo2 is None:
-        return {}
-    mallinfo2.restype = _MallInfo2
-    info = mallinfo2()
-    return {"in_use": info.uordblks + info.hblkhd, "free": info.fordblks}
+    figures = {m.name: m.samples[0].value for m in HeapUse().collect()}
+    stats = getattr(ctypes.CDLL(ctypes.util.find_library("c")), "malloc_stats", None)
+    if stats is not None:  # glibc: "Arena N: system bytes / in use bytes" per arena, to the gateway's log
+        stats()
+    sys._debugmallocstats()  # Python's own allocator (its arenas are mapped apart from malloc's), to the same log
+    return {
+        "in_use": int(figures["bench_malloc_in_use_bytes"]),
+        "free": int(figures["bench_malloc_free_bytes"]),
+        "sqlite": int(figures["bench_sqlite_memory_used_bytes"]),
+    }
 
 
 def report() -> dict[str, Any]:
     """What the process holds now (see the module's docstring)."""
+    gc.unfreeze()  # the frozen start-up objects are what is counted (the report ends the run: nothing to undo)
     types = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
     out: dict[str, Any] = {
         "python_blocks": sys.getallocatedblocks(),

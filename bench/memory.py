@@ -32,6 +32,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -116,6 +117,7 @@ class ProcessRun:
     samples: list[tuple[float, float, float]] = field(default_factory=list)  # (s since start, VmRSS, VmHWM)
     rollup: dict[str, float] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
+    arenas: list[tuple[float, float]] = field(default_factory=list)  # glibc's malloc_stats: (system, in use) MB
 
     def steady_mb(self, after_s: float) -> float:
         return statistics.median(rss for t, rss, _ in self.samples if t >= after_s)
@@ -203,9 +205,16 @@ async def gateway_process(
                 await asyncio.sleep(0.2)
             await asyncio.sleep(0.5)  # written in one go; give it a moment to finish
             run.report = json.loads(report.read_text())
+            run.arenas = _arenas((tmp / "gateway.log").read_text(errors="replace"))
     finally:
         broker.stop()
     return run
+
+
+def _arenas(log: str) -> list[tuple[float, float]]:
+    """Each arena's system and in-use bytes (MB) from glibc's ``malloc_stats`` output in the gateway's log."""
+    found = re.findall(r"^Arena \d+:\nsystem bytes\s+=\s+(\d+)\nin use bytes\s+=\s+(\d+)", log, flags=re.MULTILINE)
+    return [(int(system) / 2**20, int(used) / 2**20) for system, used in found]
 
 
 async def _sample(pid: int, began: float, run: ProcessRun) -> None:
@@ -242,8 +251,11 @@ def print_process(runs: list[ProcessRun], *, warmup_from_s: float) -> None:
         malloc = rep.get("malloc", {})
         print(
             f"{r.label}: Python blocks {blocks:,}; malloc in use {malloc.get('in_use', 0) / 2**20:.1f} MB, "
-            f"free held {malloc.get('free', 0) / 2**20:.1f} MB (main arena)"
+            f"free held {malloc.get('free', 0) / 2**20:.1f} MB (main arena); SQLite's heap "
+            f"{malloc.get('sqlite', 0) / 2**20:.1f} MB"
         )
+        if r.arenas:
+            print("  glibc arenas (system / in use MB): " + ", ".join(f"{s:.1f}/{u:.1f}" for s, u in r.arenas))
         if "by_file" in rep:
             print(
                 f"  traced Python heap {rep['traced_current'] / 2**20:.1f} MB (peak {rep['traced_peak'] / 2**20:.1f}"
@@ -252,15 +264,16 @@ def print_process(runs: list[ProcessRun], *, warmup_from_s: float) -> None:
             for name, size in rep["by_file"][:15]:
                 print(f"    {size / 2**20:7.2f} MB  {name}")
             print("  by line:")
-            for where, size, count in rep["by_line"][:20]:
+            for where, size, count in rep["by_line"][:30]:
                 print(f"    {size / 2**20:7.2f} MB  {count:>8,}  {where}")
-            print("  live objects by type:")
-            print("    " + ", ".join(f"{name} {n:,}" for name, n in rep["gc_objects_by_type"][:20]))
+        if "gc_objects_by_type" in rep:
+            print("  live objects by type (those the cyclic collector tracks: no str, int, float):")
+            print("    " + ", ".join(f"{name} {n:,}" for name, n in rep["gc_objects_by_type"][:30]))
 
 
 #: The runs of part 3: the station alone, then ``--tags`` load tags with and without the OPC UA device, then traced.
 RUNS = {"station": (False, True, False), "opcua": (True, True, False), "modbus": (True, False, False)}
-RUNS |= {"modbus-station": (False, False, False), "traced": (True, True, True)}
+RUNS |= {"modbus-station": (False, False, False), "traced": (True, True, True), "traced-modbus": (True, False, True)}
 
 
 async def process_runs(tags: int, *, warmup_s: float, window_s: float, names: list[str]) -> None:
