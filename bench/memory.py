@@ -246,6 +246,10 @@ def print_process(runs: list[ProcessRun], *, warmup_from_s: float) -> None:
             per_tag = (r.steady_mb(warmup_from_s) - base.steady_mb(warmup_from_s)) * 2**20 / tags
             print(f"  per load tag ({r.label}): {per_tag:.0f} B over the station alone")
     for r in runs:
+        if r.samples and r.label.startswith("10000 ") and not r.label.endswith("tracemalloc"):
+            verdict = "met" if r.hwm_mb < TARGET_MB else "MISSED"
+            print(f"  target: {r.label} under {TARGET_MB} MB (VmHWM): {r.hwm_mb:.1f} MB  {verdict}")
+    for r in runs:
         rep = r.report
         blocks = rep.get("python_blocks", 0)
         malloc = rep.get("malloc", {})
@@ -270,6 +274,9 @@ def print_process(runs: list[ProcessRun], *, warmup_from_s: float) -> None:
             print("  live objects by type (those the cyclic collector tracks: no str, int, float):")
             print("    " + ", ".join(f"{name} {n:,}" for name, n in rep["gc_objects_by_type"][:30]))
 
+
+#: Issue 18's target for the whole process at 10 000 tags at 1 Hz.
+TARGET_MB = 67
 
 #: The runs of part 3: the station alone, then ``--tags`` load tags with and without the OPC UA device, then traced.
 RUNS = {"station": (False, True, False), "opcua": (True, True, False), "modbus": (True, False, False)}
