@@ -2,7 +2,7 @@
 
     python -m bench.memory                 # imports, then the loop's per-tag state at 10 000 tags
     python -m bench.memory --tags 1000     # another size
-    python -m bench.memory --smoke         # 100 tags, a few seconds
+    python -m bench.memory --smoke         # 100 tags, one short gateway run without OPC UA: seconds
     python -m bench.memory --process       # part 3 only: the whole gateway process at 10 000 tags (about 3 minutes)
 
 Part 1 starts a fresh interpreter per package and reads its resident size (VmRSS) after ``import <package>``: the
@@ -15,7 +15,7 @@ reports Python's heap by source file (``tracemalloc``) and per tag: the snapshot
 per-tag checks and the rest. The store's and the uplink's memory are not in it (``bench/soak.py`` watches the whole
 process: RSS, Python blocks, malloc, SQLite).
 
-Part 3 (``--process``, or with the others unless ``--smoke``) runs the whole gateway process as ``bench/e2e.py`` does
+Part 3 (``--process``, or after the others) runs the whole gateway process as ``bench/e2e.py`` does
 (the booster station's PLC on Modbus and RTU on OPC UA, load devices on Modbus, a private Mosquitto) at 1 Hz: the
 station alone, then with 10 000 load tags, then 10 000 without the OPC UA device. Per run: VmRSS once ready and over
 the window after the warm-up (median and highest), the high-water mark VmHWM and when it was reached, and
@@ -295,7 +295,7 @@ async def process_runs(tags: int, *, warmup_s: float, window_s: float, names: li
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tags", type=int, default=10_000)
-    parser.add_argument("--smoke", action="store_true", help="100 tags, two packages: seconds")
+    parser.add_argument("--smoke", action="store_true", help="100 tags, two packages, one short gateway run: seconds")
     parser.add_argument("--process", action="store_true", help="only part 3: the whole gateway process")
     parser.add_argument("--warmup", type=float, default=20.0, help="seconds before the steady window (part 3)")
     parser.add_argument("--window", type=float, default=20.0, help="seconds of the steady window (part 3)")
@@ -318,7 +318,9 @@ def main() -> None:
     print(f"loop's Python heap at {tags} tags after 30 polls: {total:.1f} MB, {per_tag:.0f} B per tag; by file:")
     for name, mb in rows[:12]:
         print(f"  {mb:7.2f} MB  {name}")
-    if not args.smoke:
+    if args.smoke:  # one small run, so that the process harness cannot rot
+        asyncio.run(process_runs(tags, warmup_s=1.0, window_s=1.0, names=["modbus"]))
+    else:
         asyncio.run(process_runs(args.tags, warmup_s=args.warmup, window_s=args.window, names=args.runs.split(",")))
 
 
