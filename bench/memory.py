@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -208,6 +209,7 @@ async def gateway_process(
             run.arenas = _arenas((tmp / "gateway.log").read_text(errors="replace"))
     finally:
         broker.stop()
+        shutil.rmtree(tmp, ignore_errors=True)  # the store of a 10 000-tag run is tens of MB
     return run
 
 
