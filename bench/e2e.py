@@ -100,7 +100,11 @@ class Result:
 # -- the gateway process -----------------------------------------------------------------------------------------------
 
 
-def _config(tmp: Path, sim: PlantSimulator, level: Level, broker_port: int, metrics_port: int) -> Path:
+def _config(
+    tmp: Path, sim: PlantSimulator, level: Level, broker_port: int, metrics_port: int, *, opcua: bool = True
+) -> Path:
+    """The gateway's configuration: the station and the load devices; with ``opcua`` False, without the station's RTU
+    (OPC UA) and so without the control loop, which needs its tank and zone tags."""
     points = bundled_config_dir() / "booster_station.points.toml"
     load_port = sim.modbus_ports[1]
     lines = [
@@ -109,9 +113,13 @@ def _config(tmp: Path, sim: PlantSimulator, level: Level, broker_port: int, metr
         f'[[devices]]\nname = "pump-plc"\nprotocol = "modbus"\nhost = "127.0.0.1"\nport = {sim.modbus_ports[0]}\n'
         f'poll_interval_s = 1.0\ntimeout_s = 0.5\n[[devices.tags_from]]\nfile = "{points}"\n'
         'areas = ["Treatment", "PumpStation"]\n',
-        f'[[devices]]\nname = "tank-rtu"\nprotocol = "opcua"\nendpoint = "{sim.opcua_endpoint}"\n'
-        f'poll_interval_s = 1.0\ntimeout_s = 0.8\n[[devices.tags_from]]\nfile = "{points}"\nareas = ["Tank", "Zone"]\n',
     ]
+    if opcua:
+        lines.append(
+            f'[[devices]]\nname = "tank-rtu"\nprotocol = "opcua"\nendpoint = "{sim.opcua_endpoint}"\n'
+            f'poll_interval_s = 1.0\ntimeout_s = 0.8\n[[devices.tags_from]]\nfile = "{points}"\n'
+            'areas = ["Tank", "Zone"]\n'
+        )
     for unit in range(1, LOAD_DEVICES + 1):
         lines.append(
             f'[[devices]]\nname = "load-{unit}"\nprotocol = "modbus"\nhost = "127.0.0.1"\nport = {load_port}\n'
@@ -126,6 +134,9 @@ def _config(tmp: Path, sim: PlantSimulator, level: Level, broker_port: int, metr
         f"[mqtt]\nport = {broker_port}\nreconnect_min_s = 0.1\n",
         f"[metrics]\nport = {metrics_port}\n",
     ]
+    if not opcua:  # the loop and the setpoint commands need the RTU's tank and zone tags: data only
+        lines += ["[mqtt.commands]\nsetpoints = []\n"]
+        lines = [line.replace("[loop]\n", "[loop]\nenabled = false\n") for line in lines]
     path = tmp / "gateway.toml"
     path.write_text("\n".join(lines))
     return path

@@ -191,6 +191,7 @@ async def run_gateway(
     with supervisor.active():
         async with AsyncExitStack() as stack:
             gw = await _build(loaded, stack, clock=clock, notifier=notifier, supervisor=supervisor)
+            del loaded  # gw.loaded is kept, without the tag entries: released here unless the caller holds them
             if on_started is not None:
                 on_started(gw)
             try:
@@ -269,7 +270,7 @@ async def _build(
     )
     loop.monitor.report_by_exception(_exception_filter(settings))
     gw = Gateway(
-        loaded=loaded,
+        loaded=loaded.without_tags(),  # the adapters hold the domain tags: the config's tag entries can go
         clock=clock,
         store=store,
         devices=devices,

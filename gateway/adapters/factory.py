@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 
 
 def build_devices(settings: GatewaySettings, *, clock: Clock) -> list[FieldDevice]:
-    """One adapter per enabled device, with its tags (its own list and the top-level tags naming it)."""
+    """One adapter per enabled device, with its tags (its own list and the top-level tags naming it) as domain tags;
+    its settings without the tag entries, which the running gateway releases (``GatewaySettings.without_tags``)."""
     # Modbus RTU devices on one serial line (or one RTU-over-TCP connection) share it.
     rtu = [d for d in settings.devices if isinstance(d, ModbusDeviceSettings) and d.is_rtu]
     lines: dict[str, RtuLine] = {}
@@ -31,13 +32,14 @@ def build_devices(settings: GatewaySettings, *, clock: Clock) -> list[FieldDevic
         if not dev.enabled:
             continue
         tags = settings.tags_of(dev.name)
-        if isinstance(dev, ModbusDeviceSettings):
+        own = dev.model_copy(update={"tags": []})  # the adapter gets its tags as domain tags: the entries can go
+        if isinstance(own, ModbusDeviceSettings):
             from gateway.adapters.modbus import ModbusDevice
 
-            line = lines.get(dev.line_key)
-            devices.append(ModbusDevice(settings=dev, tags=tags, clock=clock, line=line))
+            line = lines.get(own.line_key)
+            devices.append(ModbusDevice(settings=own, tags=tags, clock=clock, line=line))
         else:
             from gateway.adapters.opcua import OpcUaDevice  # asyncua is slow to import: only when configured
 
-            devices.append(OpcUaDevice(settings=dev, tags=tags, clock=clock))
+            devices.append(OpcUaDevice(settings=own, tags=tags, clock=clock))
     return devices

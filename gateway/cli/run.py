@@ -34,9 +34,11 @@ def _run(args: argparse.Namespace) -> int:
     limit_malloc_arenas()  # before the store's and the clients' threads start
     from gateway.bootstrap import DRAIN_TIMEOUT_S, run_gateway  # heavy imports only once the config is valid
 
+    handed_over = [loaded]  # kept by the gateway alone, which releases the config's tag entries once it is built
+    del loaded
     try:
         result = asyncio.run(
-            run_until_shutdown(lambda stop: run_gateway(loaded, stop), drain_timeout_s=DRAIN_TIMEOUT_S + 5)
+            run_until_shutdown(lambda stop: run_gateway(handed_over.pop(), stop), drain_timeout_s=DRAIN_TIMEOUT_S + 5)
         )
     except Exception as exc:  # the last line: say what failed and exit non-zero, so systemd restarts us
         report_failure(exc)

@@ -12,7 +12,7 @@ import json
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,12 @@ class LoadedConfig:
     #: Not errors, but likely mistakes: environment variables that set nothing, ``tags_from`` entries that match
     #: nothing in their point map.
     warnings: tuple[Problem, ...] = ()
+
+    def without_tags(self) -> LoadedConfig:
+        """This configuration as a running gateway keeps it: the settings without their tag entries
+        (``GatewaySettings.without_tags``) and without ``origins`` (they only name where a problem came from); the
+        hash stays that of the whole file."""
+        return replace(self, settings=self.settings.without_tags(), origins={})
 
 
 @dataclass(frozen=True)

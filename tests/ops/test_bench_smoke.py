@@ -30,7 +30,7 @@ SMOKE: dict[str, tuple[list[str], str]] = {
     "footprint": (["--quick"], "worst reconstruction error"),
     "loop": (["--smoke"], "Analyze+Plan per cycle"),
     "loop_latency": (["--smoke"], "sense-to-actuate over"),
-    "memory": (["--smoke"], "import cost (VmRSS of a fresh interpreter"),
+    "memory": (["--smoke"], "whole gateway process at 1 Hz"),
     "opcua_restart": (["--restarts", "1", "--down-s", "0.5"], "time to good after the server is back"),
     "outage": (["--smoke"], "first FAILSAFE_LOCAL blamed"),
     "poll": (["--smoke"], "capacity search"),
