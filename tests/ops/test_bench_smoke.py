@@ -55,7 +55,10 @@ HELP_ONLY: dict[str, str] = {
 }
 
 #: helpers the benchmarks above run, and run them through
-RUN_BY_OTHERS = {"sim_server": "poll starts it as its simulator process and waits for its ready file"}
+RUN_BY_OTHERS = {
+    "sim_server": "poll starts it as its simulator process and waits for its ready file",
+    "_memory_gateway": "memory's smoke run starts it (gateway run that writes its memory breakdown on SIGUSR1)",
+}
 
 _HANG_GUARD_S = 240  # only against a hang: a loaded 2-core machine can be ten times slower than a quiet one
 

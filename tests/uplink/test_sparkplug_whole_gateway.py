@@ -24,7 +24,7 @@ async def test_a_host_sees_the_plant_and_a_dcmd_is_confirmed_on_the_plc(tmp_path
     async with whole_gateway(tmp_path, gateway_id="edge-spb", mqtt_extra='format = "both"') as (gw, sim, broker):
         clock = sim.clock
         assert isinstance(clock, ScaledClock)
-        tags = gw.loaded.settings.all_tags()
+        tags = {t.name: t for device in gw.devices.values() for t in device.tags}  # the config keeps no tags
         device = tags["PCV-301.SP"].device
         with Host(broker.port, pb) as host, Consumer(broker.port, topic="water/bs01/edge-spb/cmd/response") as json:
             host.command(
