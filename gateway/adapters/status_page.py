@@ -267,7 +267,15 @@ def _query_trends(path: Path, tags: Sequence[str], since: float, until: float) -
                 out = _trend_rows(conn, tags, max(since, until - 2 * TREND_S / _TREND_POINTS), until, 1.0)
     except (sqlite3.Error, OSError, ValueError):
         return {}
-    return out
+    return {name: _held_to(points, until) for name, points in out.items()}
+
+
+def _held_to(points: list[tuple[float, float]], until: float) -> list[tuple[float, float]]:
+    """The trend drawn on to ``until``: by exception (the default) a tag is stored only when it changes, and its last
+    stored value holds until the next one, so a steady tag's line reaches the present instead of stopping."""
+    if points and points[-1][0] < until:
+        return [*points, (until, points[-1][1])]
+    return points
 
 
 def _trend_rows(
