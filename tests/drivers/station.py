@@ -182,11 +182,18 @@ def _device(options: dict[str, Any], point_map: Path, areas: list[str], include:
     return f"[[devices]]\n{body}\n\n[[devices.tags_from]]\n{source}"
 
 
+_TOML_ESCAPES = {"\\": "\\\\", '"': '\\"'}
+
+
+def _control(c: str) -> bool:
+    return (ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F
+
+
 def _toml(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, str):  # a TOML basic string: quotes, backslashes and control characters escaped
+        return '"' + "".join(_TOML_ESCAPES.get(c) or (f"\\u{ord(c):04x}" if _control(c) else c) for c in value) + '"'
     if isinstance(value, list):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
     if isinstance(value, dict):

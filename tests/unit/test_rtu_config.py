@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from gateway.adapters.modbus.line_load import LOAD_WARNING, line_loads, load_warnings
@@ -150,6 +150,7 @@ _LINE_VALUES = {
     host=st.sampled_from(["", "127.0.0.1"]),
     unit=st.integers(-1, 300),
 )
+@example(transport="tcp", line={"port": "\x1f"}, host="", unit=0)  # a control character once made the file not TOML
 def test_a_fuzzed_line_loads_with_a_sane_gap_or_is_refused_with_paths(
     transport: str, line: dict[str, Any], host: str, unit: int
 ) -> None:

@@ -9,7 +9,7 @@ import asyncio
 import math
 
 from conftest import PUMPS
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from test_sparkplug import SETPOINTS, TAGS
 from uplink_fakes import FakeHandler
@@ -67,6 +67,7 @@ def payloads(draw: st.DrawFn) -> bytes:
 
 
 @given(data=payloads(), device=st.sampled_from([None, "pump-plc", "tank-rtu", "no-such-device"]))
+@example(data=b"\x12\x05 \x01X\x80\x01", device=None)  # Int8 in long_value 128: once a 65-bit negative number
 def test_any_command_is_judged_and_audited_never_raises(data: bytes, device: str | None) -> None:
     asyncio.run(_judge(data, device))
 

@@ -27,6 +27,7 @@ from gateway.adapters.sparkplug.catalog import MODE, NEXT_SERVER, REBIRTH, Catal
 _SHOWN_BYTES = 48
 _SCALARS = frozenset({"int_value", "long_value", "float_value", "double_value", "boolean_value", "string_value"})
 _SIGNED_BITS: dict[int, int] = {pb.Int8: 8, pb.Int16: 16, pb.Int32: 32, pb.Int64: 64}
+_FIELD_BITS = {"int_value": 32, "long_value": 64}
 
 
 @dataclass(slots=True)
@@ -94,9 +95,11 @@ def metric_value(m: Any, datatype: int) -> object:
     if which not in _SCALARS:
         return None  # none, or a dataset, template, bytes or extension: nothing a write can carry
     value = getattr(m, which)
-    bits = _SIGNED_BITS.get(datatype)
-    if which in ("int_value", "long_value") and bits is not None and value >= 1 << (bits - 1):
-        value -= 1 << (64 if which == "long_value" else 32)
+    width = _FIELD_BITS.get(which)
+    # A signed type rides in the unsigned field as its two's complement over the field's width (as Tahu and our
+    # births encode it); a value out of the datatype's own range stays out of it, for the intake's range check.
+    if datatype in _SIGNED_BITS and width is not None and value >= 1 << (width - 1):
+        value -= 1 << width
     return value
 
 
