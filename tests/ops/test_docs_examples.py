@@ -84,7 +84,7 @@ NOT_RUN: tuple[tuple[str, str], ...] = (
         r"python3 -m venv \.venv && .*pip install -e '\.\[test\]' && gateway demo --speed 60",
         "installs packages; the demo runs as `" + DEMO + "`",
     ),
-    (r"\. \.venv/bin/activate && python -m pytest", _SUITE),
+    (r"\. \.venv/bin/activate && python -m pytest( -n 2)?", _SUITE),
     (r"python -m pytest\b.*", _SUITE),
     (r"for seed in .*python -m pytest .*", _SUITE + " 20 times (tests/ops/test_readme.py checks its profile)"),
     (r"FAKETIME\S* faketime .* python -m\s+pytest", _SUITE + " under faketime"),
