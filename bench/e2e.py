@@ -12,7 +12,9 @@ Three processes, so that what is measured is the gateway alone:
   contiguous tables as a PLC's are), an MQTT consumer, and the trials that move the simulated tank across the start
   and stop points;
 - a private Mosquitto (``set_tcp_nodelay true``);
-- the gateway: ``python -m gateway run -c <generated config>``, exactly as systemd runs it.
+- the gateway: ``python -m gateway run -c <generated config>``, exactly as systemd runs it, in the full-rate mode
+  (``[reporting] by_exception = false``: every polled value stored and sent), so that the figures are throughput
+  (``bench/soak.py``, ``bench/memory.py`` and ``bench/sparkplug.py`` use the same configuration).
 
 Per level, after a warm-up, over a measuring window:
 
@@ -131,6 +133,8 @@ def _config(
         "[loop.rules]\nmin_run_s = 0.0\nmin_off_s = 0.0\nmax_starts_per_hour = 100000\n",
         "[loop.validation]\nmax_rate_per_s = {}\ntwin_residual_m = 100.0\n",
         f'[store]\npath = "{tmp / "gateway.db"}"\n',
+        # Throughput at every poll, the full-rate mode (the default, by exception, stores and sends a few %).
+        "[reporting]\nby_exception = false\n",
         f"[mqtt]\nport = {broker_port}\nreconnect_min_s = 0.1\n",
         f"[metrics]\nport = {metrics_port}\n",
     ]
