@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.client.base import ModbusBaseClient
@@ -122,31 +123,19 @@ class RtuLine:
         s, ln = self._device, self.settings
         # Retries and reconnects are the devices' (see device.py); pymodbus's timeout is only a backstop.
         name, backstop = f"modbus-line[{self.name}]", 2 * s.timeout_s + 1.0
+        common: dict[str, Any] = {
+            "framer": FramerType.RTU,
+            "name": name,
+            "reconnect_delay": 0,
+            "reconnect_delay_max": 0,
+            "timeout": backstop,
+            "retries": 0,
+            "trace_connect": self._connection_changed,
+        }
         if s.transport == "rtu_tcp":
-            return AsyncModbusTcpClient(
-                s.host,
-                port=s.port,
-                framer=FramerType.RTU,
-                name=name,
-                reconnect_delay=0,
-                reconnect_delay_max=0,
-                timeout=backstop,
-                retries=0,
-                trace_connect=self._connection_changed,
-            )
+            return AsyncModbusTcpClient(s.host, port=s.port, **common)
         return AsyncModbusSerialClient(
-            ln.port,
-            framer=FramerType.RTU,
-            baudrate=ln.baud_rate,
-            bytesize=ln.byte_size,
-            parity=ln.parity,
-            stopbits=ln.stop_bits,
-            name=name,
-            reconnect_delay=0,
-            reconnect_delay_max=0,
-            timeout=backstop,
-            retries=0,
-            trace_connect=self._connection_changed,
+            ln.port, baudrate=ln.baud_rate, bytesize=ln.byte_size, parity=ln.parity, stopbits=ln.stop_bits, **common
         )
 
 
