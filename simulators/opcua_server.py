@@ -11,13 +11,23 @@
 - The RTU's clock can run off: ``clock_offset_s`` (an option, settable at any time) plus the offsets of the
   ``opcua_clock_offset`` faults acting now go into every stamp written from then on, and into CurrentTime.
 - ``go_down``/``come_up`` emulate a server restart on the same endpoint: the listener closes, client connections
-  and sessions are dropped, and the same port is bound again.
+  and sessions are dropped, and the same port is bound again. The stop is bounded (``STOP_GRACE_S`` for the
+  connections to close, then they are aborted; ``STOP_BOUND_S`` for asyncua's clean-up) and complete: no listener,
+  no connection and no session is left, so the port can be bound again at once.
+
+asyncua's own ``BinaryServer.stop`` closes the client connections first and the listener last, a few loop turns
+later, and then waits for every connection to end (``Server.wait_closed``). A client that reconnects at once (the
+gateway does) gets in between: its new connection is never closed, and the stop waits for it, 30 s for one that
+never activates a session (asyncua's activation watchdog), for ever for one that does. The stop here closes the
+listener first and then every connection, including those accepted meanwhile.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
@@ -42,6 +52,11 @@ from simulators.plc import Value, WriteRejected
 from simulators.simulation import ReadOnlySignal
 
 log = get_logger("simulators.opcua")
+
+#: How long the client connections get to close (their unsent data flushed) before they are aborted.
+STOP_GRACE_S = 1.0
+#: How long asyncua's clean-up of the closed connections (sessions, subscriptions) may take before the stop goes on.
+STOP_BOUND_S = 5.0
 
 _VARIANT = {
     DataType.BOOL: ua.VariantType.Boolean,
@@ -183,6 +198,7 @@ class OpcUaPlc:
         server, self._server = self._server, None
         if server is not None:
             self.up = False
+            await _close_binary_server(server)
             await server.stop()
             log.info("opcua.stopped", endpoint=self.endpoint)
 
@@ -192,10 +208,10 @@ class OpcUaPlc:
         if server is None or server.bserver is None or not self.up:
             return
         self.up = False
-        await server.bserver.stop()
+        await _close_binary_server(server)
         # A restarted server has forgotten its sessions; asyncua would keep them for a reconnect (Part 4 §6.7).
         for session in list(getattr(server.iserver, "_external_sessions", {}).values()):
-            await session.close_session(True)
+            await _bounded(session.close_session(True), "close_session")
         log.info("opcua.down", endpoint=self.endpoint)
 
     async def come_up(self) -> None:
@@ -378,3 +394,55 @@ class OpcUaPlc:
                 self._last.pop(var.point.signal_name, None)
         if self._on_write is not None:
             self._on_write()
+
+
+# --- stopping -------------------------------------------------------------------------------------------------------
+
+
+async def _close_binary_server(server: Server) -> None:
+    """Stop listening, close every client connection (aborted after ``STOP_GRACE_S``), then asyncua's own stop of
+    the binary server (its clean-up of the connections, bounded by ``STOP_BOUND_S``). Idempotent."""
+    bserver = server.bserver
+    if bserver is None:
+        return
+    listener = bserver._server  # asyncua keeps the asyncio.Server private
+    if listener is not None:
+        listener.close()  # first: from here on no connection can be accepted
+    await _close_connections(server, listener)
+    await _bounded(bserver.stop(), "binary server stop")  # nothing left for its wait_closed to wait on
+
+
+async def _close_connections(server: Server, listener: asyncio.AbstractServer | None) -> None:
+    """Close the client connections until none is left: those accepted just before the listener closed too (their
+    transport is made a loop turn or two later). Those still open after ``STOP_GRACE_S`` are aborted."""
+    transports = server.iserver.asyncio_transports
+    deadline = time.monotonic() + STOP_GRACE_S
+    turns = 0
+    while transports or _active_connections(listener):
+        now = time.monotonic()
+        if now >= deadline + STOP_BOUND_S:
+            left = max(len(transports), _active_connections(listener))
+            log.warning("opcua.stop_connections_left", count=left)
+            return
+        for transport in list(transports):
+            if now >= deadline:
+                transport.abort()  # unsent data dropped, as a restarting server would
+            else:
+                transport.close()
+        turns += 1
+        await asyncio.sleep(0 if turns < 10 else 0.01)
+
+
+def _active_connections(listener: asyncio.AbstractServer | None) -> int:
+    """Connections the asyncio server has made and not yet seen lost (CPython's count, the one ``wait_closed``
+    waits on); 0 where the implementation has none."""
+    return int(getattr(listener, "_active_count", 0))
+
+
+async def _bounded(aw: Awaitable[None], what: str) -> None:
+    """Await ``aw`` for at most ``STOP_BOUND_S`` (a stop goes on without it, with a warning)."""
+    try:
+        async with asyncio.timeout(STOP_BOUND_S):
+            await aw
+    except TimeoutError:
+        log.warning("opcua.stop_step_timed_out", step=what, bound_s=STOP_BOUND_S)
