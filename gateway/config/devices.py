@@ -18,6 +18,7 @@ from gateway.domain.model import (
     Tag,
     WordOrder,
 )
+from gateway.pki_files import CertificateError, check_key_mode
 
 #: The default clock skew allowed beside a poll interval: RTU clocks are often set by hand or drift between syncs.
 CLOCK_SKEW_MARGIN_S = 5.0
@@ -295,9 +296,6 @@ class OpcUaSecurity(StrictModel):
             if missing:
                 raise ValueError(f"security policy {self.policy} needs {', '.join(missing)}")
         if self.private_key is not None:
-            # gateway.pki imports cryptography (~7 MB resident): only for a device that has a key, still at load
-            from gateway.pki import CertificateError, check_key_mode
-
             try:
                 check_key_mode(self.private_key)
             except CertificateError as exc:
