@@ -50,6 +50,20 @@ def _mallinfo() -> dict[str, int]:
     }
 
 
+def mappings() -> list[tuple[str, int]]:
+    """Resident bytes by mapping (``/proc/self/smaps``): each file by name, ``[heap]`` (malloc's main arena),
+    ``[anon]`` (Python's arenas, other malloc arenas, thread stacks), largest first."""
+    rss: collections.Counter[str] = collections.Counter()
+    where = "[anon]"
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        parts = line.split()
+        if "-" in parts[0] and not parts[0].endswith(":"):
+            where = _where(parts[5]) if len(parts) > 5 else "[anon]"
+        elif parts[0] == "Rss:":
+            rss[where] += int(parts[1]) * 1024
+    return rss.most_common()
+
+
 def report() -> dict[str, Any]:
     """What the process holds now (see the module's docstring)."""
     gc.unfreeze()  # the frozen start-up objects are what is counted (the report ends the run: nothing to undo)
@@ -58,6 +72,7 @@ def report() -> dict[str, Any]:
         "python_blocks": sys.getallocatedblocks(),
         "malloc": _mallinfo(),
         "gc_objects_by_type": types.most_common(30),
+        "mappings": mappings(),
     }
     if tracemalloc.is_tracing():
         snap = tracemalloc.take_snapshot()

@@ -260,6 +260,8 @@ def print_process(runs: list[ProcessRun], *, warmup_from_s: float) -> None:
             f"free held {malloc.get('free', 0) / 2**20:.1f} MB (main arena); SQLite's heap "
             f"{malloc.get('sqlite', 0) / 2**20:.1f} MB"
         )
+        if "mappings" in rep:
+            print("  resident by mapping (MB): " + ", ".join(f"{n} {b / 2**20:.1f}" for n, b in rep["mappings"][:12]))
         if r.arenas:
             print("  glibc arenas (system / in use MB): " + ", ".join(f"{s:.1f}/{u:.1f}" for s, u in r.arenas))
         if "by_file" in rep:

@@ -17,9 +17,7 @@ from __future__ import annotations
 import datetime
 import os
 import socket
-import stat
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -29,32 +27,31 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from gateway.pki_files import DEFAULT_DAYS, CertificateError, OwnFiles, check_key_mode, rejected_dir, trusted_dir
+
+__all__ = [
+    "DEFAULT_DAYS",
+    "KEY_SIZE",
+    "CertificateError",
+    "OwnFiles",
+    "check_key_mode",
+    "check_private_key",
+    "describe",
+    "ensure_own",
+    "make_certificate",
+    "parse_certificate",
+    "read_certificate",
+    "rejected_dir",
+    "sha256_fingerprint",
+    "thumbprint",
+    "trusted_certificates",
+    "trusted_dir",
+    "uri_of",
+    "write_certificate",
+    "write_own",
+]
+
 KEY_SIZE = 2048
-DEFAULT_DAYS = 365 * 2
-
-
-class CertificateError(Exception):
-    """A certificate or key file that cannot be used; the message says which and why."""
-
-
-@dataclass(frozen=True, slots=True)
-class OwnFiles:
-    """Where an application's own certificate and key live in a PKI directory."""
-
-    certificate: Path
-    private_key: Path
-
-    @classmethod
-    def of(cls, pki: Path, name: str) -> OwnFiles:
-        return cls(pki / "own" / f"{name}.der", pki / "own" / "private" / f"{name}-key.pem")
-
-
-def trusted_dir(pki: Path) -> Path:
-    return pki / "trusted"
-
-
-def rejected_dir(pki: Path) -> Path:
-    return pki / "rejected"
 
 
 def make_certificate(
@@ -165,19 +162,6 @@ def read_certificate(path: Path) -> x509.Certificate:
     except OSError as exc:
         raise CertificateError(f"cannot read {path}: {exc.strerror or exc}") from exc
     return parse_certificate(data, str(path))
-
-
-def check_key_mode(path: Path) -> None:
-    """Refuse a private key file that the group or others may read (or that cannot be read at all)."""
-    try:
-        mode = stat.S_IMODE(path.stat().st_mode)
-    except OSError as exc:
-        raise CertificateError(f"cannot read the private key {path}: {exc.strerror or exc}") from exc
-    if mode & 0o077:
-        raise CertificateError(
-            f"the private key {path} has mode {mode:04o}: the group or others may read it; "
-            f"make it the service's alone (chmod 600 {path}), or deliver it with systemd LoadCredential="
-        )
 
 
 def check_private_key(path: Path) -> None:

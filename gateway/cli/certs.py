@@ -20,30 +20,18 @@ import socket
 import sys
 import tomllib
 from pathlib import Path
-from typing import Any, TextIO
-
-from cryptography import x509
+from typing import TYPE_CHECKING, Any, TextIO
 
 from gateway.cli.common import add_config_option
 from gateway.config.common import BASE_DIR, ConfigPath, expand_vars
 from gateway.paths import default_config_path, pki_dir
-from gateway.pki import (
-    DEFAULT_DAYS,
-    CertificateError,
-    OwnFiles,
-    check_private_key,
-    describe,
-    make_certificate,
-    parse_certificate,
-    read_certificate,
-    rejected_dir,
-    thumbprint,
-    trusted_certificates,
-    trusted_dir,
-    uri_of,
-    write_certificate,
-    write_own,
-)
+from gateway.pki_files import DEFAULT_DAYS, CertificateError, OwnFiles, rejected_dir, trusted_dir
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+# What needs cryptography (gateway.pki) is imported by the action that runs: every ``gateway run`` registers this
+# command's parser, and cryptography with its OpenSSL is about 9 MB resident (python -m bench.memory --process).
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -105,6 +93,8 @@ def _pki(args: argparse.Namespace) -> Path:
 
 
 def _create(args: argparse.Namespace) -> int:
+    from gateway.pki import describe, make_certificate, write_own
+
     own = OwnFiles.of(_pki(args), OWN_NAME)
     if (own.certificate.exists() or own.private_key.exists()) and not args.force:
         print(f"{own.certificate} exists already (servers may trust it): --force replaces it", file=sys.stderr)
@@ -148,6 +138,8 @@ def _raw(config: Path) -> dict[str, Any]:
 
 
 def _fetch(args: argparse.Namespace) -> int:
+    from gateway.pki import describe, write_certificate
+
     try:
         endpoint, target = _fetch_target(args)
     except ValueError as exc:
@@ -219,6 +211,8 @@ async def fetch_certificate(endpoint: str, *, timeout_s: float) -> tuple[x509.Ce
     from asyncua.client.client import Client
     from asyncua.ua.uaerrors import UaError
 
+    from gateway.pki import parse_certificate, uri_of
+
     client = Client(endpoint, timeout=timeout_s)
     try:
         async with asyncio.timeout(timeout_s * 2):
@@ -252,6 +246,8 @@ def _first_der(data: bytes) -> bytes:
 
 
 def _replacing(target: Path, cert: x509.Certificate) -> str:
+    from gateway.pki import read_certificate, thumbprint
+
     try:
         old = read_certificate(target)
     except CertificateError:
@@ -273,6 +269,8 @@ def _confirm(question: str, stream: TextIO) -> bool:
 
 
 def _list(args: argparse.Namespace) -> int:
+    from gateway.pki import check_private_key, trusted_certificates
+
     pki = _pki(args)
     own = OwnFiles.of(pki, OWN_NAME)
     print(f"PKI {pki}")
@@ -301,6 +299,8 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def read_certificate_or_error(path: Path) -> x509.Certificate | CertificateError:
+    from gateway.pki import read_certificate
+
     try:
         return read_certificate(path)
     except CertificateError as exc:
@@ -308,6 +308,8 @@ def read_certificate_or_error(path: Path) -> x509.Certificate | CertificateError
 
 
 def _show(path: Path, cert: x509.Certificate | CertificateError) -> None:
+    from gateway.pki import describe
+
     print(f"  {path.name}")
     if isinstance(cert, CertificateError):
         print(f"    unreadable: {cert}")

@@ -25,7 +25,6 @@ from typing import Any, TextIO
 
 from gateway.cli.clock_info import ClockInfo, write_clock_file
 from gateway.cli.common import add_config_option, load_or_report
-from gateway.cli.demo_secure import prepare as prepare_secure
 from gateway.cli.export import parse_time
 from gateway.config import LoadedConfig
 from gateway.config.devices import ModbusDeviceSettings, OpcUaDeviceSettings, OpcUaSecurity
@@ -126,6 +125,8 @@ async def demo(loaded: LoadedConfig, stop: asyncio.Event, *, args: argparse.Name
     info = ClockInfo("simulated", speed=args.speed, simulated_start=clock.now(), real_start=time.time())
     write_clock_file(args.db.resolve(), info)
     started: asyncio.Future[Gateway] = asyncio.get_running_loop().create_future()
+    from gateway.cli.demo_secure import prepare as prepare_secure  # cryptography: only for --secure
+
     secure = prepare_secure(args.db.resolve().parent / "demo-pki") if args.secure else None
     server_security = secure.server if secure is not None else None
     serving = _modbus_serving(args)

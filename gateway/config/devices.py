@@ -18,7 +18,7 @@ from gateway.domain.model import (
     Tag,
     WordOrder,
 )
-from gateway.pki import CertificateError, check_key_mode
+from gateway.pki_files import CertificateError, check_key_mode
 
 #: The default clock skew allowed beside a poll interval: RTU clocks are often set by hand or drift between syncs.
 CLOCK_SKEW_MARGIN_S = 5.0
