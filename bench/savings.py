@@ -36,9 +36,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 DEFAULT_RUNS = ("1:0", "2:0", "3:0", "7:0", "42:0", "42:6")
 HOURS = 72.0
 HOUR = 3600.0
+#: P-101's VFD speed set point: the bundled configuration names none, the example configuration names SIC-101.
+VFD_SPEED_TAG = "SIC-101"
 
 
-async def _one(seed: int, start_hour: float, hours: float) -> dict[str, Any]:
+def loop_overrides(*, vfd: bool = True) -> dict[str, Any]:
+    """The loop's settings for a run: the bundled ones, with P-101's speed set point when ``vfd``."""
+    from gateway.config.loop import LoopSettings
+
+    if not vfd:
+        return {}
+    pumps = [
+        p.model_copy(update={"speed_tag": VFD_SPEED_TAG}) if p.name == "P-101" else p for p in LoopSettings().pumps
+    ]
+    return {"pumps": pumps}
+
+
+async def _one(seed: int, start_hour: float, hours: float, *, vfd: bool = True) -> dict[str, Any]:
     from gateway.logging import configure_logging
     from simulators.scoring import run_baseline
     from simulators.simulation import DEFAULT_EPOCH
@@ -47,12 +61,13 @@ async def _one(seed: int, start_hour: float, hours: float) -> dict[str, Any]:
     configure_logging("error")
     wall = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        async with stack(Path(tmp), seed=seed, start_hour=start_hour) as s:
+        async with stack(Path(tmp), seed=seed, start_hour=start_hour, **loop_overrides(vfd=vfd)) as s:
             await s.run(hours * HOUR, step_s=20)
             gw = s.sim.scorecard()
             starts = confirmed_starts(s.decisions)
+            speed_writes = _speed_writes(s.decisions)
     base = run_baseline(hours, seed=seed, epoch0=DEFAULT_EPOCH + start_hour * HOUR)
-    bound = foresight_bound(seed, start_hour, hours)
+    bound = foresight_bound(seed, start_hour, hours, station=vfd)
     run_h = sum(gw.run_hours.values())
     return {
         "seed": seed,
@@ -70,29 +85,39 @@ async def _one(seed: int, start_hour: float, hours: float) -> dict[str, Any]:
         "starts_per_pump_hour": sum(gw.starts.values()) / run_h if run_h else 0.0,
         "plc_starts_per_pump_hour": sum(base.starts.values()) / max(1e-9, sum(base.run_hours.values())),
         "dry_run_trips": gw.dry_run_trips,
+        "run_hours": {k: round(v, 1) for k, v in gw.run_hours.items()},
+        "speed_writes": speed_writes,
+        "vfd": vfd,
         "wall_s": time.perf_counter() - wall,
     }
 
 
-def foresight_bound(seed: int, start_hour: float, hours: float) -> float:
+def foresight_bound(seed: int, start_hour: float, hours: float, *, station: bool = True) -> float:
     """€/m³ of the loop's own dynamic programme run once over the whole run with the true demand known in advance.
 
     The zone's true flow per 15-minute slot is taken from the PLC's run of the same seed and start (demand barely
     depends on who pumps); the schedule is the one the loop computes (``compute_schedule`` with the loop's default
     parameters and twin), over all the run's slots at once, from the same start levels, priced like the scorecard
     (the change of stored water valued at the run's kWh/m³ and the average tariff). No forecast error, no minimum
-    run or off time, no start limit: a reference no controller of this plant and band can beat by much.
+    run or off time, no start limit: a reference no controller of this plant and band can beat by much. With
+    ``station`` (the default, as the loop runs with P-101's speed set point) the programme prices the station as the
+    loop runs it (``gateway.mapek.station``): one pump is the cheaper per m³ of P-101 at its best speed and a
+    fixed-speed pump (no VFD loss), with no run-hour balance; without it, the twin's plain curve (every pump at full
+    speed with the VFD's loss), the loop's programme before the VFD was used.
     """
     from gateway.config.loop import LoopSettings
     from gateway.domain.schedule import ScheduleInputs, compute_schedule
     from gateway.mapek.build import build_tariff
     from gateway.mapek.knowledge import Twin
     from gateway.mapek.reschedule import schedule_params
+    from gateway.mapek.station import Station
     from simulators.config import PlantConfig
     from simulators.simulation import DEFAULT_EPOCH, Simulation
 
-    settings, cfg = LoopSettings(), PlantConfig().with_overrides(simulation={"seed": seed})
+    settings, cfg = LoopSettings(**loop_overrides(vfd=station)), PlantConfig().with_overrides(simulation={"seed": seed})
     tariff, model = build_tariff(settings), Twin.from_settings(settings).model
+    if station:
+        model = Station(settings).schedule_model(model, "cheaper")
     sim = Simulation(cfg, epoch0=DEFAULT_EPOCH + start_hour * HOUR)
     first = sim.state()
     slot = settings.schedule.slot_s
@@ -129,6 +154,16 @@ def foresight_bound(seed: int, start_hour: float, hours: float) -> float:
     return (cost - stored * kwh_m3 * tariff.average_price) / (volume - stored)
 
 
+def _speed_writes(decisions: list[Any]) -> dict[str, int]:
+    """Speed set point changes the loop made, by outcome (confirmed, blocked, failed)."""
+    out: dict[str, int] = {}
+    for d in decisions:
+        for o in d.outcomes:
+            if o.command.tag == VFD_SPEED_TAG:
+                out[o.status.value] = out.get(o.status.value, 0) + 1
+    return out
+
+
 def max_starts_in_an_hour(starts: list[tuple[str, float]]) -> int:
     """The most confirmed starts of one pump within any rolling hour (0 when none)."""
     most = 0
@@ -137,9 +172,10 @@ def max_starts_in_an_hour(starts: list[tuple[str, float]]) -> int:
     return most
 
 
-def _spawn(run: str, hours: float) -> dict[str, Any]:
+def _spawn(run: str, hours: float, *, vfd: bool = True) -> dict[str, Any]:
     seed, start = run.split(":")
     cmd = [sys.executable, "-m", "bench.savings", "--one", seed, start, "--hours", str(hours)]
+    cmd += [] if vfd else ["--no-vfd"]
     done = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
     if done.returncode != 0:
         return {"seed": int(seed), "start_hour": float(start), "error": done.stderr.strip().splitlines()[-1:]}
@@ -173,6 +209,8 @@ def format_row(r: dict[str, Any]) -> str:
         f"{r['max_starts_hour']:>8} "
         f"{r['starts_per_pump_hour']:>9.3f} {r['plc_starts_per_pump_hour']:>5.3f} {r['wall_s']:>6.0f}  "
         + ("meets the targets" if not misses else "MISSED: " + ", ".join(misses))
+        + f"  (run h {', '.join(f'{k} {v}' for k, v in sorted(r.get('run_hours', {}).items()))}; "
+        f"speed set points {r.get('speed_writes') or 'none'})"
     )
 
 
@@ -181,16 +219,19 @@ def main() -> None:
     parser.add_argument("--runs", nargs="+", default=list(DEFAULT_RUNS), help="seed:start-hour pairs")
     parser.add_argument("--hours", type=float, default=HOURS)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument(
+        "--no-vfd", action="store_true", help="the loop without P-101's speed set point (as the bundled configuration)"
+    )
     parser.add_argument("--one", nargs=2, metavar=("SEED", "HOUR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(asyncio.run(_one(int(args.one[0]), float(args.one[1]), args.hours))))
+        print(json.dumps(asyncio.run(_one(int(args.one[0]), float(args.one[1]), args.hours, vfd=not args.no_vfd))))
         return
     print(f"{args.hours:.0f} h from each start, stored water valued at the average tariff; cadence 20 s")
     print(HEADER, flush=True)
     failed = 0
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        for row in pool.map(lambda run: _spawn(run, args.hours), args.runs):
+        for row in pool.map(lambda run: _spawn(run, args.hours, vfd=not args.no_vfd), args.runs):
             print(format_row(row), flush=True)
             failed += "error" in row
     sys.exit(1 if failed else 0)
