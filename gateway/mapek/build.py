@@ -24,6 +24,7 @@ from gateway.mapek.remote import RemoteHandler
 from gateway.mapek.reschedule import Rescheduler
 from gateway.mapek.runner import Runner
 from gateway.mapek.snapshot import loop_tags, plc_level_tags
+from gateway.mapek.station import Station
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +160,7 @@ def envelope_limits(s: LoopSettings) -> EnvelopeLimits:
             s.treatment.min_lps, s.treatment.max_lps, s.treatment.max_step_lps, r.setpoint_min_interval_s
         ),
     }
+    setpoints |= Station(s).setpoint_limits(r.setpoint_min_interval_s)  # the VFDs' speed set points
     return EnvelopeLimits(
         dry_run_m=s.clearwell.dry_run_m,
         high_high_m=s.tank.high_high_m,

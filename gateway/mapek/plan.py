@@ -25,6 +25,7 @@ from gateway.domain.snapshot import PlantSnapshot, PumpSnapshot, good, usable, v
 from gateway.domain.tariff import Tariff
 from gateway.mapek.analyze import Analysis
 from gateway.mapek.knowledge import ControlState, Knowledge, OperatorHold
+from gateway.mapek.station import SPEED_DEADBAND_PCT, SPEED_MAX_PCT, SPEED_MAX_STEP_PCT, Station, best_speed
 
 Data = dict[str, Value | str | None]
 _FAILURES = (SymptomCode.PUMP_TRIP, SymptomCode.FAIL_TO_START, SymptomCode.PUMP_RUN_NO_FLOW)  # standby takes over
@@ -76,6 +77,7 @@ class Planner:
         self._tariff = tariff
         self._knowledge = knowledge
         self._envelope = envelope
+        self._station = Station(settings)
         self._slot_chosen: tuple[float, int] | None = None  # scratch of one ``pumps`` call, returned in its choice
 
     # -- control ------------------------------------------------------------------------------------------------
@@ -141,7 +143,7 @@ class Planner:
             return PumpChoice(urgent)
         self._slot_chosen = None
         target = self._interlock_hold(state, analysis, self._target(state, analysis))
-        proposal = self._toward(state, target, analysis)
+        proposal = self._speed(state, analysis, self._toward(state, target, analysis))
         lead = self._knowledge.lead
         lead_used = any(c.kind is CommandKind.START_PUMP and c.target == lead for c in proposal.plan.commands)
         return PumpChoice(proposal, self._slot_chosen, lead_used=lead is not None and lead_used)
@@ -331,6 +333,17 @@ class Planner:
         demoted = [p for p in others if _demoted(analysis, p.name)]
         nxt = min([p for p in others if p not in demoted] or others, key=lambda p: p.hours)
         reason = f"lead by run hours ({pump.hours:.1f} <= {nxt.name} {nxt.hours:.1f})"
+        energy = self._lead_energy(state, analysis)
+        if pump.name in energy and pump.name != self._knowledge.lead and not _demoted(analysis, pump.name):
+            rivals = [p for p in others if p not in demoted and p.name in energy]
+            if rivals:
+                rival = min(rivals, key=lambda p: (round(energy[p.name], 4), p.hours, p.name))
+                if round(energy[pump.name], 4) < round(energy[rival.name], 4) or pump.hours > rival.hours:
+                    reason = (
+                        f"lead by energy ({energy[pump.name]:.4f} kWh/m³ <= {rival.name} "
+                        f"{energy[rival.name]:.4f} at {self._static_head(state):.1f} m static head; run hours "
+                        f"{pump.hours:.1f} within {self._station.margin_h:.1f} h of the fewest)"
+                    )
         if demoted and not _demoted(analysis, pump.name):
             reason += f"; {', '.join(p.name for p in demoted)} demoted ({SymptomCode.EFF_DEGRADED.value})"
         return reason
@@ -345,14 +358,114 @@ class Planner:
         return Proposal("lead", Plan(PlanCode.P_DEMOTE_LEAD, why), {"demoted": ",".join(s.subject for s in degraded)})
 
     def _pick_start(self, state: PlantSnapshot, analysis: Analysis, *, exclude: set[str]) -> PumpSnapshot | None:
-        """Lowest run hours first, preferring a pump the envelope would let start now."""
+        """A lead asked for remotely first, a demoted pump last; then, among the pumps whose run hours are within
+        the station's margin of the fewest, the least energy per m³ at the present head (a fixed-speed pump has no
+        VFD loss, the VFD pump runs at its best speed; only with a speed set point configured); then the lowest run
+        hours — preferring a pump the envelope would let start now."""
         busy = {p.name for p in self.running(state)} | exclude
         pool = [p for p in self._available(state, analysis) if not p.is_running and p.name not in busy]
-        pool.sort(key=lambda p: (p.name != self._knowledge.lead, _demoted(analysis, p.name), p.hours, p.name))
+        energy = self._lead_energy(state, analysis)
+        pool.sort(
+            key=lambda p: (
+                p.name != self._knowledge.lead,
+                _demoted(analysis, p.name),
+                p.name not in energy,
+                round(energy.get(p.name, 0.0), 4),
+                p.hours,
+                p.name,
+            )
+        )
         for p in pool:
             if not self._envelope_blocks(p, state, start=True):
                 return p
         return pool[0] if pool else None
+
+    def _lead_energy(self, state: PlantSnapshot, analysis: Analysis) -> dict[str, float]:
+        """kWh/m³ of each pump that may lead by energy (run hours within the margin of the fewest of the available
+        pumps), running alone at the present head as the loop would run it; empty without a speed set point."""
+        head = self._static_head(state)
+        if not self._station.enabled or not math.isfinite(head):
+            return {}
+        available = self._available(state, analysis)
+        eligible = self._station.eligible([(p.name, p.hours) for p in available])
+        curve = self._knowledge.twin.model.curve
+        return {name: self._station.kwh_per_m3(curve, name, head) for name in eligible}
+
+    def _static_head(self, state: PlantSnapshot) -> float:
+        level, cw = value(state.tank_level), value(state.clearwell_level)
+        if not (math.isfinite(level) and math.isfinite(cw)):
+            return math.nan
+        return self._knowledge.twin.model.static_head(level, cw)
+
+    # -- speed --------------------------------------------------------------------------------------------------
+
+    def _speed(self, state: PlantSnapshot, analysis: Analysis, proposal: Proposal) -> Proposal:
+        """The VFD pumps' speed set points, added to the pump plan (the speed follows the pumps it runs with).
+
+        A VFD pump running alone under the schedule runs at its best speed for the present static head
+        (``station.best_speed``: the least energy per m³, which the schedule priced it at); beside another pump, below
+        the tank's low levels, under the hysteresis strategy, or stopped, at full speed (capacity first; the PLC's
+        own control and the next start find it at 100 %). Written only when it differs from the set point read back
+        by ``SPEED_DEADBAND_PCT`` (or to restore 100 %), at most ``SPEED_MAX_STEP_PCT`` a step, never while an
+        operator holds the set point; a change the envelope refuses is not sent, and the sentence says why (a
+        refusal only for its interval waits silently for the next cycle)."""
+        if not self._station.enabled:
+            return proposal
+        commands, notes = list(proposal.plan.commands), []
+        after = {p.name for p in self.running(state)}
+        for c in commands:
+            if c.kind is CommandKind.START_PUMP:
+                after.add(c.target)
+            elif c.kind is CommandKind.STOP_PUMP:
+                after.discard(c.target)
+        knowledge = dict(proposal.knowledge)
+        for vfd in self._station.speed_pumps:
+            present = state.setpoints.get(vfd.tag)
+            if not good(present) or self._knowledge.hold(vfd.tag, state.at) is not None:
+                continue
+            now_pct = value(present)
+            want, why = self._speed_wanted(state, analysis, vfd.name, after)
+            knowledge[f"speed_{vfd.name}_pct"] = round(want, 1)
+            restore = want >= SPEED_MAX_PCT and now_pct < SPEED_MAX_PCT - 0.5
+            if abs(want - now_pct) < SPEED_DEADBAND_PCT and not restore:
+                continue
+            step = max(-SPEED_MAX_STEP_PCT, min(SPEED_MAX_STEP_PCT, want - now_pct))
+            new = round(now_pct + step, 1)
+            cmd = Command(CommandKind.CHANGE_SETPOINT, vfd.tag, vfd.tag, new, why)
+            verdict = self._envelope.judge(cmd, state, state.at)
+            if verdict.allowed:
+                commands.append(cmd)
+                notes.append(f"{vfd.name} speed {now_pct:.0f} → {new:.0f} %: {why}")
+            elif verdict.rule is not None and verdict.rule.value != "setpoint_interval":
+                notes.append(f"{vfd.name} speed stays at {now_pct:.0f} % ({verdict.rule}: {verdict.detail}); {why}")
+        if not notes:
+            return replace(proposal, knowledge=knowledge) if knowledge != proposal.knowledge else proposal
+        plan = replace(proposal.plan, reason=proposal.plan.reason + "; " + "; ".join(notes), commands=tuple(commands))
+        return Proposal(proposal.family, plan, knowledge)
+
+    def _speed_wanted(self, state: PlantSnapshot, analysis: Analysis, pump: str, after: set[str]) -> tuple[float, str]:
+        """The speed (per cent) a VFD pump should run at, and why."""
+        if pump not in after:
+            return SPEED_MAX_PCT, "stopped: back to full speed for the next start and the PLC's own control"
+        if self._settings.strategy != "schedule":
+            return SPEED_MAX_PCT, "full speed under the hysteresis strategy"
+        if len(after) > 1:
+            others = ", ".join(sorted(after - {pump}))
+            return SPEED_MAX_PCT, f"running beside {others}: full speed (capacity first)"
+        if analysis.has(SymptomCode.LVL_LOW) or analysis.has(SymptomCode.LVL_LOWLOW):
+            return SPEED_MAX_PCT, "tank below its low level: full speed (capacity first)"
+        head = self._static_head(state)
+        if not math.isfinite(head):
+            return SPEED_MAX_PCT, "levels unknown: full speed"
+        curve = self._knowledge.twin.model.curve
+        speed, op = best_speed(curve, head)
+        full = curve.operating_point(1, head, 1.0)
+        why = (
+            f"alone at {head:.1f} m static head, the least energy per m³ at {speed:.0%}: "
+            f"{op.kwh_per_m3:.4f} kWh/m³ at {op.flow_lps:.1f} L/s against {full.kwh_per_m3:.4f} at full speed "
+            f"({full.flow_lps:.1f} L/s), as the schedule priced it"
+        )
+        return speed * 100.0, why
 
     def _pick_stop(self, running: list[PumpSnapshot], state: PlantSnapshot, analysis: Analysis) -> PumpSnapshot | None:
         """A demoted pump first, then most run hours first, among the running pumps the envelope would let stop."""

@@ -15,8 +15,10 @@ from gateway.domain.model import QualityReason
 from gateway.domain.schedule import Schedule, ScheduleInputs, ScheduleParams, compute_schedule
 from gateway.domain.snapshot import PlantSnapshot, good, value
 from gateway.domain.tariff import Tariff
+from gateway.domain.twin import PlantModel
 from gateway.logging import get_logger
 from gateway.mapek.knowledge import Knowledge
+from gateway.mapek.station import Station
 
 log = get_logger("gateway.mapek.reschedule")
 
@@ -28,6 +30,7 @@ class Rescheduler:
         self._settings = settings
         self._tariff = tariff
         self._knowledge = knowledge
+        self._station = Station(settings)
         self._last_at: float | None = None
         self.task: asyncio.Task[Schedule] | None = None  # a computation under way in its thread
         self.offload = False
@@ -45,12 +48,21 @@ class Rescheduler:
             return finished
         self._last_at = state.at
         params, inputs = self._inputs(state, level, cw)
-        twin = self._knowledge.twin
+        model = self.model(state)
         if self.offload and sched is not None:
-            work = asyncio.to_thread(compute_schedule, params=params, plant=twin.model, inputs=inputs)
+            work = asyncio.to_thread(compute_schedule, params=params, plant=model, inputs=inputs)
             self.task = asyncio.create_task(work, name="loop.schedule")
             return finished
-        return compute_schedule(params=params, plant=twin.model, inputs=inputs)
+        return compute_schedule(params=params, plant=model, inputs=inputs)
+
+    def model(self, state: PlantSnapshot) -> PlantModel:
+        """The plant model the schedule prices with: the twin's, with the station's drives when a pump has a speed
+        set point (``gateway.mapek.station``: one pump is priced as the pump that runs or would lead, at its speed)."""
+        available = [p for p in state.pumps if p.in_auto and not p.is_faulted]
+        running = [p.name for p in state.pumps if p.is_running]
+        idle = [p.name for p in available if not p.is_running]
+        lead = self._station.lead_mode(running, idle, [(p.name, p.hours) for p in available])
+        return self._station.schedule_model(self._knowledge.twin.model, lead)
 
     async def wait(self) -> None:
         """Wait for a computation under way (a thread cannot be cancelled; it ends within a second)."""

@@ -49,8 +49,10 @@ def read_snapshot(
 
 def setpoint_tags(s: LoopSettings) -> list[str]:
     """Every setpoint tag the envelope may judge a change of (``build.envelope_limits``): the PLC's own tank levels,
-    the PRV and the treatment plant's flow. The snapshot carries the present value of each, read back."""
-    return [*plc_level_tags(s), s.zone.prv_setpoint_tag, s.treatment.setpoint_tag]
+    the PRV, the treatment plant's flow and the pumps' speed set points. The snapshot carries the present value of
+    each, read back."""
+    speeds = [p.speed_tag for p in s.pumps if p.speed_tag is not None]
+    return [*plc_level_tags(s), s.zone.prv_setpoint_tag, s.treatment.setpoint_tag, *speeds]
 
 
 def plc_level_tags(s: LoopSettings) -> list[str]:

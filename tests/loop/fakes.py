@@ -35,7 +35,8 @@ PLC_TAGS = (
     + ["LIC-201.START_LEAD", "LIC-201.START_LAG", "LIC-201.STOP"]
 )
 RTU_TAGS = ["LIT-201", "LSHH-201", "FIT-301", "PIT-301", "PCV-301.SP", "AIT-100", "AIT-301"]
-WRITABLE = {"XC-101", "XC-102", "XC-103", "HS-CTRL", "GW-HB", "FIC-100", "PCV-301.SP", *PLC_TAGS[-3:]}
+VFD_TAG = "SIC-101"  # P-101's speed set point: polled only by devices given it (``tests/loop/test_speed.py``)
+WRITABLE = {"XC-101", "XC-102", "XC-103", "HS-CTRL", "GW-HB", "FIC-100", "PCV-301.SP", VFD_TAG, *PLC_TAGS[-3:]}
 BOOLS = {t for t in PLC_TAGS + RTU_TAGS if t.split("-")[0] in {"XC", "YS", "YA", "HS", "LSHH", "XA"}} - {"HS-CTRL"}
 MULT = [.45, .40, .35, .35, .40, .60, 1.05, 1.55, 1.60, 1.35, 1.15, 1.10,
         1.15, 1.10, 1.00, .95, 1.05, 1.30, 1.50, 1.55, 1.35, 1.10, .80, .60]  # fmt: skip
@@ -78,6 +79,7 @@ class FakePlant:
     fails_to_start: set[int] = field(default_factory=set)
     power_factor: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])  # > 1: a worn pump (JI-10x)
     level_offset: float = 0.0  # LIT-201 reads the tank plus this (a drifting transmitter)
+    speed_pct: float = 100.0  # SIC-101, P-101's speed set point (the physics here ignore it)
     high_float: bool | None = None  # LSHH-201 stuck at this (None: the float follows the water)
     hihi: bool = False  # the PLC's high-high interlock (XA-HIHI), on its instruments: set at the float or 7.8 m
     dry_run: bool = False  # the PLC's dry-run interlock (XA-DRYRUN): set below 0.8 m, cleared above 1.0 m
@@ -168,6 +170,7 @@ class FakePlant:
             "GW-HB": self.heartbeat,
             "XA-HIHI": self.hihi,
             "XA-DRYRUN": self.dry_run,
+            VFD_TAG: self.speed_pct,
             **self.levels,
         }
         return table[tag]
@@ -207,6 +210,8 @@ class FakePlant:
             self.prv = float(value)
         elif tag in self.levels:
             self.levels[tag] = float(value)
+        elif tag == VFD_TAG:
+            self.speed_pct = float(value)
         self._plc()
 
 
