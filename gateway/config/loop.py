@@ -18,6 +18,7 @@ from gateway.config.common import PositiveSeconds, StrictModel, TagRef
 WRITTEN_TAG_FIELDS = frozenset(
     {
         "start_tag",
+        "speed_tag",
         "heartbeat_tag",
         "control_word_tag",
         "setpoint_tag",

@@ -449,3 +449,29 @@ def test_cli_help_lists_subcommands() -> None:
     result = _run_cli("--help")
     assert result.returncode == 0
     assert "check-config" in result.stdout
+
+
+def test_loop_must_not_write_a_read_only_speed_tag(tmp_path: Path) -> None:
+    bundled = bundled_config_dir()
+    text = f"""
+    [gateway]
+    site = "s"
+    gateway_id = "g"
+    [loop]
+    enabled = true
+    [[loop.pumps]]
+    name = "P-101"
+    running_tag = "YS-101"
+    fault_tag = "YA-101"
+    auto_remote_tag = "HS-101"
+    start_tag = "XC-101"
+    speed_tag = "JI-101"
+    [[devices]]
+    name = "plc"
+    protocol = "modbus"
+    host = "127.0.0.1"
+    [[devices.tags_from]]
+    file = "{bundled / "booster_station.points.toml"}"
+    """
+    problems = problems_of(write(tmp_path, text))
+    assert ("loop.pumps[0].speed_tag", "the loop writes 'JI-101', but the tag is not writable") in problems
