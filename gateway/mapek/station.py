@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from typing import Literal
+from dataclasses import dataclass, fields, replace
+from typing import Any, Literal
 
 from gateway.config.loop import LoopSettings
 from gateway.domain.envelope import SetpointLimit
@@ -70,16 +70,12 @@ def _plain(curve: PumpCurve) -> PumpCurve:
     """The twin's own curve of a ``StationCurve`` (the cache key: the parameters, not the station's choices)."""
     if type(curve) is PumpCurve:
         return curve
-    return PumpCurve(
-        shutoff_head_m=curve.shutoff_head_m,
-        curve_k=curve.curve_k,
-        system_k=curve.system_k,
-        bep_flow_lps=curve.bep_flow_lps,
-        eta_pump_max=curve.eta_pump_max,
-        eta_motor=curve.eta_motor,
-        eta_vfd=curve.eta_vfd,
-        flow_scale=curve.flow_scale,
-    )
+    return PumpCurve(**_curve_fields(curve))
+
+
+def _curve_fields(curve: PumpCurve) -> dict[str, Any]:
+    """The twin's curve parameters of ``curve`` (a ``StationCurve`` adds the station's choices to them)."""
+    return {f.name: getattr(curve, f.name) for f in fields(PumpCurve)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,16 +143,8 @@ class Station:
         """The plant model the schedule prices with: the twin's, its curve run as this station runs it."""
         if not self.enabled:
             return model
-        c = model.curve
         curve = StationCurve(
-            shutoff_head_m=c.shutoff_head_m,
-            curve_k=c.curve_k,
-            system_k=c.system_k,
-            bep_flow_lps=c.bep_flow_lps,
-            eta_pump_max=c.eta_pump_max,
-            eta_motor=c.eta_motor,
-            eta_vfd=c.eta_vfd,
-            flow_scale=c.flow_scale,
+            **_curve_fields(model.curve),
             vfd=len(self.speed_pumps),
             fixed=self.fixed_count,
             lead=lead,
