@@ -198,7 +198,7 @@ class OpcUaPlc:
         server, self._server = self._server, None
         if server is not None:
             self.up = False
-            await _close_binary_server(server)
+            await close_binary_server(server)
             await server.stop()
             log.info("opcua.stopped", endpoint=self.endpoint)
 
@@ -208,7 +208,7 @@ class OpcUaPlc:
         if server is None or server.bserver is None or not self.up:
             return
         self.up = False
-        await _close_binary_server(server)
+        await close_binary_server(server)
         # A restarted server has forgotten its sessions; asyncua would keep them for a reconnect (Part 4 §6.7).
         for session in list(getattr(server.iserver, "_external_sessions", {}).values()):
             await _bounded(session.close_session(True), "close_session")
@@ -399,7 +399,7 @@ class OpcUaPlc:
 # --- stopping -------------------------------------------------------------------------------------------------------
 
 
-async def _close_binary_server(server: Server) -> None:
+async def close_binary_server(server: Server) -> None:
     """Stop listening, close every client connection (aborted after ``STOP_GRACE_S``), then asyncua's own stop of
     the binary server (its clean-up of the connections, bounded by ``STOP_BOUND_S``). Idempotent."""
     bserver = server.bserver

@@ -412,12 +412,7 @@ class Planner:
         if not self._station.enabled:
             return proposal
         commands, notes = list(proposal.plan.commands), []
-        after = {p.name for p in self.running(state)}
-        for c in commands:
-            if c.kind is CommandKind.START_PUMP:
-                after.add(c.target)
-            elif c.kind is CommandKind.STOP_PUMP:
-                after.discard(c.target)
+        after = self._running_after(state, commands)
         knowledge = dict(proposal.knowledge)
         for vfd in self._station.speed_pumps:
             present = state.setpoints.get(vfd.tag)
@@ -442,6 +437,16 @@ class Planner:
             return replace(proposal, knowledge=knowledge) if knowledge != proposal.knowledge else proposal
         plan = replace(proposal.plan, reason=proposal.plan.reason + "; " + "; ".join(notes), commands=tuple(commands))
         return Proposal(proposal.family, plan, knowledge)
+
+    def _running_after(self, state: PlantSnapshot, commands: list[Command]) -> set[str]:
+        """The pumps running once ``commands`` have started and stopped theirs."""
+        after = {p.name for p in self.running(state)}
+        for c in commands:
+            if c.kind is CommandKind.START_PUMP:
+                after.add(c.target)
+            elif c.kind is CommandKind.STOP_PUMP:
+                after.discard(c.target)
+        return after
 
     def _speed_wanted(self, state: PlantSnapshot, analysis: Analysis, pump: str, after: set[str]) -> tuple[float, str]:
         """The speed (per cent) a VFD pump should run at, and why."""

@@ -36,6 +36,7 @@ from pymodbus.simulator import SimData, SimDevice
 
 from gateway.config.devices import ModbusDeviceSettings, OpcUaDeviceSettings
 from gateway.domain.model import ByteOrder, DataType, ModbusAddress, ModbusTable, OpcUaAddress, Tag, WordOrder
+from simulators.opcua_server import close_binary_server
 
 T = TypeVar("T")
 
@@ -586,8 +587,15 @@ class UaServer:
         self.writes = 0
 
     def stop(self) -> None:
+        """Stop as the simulator does (``close_binary_server`` first): asyncua's own stop alone waits for ever on
+        a connection the device makes between its closing the connections and the listener (its immediate retry)."""
         if self._running:
-            self.thread.call(self._server.stop())
+
+            async def run() -> None:
+                await close_binary_server(self._server)
+                await self._server.stop()
+
+            self.thread.call(run())
             self._running = False
 
     def start(self) -> None:
