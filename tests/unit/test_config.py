@@ -219,21 +219,27 @@ def test_loop_reference_to_unknown_tag(tmp_path: Path) -> None:
     assert ("loop.pumps[0].start_tag", "unknown tag 'XC-101'") in problems
 
 
-def test_loop_must_not_write_read_only_tag(tmp_path: Path) -> None:
-    bundled = bundled_config_dir()
-    text = f"""
+def _with_bundled_plc(loop: str) -> str:
+    """A configuration of ``loop`` (TOML) and the bundled station's PLC point map."""
+    return f"""
     [gateway]
     site = "s"
     gateway_id = "g"
-    [loop]
-    heartbeat_tag = "HB-PLC"
+    {loop}
     [[devices]]
     name = "plc"
     protocol = "modbus"
     host = "127.0.0.1"
     [[devices.tags_from]]
-    file = "{bundled / "booster_station.points.toml"}"
+    file = "{bundled_config_dir() / "booster_station.points.toml"}"
     """
+
+
+def test_loop_must_not_write_read_only_tag(tmp_path: Path) -> None:
+    text = _with_bundled_plc("""
+    [loop]
+    heartbeat_tag = "HB-PLC"
+    """)
     problems = problems_of(write(tmp_path, text))
     assert problems == [("loop.heartbeat_tag", "the loop writes 'HB-PLC', but the tag is not writable")]
 
@@ -452,11 +458,7 @@ def test_cli_help_lists_subcommands() -> None:
 
 
 def test_loop_must_not_write_a_read_only_speed_tag(tmp_path: Path) -> None:
-    bundled = bundled_config_dir()
-    text = f"""
-    [gateway]
-    site = "s"
-    gateway_id = "g"
+    text = _with_bundled_plc("""
     [loop]
     enabled = true
     [[loop.pumps]]
@@ -466,12 +468,6 @@ def test_loop_must_not_write_a_read_only_speed_tag(tmp_path: Path) -> None:
     auto_remote_tag = "HS-101"
     start_tag = "XC-101"
     speed_tag = "JI-101"
-    [[devices]]
-    name = "plc"
-    protocol = "modbus"
-    host = "127.0.0.1"
-    [[devices.tags_from]]
-    file = "{bundled / "booster_station.points.toml"}"
-    """
+    """)
     problems = problems_of(write(tmp_path, text))
     assert ("loop.pumps[0].speed_tag", "the loop writes 'JI-101', but the tag is not writable") in problems
